@@ -1,0 +1,1099 @@
+//! The gossip engine: one node's protocol state, with no I/O and no clock of its own.
+//!
+//! The driver feeds it events — a connection accepted or opened, a text frame received, a
+//! connection closed, a dial failed, a local publish, time passing — each with the current
+//! time, and then drains [`Output`]s with [`Engine::poll_output`]: frames to send, addresses to
+//! dial, connections to close, messages to deliver to the application. [`Engine::poll_timeout`]
+//! says when to call [`Engine::handle_timeout`] next. Nothing here blocks or sleeps, so a test
+//! can run hundreds of engines on a virtual clock (see `sim`).
+//!
+//! Connections move through `Dialing` (outbound, transport not yet open) → `Handshake` → `V1`
+//! or `V2`. A dialer sends `HELLO` at once; an acceptor waits for the first frame: `HELLO`
+//! makes the peer v2, a seed frame (or silence for `hello_timeout`) makes it v1.
+//!
+//! Forwarding is flooding with dedup over v2 links, behind [`Engine::forward`]; v1 links get
+//! only what this node is responsible for (see [`Engine::v1_should_receive`]).
+
+use crate::Millis;
+use crate::id::{MsgId, NodeId, V1_ORIGIN};
+use crate::seen::SeenSet;
+use crate::wire::{
+    Frame, Hello, Message, PROTOCOL_NAME, PROTOCOL_VERSION, PeerKind, PeerRecord, canonical_address,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+/// A connection handle, chosen by the engine for every connection (dialed or accepted) so that
+/// the engine and its driver always agree on names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// Tunables. The defaults suit a native node; a browser peer lowers `target_connections`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kind: PeerKind,
+    /// Our own dialable addresses, canonical form first. Never dialed, never sent to v1 peers.
+    pub listen_addresses: Vec<String>,
+    /// For a browser: the node that served the page (see [`Hello::home`]).
+    pub home: Option<NodeId>,
+    /// How many node connections to keep by dialing discovered addresses. Pinned addresses
+    /// (`--peer`, `/add`) are dialed regardless; inbound connections are always accepted.
+    pub target_connections: usize,
+    /// Whether to dial addresses learned from peers at all (off in static-topology tests).
+    pub dial_discovered: bool,
+    /// How long an accepted connection may stay silent before it is taken to be v1.
+    pub hello_timeout: Millis,
+    /// Ping a peer that has been quiet this long.
+    pub ping_interval: Millis,
+    /// Close a peer that has been quiet this long.
+    pub idle_timeout: Millis,
+    /// Whether the transport can send WebSocket pings to v1 peers (a browser cannot).
+    pub transport_ping: bool,
+    /// How often to send `PEERS` to every v2 peer.
+    pub peer_exchange_interval: Millis,
+    /// How often maintenance (timeouts, dials, expiry) runs.
+    pub tick_interval: Millis,
+    /// Redial backoff: first delay and cap (each has up to 25% jitter added).
+    pub backoff_initial: Millis,
+    pub backoff_max: Millis,
+    /// How often to revisit a pinned seed address to introduce ourselves again (it may have
+    /// restarted and forgotten us).
+    pub v1_revisit_interval: Millis,
+    /// Failed dials after which an address that was not pinned is forgotten.
+    pub forget_after_failures: u32,
+    /// Seen-set bounds.
+    pub seen_capacity: usize,
+    pub seen_ttl: Millis,
+    /// Longest message text accepted from the application, in bytes.
+    pub max_message_bytes: usize,
+    /// Bad frames tolerated from one peer before it is closed.
+    pub max_bad_frames: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kind: PeerKind::Node,
+            listen_addresses: Vec::new(),
+            home: None,
+            target_connections: 8,
+            dial_discovered: true,
+            hello_timeout: 1_000,
+            ping_interval: 10_000,
+            idle_timeout: 30_000,
+            transport_ping: true,
+            peer_exchange_interval: 10_000,
+            tick_interval: 250,
+            backoff_initial: 250,
+            backoff_max: 10_000,
+            v1_revisit_interval: 30_000,
+            forget_after_failures: 12,
+            seen_capacity: 100_000,
+            seen_ttl: 60 * 60 * 1000,
+            max_message_bytes: 64 * 1024,
+            max_bad_frames: 32,
+        }
+    }
+}
+
+/// What the engine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this text frame. The same `Arc` goes to every peer a frame is broadcast to, so it
+    /// is encoded once.
+    Send { conn: ConnId, frame: Arc<str> },
+    /// Send a WebSocket ping frame (v1 peers only understand transport-level pings).
+    Ping { conn: ConnId },
+    /// Open a WebSocket to `address`; report `opened` or `dial_failed` for `conn`.
+    Dial { conn: ConnId, address: String },
+    /// Close the connection, telling the peer why. The engine has already forgotten it.
+    Close { conn: ConnId, reason: String },
+    /// A message new to this node: store it and show it. Each id is delivered once.
+    Deliver(Message),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Which protocol a connection speaks, as far as the engine knows yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Pending,
+    V1,
+    V2,
+}
+
+/// A connected peer, as the API and the page show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerInfo {
+    pub conn: ConnId,
+    pub id: Option<NodeId>,
+    pub address: Option<String>,
+    pub direction: Direction,
+    pub protocol: Protocol,
+    /// `None` while the handshake is pending or for v1 peers (a seed node never says).
+    pub kind: Option<PeerKind>,
+    pub connected_at: Millis,
+}
+
+/// Counters for status pages, metrics and the simulation's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub published: u64,
+    /// Message frames received (GOSSIP and v1 MESSAGE), duplicates included.
+    pub received: u64,
+    pub delivered: u64,
+    /// Message frames sent on to other peers (not counting our own publishes).
+    pub forwarded: u64,
+    pub duplicates: u64,
+    pub bad_frames: u64,
+    pub dials: u64,
+    pub dial_failures: u64,
+}
+
+/// Why the application's publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("message is empty")]
+    Empty,
+    #[error("message is {0} bytes; the limit is {1}")]
+    TooLarge(usize, usize),
+}
+
+/// Why an address given to [`Engine::add_peer`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address must be a ws:// or wss:// URL, got {0:?}")]
+    NotWebSocket(String),
+    #[error("{0} is this node's own address")]
+    OwnAddress(String),
+}
+
+#[derive(Debug)]
+enum ConnState {
+    Dialing,
+    Handshake { since: Millis },
+    V1,
+    V2 { hello: Hello },
+}
+
+#[derive(Debug)]
+struct Conn {
+    direction: Direction,
+    /// The address we dialed (outbound only).
+    dialed: Option<String>,
+    state: ConnState,
+    connected_at: Millis,
+    last_heard: Millis,
+    ping_sent: Option<u32>,
+    bad_frames: u32,
+    /// Addresses already sent to this (v1) peer in `SOCKETS`.
+    told: Vec<String>,
+}
+
+impl Conn {
+    fn node_id(&self) -> Option<NodeId> {
+        match &self.state {
+            ConnState::V2 { hello } => Some(hello.id),
+            _ => None,
+        }
+    }
+    fn is_v2(&self) -> bool {
+        matches!(self.state, ConnState::V2 { .. })
+    }
+    fn is_v1(&self) -> bool {
+        matches!(self.state, ConnState::V1)
+    }
+    /// The canonical address this peer is known by, if any.
+    fn address(&self) -> Option<&str> {
+        match &self.state {
+            ConnState::V2 { hello } => hello.addresses.first().map(String::as_str),
+            _ => self.dialed.as_deref(),
+        }
+    }
+}
+
+/// An address we know of, whether or not we are connected to it.
+#[derive(Debug, Default)]
+struct Known {
+    /// The node found there, once a handshake has told us.
+    node: Option<NodeId>,
+    /// Given by the operator (`--peer`, `/add`): always redialed, never forgotten.
+    pinned: bool,
+    /// A seed node answered there.
+    v1: bool,
+    /// Our own address (configured, or found by dialing ourselves).
+    is_self: bool,
+    failures: u32,
+    next_attempt: Millis,
+    conn: Option<ConnId>,
+}
+
+/// One node's gossip state. See the module docs for how a driver uses it.
+pub struct Engine {
+    config: Config,
+    me: NodeId,
+    rng: SmallRng,
+    next_conn: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    known: BTreeMap<String, Known>,
+    seen: SeenSet,
+    seq: u64,
+    outputs: VecDeque<Output>,
+    next_tick: Millis,
+    next_exchange: Millis,
+    stats: Stats,
+}
+
+impl Engine {
+    /// A new engine for node `me`. `seed` drives every random choice (jitter, sampling), so a
+    /// simulation with the same seeds replays exactly.
+    pub fn new(config: Config, me: NodeId, seed: u64, now: Millis) -> Self {
+        let mut config = config;
+        config.listen_addresses = config
+            .listen_addresses
+            .iter()
+            .filter_map(|a| canonical_address(a))
+            .collect();
+        let mut known = BTreeMap::new();
+        for address in &config.listen_addresses {
+            known.insert(
+                address.clone(),
+                Known {
+                    is_self: true,
+                    node: Some(me),
+                    ..Known::default()
+                },
+            );
+        }
+        Self {
+            seen: SeenSet::new(config.seen_capacity, config.seen_ttl),
+            next_exchange: now + config.peer_exchange_interval,
+            next_tick: now,
+            config,
+            me,
+            rng: SmallRng::seed_from_u64(seed),
+            next_conn: 1,
+            conns: BTreeMap::new(),
+            known,
+            seq: 0,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The next thing for the driver to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Millis {
+        self.next_tick
+    }
+
+    /// Connected (and handshaking) peers, in connection order.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| !matches!(c.state, ConnState::Dialing))
+            .map(|(&conn, c)| PeerInfo {
+                conn,
+                id: c.node_id(),
+                address: c.address().map(str::to_owned),
+                direction: c.direction,
+                protocol: match c.state {
+                    ConnState::Dialing | ConnState::Handshake { .. } => Protocol::Pending,
+                    ConnState::V1 => Protocol::V1,
+                    ConnState::V2 { .. } => Protocol::V2,
+                },
+                kind: match &c.state {
+                    ConnState::V2 { hello } => Some(hello.kind),
+                    _ => None,
+                },
+                connected_at: c.connected_at,
+            })
+            .collect()
+    }
+
+    /// Addresses known but not connected, for status pages.
+    pub fn known_addresses(&self) -> Vec<String> {
+        self.known
+            .iter()
+            .filter(|(_, k)| !k.is_self)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    // ----- events -----
+
+    /// The operator asked to connect to `address` (`--peer`, `/add`). It is pinned: dialed now
+    /// and redialed with backoff whenever it is lost.
+    pub fn add_peer(&mut self, address: &str, now: Millis) -> Result<String, AddressError> {
+        let canonical = canonical_address(address)
+            .ok_or_else(|| AddressError::NotWebSocket(address.to_owned()))?;
+        let entry = self.known.entry(canonical.clone()).or_default();
+        if entry.is_self {
+            return Err(AddressError::OwnAddress(canonical));
+        }
+        entry.pinned = true;
+        entry.next_attempt = now;
+        entry.failures = 0;
+        self.maintain_connections(now);
+        Ok(canonical)
+    }
+
+    /// A peer connected to us. Returns the handle to report its frames and close under.
+    pub fn accepted(&mut self, now: Millis) -> ConnId {
+        let conn = self.alloc_conn();
+        self.conns.insert(
+            conn,
+            Conn {
+                direction: Direction::Inbound,
+                dialed: None,
+                state: ConnState::Handshake { since: now },
+                connected_at: now,
+                last_heard: now,
+                ping_sent: None,
+                bad_frames: 0,
+                told: Vec::new(),
+            },
+        );
+        conn
+    }
+
+    /// A dial we asked for succeeded: say hello.
+    pub fn opened(&mut self, conn: ConnId, now: Millis) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(c.state, ConnState::Dialing) {
+            return;
+        }
+        c.state = ConnState::Handshake { since: now };
+        c.connected_at = now;
+        c.last_heard = now;
+        let hello = self.hello_frame();
+        self.send(conn, hello);
+    }
+
+    /// A dial we asked for failed.
+    pub fn dial_failed(&mut self, conn: ConnId, now: Millis) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.stats.dial_failures += 1;
+            if let Some(address) = c.dialed {
+                self.schedule_redial(&address, now, true);
+            }
+        }
+    }
+
+    /// The connection closed (by the peer, or the transport failed).
+    pub fn closed(&mut self, conn: ConnId, now: Millis) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.forget_conn(conn, c, now);
+        }
+    }
+
+    /// A WebSocket pong arrived: the peer is alive.
+    pub fn transport_pong(&mut self, conn: ConnId, now: Millis) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_heard = now;
+            c.ping_sent = None;
+        }
+    }
+
+    /// A text frame arrived on `conn`.
+    pub fn frame(&mut self, conn: ConnId, text: &str, now: Millis) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_heard = now;
+        c.ping_sent = None;
+        let frame = match Frame::decode(text) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.bad_frame(conn, "undecodable frame");
+                return;
+            }
+        };
+        match (&c.state, frame) {
+            (ConnState::Dialing, _) => {}
+            (ConnState::Handshake { .. }, Frame::Hello(hello)) => self.on_hello(conn, hello, now),
+            (
+                ConnState::Handshake { .. },
+                frame @ (Frame::Message { .. } | Frame::Sockets { .. }),
+            ) => {
+                self.become_v1(conn, now);
+                self.on_v1_frame(conn, frame, now);
+            }
+            (ConnState::Handshake { .. }, _) => self.close(
+                conn,
+                "protocol error: expected HELLO or a seed frame first",
+                now,
+            ),
+            (ConnState::V1, frame) => self.on_v1_frame(conn, frame, now),
+            (ConnState::V2 { .. }, Frame::Gossip(msg)) => self.on_gossip(conn, msg, now),
+            (ConnState::V2 { .. }, Frame::Peers { peers }) => {
+                for record in peers {
+                    self.learn(&record.address, Some(record.id), now);
+                }
+            }
+            (ConnState::V2 { .. }, Frame::Ping { nonce }) => {
+                self.send(conn, Frame::Pong { nonce }.encode().into());
+            }
+            (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
+            (ConnState::V2 { .. }, _) => self.bad_frame(conn, "unexpected frame"),
+        }
+    }
+
+    /// The application publishes `data`. Returns the message as delivered.
+    pub fn publish(&mut self, data: &str, now: Millis) -> Result<Message, PublishError> {
+        if data.is_empty() {
+            return Err(PublishError::Empty);
+        }
+        if data.len() > self.config.max_message_bytes {
+            return Err(PublishError::TooLarge(
+                data.len(),
+                self.config.max_message_bytes,
+            ));
+        }
+        self.seq += 1;
+        let msg = Message {
+            id: MsgId::v2(&self.me, self.seq, now, data),
+            origin: self.me.to_string(),
+            seq: self.seq,
+            timestamp: now,
+            data: data.to_owned(),
+        };
+        self.seen.insert(msg.id, now);
+        self.stats.published += 1;
+        self.stats.delivered += 1;
+        self.outputs.push_back(Output::Deliver(msg.clone()));
+        self.forward(&msg, None, true);
+        Ok(msg)
+    }
+
+    /// Time has passed: handshake and keepalive timeouts, peer exchange, dials, expiry.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + self.config.tick_interval;
+        self.seen.expire(now);
+
+        let mut to_v1 = Vec::new();
+        let mut to_close = Vec::new();
+        let mut to_ping = Vec::new();
+        for (&conn, c) in &self.conns {
+            match c.state {
+                ConnState::Dialing => {}
+                ConnState::Handshake { since } => {
+                    if now.saturating_sub(since) >= self.config.hello_timeout {
+                        to_v1.push(conn);
+                    }
+                }
+                ConnState::V1 | ConnState::V2 { .. } => {
+                    let idle = now.saturating_sub(c.last_heard);
+                    let can_ping = c.is_v2() || self.config.transport_ping;
+                    if idle >= self.config.idle_timeout && can_ping {
+                        to_close.push(conn);
+                    } else if idle >= self.config.ping_interval && c.ping_sent.is_none() && can_ping
+                    {
+                        to_ping.push(conn);
+                    }
+                }
+            }
+        }
+        for conn in to_v1 {
+            self.become_v1(conn, now);
+        }
+        for conn in to_close {
+            self.close(conn, "keepalive timeout", now);
+        }
+        for conn in to_ping {
+            let nonce: u32 = self.rng.random();
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            c.ping_sent = Some(nonce);
+            if c.is_v2() {
+                self.send(conn, Frame::Ping { nonce }.encode().into());
+            } else {
+                self.outputs.push_back(Output::Ping { conn });
+            }
+        }
+
+        if now >= self.next_exchange {
+            self.next_exchange = now + self.config.peer_exchange_interval;
+            let frame: Arc<str> = self.peers_frame(None).encode().into();
+            let targets: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.is_v2())
+                .map(|(&id, _)| id)
+                .collect();
+            for conn in targets {
+                self.send(conn, frame.clone());
+            }
+            // A seed only learns addresses from SOCKETS, and ignores ones it has dialed, so
+            // tell each v1 peer again whenever we know of nodes we have not told it about.
+            let v1: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.is_v1())
+                .map(|(&id, _)| id)
+                .collect();
+            for conn in v1 {
+                self.send_sockets(conn);
+            }
+        }
+        self.maintain_connections(now);
+    }
+
+    // ----- handshake -----
+
+    fn hello_frame(&self) -> Arc<str> {
+        Frame::Hello(Hello {
+            protocol: PROTOCOL_NAME.to_owned(),
+            version: PROTOCOL_VERSION,
+            id: self.me,
+            kind: self.config.kind,
+            addresses: self.config.listen_addresses.clone(),
+            home: self.config.home,
+        })
+        .encode()
+        .into()
+    }
+
+    fn on_hello(&mut self, conn: ConnId, mut hello: Hello, now: Millis) {
+        if hello.protocol != PROTOCOL_NAME || hello.version < 2 {
+            self.close(conn, "not a hearsay v2 peer", now);
+            return;
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let direction = c.direction;
+        let dialed = c.dialed.clone();
+        if hello.id == self.me {
+            if let Some(address) = &dialed {
+                let k = self.known.entry(address.clone()).or_default();
+                k.is_self = true;
+                k.node = Some(self.me);
+            }
+            self.close(conn, "connected to self", now);
+            return;
+        }
+        hello.addresses = hello
+            .addresses
+            .iter()
+            .filter_map(|a| canonical_address(a))
+            .collect();
+        if hello.kind == PeerKind::Browser {
+            hello.addresses.clear();
+        }
+
+        // Never two connections to one node. With links in both directions, the one dialed by
+        // the lower id survives (both ends compute the same answer). With two links in the same
+        // direction, only the dialer acts, closing the newer one.
+        let existing = self
+            .conns
+            .iter()
+            .find(|&(&other, oc)| other != conn && oc.node_id() == Some(hello.id))
+            .map(|(&other, oc)| (other, oc.direction));
+        if let Some((other, other_dir)) = existing {
+            let drop_new = match (direction, other_dir) {
+                (Direction::Outbound, Direction::Outbound) => true,
+                (Direction::Inbound, Direction::Inbound) => false,
+                (Direction::Outbound, Direction::Inbound) => self.me > hello.id,
+                (Direction::Inbound, Direction::Outbound) => self.me < hello.id,
+            };
+            if drop_new {
+                if let Some(address) = &dialed {
+                    self.known.entry(address.clone()).or_default().node = Some(hello.id);
+                }
+                if direction == Direction::Inbound {
+                    // Answer first so the dialer learns who we are and stops redialing.
+                    let frame = self.hello_frame();
+                    self.send(conn, frame);
+                }
+                self.close(conn, "duplicate connection", now);
+                return;
+            } else if direction != other_dir {
+                self.close(other, "duplicate connection", now);
+            }
+        }
+
+        if direction == Direction::Inbound {
+            let frame = self.hello_frame();
+            self.send(conn, frame);
+        }
+        for address in &hello.addresses {
+            self.learn(address, Some(hello.id), now);
+        }
+        for address in dialed.iter().chain(hello.addresses.iter()) {
+            if let Some(k) = self.known.get_mut(address) {
+                k.node = Some(hello.id);
+                k.failures = 0;
+                k.v1 = false;
+                if k.conn.is_none() || dialed.as_ref() == Some(address) {
+                    k.conn = Some(conn);
+                }
+            }
+        }
+        let peers = self.peers_frame(Some(hello.id)).encode().into();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::V2 { hello };
+        }
+        self.send(conn, peers);
+    }
+
+    fn become_v1(&mut self, conn: ConnId, now: Millis) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.state = ConnState::V1;
+        c.last_heard = now;
+        let own = c.dialed.clone();
+        if let Some(address) = &own {
+            let k = self.known.entry(address.clone()).or_default();
+            k.v1 = true;
+            k.failures = 0;
+        }
+        let Some(own) = own.filter(|_| !self.config.listen_addresses.is_empty()) else {
+            // Inbound, or we cannot be dialed (a browser): this link is the seed's only one.
+            self.send_sockets(conn);
+            return;
+        };
+        // We dialed a seed. It will dial every address it hears of, ours included once any
+        // node mentions it, and a seed with two links to us would get our messages twice. So
+        // introduce ourselves — our address and the nodes we know — and hang up: the seed's
+        // own dial back becomes its one link. A seed ignores addresses it has dialed already,
+        // so introducing ourselves again later (a pinned seed is revisited) is harmless.
+        let mut addresses = self.v1_addresses(Some(&own));
+        addresses.insert(0, self.config.listen_addresses[0].clone());
+        self.send(conn, Frame::Sockets { addresses }.encode().into());
+        self.close(conn, "hearsay nodes let seed nodes dial them", now);
+        if let Some(k) = self.known.get_mut(&own) {
+            k.next_attempt = now + self.config.v1_revisit_interval;
+        }
+    }
+
+    /// Sends a v1 peer `SOCKETS` if it would learn anything from it (or has had none yet).
+    fn send_sockets(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let addresses = self.v1_addresses(c.dialed.as_deref());
+        let fresh = addresses.iter().any(|a| !c.told.contains(a));
+        if fresh || c.told.is_empty() {
+            let c = self.conns.get_mut(&conn).expect("checked above");
+            c.told.extend(addresses.iter().cloned());
+            self.send(conn, Frame::Sockets { addresses }.encode().into());
+        }
+    }
+
+    /// What to tell a seed node in `SOCKETS`: one canonical address per hearsay node we have
+    /// shaken hands with (directly or through a peer), never ours (the seed would dial us a
+    /// second time and get everything twice) and never a seed's.
+    fn v1_addresses(&self, exclude: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut nodes_seen: Vec<NodeId> = Vec::new();
+        // A connected v2 node's own first address is its canonical one.
+        for c in self.conns.values() {
+            if let ConnState::V2 { hello } = &c.state
+                && let Some(a) = hello.addresses.first()
+                && !nodes_seen.contains(&hello.id)
+            {
+                nodes_seen.push(hello.id);
+                out.push(a.clone());
+            }
+        }
+        for (address, k) in &self.known {
+            if k.is_self {
+                continue;
+            }
+            let real = match k.node {
+                Some(id) => {
+                    if nodes_seen.contains(&id) {
+                        false
+                    } else {
+                        nodes_seen.push(id);
+                        true
+                    }
+                }
+                // Seed addresses are never passed on: an inbound seed's own address is unknown
+                // to us, so passing them on could make a seed dial itself. Seeds tell each
+                // other their addresses over their own links.
+                None => false,
+            };
+            if real && !out.contains(address) {
+                out.push(address.clone());
+            }
+        }
+        out.retain(|a| Some(a.as_str()) != exclude);
+        out
+    }
+
+    fn peers_frame(&self, exclude: Option<NodeId>) -> Frame {
+        let mut peers: Vec<PeerRecord> = Vec::new();
+        for c in self.conns.values() {
+            if let ConnState::V2 { hello } = &c.state
+                && let Some(address) = hello.addresses.first()
+                && Some(hello.id) != exclude
+                && !peers.iter().any(|p| p.id == hello.id)
+            {
+                peers.push(PeerRecord {
+                    id: hello.id,
+                    address: address.clone(),
+                });
+            }
+        }
+        for (address, k) in &self.known {
+            if let Some(id) = k.node
+                && !k.is_self
+                && Some(id) != exclude
+                && !peers.iter().any(|p| p.id == id)
+            {
+                peers.push(PeerRecord {
+                    id,
+                    address: address.clone(),
+                });
+            }
+        }
+        Frame::Peers { peers }
+    }
+
+    // ----- messages -----
+
+    fn on_v1_frame(&mut self, conn: ConnId, frame: Frame, now: Millis) {
+        match frame {
+            Frame::Message { data } => {
+                self.stats.received += 1;
+                if data.is_empty() || data.len() > self.config.max_message_bytes {
+                    self.bad_frame(conn, "message empty or too large");
+                    return;
+                }
+                let id = MsgId::v1(&data);
+                if !self.seen.insert(id, now) {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                let msg = Message {
+                    id,
+                    origin: V1_ORIGIN.to_owned(),
+                    seq: 0,
+                    timestamp: now,
+                    data,
+                };
+                self.stats.delivered += 1;
+                self.outputs.push_back(Output::Deliver(msg.clone()));
+                self.forward(&msg, Some(conn), false);
+            }
+            Frame::Sockets { addresses } => {
+                for address in addresses {
+                    self.learn(&address, None, now);
+                }
+            }
+            // A seed ignores frames it does not know; so do we, but we count them.
+            _ => self.bad_frame(conn, "unexpected frame from a v1 peer"),
+        }
+    }
+
+    fn on_gossip(&mut self, conn: ConnId, msg: Message, now: Millis) {
+        self.stats.received += 1;
+        if !msg.id_is_valid() || msg.data.len() > self.config.max_message_bytes {
+            self.bad_frame(conn, "message id does not match its content");
+            return;
+        }
+        if !self.seen.insert(msg.id, now) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.delivered += 1;
+        self.outputs.push_back(Output::Deliver(msg.clone()));
+        self.forward(&msg, Some(conn), false);
+    }
+
+    /// The forwarding seam: who gets `msg`, which arrived on `from` (or was published here).
+    /// Today this floods every other v2 link; Plumtree will replace the v2 half.
+    fn forward(&mut self, msg: &Message, from: Option<ConnId>, own: bool) {
+        let v2_targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|&(&id, c)| Some(id) != from && c.is_v2())
+            .map(|(&id, _)| id)
+            .collect();
+        let v1_targets: Vec<ConnId> = if self.v1_should_receive(msg, from, own) {
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.is_v1())
+                .map(|(&id, _)| id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !own {
+            self.stats.forwarded += (v2_targets.len() + v1_targets.len()) as u64;
+        }
+        if !v2_targets.is_empty() {
+            let frame: Arc<str> = Frame::Gossip(msg.clone()).encode().into();
+            for conn in v2_targets {
+                self.send(conn, frame.clone());
+            }
+        }
+        if !v1_targets.is_empty() {
+            let frame: Arc<str> = Frame::Message {
+                data: msg.data.clone(),
+            }
+            .encode()
+            .into();
+            for conn in v1_targets {
+                self.send(conn, frame.clone());
+            }
+        }
+    }
+
+    /// A seed node dials every address it hears of and never forwards, so it ends up linked
+    /// to every node and must get each message from exactly one of them: its origin. Messages
+    /// from a browser (which a seed cannot dial) are passed on by the browser's home node.
+    /// Text that came from a seed is never sent back to one: it sent it to all its sockets.
+    fn v1_should_receive(&self, msg: &Message, from: Option<ConnId>, own: bool) -> bool {
+        if own {
+            return true;
+        }
+        if msg.origin == V1_ORIGIN {
+            return false;
+        }
+        let Some(from) = from.and_then(|f| self.conns.get(&f)) else {
+            return false;
+        };
+        match &from.state {
+            ConnState::V2 { hello } => {
+                hello.kind == PeerKind::Browser
+                    && hello.home == Some(self.me)
+                    && msg.origin == hello.id.to_string()
+            }
+            _ => false,
+        }
+    }
+
+    // ----- connections -----
+
+    fn alloc_conn(&mut self) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Arc<str>) {
+        self.outputs.push_back(Output::Send { conn, frame });
+    }
+
+    fn bad_frame(&mut self, conn: ConnId, why: &str) {
+        self.stats.bad_frames += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.bad_frames += 1;
+        if c.bad_frames >= self.config.max_bad_frames {
+            let reason = format!("too many bad frames (last: {why})");
+            // The timestamp only matters for redial scheduling; last_heard is current.
+            let now = c.last_heard;
+            self.close(conn, &reason, now);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, reason: &str, now: Millis) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: reason.to_owned(),
+            });
+            self.forget_conn(conn, c, now);
+        }
+    }
+
+    /// Bookkeeping after a connection is gone: free its address entries and plan a redial.
+    fn forget_conn(&mut self, conn: ConnId, c: Conn, now: Millis) {
+        let established = c.is_v2() || c.is_v1();
+        let still_linked = c.node_id().is_some_and(|id| self.connected_to(id));
+        let mut addresses: Vec<String> = c.dialed.iter().cloned().collect();
+        if let ConnState::V2 { hello } = &c.state {
+            addresses.extend(hello.addresses.iter().cloned());
+        }
+        for address in addresses {
+            if let Some(k) = self.known.get_mut(&address)
+                && k.conn == Some(conn)
+            {
+                k.conn = None;
+            }
+            if !still_linked {
+                self.schedule_redial(&address, now, !established);
+            }
+        }
+    }
+
+    fn schedule_redial(&mut self, address: &str, now: Millis, failed: bool) {
+        let Some(k) = self.known.get_mut(address) else {
+            return;
+        };
+        if failed {
+            k.failures += 1;
+        }
+        if !k.pinned && k.failures >= self.config.forget_after_failures {
+            self.known.remove(address);
+            return;
+        }
+        let exp = k.failures.min(16);
+        let base = self
+            .config
+            .backoff_initial
+            .saturating_mul(1u64 << exp)
+            .min(self.config.backoff_max);
+        let jitter = self.rng.random_range(0..=base / 4);
+        k.next_attempt = now + base + jitter;
+    }
+
+    fn connected_to(&self, node: NodeId) -> bool {
+        self.conns.values().any(|c| c.node_id() == Some(node))
+    }
+
+    /// Records an address heard from a peer. Unknown addresses are dialed by maintenance.
+    fn learn(&mut self, address: &str, node: Option<NodeId>, now: Millis) {
+        let Some(address) = canonical_address(address) else {
+            return;
+        };
+        if node == Some(self.me) {
+            let k = self.known.entry(address).or_default();
+            k.is_self = true;
+            k.node = Some(self.me);
+            return;
+        }
+        let k = self.known.entry(address).or_insert_with(|| Known {
+            next_attempt: now,
+            ..Known::default()
+        });
+        if k.node.is_none() && !k.is_self {
+            k.node = node;
+        }
+    }
+
+    /// Dials what should be dialed: pinned addresses always, discovered ones while we have
+    /// fewer than `target_connections` node links.
+    fn maintain_connections(&mut self, now: Millis) {
+        let mut links = self
+            .conns
+            .values()
+            .filter(|c| match &c.state {
+                ConnState::V2 { hello } => hello.kind == PeerKind::Node,
+                _ => true,
+            })
+            .count();
+        let mut candidates: Vec<String> = Vec::new();
+        for (address, k) in &self.known {
+            if k.is_self || k.conn.is_some() || k.next_attempt > now || (k.v1 && !k.pinned) {
+                continue;
+            }
+            if k.node.is_some_and(|id| self.connected_to(id)) {
+                continue;
+            }
+            if k.pinned {
+                candidates.insert(0, address.clone());
+            } else if self.config.dial_discovered {
+                candidates.push(address.clone());
+            }
+        }
+        // Discovered candidates in random order, so nodes do not all pick the same few.
+        let pinned = candidates
+            .iter()
+            .take_while(|a| self.known[*a].pinned)
+            .count();
+        for i in (pinned + 1..candidates.len()).rev() {
+            let j = self.rng.random_range(pinned..=i);
+            candidates.swap(i, j);
+        }
+        let mut dialing_nodes: Vec<NodeId> = Vec::new();
+        for address in candidates {
+            let k = &self.known[&address];
+            if !k.pinned && links >= self.config.target_connections {
+                continue;
+            }
+            if let Some(id) = k.node {
+                // Two addresses of one node: dial only one of them.
+                if dialing_nodes.contains(&id) || self.dialing_node(id) {
+                    continue;
+                }
+                dialing_nodes.push(id);
+            }
+            let conn = self.alloc_conn();
+            self.known
+                .get_mut(&address)
+                .expect("candidate is known")
+                .conn = Some(conn);
+            self.conns.insert(
+                conn,
+                Conn {
+                    direction: Direction::Outbound,
+                    dialed: Some(address.clone()),
+                    state: ConnState::Dialing,
+                    connected_at: now,
+                    last_heard: now,
+                    ping_sent: None,
+                    bad_frames: 0,
+                    told: Vec::new(),
+                },
+            );
+            self.stats.dials += 1;
+            links += 1;
+            self.outputs.push_back(Output::Dial { conn, address });
+        }
+    }
+
+    fn dialing_node(&self, node: NodeId) -> bool {
+        self.conns.values().any(|c| {
+            matches!(c.state, ConnState::Dialing | ConnState::Handshake { .. })
+                && c.dialed
+                    .as_ref()
+                    .is_some_and(|a| self.known.get(a).is_some_and(|k| k.node == Some(node)))
+        })
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("me", &self.me)
+            .field("conns", &self.conns.len())
+            .field("known", &self.known.len())
+            .field("seen", &self.seen.len())
+            .finish()
+    }
+}

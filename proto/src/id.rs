@@ -1,0 +1,157 @@
+//! Identifiers: [`NodeId`] names a node for as long as it runs, [`MsgId`] names a message
+//! everywhere it travels.
+//!
+//! Both are 16 bytes written as 32 lower-case hex digits on the wire. A message id is a hash
+//! over what the message *is* (origin, per-origin sequence, timestamp and text), so every node
+//! that sees the same message derives the same id and a forged id is detected by recomputing it.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an id is 32 lower-case hex digits")]
+pub struct BadId;
+
+fn parse_hex16(s: &str) -> Result<[u8; 16], BadId> {
+    if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(BadId);
+    }
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(s, &mut out).map_err(|_| BadId)?;
+    Ok(out)
+}
+
+macro_rules! hex_id {
+    ($name:ident) => {
+        impl $name {
+            pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+                Self(bytes)
+            }
+            pub const fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // Eight digits are enough to tell ids apart in logs and test failures.
+                write!(f, "{}({})", stringify!($name), &hex::encode(self.0)[..8])
+            }
+        }
+        impl FromStr for $name {
+            type Err = BadId;
+            fn from_str(s: &str) -> Result<Self, BadId> {
+                parse_hex16(s).map(Self)
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(self.0))
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A node's identity for the lifetime of its process, drawn at random by the driver.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId([u8; 16]);
+hex_id!(NodeId);
+
+/// A message's identity, the same on every node (see [`MsgId::v2`] and [`MsgId::v1`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgId([u8; 16]);
+hex_id!(MsgId);
+
+/// The origin recorded for messages that entered the network from a seed (v1) node, which has
+/// no node id of its own.
+pub const V1_ORIGIN: &str = "v1";
+
+impl MsgId {
+    /// The id of a message published by a hearsay node. Length-prefixing each field keeps
+    /// distinct field tuples from hashing the same bytes.
+    pub fn v2(origin: &NodeId, seq: u64, timestamp: u64, data: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"hearsay/msg/v2\0");
+        h.update(origin.as_bytes());
+        h.update(seq.to_be_bytes());
+        h.update(timestamp.to_be_bytes());
+        h.update((data.len() as u64).to_be_bytes());
+        h.update(data.as_bytes());
+        Self::from_digest(h)
+    }
+
+    /// The id of a message that came from a seed node. The seed sends its text with no id, one
+    /// copy per socket, so the id depends on the text alone: every copy, at every node, collapses
+    /// into one message.
+    pub fn v1(data: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"hearsay/msg/v1\0");
+        h.update(data.as_bytes());
+        Self::from_digest(h)
+    }
+
+    fn from_digest(h: Sha256) -> Self {
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        Self(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_as_hex() {
+        let id = NodeId::from_bytes([0xab; 16]);
+        let s = id.to_string();
+        assert_eq!(s, "ab".repeat(16));
+        assert_eq!(s.parse::<NodeId>().unwrap(), id);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{s}\""));
+        assert_eq!(
+            serde_json::from_str::<NodeId>(&format!("\"{s}\"")).unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn bad_ids_are_rejected() {
+        for bad in [
+            "",
+            "ab",
+            &"AB".repeat(16),
+            &"zz".repeat(16),
+            &"a".repeat(33),
+        ] {
+            assert_eq!(bad.parse::<MsgId>(), Err(BadId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn message_ids_depend_on_every_field() {
+        let a = NodeId::from_bytes([1; 16]);
+        let b = NodeId::from_bytes([2; 16]);
+        let base = MsgId::v2(&a, 1, 1000, "hi");
+        assert_eq!(base, MsgId::v2(&a, 1, 1000, "hi"));
+        assert_ne!(base, MsgId::v2(&b, 1, 1000, "hi"));
+        assert_ne!(base, MsgId::v2(&a, 2, 1000, "hi"));
+        assert_ne!(base, MsgId::v2(&a, 1, 1001, "hi"));
+        assert_ne!(base, MsgId::v2(&a, 1, 1000, "ho"));
+        assert_eq!(MsgId::v1("hi"), MsgId::v1("hi"));
+        assert_ne!(MsgId::v1("hi"), MsgId::v1("ho"));
+    }
+}
