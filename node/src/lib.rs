@@ -1,1 +1,26 @@
+//! The native hearsay node: warp + tokio driving the `hearsay-proto` engine.
+//!
+//! - [`cli`]: command-line arguments (`hearsay PORT [--peer WS_URL]...`).
+//! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
+//!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
+//!   stops every task on shutdown.
+//! - [`http`]: routes — the seed's `/add` and `/commit`, the status page, `/api/*`, and the
+//!   WebSocket upgrade at `/ws` and `/`.
+//! - [`driver`]: owns the engine (behind a short-held mutex), carries out its outputs: frames
+//!   into per-peer queues, dials, closes, deliveries into the store.
+//! - [`conn`]: one task per WebSocket, accepted or dialed: bounded queue out, frames in.
+//! - [`store`]: the message history behind the [`store::Store`] interface.
+//! - [`clock`]: monotonic Unix-epoch milliseconds for the engine.
+//!
+//! Data flow: socket → `conn` → `Shared::drive(engine.frame)` → outputs → other peers' queues
+//! and the store; HTTP handlers publish and read through the same `Shared`.
 
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod conn;
+pub mod driver;
+pub mod http;
+pub mod server;
+pub mod store;

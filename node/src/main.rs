@@ -1,1 +1,56 @@
-fn main() {}
+//! The `hearsay` binary: parse arguments, set up logging, bind, run until Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use hearsay::cli::{Args, V1Port};
+use hearsay::server::{self, NodeConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "hearsay=info,warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let v1_port = args.v1_port(args.port).map_err(anyhow::Error::msg)?;
+
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let v1_listener = match v1_port {
+        V1Port::Off => None,
+        V1Port::At(port) => match TcpListener::bind((args.host.as_str(), port)).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(port, error = %e, "seed-compatible port unavailable; going on without it");
+                None
+            }
+        },
+    };
+
+    let shutdown = CancellationToken::new();
+    let config = NodeConfig {
+        peers: args.peers,
+        advertise_host: args.advertise,
+        ..NodeConfig::default()
+    };
+    let node = server::start(listener, v1_listener, config, shutdown.clone())?;
+    println!("hearsay node {} listening on http://{}", node.id, node.addr);
+    if let Some(v1) = node.v1_addr {
+        println!("seed-compatible WebSocket port: ws://{v1}");
+    }
+
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("cannot listen for Ctrl-C")?;
+            tracing::info!("Ctrl-C: shutting down");
+        }
+        _ = shutdown.cancelled() => {}
+    }
+    node.stop().await;
+    Ok(())
+}

@@ -409,6 +409,11 @@ impl Engine {
         if let Some(c) = self.conns.remove(&conn) {
             self.stats.dial_failures += 1;
             if let Some(address) = c.dialed {
+                if let Some(k) = self.known.get_mut(&address)
+                    && k.conn == Some(conn)
+                {
+                    k.conn = None;
+                }
                 self.schedule_redial(&address, now, true);
             }
         }
@@ -470,6 +475,14 @@ impl Engine {
             }
             (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
             (ConnState::V2 { .. }, _) => self.bad_frame(conn, "unexpected frame"),
+        }
+    }
+
+    /// A frame the protocol has no use for arrived (a binary WebSocket message): counted as
+    /// bad, like undecodable text.
+    pub fn unsupported_frame(&mut self, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.bad_frame(conn, "binary frame");
         }
     }
 

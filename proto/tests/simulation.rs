@@ -242,3 +242,20 @@ fn a_seed_dialed_by_a_hearsay_node_gets_each_message_once() {
     );
     assert_eq!(stored.len(), 6, "{stored:?}");
 }
+
+#[test]
+fn a_peer_that_starts_late_is_dialed_until_it_answers() {
+    let mut sim = Sim::new(21);
+    sim.add_hearsay(sim_config(true));
+    sim.add_hearsay(sim_config(true));
+    sim.kill(0);
+    sim.connect(1, 0);
+    sim.run_for(20_000);
+    assert!(sim.nodes[1].engine().unwrap().stats().dial_failures >= 3);
+    sim.restart(0, sim_config(true), &[]);
+    // Backoff is capped at 10 s (+25% jitter), so within 15 s the dialer is back.
+    sim.run_for(15_000);
+    let id = sim.publish(0, "late but here");
+    sim.run_for(2_000);
+    sim.check_exactly_once(&[id]).unwrap();
+}

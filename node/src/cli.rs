@@ -1,0 +1,68 @@
+//! The command line: `hearsay PORT [--peer WS_URL]... [--host ADDR]`.
+
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+Examples:
+  hearsay 3000
+      Run a node: page and API at http://127.0.0.1:3000, WebSockets at ws://127.0.0.1:3000/ws
+      (and at ws://127.0.0.1:3001 for seed nodes).
+  hearsay 3002 --peer ws://127.0.0.1:3000
+      Run a second node that joins the first. A chain of --peer flags becomes a mesh.
+  curl 'http://127.0.0.1:3002/commit?msg=hello'
+  curl -X POST -d '{\"data\":\"hello\"}' http://127.0.0.1:3002/api/messages
+      Publish; every node gets it once.
+  curl http://127.0.0.1:3000/api/messages
+      Read the messages this node holds.
+  hearsay 4000 --host 0.0.0.0 --advertise 192.168.1.20
+      Listen on every interface and tell peers to dial 192.168.1.20.
+
+Logs: RUST_LOG=hearsay=debug hearsay 3000";
+
+/// A peer-to-peer gossip node. Every node serves a status page and JSON API, accepts
+/// WebSocket peers on the same port, and speaks the seed network's protocol too.
+#[derive(Debug, Parser)]
+#[command(name = "hearsay", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// Port for HTTP and WebSockets (0 picks a free one).
+    pub port: u16,
+
+    /// A node to connect to and keep connected to, e.g. ws://127.0.0.1:3000 (repeatable).
+    #[arg(long = "peer", value_name = "WS_URL")]
+    pub peers: Vec<String>,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub host: String,
+
+    /// Host name or IP other nodes should dial (default: --host, or 127.0.0.1 for 0.0.0.0).
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+
+    /// Seed-compatible WebSocket port: a number, or `off` (default: PORT+1).
+    #[arg(long = "v1-port", value_name = "N|off")]
+    pub v1_port: Option<String>,
+}
+
+/// Where the seed-compatible port should go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum V1Port {
+    Off,
+    At(u16),
+}
+
+impl Args {
+    pub fn v1_port(&self, main_port: u16) -> Result<V1Port, String> {
+        match self.v1_port.as_deref() {
+            None => Ok(match main_port.checked_add(1) {
+                Some(p) if main_port != 0 => V1Port::At(p),
+                _ => V1Port::Off,
+            }),
+            Some("off") => Ok(V1Port::Off),
+            Some(n) => n
+                .parse()
+                .map(V1Port::At)
+                .map_err(|_| format!("--v1-port takes a port number or `off`, got {n:?}")),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! One task per WebSocket: it writes what the driver queued for the peer and hands what the
+//! peer sends to the engine.
+//!
+//! The queue is bounded ([`QUEUE_CAPACITY`]); a peer that lets it fill is dropped by the
+//! driver. Frames arrive as `Arc<str>` encoded once for every peer they go to. Accepted
+//! sockets (warp) and dialed ones (tokio-tungstenite) are different types, so the loop is
+//! generic over [`WsMessage`].
+
+use crate::driver::Shared;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hearsay_proto::ConnId;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Frames queued for one peer before it counts as too slow.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// What the driver asks a connection task to send.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Arc<str>),
+    Ping,
+}
+
+/// The driver's end of a connection task.
+#[derive(Debug)]
+pub struct ConnHandle {
+    tx: mpsc::Sender<Outgoing>,
+    kill: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl ConnHandle {
+    /// Queues a frame; false if the queue is full.
+    pub fn try_send(&self, out: Outgoing) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            // The task is already ending; its close will reach the engine.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
+    }
+
+    /// Makes the task send a close frame with `reason` and end.
+    pub fn close(self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.kill.cancel();
+    }
+}
+
+/// What a connection task needs to know about a message, whichever library made it.
+pub enum Incoming {
+    Text(String),
+    Pong,
+    Close,
+    Binary,
+    Other,
+}
+
+pub trait WsMessage: Sized {
+    fn text(frame: &str) -> Self;
+    fn ping() -> Self;
+    fn close(reason: &str) -> Self;
+    fn classify(self) -> Incoming;
+}
+
+/// Close reasons are limited to 123 bytes by the WebSocket spec; cut on a char boundary.
+fn short_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+impl WsMessage for warp::ws::Message {
+    fn text(frame: &str) -> Self {
+        warp::ws::Message::text(frame)
+    }
+    fn ping() -> Self {
+        warp::ws::Message::ping(Vec::new())
+    }
+    fn close(reason: &str) -> Self {
+        warp::ws::Message::close_with(1000u16, short_reason(reason).to_owned())
+    }
+    fn classify(self) -> Incoming {
+        if self.is_text() {
+            match self.to_str() {
+                Ok(s) => Incoming::Text(s.to_owned()),
+                Err(()) => Incoming::Binary,
+            }
+        } else if self.is_pong() {
+            Incoming::Pong
+        } else if self.is_close() {
+            Incoming::Close
+        } else if self.is_binary() {
+            Incoming::Binary
+        } else {
+            Incoming::Other
+        }
+    }
+}
+
+impl WsMessage for tokio_tungstenite::tungstenite::Message {
+    fn text(frame: &str) -> Self {
+        Self::text(frame)
+    }
+    fn ping() -> Self {
+        Self::Ping(Default::default())
+    }
+    fn close(reason: &str) -> Self {
+        use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+        Self::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: short_reason(reason).into(),
+        }))
+    }
+    fn classify(self) -> Incoming {
+        match self {
+            Self::Text(t) => Incoming::Text(t.as_str().to_owned()),
+            Self::Pong(_) => Incoming::Pong,
+            Self::Close(_) => Incoming::Close,
+            Self::Binary(_) => Incoming::Binary,
+            _ => Incoming::Other,
+        }
+    }
+}
+
+/// Runs one connection to its end. `dialed` is the engine's id for a dial we made; accepted
+/// sockets get theirs from the engine here.
+pub async fn run<S, M, E>(shared: Arc<Shared>, dialed: Option<ConnId>, socket: S)
+where
+    S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send,
+    M: WsMessage + Send,
+    E: std::fmt::Display,
+{
+    let (tx, mut rx) = mpsc::channel(QUEUE_CAPACITY);
+    let kill = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(None));
+    let handle = ConnHandle {
+        tx,
+        kill: kill.clone(),
+        reason: Arc::clone(&reason),
+    };
+    let conn = match dialed {
+        Some(conn) => {
+            shared.opened(conn, handle);
+            conn
+        }
+        None => shared.accept(handle),
+    };
+    let (mut sink, mut stream) = socket.split();
+    let closing: Option<String> = loop {
+        tokio::select! {
+            _ = kill.cancelled() => {
+                break reason.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+            _ = shared.shutdown.cancelled() => break Some("node shutting down".to_owned()),
+            out = rx.recv() => {
+                let msg = match out {
+                    Some(Outgoing::Text(frame)) => M::text(&frame),
+                    Some(Outgoing::Ping) => M::ping(),
+                    None => break None,
+                };
+                if sink.send(msg).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = stream.next() => match incoming {
+                Some(Ok(msg)) => match msg.classify() {
+                    Incoming::Text(text) => shared.drive(|e, now| e.frame(conn, &text, now)),
+                    Incoming::Pong => shared.drive(|e, now| e.transport_pong(conn, now)),
+                    Incoming::Binary => shared.drive(|e, _| e.unsupported_frame(conn)),
+                    Incoming::Close => break None,
+                    Incoming::Other => {}
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(%conn, error = %e, "socket error");
+                    break None;
+                }
+                None => break None,
+            },
+        }
+    };
+    if let Some(reason) = closing {
+        // Best effort: the peer may already be gone.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let _ = sink.send(M::close(&reason)).await;
+            let _ = sink.close().await;
+        })
+        .await;
+    }
+    shared.closed(conn);
+}

@@ -1,0 +1,193 @@
+//! The driver: owns the engine, carries out its outputs, and runs its timer.
+//!
+//! The engine sits behind a std `Mutex`: every call into it is short and never awaits, and
+//! carrying out its outputs is non-blocking too (a `try_send` into a peer's bounded queue, a
+//! spawned dial, a store insert), so the lock is never held across an `.await`. A tokio mutex
+//! would buy nothing and cost more.
+
+use crate::clock::Clock;
+use crate::conn::{self, ConnHandle, Outgoing};
+use crate::store::Store;
+use hearsay_proto::{ConnId, Engine, Output};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a dial may take before it counts as failed.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct State {
+    pub engine: Engine,
+    pub store: Box<dyn Store>,
+    conns: HashMap<ConnId, ConnHandle>,
+}
+
+/// Everything the HTTP handlers, connection tasks and timer share.
+pub struct Shared {
+    state: Mutex<State>,
+    pub clock: Clock,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub started_at: u64,
+}
+
+impl Shared {
+    pub fn new(
+        engine: Engine,
+        store: Box<dyn Store>,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                engine,
+                store,
+                conns: HashMap::new(),
+            }),
+            started_at: clock.now(),
+            clock,
+            tracker: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
+    /// Reads the state without driving the engine (status pages, API reads).
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Calls into the engine with the current time, then carries out everything it asked for.
+    pub fn drive<R>(self: &Arc<Self>, f: impl FnOnce(&mut Engine, u64) -> R) -> R {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let result = f(&mut state.engine, now);
+        self.execute(&mut state, now);
+        result
+    }
+
+    /// A peer connected to us: the engine names the connection and its queue is registered
+    /// under the same lock, so no output for it can be missed.
+    pub fn accept(self: &Arc<Self>, handle: ConnHandle) -> ConnId {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let conn = state.engine.accepted(now);
+        state.conns.insert(conn, handle);
+        self.execute(&mut state, now);
+        conn
+    }
+
+    /// A dial succeeded: register the queue, then let the engine say hello.
+    pub fn opened(self: &Arc<Self>, conn: ConnId, handle: ConnHandle) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.conns.insert(conn, handle);
+        state.engine.opened(conn, now);
+        self.execute(&mut state, now);
+    }
+
+    /// The socket ended (either side closed it, or it failed).
+    pub fn closed(self: &Arc<Self>, conn: ConnId) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.conns.remove(&conn);
+        state.engine.closed(conn, now);
+        self.execute(&mut state, now);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; keep serving rather than cascade.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn execute(self: &Arc<Self>, state: &mut State, now: u64) {
+        loop {
+            let mut overflowed = Vec::new();
+            while let Some(output) = state.engine.poll_output() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if let Some(handle) = state.conns.get(&conn)
+                            && !handle.try_send(Outgoing::Text(frame))
+                        {
+                            overflowed.push(conn);
+                        }
+                    }
+                    Output::Ping { conn } => {
+                        if let Some(handle) = state.conns.get(&conn) {
+                            handle.try_send(Outgoing::Ping);
+                        }
+                    }
+                    Output::Close { conn, reason } => {
+                        if let Some(handle) = state.conns.remove(&conn) {
+                            tracing::debug!(%conn, %reason, "closing peer");
+                            handle.close(reason);
+                        }
+                    }
+                    Output::Dial { conn, address } => self.spawn_dial(conn, address),
+                    Output::Deliver(msg) => {
+                        if state.store.insert(&msg) {
+                            tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
+                        }
+                    }
+                }
+            }
+            if overflowed.is_empty() {
+                break;
+            }
+            // A peer that cannot keep up is dropped rather than allowed to grow memory or to
+            // slow everyone else down; the engine hears it as a close.
+            for conn in overflowed {
+                if let Some(handle) = state.conns.remove(&conn) {
+                    tracing::warn!(%conn, "send queue full; dropping peer");
+                    handle.close("send queue full: peer too slow".to_owned());
+                }
+                state.engine.closed(conn, now);
+            }
+        }
+    }
+
+    fn spawn_dial(self: &Arc<Self>, conn: ConnId, address: String) {
+        let shared = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let attempt =
+                tokio::time::timeout(DIAL_TIMEOUT, tokio_tungstenite::connect_async(&address));
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = shared.shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(Ok((ws, _response))) => {
+                    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+                        let _ = tcp.set_nodelay(true);
+                    }
+                    tracing::debug!(%conn, %address, "dialed");
+                    conn::run(shared, Some(conn), ws).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%conn, %address, error = %e, "dial failed");
+                    shared.drive(|engine, now| engine.dial_failed(conn, now));
+                }
+                Err(_) => {
+                    tracing::debug!(%conn, %address, "dial timed out");
+                    shared.drive(|engine, now| engine.dial_failed(conn, now));
+                }
+            }
+        });
+    }
+
+    /// Runs the engine's timer until shutdown.
+    pub async fn run_timer(self: Arc<Self>) {
+        loop {
+            let deadline = self.read(|s| s.engine.poll_timeout());
+            let at = tokio::time::Instant::from_std(self.clock.instant_at(deadline));
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            self.drive(|engine, now| engine.handle_timeout(now));
+        }
+    }
+}

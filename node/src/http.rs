@@ -1,0 +1,351 @@
+//! HTTP: the seed's paths (`/add`, `/commit`, the status page at `/`), the JSON API under
+//! `/api/`, and the WebSocket upgrade at `/ws` and `/`.
+//!
+//! Filters are small functions returning `impl Filter`; every rejection is turned into a
+//! JSON body `{"error": "..."}` with a 4xx status by [`recover`], so a client always learns
+//! what was wrong.
+
+use crate::conn;
+use crate::driver::Shared;
+use crate::store::PageError;
+use hearsay_proto::{MsgId, PeerInfo, canonical_address};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+/// Messages per page of `GET /api/messages` when no `limit` is given.
+pub const DEFAULT_PAGE: usize = 100;
+/// The largest `limit` accepted.
+pub const MAX_PAGE: usize = 1000;
+/// Largest request body accepted by `POST /api/messages`.
+const MAX_BODY: u64 = 256 * 1024;
+
+/// A request that was understood but is wrong; becomes a 4xx with a JSON error.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+fn bad_request(message: impl Into<String>) -> Rejection {
+    warp::reject::custom(ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    })
+}
+
+fn with_shared(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (Arc<Shared>,), Error = Infallible> + Clone {
+    warp::any().map(move || Arc::clone(&shared))
+}
+
+type Query = HashMap<String, String>;
+
+fn query() -> impl Filter<Extract = (Query,), Error = Infallible> + Clone {
+    // Parse leniently and validate by hand, so errors can say which parameter was wrong.
+    warp::query::raw()
+        .map(|raw: String| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(&raw).unwrap_or_default()
+        })
+        .or(warp::any().map(Vec::new))
+        .unify()
+        .map(|pairs: Vec<(String, String)>| pairs.into_iter().collect())
+}
+
+/// Every route of the main port.
+pub fn routes(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let ws = warp::path("ws")
+        .and(warp::path::end())
+        .or(warp::path::end())
+        .unify()
+        .and(websocket(Arc::clone(&shared)));
+    let status_page = warp::get()
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .map(status_page);
+    let add = warp::get()
+        .and(warp::path("add"))
+        .and(warp::path::end())
+        .and(query())
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(add);
+    let commit = warp::get()
+        .and(warp::path("commit"))
+        .and(warp::path::end())
+        .and(query())
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(commit);
+    let api = warp::path("api").and(api(Arc::clone(&shared)));
+    ws.or(status_page)
+        .or(add)
+        .or(commit)
+        .or(api)
+        .recover(recover)
+}
+
+/// The routes of the seed-compatible port (PORT+1): WebSockets at any path, nothing else.
+pub fn v1_routes(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    websocket(shared).recover(recover)
+}
+
+fn websocket(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::ws()
+        .and(with_shared(shared))
+        .map(|ws: warp::ws::Ws, shared: Arc<Shared>| {
+            ws.max_message_size(1 << 20).on_upgrade(move |socket| {
+                let tracker = shared.tracker.clone();
+                // Tracked so that shutdown waits for every connection to close.
+                tracker.track_future(conn::run(shared, None, socket))
+            })
+        })
+}
+
+fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let peers = warp::get()
+        .and(warp::path("peers"))
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .map(|shared: Arc<Shared>| {
+            let peers: Vec<PeerJson> = shared
+                .read(|s| s.engine.peers())
+                .into_iter()
+                .map(PeerJson::from)
+                .collect();
+            warp::reply::json(&json!({ "peers": peers }))
+        });
+    let list = warp::get()
+        .and(warp::path("messages"))
+        .and(warp::path::end())
+        .and(query())
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(list_messages);
+    let post = warp::post()
+        .and(warp::path("messages"))
+        .and(warp::path::end())
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(post_message);
+    let status = warp::get()
+        .and(warp::path("status"))
+        .and(warp::path::end())
+        .and(with_shared(shared))
+        .map(|shared: Arc<Shared>| warp::reply::json(&status(&shared)));
+    peers.or(list).or(post).or(status)
+}
+
+/// A peer as `/api/peers` shows it.
+#[derive(Serialize)]
+struct PeerJson {
+    id: Option<String>,
+    address: Option<String>,
+    direction: hearsay_proto::Direction,
+    protocol: hearsay_proto::Protocol,
+    kind: Option<hearsay_proto::PeerKind>,
+    connected_at: u64,
+}
+
+impl From<PeerInfo> for PeerJson {
+    fn from(p: PeerInfo) -> Self {
+        Self {
+            id: p.id.map(|id| id.to_string()),
+            address: p.address,
+            direction: p.direction,
+            protocol: p.protocol,
+            kind: p.kind,
+            connected_at: p.connected_at,
+        }
+    }
+}
+
+fn status(shared: &Shared) -> serde_json::Value {
+    shared.read(|s| {
+        json!({
+            "id": s.engine.id().to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": hearsay_proto::wire::PROTOCOL_VERSION,
+            "addresses": s.engine.config().listen_addresses,
+            "peers": s.engine.peers().len(),
+            "known_addresses": s.engine.known_addresses(),
+            "messages": s.store.len(),
+            "stats": s.engine.stats(),
+            "started_at": shared.started_at,
+            "uptime_ms": shared.clock.now().saturating_sub(shared.started_at),
+        })
+    })
+}
+
+async fn add(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+    let address = q
+        .get("address")
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| bad_request("missing `address`: try /add?address=ws://127.0.0.1:3001"))?;
+    if canonical_address(address).is_none() {
+        return Err(bad_request(format!(
+            "address must be a ws:// or wss:// URL, got {address:?}"
+        )));
+    }
+    shared
+        .drive(|e, now| e.add_peer(address, now))
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")))
+}
+
+async fn commit(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+    let msg = q
+        .get("msg")
+        .ok_or_else(|| bad_request("missing `msg`: try /commit?msg=hello"))?;
+    shared
+        .drive(|e, now| e.publish(msg, now))
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")))
+}
+
+async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+    let limit = match q.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(bad_request(format!(
+                    "`limit` must be a number from 1 to {MAX_PAGE}, got {raw:?}"
+                )));
+            }
+        },
+    };
+    let after = match q.get("after") {
+        None => None,
+        Some(raw) => Some(raw.parse::<MsgId>().map_err(|_| {
+            bad_request(format!(
+                "`after` must be a message id (32 hex digits), got {raw:?}"
+            ))
+        })?),
+    };
+    let page = shared.read(|s| s.store.page(after.as_ref(), limit));
+    match page {
+        Ok(messages) => Ok(warp::reply::json(&json!({ "messages": messages }))),
+        Err(e @ PageError::UnknownAfter(_)) => Err(warp::reject::custom(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: e.to_string(),
+        })),
+    }
+}
+
+async fn post_message(body: bytes::Bytes, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Post {
+        data: String,
+    }
+    let post: Post = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(format!(
+            "body must be JSON like {{\"data\":\"hello\"}}: {e}"
+        ))
+    })?;
+    let msg = shared
+        .drive(|e, now| e.publish(&post.data, now))
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(warp::reply::with_status(
+        warp::reply::json(&json!({ "id": msg.id })),
+        StatusCode::CREATED,
+    ))
+}
+
+fn status_page(shared: Arc<Shared>) -> impl Reply {
+    use html_escape::encode_text as esc;
+    use std::fmt::Write;
+    let (id, addresses, peers, recent, total) = shared.read(|s| {
+        (
+            s.engine.id().to_string(),
+            s.engine.config().listen_addresses.clone(),
+            s.engine.peers(),
+            s.store.recent(100),
+            s.store.len(),
+        )
+    });
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>hearsay node</title><link rel=\"icon\" href=\"data:,\">\
+         <style>body{font:15px/1.45 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}\
+         code{font-size:90%}li{margin:.2rem 0}.m{color:#666;font-size:85%}</style></head><body>",
+    );
+    let _ = write!(html, "<h1>hearsay node</h1><p>id <code>{}</code>", esc(&id));
+    for a in &addresses {
+        let _ = write!(html, " · <code>{}</code>", esc(a));
+    }
+    html.push_str("</p><form action=\"/commit\"><input name=\"msg\" placeholder=\"say something\" required> <button>send</button></form>");
+    let _ = write!(html, "<h2>Peers ({})</h2><ul>", peers.len());
+    for p in &peers {
+        let _ = write!(
+            html,
+            "<li><code>{}</code> {} {:?} {:?}</li>",
+            esc(p.address.as_deref().unwrap_or("(no address)")),
+            esc(&p.id.map(|i| i.to_string()).unwrap_or_default()),
+            p.direction,
+            p.protocol
+        );
+    }
+    let _ = write!(html, "</ul><h2>Messages ({total})</h2><ul>");
+    for m in &recent {
+        let _ = write!(
+            html,
+            "<li>{} <span class=\"m\">from {}</span></li>",
+            esc(&m.data),
+            esc(&m.origin)
+        );
+    }
+    html.push_str("</ul><p class=\"m\">JSON: <a href=\"/api/status\">/api/status</a> · <a href=\"/api/peers\">/api/peers</a> · <a href=\"/api/messages\">/api/messages</a></p></body></html>");
+    warp::reply::html(html)
+}
+
+/// Turns every rejection into a JSON error with the right status.
+async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    let (status, message) = if let Some(e) = err.find::<ApiError>() {
+        (e.status, e.message.clone())
+    } else if err.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: see / for this node's paths".to_owned(),
+        )
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_owned(),
+        )
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than {MAX_BODY} bytes"),
+        )
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length header is required".to_owned(),
+        )
+    } else if err.find::<warp::reject::MissingHeader>().is_some()
+        || err.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        (
+            StatusCode::BAD_REQUEST,
+            "this path expects a WebSocket upgrade".to_owned(),
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, format!("bad request: {err:?}"))
+    };
+    Ok(warp::reply::with_status(
+        warp::reply::json(&json!({ "error": message })),
+        status,
+    ))
+}

@@ -1,0 +1,136 @@
+//! Starting and stopping a node: bind-free (listeners are passed in, so tests bind port 0),
+//! one warp server per listener, the engine's timer, and a shutdown that waits for every task.
+
+use crate::clock::Clock;
+use crate::driver::Shared;
+use crate::http;
+use crate::store::{MemoryStore, Store};
+use hearsay_proto::{Config as EngineConfig, Engine, NodeId};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What a node needs beyond its listeners.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Addresses to dial at start and keep dialing (`--peer`).
+    pub peers: Vec<String>,
+    /// The host other nodes should dial us at; defaults to the listener's IP (or 127.0.0.1
+    /// when it listens on every interface).
+    pub advertise_host: Option<String>,
+    /// Engine tunables; listen addresses are filled in here.
+    pub engine: EngineConfig,
+}
+
+/// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub v1_addr: Option<SocketAddr>,
+    pub id: NodeId,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Base URL of the HTTP API, e.g. `http://127.0.0.1:3000`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The canonical WebSocket address other nodes dial.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Stops the node and waits until every connection and task has ended and the ports are
+    /// closed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the node has stopped (after [`RunningNode::stop`] or a shutdown signal).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a node on `listener` (HTTP + WebSockets) and, if given, `v1_listener` (the seed's
+/// WebSocket-only port). Returns once both are accepting.
+pub fn start(
+    listener: TcpListener,
+    v1_listener: Option<TcpListener>,
+    config: NodeConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<RunningNode> {
+    let addr = listener.local_addr()?;
+    let v1_addr = v1_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    // Linux copies TCP_NODELAY from a listening socket to the sockets it accepts; warp does not
+    // set it, and small gossip frames must not wait for Nagle.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    if let Some(l) = &v1_listener {
+        socket2::SockRef::from(l).set_tcp_nodelay(true)?;
+    }
+
+    let host = config.advertise_host.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        }
+    });
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let mut engine_config = config.engine.clone();
+    engine_config.listen_addresses = vec![format!("ws://{host}:{}", addr.port())];
+
+    let id = NodeId::from_bytes(rand::random());
+    let clock = Clock::new();
+    let engine = Engine::new(engine_config, id, rand::random(), clock.now());
+    let store: Box<dyn Store> = Box::new(MemoryStore::default());
+    let shared = Shared::new(engine, store, clock, shutdown.clone());
+
+    for peer in &config.peers {
+        if let Err(e) = shared.drive(|engine, now| engine.add_peer(peer, now)) {
+            tracing::warn!(peer, error = %e, "ignoring --peer");
+        }
+    }
+
+    let tracker = shared.tracker.clone();
+    let main = warp::serve(http::routes(Arc::clone(&shared)))
+        .incoming(listener)
+        .graceful(shutdown.clone().cancelled_owned())
+        .run();
+    tracker.spawn(main);
+    if let Some(v1) = v1_listener {
+        let server = warp::serve(http::v1_routes(Arc::clone(&shared)))
+            .incoming(v1)
+            .graceful(shutdown.clone().cancelled_owned())
+            .run();
+        tracker.spawn(server);
+    }
+    tracker.spawn(Arc::clone(&shared).run_timer());
+    tracing::info!(%id, %addr, ?v1_addr, "node started");
+
+    let task = tokio::spawn(async move {
+        shared.shutdown.cancelled().await;
+        shared.tracker.close();
+        shared.tracker.wait().await;
+        tracing::info!(%id, "node stopped");
+    });
+    Ok(RunningNode {
+        addr,
+        v1_addr,
+        id,
+        shutdown,
+        task,
+    })
+}
