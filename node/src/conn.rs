@@ -161,7 +161,9 @@ where
                 let msg = match out {
                     Some(Outgoing::Text(frame)) => M::text(&frame),
                     Some(Outgoing::Ping) => M::ping(),
-                    None => break None,
+                    // The driver dropped its handle: it closed this peer (a reason is set) or
+                    // the node is going away.
+                    None => break reason.lock().unwrap_or_else(|p| p.into_inner()).take(),
                 };
                 if sink.send(msg).await.is_err() {
                     break None;
@@ -184,9 +186,30 @@ where
         }
     };
     if let Some(reason) = closing {
-        // Best effort: the peer may already be gone.
+        // Frames queued before the close still go out first (a seed we hang up on must get
+        // the SOCKETS we sent it), then the close with its reason. Best effort, bounded: the
+        // peer may already be gone.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            let _ = sink.send(M::close(&reason)).await;
+            while let Ok(out) = rx.try_recv() {
+                let msg = match out {
+                    Outgoing::Text(frame) => M::text(&frame),
+                    Outgoing::Ping => continue,
+                };
+                if sink.feed(msg).await.is_err() {
+                    return;
+                }
+            }
+            if sink.send(M::close(&reason)).await.is_err() {
+                return;
+            }
+            // Complete the closing handshake: read until the peer's close. Dropping a socket
+            // with unread input makes the kernel reset the connection, and the peer could lose
+            // our close frame (and its reason) with it.
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg.classify(), Incoming::Close) {
+                    break;
+                }
+            }
             let _ = sink.close().await;
         })
         .await;

@@ -312,18 +312,10 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
 
 /// Turns every rejection into a JSON error with the right status.
 async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    // Most specific first: a route that matched the path and then refused the request says
+    // more than the other routes' "wrong method".
     let (status, message) = if let Some(e) = err.find::<ApiError>() {
         (e.status, e.message.clone())
-    } else if err.is_not_found() {
-        (
-            StatusCode::NOT_FOUND,
-            "not found: see / for this node's paths".to_owned(),
-        )
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".to_owned(),
-        )
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -333,6 +325,16 @@ async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
         (
             StatusCode::LENGTH_REQUIRED,
             "a Content-Length header is required".to_owned(),
+        )
+    } else if err.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: see / for this node's paths".to_owned(),
+        )
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_owned(),
         )
     } else if err.find::<warp::reject::MissingHeader>().is_some()
         || err.find::<warp::reject::InvalidHeader>().is_some()

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "hearsay=info,warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let v1_port = args.v1_port(args.port).map_err(anyhow::Error::msg)?;

@@ -90,7 +90,12 @@ pub fn start(
         host
     };
     let mut engine_config = config.engine.clone();
-    engine_config.listen_addresses = vec![format!("ws://{host}:{}", addr.port())];
+    // Canonical address first; the seed-compatible port is an alias, so that a node reached
+    // by a seed at one is never named to that seed by the other.
+    engine_config.listen_addresses = std::iter::once(addr.port())
+        .chain(v1_addr.map(|a| a.port()))
+        .map(|port| format!("ws://{host}:{port}"))
+        .collect();
 
     let id = NodeId::from_bytes(rand::random());
     let clock = Clock::new();

@@ -204,6 +204,8 @@ struct Conn {
     bad_frames: u32,
     /// Addresses already sent to this (v1) peer in `SOCKETS`.
     told: Vec<String>,
+    /// Addresses this (v1) peer has told us it dialed.
+    seed_dialed: Vec<String>,
 }
 
 impl Conn {
@@ -252,6 +254,8 @@ pub struct Engine {
     next_conn: u64,
     conns: BTreeMap<ConnId, Conn>,
     known: BTreeMap<String, Known>,
+    /// Every hearsay node we know of and its addresses, canonical first.
+    nodes: BTreeMap<NodeId, Vec<String>>,
     seen: SeenSet,
     seq: u64,
     outputs: VecDeque<Output>,
@@ -291,6 +295,7 @@ impl Engine {
             next_conn: 1,
             conns: BTreeMap::new(),
             known,
+            nodes: BTreeMap::new(),
             seq: 0,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -384,6 +389,7 @@ impl Engine {
                 ping_sent: None,
                 bad_frames: 0,
                 told: Vec::new(),
+                seed_dialed: Vec::new(),
             },
         );
         conn
@@ -455,8 +461,13 @@ impl Engine {
                 ConnState::Handshake { .. },
                 frame @ (Frame::Message { .. } | Frame::Sockets { .. }),
             ) => {
-                self.become_v1(conn, now);
+                // Read the seed's first frame (its SOCKETS: what it has dialed) before
+                // answering, so the answer can take it into account.
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.state = ConnState::V1;
+                }
                 self.on_v1_frame(conn, frame, now);
+                self.become_v1(conn, now);
             }
             (ConnState::Handshake { .. }, _) => self.close(
                 conn,
@@ -467,7 +478,25 @@ impl Engine {
             (ConnState::V2 { .. }, Frame::Gossip(msg)) => self.on_gossip(conn, msg, now),
             (ConnState::V2 { .. }, Frame::Peers { peers }) => {
                 for record in peers {
-                    self.learn(&record.address, Some(record.id), now);
+                    let addresses: Vec<String> = std::iter::once(&record.address)
+                        .chain(&record.aliases)
+                        .filter_map(|a| canonical_address(a))
+                        .collect();
+                    if record.id == self.me || addresses.is_empty() {
+                        continue;
+                    }
+                    // Second-hand: only fills gaps; a node's own HELLO overrides it.
+                    let claimed = self.nodes.iter().any(|(&id, known)| {
+                        id != record.id && known.iter().any(|a| addresses.contains(a))
+                    });
+                    if !claimed {
+                        self.nodes
+                            .entry(record.id)
+                            .or_insert_with(|| addresses.clone());
+                    }
+                    for address in &addresses {
+                        self.learn(address, Some(record.id), now);
+                    }
                 }
             }
             (ConnState::V2 { .. }, Frame::Ping { nonce }) => {
@@ -671,6 +700,7 @@ impl Engine {
         for address in &hello.addresses {
             self.learn(address, Some(hello.id), now);
         }
+        self.set_node_addresses(hello.id, hello.addresses.clone());
         for address in dialed.iter().chain(hello.addresses.iter()) {
             if let Some(k) = self.known.get_mut(address) {
                 k.node = Some(hello.id);
@@ -710,8 +740,16 @@ impl Engine {
         // introduce ourselves — our address and the nodes we know — and hang up: the seed's
         // own dial back becomes its one link. A seed ignores addresses it has dialed already,
         // so introducing ourselves again later (a pinned seed is revisited) is harmless.
-        let mut addresses = self.v1_addresses(Some(&own));
-        addresses.insert(0, self.config.listen_addresses[0].clone());
+        let mut addresses = self.v1_addresses(conn);
+        let seed_has_us = self.conns.get(&conn).is_some_and(|c| {
+            self.config
+                .listen_addresses
+                .iter()
+                .any(|a| c.seed_dialed.contains(a))
+        });
+        if !seed_has_us {
+            addresses.insert(0, self.config.listen_addresses[0].clone());
+        }
         self.send(conn, Frame::Sockets { addresses }.encode().into());
         self.close(conn, "hearsay nodes let seed nodes dial them", now);
         if let Some(k) = self.known.get_mut(&own) {
@@ -721,87 +759,64 @@ impl Engine {
 
     /// Sends a v1 peer `SOCKETS` if it would learn anything from it (or has had none yet).
     fn send_sockets(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+        let addresses = self.v1_addresses(conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let addresses = self.v1_addresses(c.dialed.as_deref());
         let fresh = addresses.iter().any(|a| !c.told.contains(a));
         if fresh || c.told.is_empty() {
-            let c = self.conns.get_mut(&conn).expect("checked above");
             c.told.extend(addresses.iter().cloned());
             self.send(conn, Frame::Sockets { addresses }.encode().into());
         }
     }
 
-    /// What to tell a seed node in `SOCKETS`: one canonical address per hearsay node we have
-    /// shaken hands with (directly or through a peer), never ours (the seed would dial us a
-    /// second time and get everything twice) and never a seed's.
-    fn v1_addresses(&self, exclude: Option<&str>) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        let mut nodes_seen: Vec<NodeId> = Vec::new();
-        // A connected v2 node's own first address is its canonical one.
-        for c in self.conns.values() {
-            if let ConnState::V2 { hello } = &c.state
-                && let Some(a) = hello.addresses.first()
-                && !nodes_seen.contains(&hello.id)
-            {
-                nodes_seen.push(hello.id);
-                out.push(a.clone());
-            }
-        }
-        for (address, k) in &self.known {
-            if k.is_self {
-                continue;
-            }
-            let real = match k.node {
-                Some(id) => {
-                    if nodes_seen.contains(&id) {
-                        false
-                    } else {
-                        nodes_seen.push(id);
-                        true
-                    }
-                }
-                // Seed addresses are never passed on: an inbound seed's own address is unknown
-                // to us, so passing them on could make a seed dial itself. Seeds tell each
-                // other their addresses over their own links.
-                None => false,
-            };
-            if real && !out.contains(address) {
-                out.push(address.clone());
-            }
-        }
-        out.retain(|a| Some(a.as_str()) != exclude);
-        out
+    /// What to tell the seed on `conn` in `SOCKETS`: the canonical address of each hearsay node
+    /// we know of, except nodes the seed has already dialed under any of their addresses (a
+    /// seed compares addresses as strings, so naming a node it reached at its seed port again
+    /// by its main port would link it twice and it would get everything twice), and never
+    /// ours. Seed addresses are never passed on: an inbound seed's own address is unknown to
+    /// us, so passing them on could make a seed dial itself.
+    fn v1_addresses(&self, conn: ConnId) -> Vec<String> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Vec::new();
+        };
+        self.nodes
+            .iter()
+            .filter(|&(&id, aliases)| {
+                id != self.me
+                    && !aliases
+                        .iter()
+                        .any(|a| c.seed_dialed.contains(a) || c.dialed.as_ref() == Some(a))
+            })
+            .filter_map(|(_, aliases)| aliases.first().cloned())
+            .collect()
     }
 
     fn peers_frame(&self, exclude: Option<NodeId>) -> Frame {
-        let mut peers: Vec<PeerRecord> = Vec::new();
-        for c in self.conns.values() {
-            if let ConnState::V2 { hello } = &c.state
-                && let Some(address) = hello.addresses.first()
-                && Some(hello.id) != exclude
-                && !peers.iter().any(|p| p.id == hello.id)
-            {
-                peers.push(PeerRecord {
-                    id: hello.id,
-                    address: address.clone(),
-                });
-            }
-        }
-        for (address, k) in &self.known {
-            if let Some(id) = k.node
-                && !k.is_self
-                && Some(id) != exclude
-                && !peers.iter().any(|p| p.id == id)
-            {
-                peers.push(PeerRecord {
-                    id,
-                    address: address.clone(),
-                });
-            }
-        }
+        let peers = self
+            .nodes
+            .iter()
+            .filter(|&(&id, aliases)| id != self.me && Some(id) != exclude && !aliases.is_empty())
+            .map(|(&id, aliases)| PeerRecord {
+                id,
+                address: aliases[0].clone(),
+                aliases: aliases[1..].to_vec(),
+            })
+            .collect();
         Frame::Peers { peers }
+    }
+
+    /// Records what a node says its addresses are (its `HELLO` is the authority). Any other
+    /// node id claiming one of these addresses is stale — a restart gives a node a new id —
+    /// and is dropped.
+    fn set_node_addresses(&mut self, id: NodeId, addresses: Vec<String>) {
+        if addresses.is_empty() {
+            return;
+        }
+        self.nodes.retain(|&other, aliases| {
+            other == id || !aliases.iter().any(|a| addresses.contains(a))
+        });
+        self.nodes.insert(id, addresses);
     }
 
     // ----- messages -----
@@ -831,7 +846,20 @@ impl Engine {
                 self.forward(&msg, Some(conn), false);
             }
             Frame::Sockets { addresses } => {
-                for address in addresses {
+                // A seed's SOCKETS is the list of addresses it has dialed: remember it, so we
+                // never name a node to it that it already reached under another address.
+                let canonical: Vec<String> = addresses
+                    .iter()
+                    .filter_map(|a| canonical_address(a))
+                    .collect();
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    for a in &canonical {
+                        if !c.seed_dialed.contains(a) {
+                            c.seed_dialed.push(a.clone());
+                        }
+                    }
+                }
+                for address in canonical {
                     self.learn(&address, None, now);
                 }
             }
@@ -983,6 +1011,8 @@ impl Engine {
         }
         if !k.pinned && k.failures >= self.config.forget_after_failures {
             self.known.remove(address);
+            self.nodes
+                .retain(|_, aliases| aliases.first().map(String::as_str) != Some(address));
             return;
         }
         let exp = k.failures.min(16);
@@ -1082,6 +1112,7 @@ impl Engine {
                     ping_sent: None,
                     bad_frames: 0,
                     told: Vec::new(),
+                    seed_dialed: Vec::new(),
                 },
             );
             self.stats.dials += 1;

@@ -201,10 +201,28 @@ impl Sim {
         format!("ws://node{i}:3000")
     }
 
+    /// Node `i`'s seed-compatible port (hearsay nodes only), which seed users dial.
+    pub fn v1_address(i: usize) -> String {
+        format!("ws://node{i}:3001")
+    }
+
+    /// Makes seed node `seed` dial hearsay node `node` at its seed-compatible port.
+    pub fn seed_add(&mut self, seed: usize, node: usize) {
+        let address = Self::v1_address(node);
+        if let NodeKind::Seed(s) = &mut self.nodes[seed].kind {
+            s.dialed.push(address.clone());
+            let conn = s.alloc();
+            self.nodes[seed]
+                .pending
+                .push(Output::Dial { conn, address });
+        }
+        self.flush(seed);
+    }
+
     /// Adds a hearsay node; `config.listen_addresses` is filled in.
     pub fn add_hearsay(&mut self, mut config: Config) -> usize {
         let i = self.nodes.len();
-        config.listen_addresses = vec![Self::address(i)];
+        config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
         let mut id = [0u8; 16];
         self.rng.fill(&mut id);
         let seed = self.rng.random();
@@ -316,7 +334,7 @@ impl Sim {
     /// `peers`, as a restarted process with the same `--peer` flags would.
     pub fn restart(&mut self, i: usize, config: Config, peers: &[usize]) {
         let mut config = config;
-        config.listen_addresses = vec![Self::address(i)];
+        config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
         let mut id = [0u8; 16];
         self.rng.fill(&mut id);
         let seed = self.rng.random();
@@ -442,7 +460,10 @@ impl Sim {
                 conn,
                 address,
             } => {
-                let target = self.nodes.iter().position(|n| n.address == address && n.up);
+                let target = self.nodes.iter().enumerate().position(|(j, n)| {
+                    n.up && (n.address == address
+                        || (n.engine().is_some() && Self::v1_address(j) == address))
+                });
                 let (Some(to), true) = (target, self.nodes[from].up) else {
                     if let NodeKind::Hearsay(e) = &mut self.nodes[from].kind {
                         e.dial_failed(conn, now);

@@ -70,11 +70,14 @@ pub struct Hello {
     pub home: Option<NodeId>,
 }
 
-/// A node we can tell others about: its id and the one address it advertises.
+/// A node we can tell others about: its id, its canonical address, and the other addresses
+/// it can be reached at (such as its seed-compatible port).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
     pub id: NodeId,
     pub address: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// Every frame either version can carry.
@@ -222,6 +225,7 @@ mod tests {
                 peers: vec![PeerRecord {
                     id,
                     address: "ws://h:1".into(),
+                    aliases: vec!["ws://h:2".into()],
                 }],
             },
             Frame::Ping { nonce: 9 },

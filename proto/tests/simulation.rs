@@ -123,7 +123,11 @@ fn run_mixed(seed: u64, hearsay: usize, seeds: usize, messages: usize) {
         // a seed tells a seed it dials that seed's own address, so seeds dial themselves; that
         // is the seed's flaw, not something hearsay can mend.)
         let target = rng.random_range(0..hearsay);
-        sim.connect(s, target);
+        if rng.random_bool(0.5) {
+            sim.connect(s, target);
+        } else {
+            sim.seed_add(s, target);
+        }
     }
     sim.run_for(60_000);
     let mut ids = Vec::new();

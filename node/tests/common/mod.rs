@@ -1,0 +1,166 @@
+//! Test helpers: real nodes on 127.0.0.1 (listeners bound to port 0 and passed in), an HTTP
+//! client, waiting on conditions with a deadline, and a seed (v1) peer written here.
+
+#![allow(dead_code)]
+
+pub mod seed;
+
+use hearsay::server::{self, NodeConfig, RunningNode};
+use serde_json::Value;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long any condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub async fn start_node(peers: &[String]) -> RunningNode {
+    start_node_with(NodeConfig {
+        peers: peers.to_vec(),
+        ..NodeConfig::default()
+    })
+    .await
+}
+
+pub async fn start_node_with(config: NodeConfig) -> RunningNode {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let v1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    server::start(listener, Some(v1), config, CancellationToken::new()).unwrap()
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// (status, JSON body) of a GET.
+pub async fn get(url: &str) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Publishes through `POST /api/messages`; returns the id.
+pub async fn post_message(node: &RunningNode, data: &str) -> String {
+    let r = client()
+        .post(format!("{}/api/messages", node.http_url()))
+        .json(&serde_json::json!({ "data": data }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let body: Value = r.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Publishes through the seed's `GET /commit?msg=`.
+pub async fn commit(node: &RunningNode, msg: &str) {
+    let r = client()
+        .get(format!("{}/commit", node.http_url()))
+        .query(&[("msg", msg)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/");
+}
+
+/// Every message a node holds, oldest first, following `after` cursors page by page.
+pub async fn messages(node_url: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!("{node_url}/api/messages?limit=50&after={a}"),
+            None => format!("{node_url}/api/messages?limit=50"),
+        };
+        let page = get_json(&url).await["messages"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        after = Some(page.last().unwrap()["id"].as_str().unwrap().to_owned());
+        all.extend(page);
+    }
+}
+
+pub async fn message_texts(node_url: &str) -> Vec<String> {
+    messages(node_url)
+        .await
+        .iter()
+        .map(|m| m["data"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub async fn status(node_url: &str) -> Value {
+    get_json(&format!("{node_url}/api/status")).await
+}
+
+/// The v2 peers' node ids.
+pub async fn v2_peer_ids(node_url: &str) -> Vec<String> {
+    let peers = get_json(&format!("{node_url}/api/peers")).await;
+    let mut ids: Vec<String> = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["protocol"] == "v2")
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until every node holds exactly `texts` (in any order), each once, and its engine
+/// delivered exactly that many messages.
+pub async fn wait_all_hold(urls: &[String], texts: &[String]) {
+    let mut want = texts.to_vec();
+    want.sort();
+    for url in urls {
+        wait_for(&format!("{url} to hold {} messages", want.len()), || {
+            let want = want.clone();
+            async move {
+                let mut got = message_texts(url).await;
+                got.sort();
+                (got == want).then_some(())
+            }
+        })
+        .await;
+        let delivered = status(url).await["stats"]["delivered"].as_u64().unwrap();
+        assert_eq!(
+            delivered as usize,
+            want.len(),
+            "{url} delivered some message twice"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! A node killed with SIGKILL and started again on its port is reconnected by the others
+//! without anyone's help. The node runs as a real process so the kill is a real one.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Proc {
+    child: Child,
+    url: String,
+    ws: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hearsay PORT ...` and reads the port it bound from its first line of output.
+fn spawn(port: u16, peers: &[String]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearsay"));
+    cmd.arg(port.to_string()).args(["--v1-port", "off"]);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hearsay");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "hearsay node <id> listening on http://127.0.0.1:PORT"
+    let url = line
+        .split_whitespace()
+        .last()
+        .expect("a listening line")
+        .to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "unexpected first line {line:?}"
+    );
+    let ws = url.replace("http://", "ws://");
+    Proc { child, url, ws }
+}
+
+#[tokio::test]
+async fn a_killed_and_restarted_node_is_reconnected_without_help() {
+    let a = spawn(0, &[]);
+    let b = spawn(0, std::slice::from_ref(&a.ws));
+    let c = spawn(0, std::slice::from_ref(&b.ws));
+    for p in [&a, &b, &c] {
+        wait_for("a full mesh of three", || async {
+            (v2_peer_ids(&p.url).await.len() == 2).then_some(())
+        })
+        .await;
+    }
+    let old_b = status(&b.url).await["id"].as_str().unwrap().to_owned();
+    let b_port: u16 = b.url.rsplit(':').next().unwrap().parse().unwrap();
+
+    let mut b = b;
+    b.child.kill().unwrap(); // SIGKILL: no close frames, no goodbye
+    b.child.wait().unwrap();
+    for p in [&a, &c] {
+        wait_for("b to be noticed gone", || async {
+            (!v2_peer_ids(&p.url).await.contains(&old_b)).then_some(())
+        })
+        .await;
+    }
+
+    // Started again on its port with no flags at all: a and c must find it themselves.
+    drop(b);
+    let b = spawn(b_port, &[]);
+    let new_b = status(&b.url).await["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_b, old_b);
+    for p in [&a, &c] {
+        wait_for("b to be redialed", || async {
+            v2_peer_ids(&p.url).await.contains(&new_b).then_some(())
+        })
+        .await;
+    }
+    post_message_url(&b.url, "b is back").await;
+    wait_all_hold(&[a.url.clone(), c.url.clone()], &["b is back".to_owned()]).await;
+}
+
+async fn post_message_url(url: &str, data: &str) {
+    let r = client()
+        .post(format!("{url}/api/messages"))
+        .json(&serde_json::json!({ "data": data }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+}

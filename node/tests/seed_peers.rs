@@ -1,0 +1,124 @@
+//! Seed (v1) nodes joining a hearsay mesh: each sees every distinct message exactly once and
+//! its own commits reach every hearsay node once.
+
+mod common;
+
+use common::seed::Seed;
+use common::*;
+
+/// Waits until `seed` holds exactly `want` (any order), then checks no text came twice.
+async fn wait_seed_holds(seed: &Seed, want: &[String]) {
+    let mut want = want.to_vec();
+    want.sort();
+    wait_for(&format!("the seed to hold {} messages", want.len()), || {
+        let want = want.clone();
+        async move {
+            let mut got = seed.messages();
+            got.sort();
+            (got.len() >= want.len()).then_some(())
+        }
+    })
+    .await;
+    let mut got = seed.messages();
+    got.sort();
+    assert_eq!(got, want, "the seed's messages");
+}
+
+#[tokio::test]
+async fn a_seed_that_dials_one_node_joins_the_whole_mesh() {
+    let a = start_node(&[]).await;
+    let b = start_node(&[a.ws_url()]).await;
+    let c = start_node(&[b.ws_url()]).await;
+    let urls = [a.http_url(), b.http_url(), c.http_url()];
+    for url in &urls {
+        wait_for("full mesh", || async {
+            (v2_peer_ids(url).await.len() == 2).then_some(())
+        })
+        .await;
+    }
+
+    // The seed user runs /add against a's seed-compatible port (PORT+1).
+    let seed = Seed::start().await;
+    seed.add(&format!("ws://{}", a.v1_addr.unwrap()));
+    // It learns b and c from a's SOCKETS and dials them: three links, one per node (b and c
+    // must not name a to it again by a's main port).
+    wait_for("the seed linked to all three nodes", || async {
+        (seed.open_sockets() == 3).then_some(())
+    })
+    .await;
+
+    let mut texts = Vec::new();
+    for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+        let t = format!("hearsay {i}");
+        post_message(node, &t).await;
+        texts.push(t);
+    }
+    seed.commit("from the seed");
+    texts.push("from the seed".to_owned());
+
+    wait_all_hold(&urls, &texts).await;
+    // Frames on each link arrive in order: a marker from every node after the test messages
+    // means anything else those nodes sent the seed has arrived too.
+    for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+        let m = format!("marker {i}");
+        post_message(node, &m).await;
+        texts.push(m);
+    }
+    wait_seed_holds(&seed, &texts).await;
+    assert!(
+        seed.non_json_frames().is_empty(),
+        "hearsay sent the seed non-JSON: {:?}",
+        seed.non_json_frames()
+    );
+    // The seed shows up as a v1 peer, never as a hearsay node.
+    let peers = get_json(&format!("{}/api/peers", b.http_url())).await;
+    assert!(
+        peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["protocol"] == "v1" && p["kind"].is_null())
+    );
+
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_seed_added_at_a_hearsay_node_dials_back_and_gets_each_message_once() {
+    let a = start_node(&[]).await;
+    let b = start_node(&[a.ws_url()]).await;
+    for url in [a.http_url(), b.http_url()] {
+        wait_for("a and b linked", || async {
+            (v2_peer_ids(&url).await.len() == 1).then_some(())
+        })
+        .await;
+    }
+    let seed = Seed::start().await;
+    // A hearsay user adds the seed through the seed-style path.
+    let (status, _) = get(&format!("{}/add?address={}", b.http_url(), seed.address)).await;
+    assert_eq!(status, 303);
+    wait_for("the seed linked to a and b", || async {
+        (seed.open_sockets() == 2 && seed.dialed().len() == 2).then_some(())
+    })
+    .await;
+
+    let mut texts = vec![
+        "to the seed from a".to_owned(),
+        "to the seed from b".to_owned(),
+    ];
+    post_message(&a, &texts[0]).await;
+    commit(&b, &texts[1]).await;
+    seed.commit("seed says hi");
+    texts.push("seed says hi".to_owned());
+    wait_all_hold(&[a.http_url(), b.http_url()], &texts).await;
+    for (i, node) in [&a, &b].into_iter().enumerate() {
+        let m = format!("marker {i}");
+        post_message(node, &m).await;
+        texts.push(m);
+    }
+    wait_seed_holds(&seed, &texts).await;
+    a.stop().await;
+    b.stop().await;
+}
