@@ -98,3 +98,33 @@ async fn post_message_url(url: &str, data: &str) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_the_node_and_frees_its_ports() {
+    let a = spawn(0, &[]);
+    let b = spawn(0, std::slice::from_ref(&a.ws));
+    wait_for("a and b linked", || async {
+        (v2_peer_ids(&a.url).await.len() == 1).then_some(())
+    })
+    .await;
+    let addr = b.url.trim_start_matches("http://").to_owned();
+    let mut b = b;
+    let pid = b.child.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = wait_for("the node to exit", || {
+        let s = b.child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "exit status {status:?}");
+    std::net::TcpListener::bind(&addr).expect("port freed");
+    wait_for("a to see b leave", || async {
+        v2_peer_ids(&a.url).await.is_empty().then_some(())
+    })
+    .await;
+}

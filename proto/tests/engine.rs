@@ -1,0 +1,334 @@
+//! The engine's behaviour at one node, driven by hand: handshakes, seed detection, self and
+//! duplicate links, keepalive, backoff, and what goes to v1 peers.
+
+use hearsay_proto::wire::Hello;
+use hearsay_proto::{Config, ConnId, Engine, Frame, MsgId, NodeId, Output, PeerKind, Protocol};
+
+const T0: u64 = 1_000_000;
+const ME: &str = "ws://me:3000";
+
+fn node(id: u8) -> NodeId {
+    NodeId::from_bytes([id; 16])
+}
+
+fn engine(id: u8) -> Engine {
+    let config = Config {
+        listen_addresses: vec![ME.into(), "ws://me:3001".into()],
+        ..Config::default()
+    };
+    Engine::new(config, node(id), 1, T0)
+}
+
+fn drain(e: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<Frame> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: c, frame } if *c == conn => Some(Frame::decode(frame).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(outputs: &[Output], conn: ConnId) -> Option<String> {
+    outputs.iter().find_map(|o| match o {
+        Output::Close { conn: c, reason } if *c == conn => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+fn hello(id: u8, addresses: &[&str]) -> String {
+    Frame::Hello(Hello {
+        protocol: "hearsay".into(),
+        version: 2,
+        id: node(id),
+        kind: PeerKind::Node,
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        home: None,
+    })
+    .encode()
+}
+
+fn dial_of(outputs: &[Output]) -> Vec<(ConnId, String)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Dial { conn, address } => Some((*conn, address.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_dialer_says_hello_first_and_the_acceptor_answers() {
+    let mut a = engine(1);
+    a.add_peer("ws://b:3000/ws", T0).unwrap();
+    let dials = dial_of(&drain(&mut a));
+    assert_eq!(dials.len(), 1);
+    let (conn, address) = dials[0].clone();
+    assert_eq!(address, "ws://b:3000", "dialed by its canonical address");
+    a.opened(conn, T0 + 5);
+    assert!(matches!(&sent_to(&drain(&mut a), conn)[..], [Frame::Hello(h)] if h.id == node(1)));
+
+    let mut b = engine(2);
+    let inbound = b.accepted(T0);
+    assert!(
+        drain(&mut b).is_empty(),
+        "an acceptor waits for the first frame"
+    );
+    b.frame(inbound, &hello(1, &["ws://a:3000"]), T0 + 10);
+    let out = sent_to(&drain(&mut b), inbound);
+    assert!(matches!(&out[0], Frame::Hello(h) if h.id == node(2)));
+    assert!(matches!(&out[1], Frame::Peers { .. }));
+    let peers = b.peers();
+    assert_eq!(peers[0].protocol, Protocol::V2);
+    assert_eq!(
+        peers[0].address.as_deref(),
+        Some("ws://a:3000"),
+        "learned from the handshake"
+    );
+}
+
+#[test]
+fn a_silent_peer_is_taken_for_a_seed_and_told_our_nodes() {
+    let mut e = engine(1);
+    // Know one hearsay node, linked.
+    let b = e.accepted(T0);
+    e.frame(b, &hello(2, &["ws://b:3000", "ws://b:3001"]), T0);
+    let seed = e.accepted(T0);
+    drain(&mut e);
+    e.handle_timeout(T0 + 900);
+    assert!(sent_to(&drain(&mut e), seed).is_empty());
+    e.handle_timeout(T0 + 1_200);
+    let out = sent_to(&drain(&mut e), seed);
+    assert_eq!(
+        out,
+        vec![Frame::Sockets {
+            addresses: vec!["ws://b:3000".into()]
+        }]
+    );
+    assert_eq!(
+        e.peers().iter().find(|p| p.conn == seed).unwrap().protocol,
+        Protocol::V1
+    );
+}
+
+#[test]
+fn a_seed_is_never_told_a_node_it_reached_by_another_address_nor_ours() {
+    let mut e = engine(1);
+    let b = e.accepted(T0);
+    e.frame(b, &hello(2, &["ws://b:3000", "ws://b:3001"]), T0);
+    let c = e.accepted(T0);
+    e.frame(c, &hello(3, &["ws://c:3000"]), T0);
+    drain(&mut e);
+    let seed = e.accepted(T0);
+    // The seed has dialed us (at our seed port) and b at its seed port.
+    let sockets = Frame::Sockets {
+        addresses: vec!["ws://me:3001".into(), "ws://b:3001".into()],
+    };
+    e.frame(seed, &sockets.encode(), T0 + 1);
+    let out = sent_to(&drain(&mut e), seed);
+    assert_eq!(
+        out,
+        vec![Frame::Sockets {
+            addresses: vec!["ws://c:3000".into()]
+        }]
+    );
+}
+
+#[test]
+fn a_dialed_seed_is_introduced_to_us_and_hung_up_on() {
+    let mut e = engine(1);
+    e.add_peer("ws://seed:6001", T0).unwrap();
+    let (conn, _) = dial_of(&drain(&mut e))[0].clone();
+    e.opened(conn, T0);
+    drain(&mut e);
+    e.frame(conn, &Frame::Sockets { addresses: vec![] }.encode(), T0 + 1);
+    let out = drain(&mut e);
+    assert_eq!(
+        sent_to(&out, conn),
+        vec![Frame::Sockets {
+            addresses: vec![ME.into()]
+        }]
+    );
+    assert!(closed(&out, conn).is_some());
+    // Revisited (it may restart and forget us), but not before the revisit interval.
+    e.handle_timeout(T0 + 29_000);
+    assert!(dial_of(&drain(&mut e)).is_empty());
+    e.handle_timeout(T0 + 31_500);
+    assert_eq!(dial_of(&drain(&mut e)).len(), 1);
+}
+
+#[test]
+fn dialing_ourselves_is_refused_or_detected() {
+    let mut e = engine(1);
+    assert!(e.add_peer("ws://me:3000/", T0).is_err());
+    // An alias we cannot recognise by name is found out by the handshake.
+    e.add_peer("ws://localhost:3000", T0).unwrap();
+    let (conn, _) = dial_of(&drain(&mut e))[0].clone();
+    e.opened(conn, T0);
+    drain(&mut e);
+    e.frame(conn, &hello(1, &[ME]), T0 + 1);
+    assert_eq!(
+        closed(&drain(&mut e), conn).as_deref(),
+        Some("connected to self")
+    );
+    e.handle_timeout(T0 + 60_000);
+    assert!(dial_of(&drain(&mut e)).is_empty(), "never dialed again");
+}
+
+#[test]
+fn crossing_dials_keep_the_link_dialed_by_the_lower_id() {
+    // We are node 5. Node 9 dials us while we dial it.
+    for (them, keep_outbound) in [(9u8, true), (2u8, false)] {
+        let mut e = engine(5);
+        e.add_peer("ws://x:3000", T0).unwrap();
+        let (out_conn, _) = dial_of(&drain(&mut e))[0].clone();
+        e.opened(out_conn, T0);
+        let in_conn = e.accepted(T0);
+        e.frame(in_conn, &hello(them, &["ws://x:3000"]), T0 + 1);
+        e.frame(out_conn, &hello(them, &["ws://x:3000"]), T0 + 2);
+        let out = drain(&mut e);
+        let (dropped, kept) = if keep_outbound {
+            (in_conn, out_conn)
+        } else {
+            (out_conn, in_conn)
+        };
+        assert_eq!(
+            closed(&out, dropped).as_deref(),
+            Some("duplicate connection"),
+            "them={them}"
+        );
+        assert!(closed(&out, kept).is_none());
+        assert_eq!(e.peers().len(), 1);
+    }
+}
+
+#[test]
+fn idle_peers_are_pinged_and_dead_ones_dropped() {
+    let mut e = engine(1);
+    let b = e.accepted(T0);
+    e.frame(b, &hello(2, &["ws://b:3000"]), T0);
+    drain(&mut e);
+    e.handle_timeout(T0 + 10_000);
+    let mut out = sent_to(&drain(&mut e), b);
+    out.retain(|f| !matches!(f, Frame::Peers { .. }));
+    let nonce = match out.as_slice() {
+        [Frame::Ping { nonce }] => *nonce,
+        other => panic!("expected one PING, got {other:?}"),
+    };
+    e.frame(b, &Frame::Pong { nonce }.encode(), T0 + 10_050);
+    e.handle_timeout(T0 + 30_000);
+    let out = drain(&mut e);
+    assert!(closed(&out, b).is_none(), "a pong keeps it alive");
+    assert!(
+        sent_to(&out, b)
+            .iter()
+            .any(|f| matches!(f, Frame::Ping { .. })),
+        "pinged again"
+    );
+    // No answer this time: dropped 30 s after it was last heard.
+    e.handle_timeout(T0 + 40_000);
+    assert!(closed(&drain(&mut e), b).is_none());
+    e.handle_timeout(T0 + 40_300);
+    assert_eq!(
+        closed(&drain(&mut e), b).as_deref(),
+        Some("keepalive timeout")
+    );
+}
+
+#[test]
+fn failed_dials_back_off_exponentially_with_a_cap() {
+    let mut e = engine(1);
+    e.add_peer("ws://gone:3000", T0).unwrap();
+    let mut now = T0;
+    let mut attempts = vec![now];
+    let (mut conn, _) = dial_of(&drain(&mut e))[0].clone();
+    while attempts.len() < 10 {
+        e.dial_failed(conn, now);
+        loop {
+            now += 50;
+            e.handle_timeout(now);
+            if let Some((c, _)) = dial_of(&drain(&mut e)).first() {
+                conn = *c;
+                attempts.push(now);
+                break;
+            }
+        }
+    }
+    let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= 500 && gaps[0] < 1_000, "{gaps:?}");
+    assert!(gaps[2] >= 2 * gaps[0] - 300, "grows: {gaps:?}");
+    assert!(
+        gaps.iter().all(|&g| g <= 12_600),
+        "capped at 10 s + 25% jitter: {gaps:?}"
+    );
+    assert!(gaps[8] >= 10_000, "reaches the cap: {gaps:?}");
+}
+
+#[test]
+fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
+    let mut e = engine(1);
+    let node_b = e.accepted(T0);
+    e.frame(node_b, &hello(2, &["ws://b:3000"]), T0);
+    let s1 = e.accepted(T0);
+    let s2 = e.accepted(T0);
+    drain(&mut e);
+    let msg = Frame::Message {
+        data: "from a seed".into(),
+    }
+    .encode();
+    e.frame(s1, &msg, T0 + 1);
+    e.frame(s2, &msg, T0 + 2);
+    let out = drain(&mut e);
+    let delivered: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Deliver(_)))
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    assert!(
+        matches!(delivered[0], Output::Deliver(m) if m.id == MsgId::v1("from a seed") && m.origin == "v1")
+    );
+    assert!(matches!(&sent_to(&out, node_b)[..], [Frame::Gossip(m)] if m.data == "from a seed"));
+    for s in [s1, s2] {
+        assert!(
+            !sent_to(&out, s)
+                .iter()
+                .any(|f| matches!(f, Frame::Message { .. }))
+        );
+    }
+    assert_eq!(e.stats().duplicates, 1);
+
+    // What we publish goes to seeds as MESSAGE and to nodes as GOSSIP.
+    e.publish("mine", T0 + 3).unwrap();
+    let out = drain(&mut e);
+    assert_eq!(
+        sent_to(&out, s1),
+        vec![Frame::Message {
+            data: "mine".into()
+        }]
+    );
+    assert!(matches!(&sent_to(&out, node_b)[..], [Frame::Gossip(m)] if m.data == "mine"));
+    // What another node published is not ours to give seeds.
+    let theirs = hearsay_proto::Message {
+        id: MsgId::v2(&node(2), 1, T0, "theirs"),
+        origin: node(2).to_string(),
+        seq: 1,
+        timestamp: T0,
+        data: "theirs".into(),
+    };
+    e.frame(node_b, &Frame::Gossip(theirs).encode(), T0 + 4);
+    let out = drain(&mut e);
+    assert!(sent_to(&out, s1).is_empty() && sent_to(&out, s2).is_empty());
+}
+
+#[test]
+fn publish_refuses_empty_and_oversized_text() {
+    let mut e = engine(1);
+    assert!(e.publish("", T0).is_err());
+    assert!(e.publish(&"x".repeat(64 * 1024 + 1), T0).is_err());
+    assert!(e.publish(&"x".repeat(64 * 1024), T0).is_ok());
+}
