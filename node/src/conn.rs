@@ -53,7 +53,8 @@ impl ConnHandle {
 pub enum Incoming {
     Text(String),
     Pong,
-    Close,
+    /// The peer's close, with its reason if it gave one.
+    Close(Option<String>),
     Binary,
     Other,
 }
@@ -93,7 +94,7 @@ impl WsMessage for warp::ws::Message {
         } else if self.is_pong() {
             Incoming::Pong
         } else if self.is_close() {
-            Incoming::Close
+            Incoming::Close(self.close_frame().map(|(_, r)| r.to_owned()))
         } else if self.is_binary() {
             Incoming::Binary
         } else {
@@ -120,7 +121,7 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
         match self {
             Self::Text(t) => Incoming::Text(t.as_str().to_owned()),
             Self::Pong(_) => Incoming::Pong,
-            Self::Close(_) => Incoming::Close,
+            Self::Close(frame) => Incoming::Close(frame.map(|f| f.reason.to_string())),
             Self::Binary(_) => Incoming::Binary,
             _ => Incoming::Other,
         }
@@ -131,7 +132,7 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
 /// sockets get theirs from the engine here.
 pub async fn run<S, M, E>(shared: Arc<Shared>, dialed: Option<ConnId>, socket: S)
 where
-    S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send,
+    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin + Send,
     M: WsMessage + Send,
     E: std::fmt::Display,
 {
@@ -151,22 +152,22 @@ where
         None => shared.accept(handle),
     };
     let (mut sink, mut stream) = socket.split();
-    let closing: Option<String> = loop {
+    let end = loop {
         tokio::select! {
             _ = kill.cancelled() => {
-                break reason.lock().unwrap_or_else(|p| p.into_inner()).take();
+                break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take());
             }
-            _ = shared.shutdown.cancelled() => break Some("node shutting down".to_owned()),
+            _ = shared.shutdown.cancelled() => break End::WeClose(Some("node shutting down".to_owned())),
             out = rx.recv() => {
                 let msg = match out {
                     Some(Outgoing::Text(frame)) => M::text(&frame),
                     Some(Outgoing::Ping) => M::ping(),
                     // The driver dropped its handle: it closed this peer (a reason is set) or
                     // the node is going away.
-                    None => break reason.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                    None => break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take()),
                 };
-                if sink.send(msg).await.is_err() {
-                    break None;
+                if let Err(e) = sink.send(msg).await {
+                    break End::Lost(e.to_string());
                 }
             }
             incoming = stream.next() => match incoming {
@@ -174,45 +175,74 @@ where
                     Incoming::Text(text) => shared.drive(|e, now| e.frame(conn, &text, now)),
                     Incoming::Pong => shared.drive(|e, now| e.transport_pong(conn, now)),
                     Incoming::Binary => shared.drive(|e, _| e.unsupported_frame(conn)),
-                    Incoming::Close => break None,
+                    Incoming::Close(why) => break End::PeerClosed(why),
                     Incoming::Other => {}
                 },
                 Some(Err(e)) => {
                     tracing::debug!(%conn, error = %e, "socket error");
-                    break None;
+                    break End::Lost(e.to_string());
                 }
-                None => break None,
+                None => break End::Lost("connection lost".to_owned()),
             },
         }
     };
-    if let Some(reason) = closing {
-        // Frames queued before the close still go out first (a seed we hang up on must get
-        // the SOCKETS we sent it), then the close with its reason. Best effort, bounded: the
-        // peer may already be gone.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            while let Ok(out) = rx.try_recv() {
-                let msg = match out {
-                    Outgoing::Text(frame) => M::text(&frame),
-                    Outgoing::Ping => continue,
-                };
-                if sink.feed(msg).await.is_err() {
-                    return;
-                }
-            }
-            if sink.send(M::close(&reason)).await.is_err() {
+    let reason = match end {
+        End::WeClose(Some(reason)) => {
+            close_gracefully(&mut sink, &mut stream, &mut rx, &reason).await;
+            Some(reason)
+        }
+        End::WeClose(None) => None,
+        End::PeerClosed(why) => why,
+        End::Lost(why) => Some(why),
+    };
+    shared.closed(conn, reason.as_deref());
+}
+
+/// How a connection task's loop ended.
+enum End {
+    /// We are closing it (the engine closed the peer, or the node is stopping).
+    WeClose(Option<String>),
+    /// The peer sent a close frame, maybe with a reason.
+    PeerClosed(Option<String>),
+    /// The transport failed.
+    Lost(String),
+}
+
+/// Sends what is still queued, then a close frame with `reason`, then waits for the peer's
+/// close. Frames queued before the close still go out first (a seed we hang up on must get
+/// the SOCKETS we sent it). Best effort and bounded: the peer may already be gone.
+async fn close_gracefully<Si, St, M, E>(
+    sink: &mut Si,
+    stream: &mut St,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    reason: &str,
+) where
+    Si: Sink<M> + Unpin,
+    St: Stream<Item = Result<M, E>> + Unpin,
+    M: WsMessage,
+{
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Ok(out) = rx.try_recv() {
+            let msg = match out {
+                Outgoing::Text(frame) => M::text(&frame),
+                Outgoing::Ping => continue,
+            };
+            if sink.feed(msg).await.is_err() {
                 return;
             }
-            // Complete the closing handshake: read until the peer's close. Dropping a socket
-            // with unread input makes the kernel reset the connection, and the peer could lose
-            // our close frame (and its reason) with it.
-            while let Some(Ok(msg)) = stream.next().await {
-                if matches!(msg.classify(), Incoming::Close) {
-                    break;
-                }
+        }
+        if sink.send(M::close(reason)).await.is_err() {
+            return;
+        }
+        // Complete the closing handshake: read until the peer's close. Dropping a socket with
+        // unread input makes the kernel reset the connection, and the peer could lose our
+        // close frame (and its reason) with it.
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg.classify(), Incoming::Close(_)) {
+                break;
             }
-            let _ = sink.close().await;
-        })
-        .await;
-    }
-    shared.closed(conn);
+        }
+        let _ = sink.close().await;
+    })
+    .await;
 }

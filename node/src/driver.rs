@@ -87,12 +87,13 @@ impl Shared {
         self.execute(&mut state, now);
     }
 
-    /// The socket ended (either side closed it, or it failed).
-    pub fn closed(self: &Arc<Self>, conn: ConnId) {
+    /// The socket ended (either side closed it, or it failed), with the peer's close reason
+    /// or the transport's error if there was one.
+    pub fn closed(self: &Arc<Self>, conn: ConnId, reason: Option<&str>) {
         let now = self.clock.now();
         let mut state = self.lock();
         state.conns.remove(&conn);
-        state.engine.closed(conn, now);
+        state.engine.closed(conn, reason, now);
         self.execute(&mut state, now);
     }
 
@@ -127,6 +128,8 @@ impl Shared {
                         }
                     }
                     Output::Dial { conn, address } => self.spawn_dial(conn, address),
+                    // Only browsers publish and wait for acknowledgements.
+                    Output::Acked { .. } => {}
                     Output::Deliver(msg) => {
                         if state.store.insert(&msg) {
                             tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
@@ -144,7 +147,7 @@ impl Shared {
                     tracing::warn!(%conn, "send queue full; dropping peer");
                     handle.close("send queue full: peer too slow".to_owned());
                 }
-                state.engine.closed(conn, now);
+                state.engine.closed(conn, Some("send queue full"), now);
             }
         }
     }
@@ -168,11 +171,12 @@ impl Shared {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%conn, %address, error = %e, "dial failed");
-                    shared.drive(|engine, now| engine.dial_failed(conn, now));
+                    let reason = e.to_string();
+                    shared.drive(|engine, now| engine.dial_failed(conn, &reason, now));
                 }
                 Err(_) => {
                     tracing::debug!(%conn, %address, "dial timed out");
-                    shared.drive(|engine, now| engine.dial_failed(conn, now));
+                    shared.drive(|engine, now| engine.dial_failed(conn, "dial timed out", now));
                 }
             }
         });

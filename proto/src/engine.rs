@@ -120,6 +120,8 @@ pub enum Output {
     Close { conn: ConnId, reason: String },
     /// A message new to this node: store it and show it. Each id is delivered once.
     Deliver(Message),
+    /// A node confirmed it holds message `id`, which this peer published (browsers only).
+    Acked { id: MsgId, by: NodeId },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,6 +151,34 @@ pub struct PeerInfo {
     /// `None` while the handshake is pending or for v1 peers (a seed node never says).
     pub kind: Option<PeerKind>,
     pub connected_at: Millis,
+}
+
+/// How an address we dial stands, for a page that shows each link and why it is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum LinkState {
+    /// Dial or handshake under way.
+    Connecting,
+    Open,
+    /// Down; the next attempt is due at `at` (ms since the epoch).
+    Retrying {
+        at: Millis,
+    },
+    /// Known, but not dialed (enough links already, or a seed that dials us).
+    Idle,
+}
+
+/// One address this peer knows of and how its link stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkInfo {
+    pub address: String,
+    pub node: Option<NodeId>,
+    /// Given by the operator (or, in a browser, the node that served the page).
+    pub pinned: bool,
+    pub state: LinkState,
+    pub failures: u32,
+    /// Why the last attempt failed or the last link ended, if it did.
+    pub last_error: Option<String>,
 }
 
 /// Counters for status pages, metrics and the simulation's report.
@@ -244,6 +274,7 @@ struct Known {
     failures: u32,
     next_attempt: Millis,
     conn: Option<ConnId>,
+    last_error: Option<String>,
 }
 
 /// One node's gossip state. See the module docs for how a driver uses it.
@@ -410,25 +441,81 @@ impl Engine {
         self.send(conn, hello);
     }
 
-    /// A dial we asked for failed.
-    pub fn dial_failed(&mut self, conn: ConnId, now: Millis) {
+    /// A dial we asked for failed, for the reason given (shown on status pages).
+    pub fn dial_failed(&mut self, conn: ConnId, reason: &str, now: Millis) {
         if let Some(c) = self.conns.remove(&conn) {
             self.stats.dial_failures += 1;
             if let Some(address) = c.dialed {
-                if let Some(k) = self.known.get_mut(&address)
-                    && k.conn == Some(conn)
-                {
-                    k.conn = None;
+                if let Some(k) = self.known.get_mut(&address) {
+                    if k.conn == Some(conn) {
+                        k.conn = None;
+                    }
+                    k.last_error = Some(reason.to_owned());
                 }
                 self.schedule_redial(&address, now, true);
             }
         }
     }
 
-    /// The connection closed (by the peer, or the transport failed).
-    pub fn closed(&mut self, conn: ConnId, now: Millis) {
+    /// The connection closed (by the peer, or the transport failed); `reason` is the peer's
+    /// close reason or the transport's error, if any.
+    pub fn closed(&mut self, conn: ConnId, reason: Option<&str>, now: Millis) {
         if let Some(c) = self.conns.remove(&conn) {
+            let why = match reason {
+                Some(r) if !r.is_empty() => format!("closed: {r}"),
+                _ => "connection lost".to_owned(),
+            };
+            self.note_error(&c, &why);
             self.forget_conn(conn, c, now);
+        }
+    }
+
+    /// Marks a message as already held (history fetched out of band), so it is not delivered
+    /// again when a copy arrives by gossip.
+    pub fn note_known(&mut self, id: MsgId, now: Millis) {
+        self.seen.insert(id, now);
+    }
+
+    /// Every address we know of (not our own) and how its link stands.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.known
+            .iter()
+            .filter(|(_, k)| !k.is_self)
+            .map(|(address, k)| {
+                let state = match k.conn.and_then(|c| self.conns.get(&c)) {
+                    Some(c) if c.is_v1() || c.is_v2() => LinkState::Open,
+                    Some(_) => LinkState::Connecting,
+                    None if k.node.is_some_and(|id| self.connected_to(id)) => LinkState::Open,
+                    None if k.failures > 0 || k.last_error.is_some() => {
+                        if !k.pinned && (k.v1 || !self.config.dial_discovered) {
+                            LinkState::Idle
+                        } else {
+                            LinkState::Retrying { at: k.next_attempt }
+                        }
+                    }
+                    None => LinkState::Idle,
+                };
+                LinkInfo {
+                    address: address.clone(),
+                    node: k.node,
+                    pinned: k.pinned,
+                    state,
+                    failures: k.failures,
+                    last_error: k.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn note_error(&mut self, c: &Conn, why: &str) {
+        let addresses = c.dialed.iter().chain(match &c.state {
+            ConnState::V2 { hello } => hello.addresses.iter(),
+            _ => [].iter(),
+        });
+        for address in addresses {
+            if let Some(k) = self.known.get_mut(address) {
+                k.last_error = Some(why.to_owned());
+            }
         }
     }
 
@@ -503,6 +590,10 @@ impl Engine {
                 self.send(conn, Frame::Pong { nonce }.encode().into());
             }
             (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
+            (ConnState::V2 { hello }, Frame::Ack { id }) => {
+                let by = hello.id;
+                self.outputs.push_back(Output::Acked { id, by });
+            }
             (ConnState::V2 { .. }, _) => self.bad_frame(conn, "unexpected frame"),
         }
     }
@@ -706,6 +797,7 @@ impl Engine {
                 k.node = Some(hello.id);
                 k.failures = 0;
                 k.v1 = false;
+                k.last_error = None;
                 if k.conn.is_none() || dialed.as_ref() == Some(address) {
                     k.conn = Some(conn);
                 }
@@ -874,6 +966,18 @@ impl Engine {
             self.bad_frame(conn, "message id does not match its content");
             return;
         }
+        // A browser we hold a link to published this: tell it we have it (even a copy: the
+        // page wants to know that some node holds its message).
+        let from_its_browser = self.config.kind == PeerKind::Node
+            && self.conns.get(&conn).is_some_and(|c| match &c.state {
+                ConnState::V2 { hello } => {
+                    hello.kind == PeerKind::Browser && msg.origin == hello.id.to_string()
+                }
+                _ => false,
+            });
+        if from_its_browser {
+            self.send(conn, Frame::Ack { id: msg.id }.encode().into());
+        }
         if !self.seen.insert(msg.id, now) {
             self.stats.duplicates += 1;
             return;
@@ -978,6 +1082,9 @@ impl Engine {
                 conn,
                 reason: reason.to_owned(),
             });
+            if reason != "duplicate connection" {
+                self.note_error(&c, &format!("we closed it: {reason}"));
+            }
             self.forget_conn(conn, c, now);
         }
     }

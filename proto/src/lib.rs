@@ -24,8 +24,8 @@ pub mod sim;
 pub mod wire;
 
 pub use engine::{
-    AddressError, Config, ConnId, Direction, Engine, Output, PeerInfo, Protocol, PublishError,
-    Stats,
+    AddressError, Config, ConnId, Direction, Engine, LinkInfo, LinkState, Output, PeerInfo,
+    Protocol, PublishError, Stats,
 };
 pub use id::{MsgId, NodeId, V1_ORIGIN};
 pub use wire::{Frame, Message, PeerKind, canonical_address};

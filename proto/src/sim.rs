@@ -466,7 +466,7 @@ impl Sim {
                 });
                 let (Some(to), true) = (target, self.nodes[from].up) else {
                     if let NodeKind::Hearsay(e) = &mut self.nodes[from].kind {
-                        e.dial_failed(conn, now);
+                        e.dial_failed(conn, "no such node", now);
                     }
                     self.flush(from);
                     return;
@@ -505,7 +505,7 @@ impl Sim {
             Event::Closed { to, conn } => {
                 self.links.remove(&(to, conn));
                 match &mut self.nodes[to].kind {
-                    NodeKind::Hearsay(e) => e.closed(conn, now),
+                    NodeKind::Hearsay(e) => e.closed(conn, None, now),
                     NodeKind::Seed(s) => s.sockets.retain(|&c| c != conn),
                 }
                 self.flush(to);
@@ -579,6 +579,7 @@ impl Sim {
                     }
                 }
                 Output::Deliver(msg) => self.delivered(i, &msg),
+                Output::Acked { .. } => {}
             }
         }
     }

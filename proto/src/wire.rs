@@ -104,6 +104,10 @@ pub enum Frame {
     Ping { nonce: u32 },
     #[serde(rename = "PONG")]
     Pong { nonce: u32 },
+    /// v2: a node tells a browser that it now holds a message the browser published, so the
+    /// page can show it as stored.
+    #[serde(rename = "ACK")]
+    Ack { id: MsgId },
 }
 
 /// Why a text frame could not be decoded.
@@ -134,8 +138,8 @@ impl Frame {
             Some(serde_json::Value::String(kind)) => kind.clone(),
             _ => return Err(DecodeError::NoType),
         };
-        const KNOWN: [&str; 7] = [
-            "MESSAGE", "SOCKETS", "HELLO", "GOSSIP", "PEERS", "PING", "PONG",
+        const KNOWN: [&str; 8] = [
+            "MESSAGE", "SOCKETS", "HELLO", "GOSSIP", "PEERS", "PING", "PONG", "ACK",
         ];
         if !KNOWN.contains(&kind.as_str()) {
             return Err(DecodeError::UnknownType(kind));
@@ -230,6 +234,7 @@ mod tests {
             },
             Frame::Ping { nonce: 9 },
             Frame::Pong { nonce: 9 },
+            Frame::Ack { id: MsgId::v1("x") },
         ];
         for f in frames {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);

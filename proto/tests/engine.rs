@@ -248,7 +248,7 @@ fn failed_dials_back_off_exponentially_with_a_cap() {
     let mut attempts = vec![now];
     let (mut conn, _) = dial_of(&drain(&mut e))[0].clone();
     while attempts.len() < 10 {
-        e.dial_failed(conn, now);
+        e.dial_failed(conn, "refused", now);
         loop {
             now += 50;
             e.handle_timeout(now);
@@ -331,4 +331,63 @@ fn publish_refuses_empty_and_oversized_text() {
     assert!(e.publish("", T0).is_err());
     assert!(e.publish(&"x".repeat(64 * 1024 + 1), T0).is_err());
     assert!(e.publish(&"x".repeat(64 * 1024), T0).is_ok());
+}
+
+#[test]
+fn a_node_acknowledges_what_a_browser_published() {
+    let mut page = Engine::new(
+        Config {
+            kind: PeerKind::Browser,
+            target_connections: 3,
+            transport_ping: false,
+            ..Config::default()
+        },
+        node(7),
+        3,
+        T0,
+    );
+    let mut n = engine(1);
+    page.add_peer("ws://me:3000", T0).unwrap();
+    let (pc, _) = dial_of(&drain(&mut page))[0].clone();
+    page.opened(pc, T0);
+    let nc = n.accepted(T0);
+    // Relay frames between the two by hand until both are quiet.
+    let pump = |page: &mut Engine, n: &mut Engine| {
+        let mut acked = Vec::new();
+        loop {
+            let (po, no) = (drain(page), drain(n));
+            if po.is_empty() && no.is_empty() {
+                return acked;
+            }
+            for f in sent_to(&po, pc) {
+                n.frame(nc, &f.encode(), T0 + 1);
+            }
+            for f in sent_to(&no, nc) {
+                page.frame(pc, &f.encode(), T0 + 1);
+            }
+            acked.extend(po.iter().filter_map(|o| match o {
+                Output::Acked { id, by } => Some((*id, *by)),
+                _ => None,
+            }));
+        }
+    };
+    pump(&mut page, &mut n);
+    assert_eq!(n.peers()[0].kind, Some(PeerKind::Browser));
+    assert_eq!(page.links()[0].state, hearsay_proto::LinkState::Open);
+    let msg = page.publish("from the page", T0 + 2).unwrap();
+    let acked = pump(&mut page, &mut n);
+    assert_eq!(acked, vec![(msg.id, node(1))]);
+}
+
+#[test]
+fn links_say_why_they_are_down() {
+    let mut e = engine(1);
+    e.add_peer("ws://gone:3000", T0).unwrap();
+    let (conn, _) = dial_of(&drain(&mut e))[0].clone();
+    assert_eq!(e.links()[0].state, hearsay_proto::LinkState::Connecting);
+    e.dial_failed(conn, "connection refused", T0 + 10);
+    let link = &e.links()[0];
+    assert!(matches!(link.state, hearsay_proto::LinkState::Retrying { at } if at > T0 + 10));
+    assert_eq!(link.last_error.as_deref(), Some("connection refused"));
+    assert!(link.pinned);
 }
