@@ -7,6 +7,7 @@
 
 use crate::conn;
 use crate::driver::Shared;
+use crate::page;
 use crate::store::PageError;
 use hearsay_proto::{MsgId, PeerInfo, canonical_address};
 use serde::Serialize;
@@ -68,10 +69,26 @@ pub fn routes(
         .or(warp::path::end())
         .unify()
         .and(websocket(Arc::clone(&shared)));
-    let status_page = warp::get()
+    // `/` is the browser peer's page when it was built into this binary, else the status page
+    // (which then says how to build the page). `/status` is always the plain status page.
+    let index = warp::get()
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
-        .map(status_page);
+        .map(|shared: Arc<Shared>| match page::index() {
+            Some(page) => page.into_response(),
+            None => status_page(shared).into_response(),
+        });
+    let status_page = warp::get()
+        .and(warp::path("status"))
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .map(|shared: Arc<Shared>| status_page(shared).into_response());
+    let assets =
+        warp::get()
+            .and(warp::path::tail())
+            .and_then(|tail: warp::path::Tail| async move {
+                page::asset(tail.as_str()).ok_or_else(warp::reject::not_found)
+            });
     let add = warp::get()
         .and(warp::path("add"))
         .and(warp::path::end())
@@ -85,10 +102,12 @@ pub fn routes(
         .and(with_shared(Arc::clone(&shared)))
         .and_then(commit);
     let api = warp::path("api").and(api(Arc::clone(&shared)));
-    ws.or(status_page)
+    ws.or(index)
+        .or(status_page)
         .or(add)
         .or(commit)
         .or(api)
+        .or(assets)
         .recover(recover)
 }
 
@@ -284,6 +303,13 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
     let _ = write!(html, "<h1>hearsay node</h1><p>id <code>{}</code>", esc(&id));
     for a in &addresses {
         let _ = write!(html, " · <code>{}</code>", esc(a));
+    }
+    if !page::embedded() {
+        html.push_str(
+            "</p><p class=\"m\">This node was built without its web page. Build it with \
+             <code>./scripts/run</code> (or <code>trunk build --release</code>, then rebuild the \
+             node) to join the network from the browser.",
+        );
     }
     html.push_str("</p><form action=\"/commit\"><input name=\"msg\" placeholder=\"say something\" required> <button>send</button></form>");
     let _ = write!(html, "<h2>Peers ({})</h2><ul>", peers.len());

@@ -476,11 +476,20 @@ impl Engine {
         self.seen.insert(id, now);
     }
 
-    /// Every address we know of (not our own) and how its link stands.
+    /// Every address we know of (not our own) and how its link stands: one entry per node
+    /// (its canonical address; a pinned alias too), plus addresses not yet identified.
     pub fn links(&self) -> Vec<LinkInfo> {
         self.known
             .iter()
-            .filter(|(_, k)| !k.is_self)
+            .filter(|(address, k)| {
+                !k.is_self
+                    && (k.pinned
+                        || k.node.is_none_or(|id| {
+                            self.nodes
+                                .get(&id)
+                                .is_none_or(|aliases| aliases.first() == Some(address))
+                        }))
+            })
             .map(|(address, k)| {
                 let state = match k.conn.and_then(|c| self.conns.get(&c)) {
                     Some(c) if c.is_v1() || c.is_v2() => LinkState::Open,

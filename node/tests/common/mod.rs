@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod seed;
 
 use hearsay::server::{self, NodeConfig, RunningNode};

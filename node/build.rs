@@ -1,0 +1,6 @@
+//! Rebuild the node when the page (dist/, written by `trunk build`) changes, so the embedded
+//! copy is always the latest build.
+
+fn main() {
+    println!("cargo:rerun-if-changed=../dist");
+}

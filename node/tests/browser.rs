@@ -1,0 +1,132 @@
+//! The browser peer end to end: real nodes on 127.0.0.1 serving the embedded page, two real
+//! Chromium pages joining the network as full peers.
+
+mod common;
+
+use common::browser::*;
+use common::*;
+use fantoccini::Locator;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_different_nodes_talk_and_survive_their_node() {
+    assert!(
+        hearsay::page::embedded(),
+        "the node was built without its page: run `bash scripts/build-web` first (scripts/test does)"
+    );
+    let a = start_node(&[]).await;
+    let b = start_node(&[a.ws_url()]).await;
+    let c = start_node(&[b.ws_url()]).await;
+    let urls = [a.http_url(), b.http_url(), c.http_url()];
+    for url in &urls {
+        wait_for("a mesh of three", || async {
+            (v2_peer_ids(url).await.len() == 2).then_some(())
+        })
+        .await;
+    }
+
+    let mut driver = Chromedriver::start().await;
+    let page1 = driver.open(1100, 800).await;
+    let page2 = driver.open(400, 820).await; // phone width
+    page1.goto(&a.http_url()).await.unwrap();
+    page2.goto(&b.http_url()).await.unwrap();
+    // Each page links to its own node and two more: all three here.
+    for page in [&page1, &page2] {
+        wait_for("three open links in a page", || async {
+            (open_links(page).await == 3).then_some(())
+        })
+        .await;
+    }
+    // Nodes list the pages as browser peers.
+    let peers = get_json(&format!("{}/api/peers", c.http_url())).await;
+    let browsers = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "browser")
+        .count();
+    assert_eq!(browsers, 2, "{peers}");
+
+    // What one page sends appears in the other and on every node, once.
+    let hello = "hello from page 1 <b>not bold</b>";
+    send_from_page(&page1, hello).await;
+    wait_page_shows(&page2, hello).await;
+    wait_page_shows(&page1, hello).await;
+    wait_for("page 1 to see its message stored", || async {
+        page1
+            .find(Locator::Css("li.message.mine .stored"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let mut texts = vec![hello.to_owned()];
+    wait_all_hold(&urls, &texts).await;
+    // Rendered as text, not HTML.
+    assert!(
+        page2
+            .find_all(Locator::Css("li.message b"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A /commit on the third node appears in both pages.
+    commit(&c, "committed on node c").await;
+    texts.push("committed on node c".to_owned());
+    wait_page_shows(&page1, "committed on node c").await;
+    wait_page_shows(&page2, "committed on node c").await;
+    screenshot(&page1, "two-pages-page1").await;
+    screenshot(&page2, "two-pages-page2-phone").await;
+
+    // The node that served page 1 dies; page 1 carries on through its other links.
+    a.stop().await;
+    wait_for("page 1 to notice its node is gone", || async {
+        (open_links(&page1).await == 2).then_some(())
+    })
+    .await;
+    send_from_page(&page1, "still here after node a died").await;
+    wait_page_shows(&page2, "still here after node a died").await;
+    texts.push("still here after node a died".to_owned());
+    commit(&c, "to everyone after a died").await;
+    texts.push("to everyone after a died".to_owned());
+    wait_page_shows(&page1, "to everyone after a died").await;
+    wait_all_hold(&[b.http_url(), c.http_url()], &texts).await;
+    let home = page1
+        .find(Locator::Css("li.link.retrying"))
+        .await
+        .expect("the lost home link shows as retrying");
+    assert!(home.text().await.unwrap().to_lowercase().contains("home"));
+    screenshot(&page1, "page1-after-its-node-died").await;
+
+    page1.close().await.unwrap();
+    page2.close().await.unwrap();
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_late_shows_the_history() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    let a = start_node(&[]).await;
+    for i in 0..5 {
+        post_message(&a, &format!("early {i}")).await;
+    }
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(900, 700).await;
+    page.goto(&a.http_url()).await.unwrap();
+    for i in 0..5 {
+        wait_page_shows(&page, &format!("early {i}")).await;
+    }
+    // Newest first.
+    assert_eq!(
+        page_messages(&page).await.first().map(String::as_str),
+        Some("early 4")
+    );
+    let ms = first_render_ms(&page).await;
+    println!("navigation to first rendered message list: {ms:.0} ms");
+    page.close().await.unwrap();
+    a.stop().await;
+}

@@ -1,0 +1,23 @@
+//! hearsay's browser peer: a yew app that runs the same gossip engine as the native nodes,
+//! in WebAssembly, over gloo-net WebSockets.
+//!
+//! - [`net`]: the driver. Fetches the serving node's id and history, starts an engine of kind
+//!   `browser` pinned to that node, opens a WebSocket per `Dial`, feeds frames and timers in,
+//!   and reports to the page as [`state::Action`]s.
+//! - [`state`]: the page's `Reducible` state and its actions; pure, tested on the host.
+//! - [`components`]: one component per file — the app, the composer, the message list, the
+//!   links and the peers.
+//!
+//! Data flow: socket frame → `Network::drive(engine.frame)` → outputs → other sockets and
+//! `Action::Delivered` → reducer → render. Sending: composer → `Network::publish`.
+
+#![forbid(unsafe_code)]
+
+pub mod components;
+pub mod net;
+pub mod state;
+
+/// Mounts the app on the page's `<body>`.
+pub fn run() {
+    yew::Renderer::<components::app::App>::new().render();
+}

@@ -1,0 +1,306 @@
+//! The browser's driver for the gossip engine: the same `hearsay_proto::Engine` the native
+//! node runs, fed by gloo-net WebSockets and a gloo timer, reporting to the page through
+//! [`Action`]s.
+//!
+//! Start-up ([`start`]): ask the serving node who it is (`/api/status`) and what it holds
+//! (`/api/messages`, the first simple catch-up), then start an engine of kind `browser` whose
+//! home is that node, pinned to `ws(s)://<page host>/ws`. Peer exchange tells it about other
+//! nodes; it keeps up to [`LINKS`] links and forwards between them like any node.
+//!
+//! Everything runs on the page's one thread, so the engine lives in a `RefCell`; callbacks to
+//! the page are collected while it is borrowed and sent after.
+
+use crate::state::Action;
+use futures::channel::mpsc;
+use futures::future::{Either, select};
+use futures::{SinkExt, StreamExt};
+use gloo_net::websocket::{Message as WsMessage, State as WsState, futures::WebSocket};
+use hearsay_proto::{Config, ConnId, Engine, Message, NodeId, Output, PeerKind};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use yew::Callback;
+
+/// Links a page keeps: the node that served it plus two more.
+pub const LINKS: usize = 3;
+/// Frames queued for one link before it counts as too slow.
+const QUEUE: usize = 256;
+/// History fetched at start-up, at most (pages of 1000).
+const HISTORY_PAGES: usize = 20;
+
+enum Outgoing {
+    Text(Arc<str>),
+    Close(String),
+}
+
+struct Inner {
+    engine: Engine,
+    sockets: HashMap<ConnId, mpsc::Sender<Outgoing>>,
+}
+
+/// A handle on the running engine, cheap to clone, given to the components that publish.
+#[derive(Clone)]
+pub struct Network {
+    inner: Rc<RefCell<Inner>>,
+    report: Callback<Action>,
+}
+
+impl PartialEq for Network {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the browser's clock.
+pub fn now() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+    match crypto {
+        Some(c) if c.get_random_values_with_u8_array(&mut out).is_ok() => {}
+        // Without WebCrypto (very old browsers) fall back to Math.random: ids only need to be
+        // unique, not secret.
+        _ => out
+            .iter_mut()
+            .for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8),
+    }
+    out
+}
+
+/// The page's WebSocket URL for the node that served it: `ws://` or `wss://` to match.
+pub fn home_ws_url() -> Option<String> {
+    let location = web_sys::window()?.location();
+    let scheme = if location.protocol().ok()? == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
+    Some(format!("{scheme}://{}/ws", location.host().ok()?))
+}
+
+#[derive(serde::Deserialize)]
+struct Status {
+    id: NodeId,
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    messages: Vec<Message>,
+}
+
+async fn fetch_history() -> Result<Vec<Message>, String> {
+    let mut all: Vec<Message> = Vec::new();
+    for _ in 0..HISTORY_PAGES {
+        let url = match all.last() {
+            Some(m) => format!("/api/messages?limit=1000&after={}", m.id),
+            None => "/api/messages?limit=1000".to_owned(),
+        };
+        let page: Page = get_json(&url).await?;
+        let done = page.messages.len() < 1000;
+        all.extend(page.messages);
+        if done {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
+    let response = gloo_net::http::Request::get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.ok() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    response.json().await.map_err(|e| format!("{url}: {e}"))
+}
+
+/// Joins the network from this page. Reports progress through `report`; returns the handle
+/// to publish with.
+pub async fn start(report: Callback<Action>) -> Result<Network, String> {
+    let url = home_ws_url().ok_or("this page has no location to connect to")?;
+    let status: Status = get_json("/api/status").await?;
+    let history = fetch_history().await?;
+
+    let config = Config {
+        kind: PeerKind::Browser,
+        home: Some(status.id),
+        target_connections: LINKS,
+        transport_ping: false,
+        ..Config::default()
+    };
+    let me = NodeId::from_bytes(random_bytes());
+    let seed = u64::from_le_bytes(random_bytes());
+    let mut engine = Engine::new(config, me, seed, now());
+    for m in &history {
+        engine.note_known(m.id, now());
+    }
+    report.emit(Action::Started {
+        me,
+        home: status.id,
+    });
+    report.emit(Action::History(history));
+
+    let net = Network {
+        inner: Rc::new(RefCell::new(Inner {
+            engine,
+            sockets: HashMap::new(),
+        })),
+        report,
+    };
+    net.drive(|e, now| e.add_peer(&url, now).map(|_| ()).map_err(|e| e.to_string()))?;
+    let timer = net.clone();
+    wasm_bindgen_futures::spawn_local(async move { timer.run_timer().await });
+    Ok(net)
+}
+
+impl Network {
+    /// Publishes from this page; the message shows at once and is gossiped to every link.
+    pub fn publish(&self, text: &str) -> Result<(), String> {
+        self.drive(|e, now| e.publish(text, now).map(|_| ()).map_err(|e| e.to_string()))
+    }
+
+    /// Calls into the engine, then carries out what it asked for and tells the page.
+    fn drive<R>(&self, f: impl FnOnce(&mut Engine, u64) -> R) -> R {
+        let mut actions = Vec::new();
+        let mut dials = Vec::new();
+        let result = {
+            let mut inner = self.inner.borrow_mut();
+            let result = f(&mut inner.engine, now());
+            let mut overflowed = Vec::new();
+            while let Some(output) = inner.engine.poll_output() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if let Some(tx) = inner.sockets.get_mut(&conn)
+                            && tx.try_send(Outgoing::Text(frame)).is_err()
+                        {
+                            overflowed.push(conn);
+                        }
+                    }
+                    Output::Close { conn, reason } => {
+                        if let Some(mut tx) = inner.sockets.remove(&conn) {
+                            let _ = tx.try_send(Outgoing::Close(reason));
+                        }
+                    }
+                    Output::Dial { conn, address } => dials.push((conn, address)),
+                    Output::Deliver(msg) => {
+                        let mine = msg.origin == inner.engine.id().to_string();
+                        actions.push(Action::Delivered { msg, mine });
+                    }
+                    Output::Acked { id, by } => actions.push(Action::Acked { id, by }),
+                    // A browser cannot send WebSocket pings; the engine is told so.
+                    Output::Ping { .. } => {}
+                }
+            }
+            for conn in overflowed {
+                if let Some(mut tx) = inner.sockets.remove(&conn) {
+                    let _ = tx.try_send(Outgoing::Close("send queue full".to_owned()));
+                }
+                inner.engine.closed(conn, Some("send queue full"), now());
+            }
+            actions.push(Action::Network {
+                links: inner.engine.links(),
+                peers: inner.engine.peers(),
+            });
+            result
+        };
+        for (conn, address) in dials {
+            let net = self.clone();
+            wasm_bindgen_futures::spawn_local(async move { net.run_socket(conn, address).await });
+        }
+        for action in actions {
+            self.report.emit(action);
+        }
+        result
+    }
+
+    async fn run_timer(&self) {
+        loop {
+            let deadline = self.inner.borrow().engine.poll_timeout();
+            let wait = deadline.saturating_sub(now()).max(1);
+            gloo_timers::future::sleep(std::time::Duration::from_millis(wait)).await;
+            self.drive(|e, now| e.handle_timeout(now));
+        }
+    }
+
+    /// One WebSocket, from dial to close.
+    async fn run_socket(&self, conn: ConnId, address: String) {
+        let url = if address.ends_with("/ws") {
+            address.clone()
+        } else {
+            format!("{address}/ws")
+        };
+        let mut ws = match WebSocket::open(&url) {
+            Ok(ws) => ws,
+            Err(e) => {
+                let why = e.to_string();
+                self.drive(|e, now| e.dial_failed(conn, &why, now));
+                return;
+            }
+        };
+        // The sink is ready once the socket has left CONNECTING, whether it opened or failed.
+        if futures::future::poll_fn(|cx| {
+            futures::Sink::<WsMessage>::poll_ready(std::pin::Pin::new(&mut ws), cx)
+        })
+        .await
+        .is_err()
+            || !matches!(ws.state(), WsState::Open)
+        {
+            self.drive(|e, now| e.dial_failed(conn, "could not connect", now));
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        self.inner.borrow_mut().sockets.insert(conn, tx);
+        self.drive(|e, now| e.opened(conn, now));
+
+        let mut reason: Option<String> = None;
+        loop {
+            let event = {
+                let out = rx.next();
+                let inc = ws.next();
+                futures::pin_mut!(out, inc);
+                match select(out, inc).await {
+                    Either::Left((out, _)) => Either::Left(out),
+                    Either::Right((inc, _)) => Either::Right(inc),
+                }
+            };
+            match event {
+                Either::Left(Some(Outgoing::Text(frame))) => {
+                    if ws.send(WsMessage::Text(frame.to_string())).await.is_err() {
+                        reason = Some("send failed".to_owned());
+                        break;
+                    }
+                }
+                Either::Left(Some(Outgoing::Close(why))) => {
+                    let _ = ws.close(Some(1000), Some(&why));
+                    return; // The engine already forgot this link.
+                }
+                Either::Left(None) => break,
+                Either::Right(Some(Ok(WsMessage::Text(text)))) => {
+                    self.drive(|e, now| e.frame(conn, &text, now));
+                }
+                Either::Right(Some(Ok(WsMessage::Bytes(_)))) => {
+                    self.drive(|e, _| e.unsupported_frame(conn))
+                }
+                Either::Right(Some(Err(gloo_net::websocket::WebSocketError::ConnectionClose(
+                    ev,
+                )))) => {
+                    reason = Some(if ev.reason.is_empty() {
+                        format!("code {}", ev.code)
+                    } else {
+                        ev.reason
+                    });
+                }
+                Either::Right(Some(Err(e))) => reason = Some(e.to_string()),
+                Either::Right(None) => break,
+            }
+        }
+        self.inner.borrow_mut().sockets.remove(&conn);
+        self.drive(|e, now| e.closed(conn, reason.as_deref(), now));
+    }
+}

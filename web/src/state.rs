@@ -1,0 +1,200 @@
+//! The page's state as a yew `Reducible`: what the network driver reports comes in as an
+//! [`Action`], and components render [`State`]. Pure, so it is tested on the host.
+
+use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo};
+use std::rc::Rc;
+use yew::Reducible;
+
+/// How far the page has got joining the network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Asking the node that served the page who it is and what it holds.
+    #[default]
+    Loading,
+    /// The engine is running.
+    Running,
+    /// Could not start; the text says why.
+    Failed(String),
+}
+
+/// A message as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub msg: Message,
+    /// Published from this page.
+    pub mine: bool,
+    /// For our own messages: a node confirmed it holds it.
+    pub stored_by: Option<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct State {
+    pub phase: Phase,
+    pub me: Option<NodeId>,
+    /// The node that served the page.
+    pub home: Option<NodeId>,
+    pub links: Vec<LinkInfo>,
+    pub peers: Vec<PeerInfo>,
+    /// Newest first (by origin timestamp, then id, so every page agrees on the order).
+    pub messages: Vec<Entry>,
+    /// Set once the first message list (history included) has been shown.
+    pub history_loaded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Started {
+        me: NodeId,
+        home: NodeId,
+    },
+    Failed(String),
+    /// Messages the serving node already held when the page loaded.
+    History(Vec<Message>),
+    /// The engine's view of links and peers changed.
+    Network {
+        links: Vec<LinkInfo>,
+        peers: Vec<PeerInfo>,
+    },
+    /// A message reached this page (or was published here, `mine`).
+    Delivered {
+        msg: Message,
+        mine: bool,
+    },
+    Acked {
+        id: MsgId,
+        by: NodeId,
+    },
+}
+
+impl State {
+    fn insert(&mut self, msg: Message, mine: bool) {
+        if self.messages.iter().any(|e| e.msg.id == msg.id) {
+            return;
+        }
+        let key = |m: &Message| (std::cmp::Reverse(m.timestamp), m.id);
+        let at = self.messages.partition_point(|e| key(&e.msg) < key(&msg));
+        self.messages.insert(
+            at,
+            Entry {
+                msg,
+                mine,
+                stored_by: None,
+            },
+        );
+    }
+}
+
+impl Reducible for State {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut s = (*self).clone();
+        match action {
+            Action::Started { me, home } => {
+                s.me = Some(me);
+                s.home = Some(home);
+                s.phase = Phase::Running;
+            }
+            Action::Failed(why) => s.phase = Phase::Failed(why),
+            Action::History(msgs) => {
+                for m in msgs {
+                    s.insert(m, false);
+                }
+                s.history_loaded = true;
+            }
+            Action::Network { links, peers } => {
+                if s.links == links && s.peers == peers {
+                    return self;
+                }
+                s.links = links;
+                s.peers = peers;
+            }
+            Action::Delivered { msg, mine } => s.insert(msg, mine),
+            Action::Acked { id, by } => match s.messages.iter_mut().find(|e| e.msg.id == id) {
+                Some(e) if e.stored_by.is_none() => e.stored_by = Some(by),
+                _ => return self,
+            },
+        }
+        Rc::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ts: u64, text: &str) -> Message {
+        let origin = NodeId::from_bytes([9; 16]);
+        Message {
+            id: MsgId::v2(&origin, ts, ts, text),
+            origin: origin.to_string(),
+            seq: ts,
+            timestamp: ts,
+            data: text.into(),
+        }
+    }
+
+    fn apply(state: Rc<State>, actions: Vec<Action>) -> Rc<State> {
+        actions.into_iter().fold(state, |s, a| s.reduce(a))
+    }
+
+    #[test]
+    fn messages_are_newest_first_and_never_twice() {
+        let s = apply(
+            Rc::default(),
+            vec![
+                Action::History(vec![msg(1, "a"), msg(3, "c")]),
+                Action::Delivered {
+                    msg: msg(2, "b"),
+                    mine: false,
+                },
+                Action::Delivered {
+                    msg: msg(3, "c"),
+                    mine: false,
+                },
+            ],
+        );
+        let texts: Vec<&str> = s.messages.iter().map(|e| e.msg.data.as_str()).collect();
+        assert_eq!(texts, ["c", "b", "a"]);
+        assert!(s.history_loaded);
+    }
+
+    #[test]
+    fn own_messages_are_marked_when_a_node_has_them() {
+        let node = NodeId::from_bytes([1; 16]);
+        let m = msg(5, "mine");
+        let s = apply(
+            Rc::default(),
+            vec![Action::Delivered {
+                msg: m.clone(),
+                mine: true,
+            }],
+        );
+        assert!(s.messages[0].mine && s.messages[0].stored_by.is_none());
+        let s = apply(s, vec![Action::Acked { id: m.id, by: node }]);
+        assert_eq!(s.messages[0].stored_by, Some(node));
+    }
+
+    #[test]
+    fn unchanged_network_views_do_not_rerender() {
+        let s: Rc<State> = Rc::default();
+        let same = Rc::clone(&s).reduce(Action::Network {
+            links: vec![],
+            peers: vec![],
+        });
+        assert!(Rc::ptr_eq(&s, &same));
+    }
+
+    #[test]
+    fn start_and_failure_move_the_phase() {
+        let me = NodeId::from_bytes([2; 16]);
+        let home = NodeId::from_bytes([3; 16]);
+        let s = apply(Rc::default(), vec![Action::Started { me, home }]);
+        assert_eq!(
+            (s.phase.clone(), s.me, s.home),
+            (Phase::Running, Some(me), Some(home))
+        );
+        let s = apply(s, vec![Action::Failed("no node".into())]);
+        assert_eq!(s.phase, Phase::Failed("no node".into()));
+    }
+}

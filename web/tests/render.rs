@@ -1,0 +1,106 @@
+//! The page's components and browser glue, run in headless Chromium by wasm-bindgen-test.
+
+#![cfg(target_arch = "wasm32")]
+
+use hearsay_proto::{Message, MsgId, NodeId};
+use hearsay_web::components::messages::{MessageList, Props};
+use hearsay_web::state::Entry;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn entry(text: &str, mine: bool, stored: bool) -> Entry {
+    let origin = NodeId::from_bytes([4; 16]);
+    Entry {
+        msg: Message {
+            id: MsgId::v2(&origin, 1, 1_767_225_600_000, text),
+            origin: origin.to_string(),
+            seq: 1,
+            timestamp: 1_767_225_600_000,
+            data: text.to_owned(),
+        },
+        mine,
+        stored_by: stored.then_some(NodeId::from_bytes([1; 16])),
+    }
+}
+
+async fn render(props: Props) -> web_sys::Element {
+    let document = web_sys::window().unwrap().document().unwrap();
+    let root = document.create_element("div").unwrap();
+    document.body().unwrap().append_child(&root).unwrap();
+    yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
+    // Let the scheduler render.
+    gloo_timers::future::TimeoutFuture::new(20).await;
+    root
+}
+
+#[wasm_bindgen_test]
+async fn message_text_is_shown_as_text_never_as_html() {
+    let root = render(Props {
+        messages: vec![entry(
+            "<img src=x onerror=alert(1)><b>bold</b>",
+            false,
+            false,
+        )],
+        me: None,
+        loaded: true,
+    })
+    .await;
+    let text = root.query_selector("li.message .text").unwrap().unwrap();
+    assert_eq!(
+        text.text_content().unwrap(),
+        "<img src=x onerror=alert(1)><b>bold</b>"
+    );
+    assert!(root.query_selector("img").unwrap().is_none());
+    assert!(root.query_selector("b").unwrap().is_none());
+}
+
+#[wasm_bindgen_test]
+async fn own_messages_show_whether_a_node_has_them() {
+    let root = render(Props {
+        messages: vec![
+            entry("stored one", true, true),
+            entry("pending one", true, false),
+        ],
+        me: None,
+        loaded: true,
+    })
+    .await;
+    let items = root.query_selector_all("li.message.mine").unwrap();
+    assert_eq!(items.length(), 2);
+    assert!(root.query_selector("li.message .stored").unwrap().is_some());
+    assert!(
+        root.query_selector("li.message .pending")
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[wasm_bindgen_test]
+async fn an_empty_network_says_so() {
+    let root = render(Props {
+        messages: vec![],
+        me: None,
+        loaded: true,
+    })
+    .await;
+    assert!(root.text_content().unwrap().contains("No messages yet"));
+}
+
+#[wasm_bindgen_test]
+fn the_clock_and_ids_come_from_the_browser() {
+    let t = hearsay_web::net::now();
+    assert!(t > 1_700_000_000_000, "Date.now() in ms: {t}");
+    // The engine runs here as it does on a node.
+    let mut engine = hearsay_proto::Engine::new(
+        hearsay_proto::Config {
+            kind: hearsay_proto::PeerKind::Browser,
+            ..Default::default()
+        },
+        NodeId::from_bytes([5; 16]),
+        1,
+        t,
+    );
+    let msg = engine.publish("in wasm", t).unwrap();
+    assert!(msg.id_is_valid());
+}
