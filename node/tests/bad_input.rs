@@ -82,7 +82,7 @@ async fn the_status_page_shows_messages_as_text() {
     let n = start_node(&[]).await;
     commit(&n, "<script>alert('x')</script> & <b>bold</b>").await;
     let page = client()
-        .get(n.http_url())
+        .get(format!("{}/status", n.http_url()))
         .send()
         .await
         .unwrap()

@@ -208,7 +208,7 @@ pub enum PublishError {
 /// Why an address given to [`Engine::add_peer`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
-    #[error("address must be a ws:// or wss:// URL, got {0:?}")]
+    #[error("address must be a ws:// or wss:// URL, got \"{0}\"")]
     NotWebSocket(String),
     #[error("{0} is this node's own address")]
     OwnAddress(String),

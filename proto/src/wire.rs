@@ -80,8 +80,8 @@ pub struct PeerRecord {
     pub aliases: Vec<String>,
 }
 
-/// Every frame either version can carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Every frame either version can carry. Encoded by serde; decoded by [`Frame::decode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type")]
 pub enum Frame {
     /// v1: a published text, no id.
@@ -117,7 +117,7 @@ pub enum DecodeError {
     NotJson(String),
     #[error("frame has no string \"type\" field")]
     NoType,
-    #[error("unknown frame type {0:?}")]
+    #[error("unknown frame type \"{0}\"")]
     UnknownType(String),
     #[error("malformed {kind} frame: {detail}")]
     Malformed { kind: String, detail: String },
@@ -126,28 +126,168 @@ pub enum DecodeError {
 impl Frame {
     /// Encodes a frame as JSON text. Encoding our own types cannot fail.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("frames always serialize")
+        // (A `match` rather than `expect`, which would drag serde_json's Debug output into the
+        // browser's .wasm.)
+        match serde_json::to_string(self) {
+            Ok(text) => text,
+            Err(_) => unreachable!("frames always serialize"),
+        }
     }
 
     /// Decodes one text frame, telling apart "not JSON", "unknown type" and "wrong shape" so
     /// the engine can count and report each clearly.
     pub fn decode(text: &str) -> Result<Frame, DecodeError> {
-        let value: serde_json::Value =
+        // Two light passes rather than one through serde_json::Value and an internally tagged
+        // enum: both of those pull a lot of code into the browser's .wasm.
+        let tag: Tag =
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-        let kind = match value.get("type") {
-            Some(serde_json::Value::String(kind)) => kind.clone(),
-            _ => return Err(DecodeError::NoType),
-        };
-        const KNOWN: [&str; 8] = [
-            "MESSAGE", "SOCKETS", "HELLO", "GOSSIP", "PEERS", "PING", "PONG", "ACK",
-        ];
-        if !KNOWN.contains(&kind.as_str()) {
-            return Err(DecodeError::UnknownType(kind));
+        let kind = tag.kind.ok_or(DecodeError::NoType)?;
+        fn body<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, DecodeError> {
+            serde_json::from_str(text).map_err(|e| DecodeError::Malformed {
+                kind: kind.to_owned(),
+                detail: e.to_string(),
+            })
         }
-        serde_json::from_value(value).map_err(|e| DecodeError::Malformed {
-            kind,
-            detail: e.to_string(),
+        #[derive(Deserialize)]
+        struct Data {
+            data: String,
+        }
+        #[derive(Deserialize)]
+        struct Addresses {
+            addresses: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        struct Peers {
+            peers: Vec<PeerRecord>,
+        }
+        #[derive(Deserialize)]
+        struct Nonce {
+            nonce: u32,
+        }
+        #[derive(Deserialize)]
+        struct Id {
+            id: MsgId,
+        }
+        Ok(match kind.as_str() {
+            "MESSAGE" => Frame::Message {
+                data: body::<Data>(&kind, text)?.data,
+            },
+            "SOCKETS" => Frame::Sockets {
+                addresses: body::<Addresses>(&kind, text)?.addresses,
+            },
+            "HELLO" => Frame::Hello(body(&kind, text)?),
+            "GOSSIP" => Frame::Gossip(body(&kind, text)?),
+            "PEERS" => Frame::Peers {
+                peers: body::<Peers>(&kind, text)?.peers,
+            },
+            "PING" => Frame::Ping {
+                nonce: body::<Nonce>(&kind, text)?.nonce,
+            },
+            "PONG" => Frame::Pong {
+                nonce: body::<Nonce>(&kind, text)?.nonce,
+            },
+            "ACK" => Frame::Ack {
+                id: body::<Id>(&kind, text)?.id,
+            },
+            _ => return Err(DecodeError::UnknownType(kind)),
         })
+    }
+}
+
+/// The `type` of a frame: `Some` only for a JSON object whose `type` is a string.
+struct Tag {
+    kind: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        struct StrOrOther(Option<String>);
+        impl<'de> Deserialize<'de> for StrOrOther {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = StrOrOther;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrOrOther, E> {
+                        Ok(StrOrOther(Some(v.to_owned())))
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<StrOrOther, E> {
+                        Ok(StrOrOther(None))
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<StrOrOther, E> {
+                        Ok(StrOrOther(None))
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<StrOrOther, E> {
+                        Ok(StrOrOther(None))
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<StrOrOther, E> {
+                        Ok(StrOrOther(None))
+                    }
+                    fn visit_unit<E>(self) -> Result<StrOrOther, E> {
+                        Ok(StrOrOther(None))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut a: A,
+                    ) -> Result<StrOrOther, A::Error> {
+                        while a.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(StrOrOther(None))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(
+                        self,
+                        mut a: A,
+                    ) -> Result<StrOrOther, A::Error> {
+                        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        Ok(StrOrOther(None))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        struct TagVisitor;
+        impl<'de> Visitor<'de> for TagVisitor {
+            type Value = Tag;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON frame")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Tag, A::Error> {
+                let mut kind = None;
+                while let Some(key) = a.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "type" {
+                        kind = a.next_value::<StrOrOther>()?.0;
+                    } else {
+                        a.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Tag { kind })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Tag, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Tag { kind: None })
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Tag, E> {
+                Ok(Tag { kind: None })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Tag, E> {
+                Ok(Tag { kind: None })
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Tag, E> {
+                Ok(Tag { kind: None })
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Tag, E> {
+                Ok(Tag { kind: None })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Tag, E> {
+                Ok(Tag { kind: None })
+            }
+            fn visit_unit<E>(self) -> Result<Tag, E> {
+                Ok(Tag { kind: None })
+            }
+        }
+        d.deserialize_any(TagVisitor)
     }
 }
 

@@ -167,11 +167,19 @@ impl Network {
 
     /// Calls into the engine, then carries out what it asked for and tells the page.
     fn drive<R>(&self, f: impl FnOnce(&mut Engine, u64) -> R) -> R {
+        let result = f(&mut self.inner.borrow_mut().engine, now());
+        self.flush();
+        result
+    }
+
+    /// Carries out the engine's outputs. Kept out of line: `drive` is instantiated once per
+    /// call site, and inlining this into every copy multiplied the page's size.
+    #[inline(never)]
+    fn flush(&self) {
         let mut actions = Vec::new();
         let mut dials = Vec::new();
-        let result = {
+        {
             let mut inner = self.inner.borrow_mut();
-            let result = f(&mut inner.engine, now());
             let mut overflowed = Vec::new();
             while let Some(output) = inner.engine.poll_output() {
                 match output {
@@ -207,8 +215,7 @@ impl Network {
                 links: inner.engine.links(),
                 peers: inner.engine.peers(),
             });
-            result
-        };
+        }
         for (conn, address) in dials {
             let net = self.clone();
             wasm_bindgen_futures::spawn_local(async move { net.run_socket(conn, address).await });
@@ -216,7 +223,6 @@ impl Network {
         for action in actions {
             self.report.emit(action);
         }
-        result
     }
 
     async fn run_timer(&self) {
