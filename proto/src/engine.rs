@@ -1005,7 +1005,7 @@ impl Engine {
             .filter(|&(&id, c)| Some(id) != from && c.is_v2())
             .map(|(&id, _)| id)
             .collect();
-        let v1_targets: Vec<ConnId> = if self.v1_should_receive(msg, from, own) {
+        let v1_targets: Vec<ConnId> = if self.v1_should_receive(msg, own) {
             self.conns
                 .iter()
                 .filter(|(_, c)| c.is_v1())
@@ -1039,24 +1039,23 @@ impl Engine {
     /// to every node and must get each message from exactly one of them: its origin. Messages
     /// from a browser (which a seed cannot dial) are passed on by the browser's home node.
     /// Text that came from a seed is never sent back to one: it sent it to all its sockets.
-    fn v1_should_receive(&self, msg: &Message, from: Option<ConnId>, own: bool) -> bool {
+    fn v1_should_receive(&self, msg: &Message, own: bool) -> bool {
         if own {
             return true;
         }
         if msg.origin == V1_ORIGIN {
             return false;
         }
-        let Some(from) = from.and_then(|f| self.conns.get(&f)) else {
-            return false;
-        };
-        match &from.state {
+        // Decided by the origin, not by the link a copy arrived on: the browser sends to all
+        // its links at once, and its home node may well hear it first through another node.
+        self.conns.values().any(|c| match &c.state {
             ConnState::V2 { hello } => {
                 hello.kind == PeerKind::Browser
                     && hello.home == Some(self.me)
                     && msg.origin == hello.id.to_string()
             }
             _ => false,
-        }
+        })
     }
 
     // ----- connections -----

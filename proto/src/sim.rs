@@ -237,6 +237,36 @@ impl Sim {
         i
     }
 
+    /// Adds a browser peer whose page was served by node `home` (already added): it cannot be
+    /// dialed, names `home` in its handshake, and keeps `home` pinned.
+    pub fn add_browser(&mut self, home: usize) -> usize {
+        let i = self.nodes.len();
+        let home_id = self.nodes[home]
+            .engine()
+            .expect("home is a hearsay node")
+            .id();
+        let config = Config {
+            kind: PeerKind::Browser,
+            home: Some(home_id),
+            target_connections: 3,
+            transport_ping: false,
+            ..Config::default()
+        };
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id);
+        let seed = self.rng.random();
+        let engine = Engine::new(config, NodeId::from_bytes(id), seed, self.now);
+        self.nodes.push(SimNode {
+            address: format!("browser{i}"),
+            kind: NodeKind::Hearsay(Box::new(engine)),
+            up: true,
+            delivered: HashMap::new(),
+            pending: Vec::new(),
+        });
+        self.connect(i, home);
+        i
+    }
+
     /// Adds a seed (v1) node.
     pub fn add_seed(&mut self) -> usize {
         let i = self.nodes.len();

@@ -263,3 +263,47 @@ fn a_peer_that_starts_late_is_dialed_until_it_answers() {
     sim.run_for(2_000);
     sim.check_exactly_once(&[id]).unwrap();
 }
+
+#[test]
+fn browser_peers_relay_and_their_messages_reach_seeds_once() {
+    for seed in 0..8 {
+        let mut sim = Sim::new(seed);
+        for _ in 0..6 {
+            sim.add_hearsay(sim_config(true));
+        }
+        sim.wire(Topology::Line);
+        let pages: Vec<usize> = (0..3).map(|k| sim.add_browser(k * 2)).collect();
+        let s = sim.add_seed();
+        sim.seed_add(s, 1);
+        sim.run_for(60_000);
+        let mut ids = Vec::new();
+        for (k, &p) in pages.iter().enumerate() {
+            ids.push(sim.publish(p, &format!("from page {k}")));
+        }
+        ids.push(sim.publish(3, "from node 3"));
+        ids.push(sim.publish(s, "from the seed"));
+        sim.run_for(20_000);
+        // Pages are full peers: they deliver everything once too.
+        sim.check_exactly_once(&ids)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let stored = &sim.nodes[s].seed().unwrap().messages;
+        let mut sorted = stored.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                "from node 3",
+                "from page 0",
+                "from page 1",
+                "from page 2",
+                "from the seed"
+            ],
+            "seed {seed}"
+        );
+        // Each page links to its home and two more nodes.
+        for &p in &pages {
+            let links = sim.nodes[p].engine().unwrap().peers().len();
+            assert_eq!(links, 3, "seed {seed}: page {p} has {links} links");
+        }
+    }
+}
