@@ -14,6 +14,8 @@ Examples:
       Publish; every node gets it once.
   curl http://127.0.0.1:3000/api/messages
       Read the messages this node holds.
+  hearsay 3004 --data /tmp/hearsay-3004
+      Keep this node's messages in /tmp/hearsay-3004 (they survive restarts).
   hearsay 4000 --host 0.0.0.0 --advertise 192.168.1.20
       Listen on every interface and tell peers to dial 192.168.1.20.
 
@@ -38,6 +40,10 @@ pub struct Args {
     /// Host name or IP other nodes should dial (default: --host, or 127.0.0.1 for 0.0.0.0).
     #[arg(long, value_name = "HOST")]
     pub advertise: Option<String>,
+
+    /// Folder for this node's messages (default: $XDG_DATA_HOME/hearsay/node-PORT).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<std::path::PathBuf>,
 
     /// Seed-compatible WebSocket port: a number, or `off` (default: PORT+1).
     #[arg(long = "v1-port", value_name = "N|off")]

@@ -7,7 +7,7 @@
 
 use crate::clock::Clock;
 use crate::conn::{self, ConnHandle, Outgoing};
-use crate::store::Store;
+use crate::store::{Ack, Store, StoreError};
 use hearsay_proto::{ConnId, Engine, Output};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,13 +20,15 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct State {
     pub engine: Engine,
-    pub store: Box<dyn Store>,
     conns: HashMap<ConnId, ConnHandle>,
 }
 
 /// Everything the HTTP handlers, connection tasks and timer share.
 pub struct Shared {
     state: Mutex<State>,
+    /// Has its own synchronisation (a writer thread; concurrent reads), so it is not behind
+    /// the engine's lock.
+    pub store: Arc<dyn Store>,
     pub clock: Clock,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
@@ -36,16 +38,16 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         engine: Engine,
-        store: Box<dyn Store>,
+        store: Arc<dyn Store>,
         clock: Clock,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 engine,
-                store,
                 conns: HashMap::new(),
             }),
+            store,
             started_at: clock.now(),
             clock,
             tracker: TaskTracker::new(),
@@ -63,8 +65,31 @@ impl Shared {
         let now = self.clock.now();
         let mut state = self.lock();
         let result = f(&mut state.engine, now);
-        self.execute(&mut state, now);
+        self.execute(&mut state, now, None);
         result
+    }
+
+    /// Publishes `text` from this node and resolves once the message is durably stored.
+    pub async fn publish(
+        self: &Arc<Self>,
+        text: &str,
+    ) -> Result<Result<hearsay_proto::Message, hearsay_proto::PublishError>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let now = self.clock.now();
+        let published = {
+            let mut state = self.lock();
+            let published = state.engine.publish(text, now);
+            let ack = published.as_ref().ok().map(|m| (m.id, tx));
+            self.execute(&mut state, now, ack);
+            published
+        };
+        match published {
+            Ok(msg) => {
+                rx.await.map_err(|_| StoreError::Closed)??;
+                Ok(Ok(msg))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// A peer connected to us: the engine names the connection and its queue is registered
@@ -74,7 +99,7 @@ impl Shared {
         let mut state = self.lock();
         let conn = state.engine.accepted(now);
         state.conns.insert(conn, handle);
-        self.execute(&mut state, now);
+        self.execute(&mut state, now, None);
         conn
     }
 
@@ -84,7 +109,7 @@ impl Shared {
         let mut state = self.lock();
         state.conns.insert(conn, handle);
         state.engine.opened(conn, now);
-        self.execute(&mut state, now);
+        self.execute(&mut state, now, None);
     }
 
     /// The socket ended (either side closed it, or it failed), with the peer's close reason
@@ -94,7 +119,7 @@ impl Shared {
         let mut state = self.lock();
         state.conns.remove(&conn);
         state.engine.closed(conn, reason, now);
-        self.execute(&mut state, now);
+        self.execute(&mut state, now, None);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -104,7 +129,14 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn execute(self: &Arc<Self>, state: &mut State, now: u64) {
+    /// Carries out the engine's outputs. `ack`, if given, is attached to the storage of that
+    /// message, for a publisher waiting on durability.
+    fn execute(
+        self: &Arc<Self>,
+        state: &mut State,
+        now: u64,
+        mut ack: Option<(hearsay_proto::MsgId, Ack)>,
+    ) {
         loop {
             let mut overflowed = Vec::new();
             while let Some(output) = state.engine.poll_output() {
@@ -131,9 +163,15 @@ impl Shared {
                     // Only browsers publish and wait for acknowledgements.
                     Output::Acked { .. } => {}
                     Output::Deliver(msg) => {
-                        if state.store.insert(&msg) {
-                            tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
-                        }
+                        tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
+                        let waiting = match ack.take() {
+                            Some((id, tx)) if id == msg.id => Some(tx),
+                            other => {
+                                ack = other;
+                                None
+                            }
+                        };
+                        self.store.insert(msg, waiting);
                     }
                 }
             }

@@ -8,7 +8,7 @@
 use crate::conn;
 use crate::driver::Shared;
 use crate::page;
-use crate::store::PageError;
+use crate::store::{PageError, StoreError};
 use hearsay_proto::{MsgId, PeerInfo, canonical_address};
 use serde::Serialize;
 use serde_json::json;
@@ -199,7 +199,7 @@ fn status(shared: &Shared) -> serde_json::Value {
             "addresses": s.engine.config().listen_addresses,
             "peers": s.engine.peers().len(),
             "known_addresses": s.engine.known_addresses(),
-            "messages": s.store.len(),
+            "messages": shared.store.len().unwrap_or(0),
             "stats": s.engine.stats(),
             "started_at": shared.started_at,
             "uptime_ms": shared.clock.now().saturating_sub(shared.started_at),
@@ -227,10 +227,24 @@ async fn commit(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> 
     let msg = q
         .get("msg")
         .ok_or_else(|| bad_request("missing `msg`: try /commit?msg=hello"))?;
-    shared
-        .drive(|e, now| e.publish(msg, now))
-        .map_err(|e| bad_request(e.to_string()))?;
+    publish(&shared, msg).await?;
     Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")))
+}
+
+/// Publishes and waits until the message is durably stored.
+async fn publish(shared: &Arc<Shared>, text: &str) -> Result<hearsay_proto::Message, Rejection> {
+    match shared.publish(text).await {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e)) => Err(bad_request(e.to_string())),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn unavailable(e: StoreError) -> Rejection {
+    warp::reject::custom(ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: e.to_string(),
+    })
 }
 
 async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
@@ -253,13 +267,13 @@ async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Reje
             ))
         })?),
     };
-    let page = shared.read(|s| s.store.page(after.as_ref(), limit));
-    match page {
+    match shared.store.page(after.as_ref(), limit) {
         Ok(messages) => Ok(warp::reply::json(&json!({ "messages": messages }))),
         Err(e @ PageError::UnknownAfter(_)) => Err(warp::reject::custom(ApiError {
             status: StatusCode::NOT_FOUND,
             message: e.to_string(),
         })),
+        Err(PageError::Store(e)) => Err(unavailable(e)),
     }
 }
 
@@ -273,9 +287,7 @@ async fn post_message(body: bytes::Bytes, shared: Arc<Shared>) -> Result<impl Re
             "body must be JSON like {{\"data\":\"hello\"}}: {e}"
         ))
     })?;
-    let msg = shared
-        .drive(|e, now| e.publish(&post.data, now))
-        .map_err(|e| bad_request(e.to_string()))?;
+    let msg = publish(&shared, &post.data).await?;
     Ok(warp::reply::with_status(
         warp::reply::json(&json!({ "id": msg.id })),
         StatusCode::CREATED,
@@ -285,15 +297,15 @@ async fn post_message(body: bytes::Bytes, shared: Arc<Shared>) -> Result<impl Re
 fn status_page(shared: Arc<Shared>) -> impl Reply {
     use html_escape::encode_text as esc;
     use std::fmt::Write;
-    let (id, addresses, peers, recent, total) = shared.read(|s| {
+    let (id, addresses, peers) = shared.read(|s| {
         (
             s.engine.id().to_string(),
             s.engine.config().listen_addresses.clone(),
             s.engine.peers(),
-            s.store.recent(100),
-            s.store.len(),
         )
     });
+    let recent = shared.store.recent(100).unwrap_or_default();
+    let total = shared.store.len().unwrap_or(0);
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>hearsay node</title><link rel=\"icon\" href=\"data:,\">\

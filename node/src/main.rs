@@ -34,13 +34,20 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let shutdown = CancellationToken::new();
+    let port = listener.local_addr()?.port();
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| hearsay::store::default_dir(port));
     let config = NodeConfig {
         peers: args.peers,
         advertise_host: args.advertise,
+        data: Some(data.clone()),
         ..NodeConfig::default()
     };
     let node = server::start(listener, v1_listener, config, shutdown.clone())?;
     println!("hearsay node {} listening on http://{}", node.id, node.addr);
+    println!("messages kept in {}", data.display());
     if let Some(v1) = node.v1_addr {
         println!("seed-compatible WebSocket port: ws://{v1}");
     }

@@ -4,9 +4,10 @@
 use crate::clock::Clock;
 use crate::driver::Shared;
 use crate::http;
-use crate::store::{MemoryStore, Store};
+use crate::store::{DiskStore, MemoryStore, Store, StoreError};
 use hearsay_proto::{Config as EngineConfig, Engine, NodeId};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,17 @@ pub struct NodeConfig {
     pub advertise_host: Option<String>,
     /// Engine tunables; listen addresses are filled in here.
     pub engine: EngineConfig,
+    /// Folder for the message store; `None` keeps messages in memory only.
+    pub data: Option<PathBuf>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
@@ -67,7 +79,7 @@ pub fn start(
     v1_listener: Option<TcpListener>,
     config: NodeConfig,
     shutdown: CancellationToken,
-) -> std::io::Result<RunningNode> {
+) -> Result<RunningNode, StartError> {
     let addr = listener.local_addr()?;
     let v1_addr = v1_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     // Linux copies TCP_NODELAY from a listening socket to the sockets it accepts; warp does not
@@ -97,10 +109,18 @@ pub fn start(
         .map(|port| format!("ws://{host}:{port}"))
         .collect();
 
+    let store: Arc<dyn Store> = match &config.data {
+        Some(dir) => Arc::new(DiskStore::open(dir)?),
+        None => Arc::new(MemoryStore::default()),
+    };
     let id = NodeId::from_bytes(rand::random());
     let clock = Clock::new();
-    let engine = Engine::new(engine_config, id, rand::random(), clock.now());
-    let store: Box<dyn Store> = Box::new(MemoryStore::default());
+    let mut engine = Engine::new(engine_config, id, rand::random(), clock.now());
+    // What the store holds is not new: a copy arriving again is neither stored nor delivered.
+    let held = store.ids()?;
+    for msg_id in &held {
+        engine.note_known(*msg_id, clock.now());
+    }
     let shared = Shared::new(engine, store, clock, shutdown.clone());
 
     for peer in &config.peers {
@@ -123,12 +143,15 @@ pub fn start(
         tracker.spawn(server);
     }
     tracker.spawn(Arc::clone(&shared).run_timer());
-    tracing::info!(%id, %addr, ?v1_addr, "node started");
+    tracing::info!(%id, %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
 
     let task = tokio::spawn(async move {
         shared.shutdown.cancelled().await;
         shared.tracker.close();
         shared.tracker.wait().await;
+        // Every connection has ended: finish queued writes and release the store's file.
+        let store = Arc::clone(&shared.store);
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!(%id, "node stopped");
     });
     Ok(RunningNode {

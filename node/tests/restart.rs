@@ -11,6 +11,8 @@ struct Proc {
     child: Child,
     url: String,
     ws: String,
+    /// Keeps the node's data folder alive (and removes it) with the test.
+    _data: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Drop for Proc {
@@ -20,10 +22,22 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `hearsay PORT ...` and reads the port it bound from its first line of output.
+/// Starts `hearsay PORT ...` on a new data folder and reads the port it bound from its first
+/// line of output.
 fn spawn(port: u16, peers: &[String]) -> Proc {
+    spawn_in(
+        std::sync::Arc::new(tempfile::tempdir().unwrap()),
+        port,
+        peers,
+    )
+}
+
+fn spawn_in(data: std::sync::Arc<tempfile::TempDir>, port: u16, peers: &[String]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearsay"));
-    cmd.arg(port.to_string()).args(["--v1-port", "off"]);
+    cmd.arg(port.to_string())
+        .args(["--v1-port", "off"])
+        .arg("--data")
+        .arg(data.path());
     for p in peers {
         cmd.args(["--peer", p]);
     }
@@ -33,9 +47,10 @@ fn spawn(port: u16, peers: &[String]) -> Proc {
         .spawn()
         .expect("start hearsay");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // Keep reading what it prints, so it never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     // "hearsay node <id> listening on http://127.0.0.1:PORT"
     let url = line
         .split_whitespace()
@@ -47,7 +62,12 @@ fn spawn(port: u16, peers: &[String]) -> Proc {
         "unexpected first line {line:?}"
     );
     let ws = url.replace("http://", "ws://");
-    Proc { child, url, ws }
+    Proc {
+        child,
+        url,
+        ws,
+        _data: data,
+    }
 }
 
 #[tokio::test]
@@ -74,9 +94,10 @@ async fn a_killed_and_restarted_node_is_reconnected_without_help() {
         .await;
     }
 
-    // Started again on its port with no flags at all: a and c must find it themselves.
+    // Started again on its port and folder with no --peer at all: a and c must find it.
+    let data = b._data.clone();
     drop(b);
-    let b = spawn(b_port, &[]);
+    let b = spawn_in(data, b_port, &[]);
     let new_b = status(&b.url).await["id"].as_str().unwrap().to_owned();
     assert_ne!(new_b, old_b);
     for p in [&a, &c] {
