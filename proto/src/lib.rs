@@ -21,6 +21,7 @@ pub mod engine;
 pub mod id;
 pub mod seen;
 pub mod sim;
+pub mod sync;
 pub mod wire;
 
 pub use engine::{
