@@ -162,6 +162,7 @@ impl Shared {
                     Output::Dial { conn, address } => self.spawn_dial(conn, address),
                     // Only browsers publish and wait for acknowledgements.
                     Output::Acked { .. } => {}
+                    Output::Fetch { conn, ids } => self.spawn_fetch(conn, ids),
                     Output::Deliver(msg) => {
                         tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
                         let waiting = match ack.take() {
@@ -188,6 +189,22 @@ impl Shared {
                 state.engine.closed(conn, Some("send queue full"), now);
             }
         }
+    }
+
+    /// Loads what a peer asked for off the engine's lock, then hands it to the engine.
+    fn spawn_fetch(self: &Arc<Self>, conn: ConnId, ids: Vec<hearsay_proto::MsgId>) {
+        let shared = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let store = Arc::clone(&shared.store);
+            let found = tokio::task::spawn_blocking(move || store.get_many(&ids)).await;
+            match found {
+                Ok(Ok(messages)) => shared.drive(|engine, _| engine.provide(conn, messages)),
+                Ok(Err(e)) => {
+                    tracing::warn!(%conn, error = %e, "cannot load messages a peer asked for")
+                }
+                Err(e) => tracing::warn!(%conn, error = %e, "message load task failed"),
+            }
+        });
     }
 
     fn spawn_dial(self: &Arc<Self>, conn: ConnId, address: String) {

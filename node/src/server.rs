@@ -116,10 +116,11 @@ pub fn start(
     let id = NodeId::from_bytes(rand::random());
     let clock = Clock::new();
     let mut engine = Engine::new(engine_config, id, rand::random(), clock.now());
-    // What the store holds is not new: a copy arriving again is neither stored nor delivered.
-    let held = store.ids()?;
-    for msg_id in &held {
-        engine.note_known(*msg_id, clock.now());
+    // What the store holds is not new (a copy arriving again is neither stored nor delivered),
+    // and it is what reconciliation offers peers.
+    let held = store.keys()?;
+    for key in &held {
+        engine.note_held(*key);
     }
     let shared = Shared::new(engine, store, clock, shutdown.clone());
 

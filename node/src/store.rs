@@ -10,6 +10,7 @@
 //! ACID with a durable fsync'd commit by default, and it locks its file, so a second node
 //! pointed at the same folder gets a clear error instead of a corrupted store.
 
+use hearsay_proto::sync::{Key, key_of};
 use hearsay_proto::{Message, MsgId};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
@@ -19,8 +20,9 @@ use tokio::sync::oneshot;
 
 /// Messages in arrival order: local sequence number → the message as JSON.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// Message id → local sequence number, for dedup and `after` cursors.
-const IDS: TableDefinition<[u8; 16], u64> = TableDefinition::new("ids");
+/// Message id → (local sequence number, reconciliation timestamp), for dedup, `after` cursors
+/// and the engine's index at start.
+const IDS: TableDefinition<[u8; 16], (u64, u64)> = TableDefinition::new("ids");
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -64,8 +66,10 @@ pub trait Store: Send + Sync {
     fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
-    /// Every id held, for the engine to know at start.
-    fn ids(&self) -> Result<Vec<MsgId>, StoreError>;
+    /// The reconciliation key of every message held, for the engine to know at start.
+    fn keys(&self) -> Result<Vec<Key>, StoreError>;
+    /// The messages with these ids that are held (others are skipped).
+    fn get_many(&self, ids: &[MsgId]) -> Result<Vec<Message>, StoreError>;
     /// Finishes queued writes and releases the store.
     fn close(&self);
 }
@@ -108,14 +112,22 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.len() as u64)
     }
 
-    fn ids(&self) -> Result<Vec<MsgId>, StoreError> {
+    fn keys(&self) -> Result<Vec<Key>, StoreError> {
         Ok(self
             .inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .0
             .iter()
-            .map(|m| m.id)
+            .map(key_of)
+            .collect())
+    }
+
+    fn get_many(&self, ids: &[MsgId]) -> Result<Vec<Message>, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ids
+            .iter()
+            .filter_map(|id| inner.1.get(id).map(|&i| inner.0[i].clone()))
             .collect())
     }
 
@@ -221,7 +233,7 @@ fn commit_batch(db: &Database, batch: &[Write]) -> Result<Vec<bool>, StoreError>
             }
             let json = serde_json::to_vec(&w.msg).map_err(io)?;
             messages.insert(next, json.as_slice()).map_err(io)?;
-            ids.insert(key, next).map_err(io)?;
+            ids.insert(key, (next, key_of(&w.msg).0)).map_err(io)?;
             next += 1;
             new.push(true);
         }
@@ -266,6 +278,7 @@ impl Store for DiskStore {
                     .map_err(io)?
                     .ok_or(PageError::UnknownAfter(*id))?
                     .value()
+                    .0
                     + 1
             }
         };
@@ -293,13 +306,28 @@ impl Store for DiskStore {
         txn.open_table(MESSAGES).map_err(io)?.len().map_err(io)
     }
 
-    fn ids(&self) -> Result<Vec<MsgId>, StoreError> {
+    fn keys(&self) -> Result<Vec<Key>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let ids = txn.open_table(IDS).map_err(io)?;
         let mut out = Vec::new();
         for row in ids.iter().map_err(io)? {
-            let (k, _) = row.map_err(io)?;
-            out.push(MsgId::from_bytes(k.value()));
+            let (k, v) = row.map_err(io)?;
+            out.push((v.value().1, MsgId::from_bytes(k.value())));
+        }
+        Ok(out)
+    }
+
+    fn get_many(&self, wanted: &[MsgId]) -> Result<Vec<Message>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let ids = txn.open_table(IDS).map_err(io)?;
+        let messages = txn.open_table(MESSAGES).map_err(io)?;
+        let mut out = Vec::new();
+        for id in wanted {
+            if let Some(seq) = ids.get(*id.as_bytes()).map_err(io)?
+                && let Some(v) = messages.get(seq.value().0).map_err(io)?
+            {
+                out.push(decode(v.value())?);
+            }
         }
         Ok(out)
     }
@@ -366,7 +394,11 @@ mod tests {
             Err(PageError::UnknownAfter(msg(9).id))
         );
         assert_eq!(s.recent(2).unwrap(), vec![msg(4), msg(3)]);
-        assert_eq!(s.ids().unwrap().len(), 5);
+        assert_eq!(s.keys().unwrap().len(), 5);
+        assert_eq!(
+            s.get_many(&[msg(3).id, msg(9).id, msg(1).id]).unwrap(),
+            vec![msg(3), msg(1)]
+        );
     }
 
     #[tokio::test]

@@ -17,8 +17,10 @@
 use crate::Millis;
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
 use crate::seen::SeenSet;
+use crate::sync::{self, Key, MessageIndex};
 use crate::wire::{
-    Frame, Hello, Message, PROTOCOL_NAME, PROTOCOL_VERSION, PeerKind, PeerRecord, canonical_address,
+    Frame, Hello, MAX_WANT, MESSAGES_PAGE_BYTES, Message, PROTOCOL_NAME, PROTOCOL_VERSION,
+    PeerKind, PeerRecord, canonical_address,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -74,6 +76,9 @@ pub struct Config {
     /// Seen-set bounds.
     pub seen_capacity: usize,
     pub seen_ttl: Millis,
+    /// How often a dialer reconciles its message set with each peer (also on connect, and at
+    /// once with every other peer when a reconciliation brought something new).
+    pub sync_interval: Millis,
     /// Longest message text accepted from the application, in bytes.
     pub max_message_bytes: usize,
     /// Bad frames tolerated from one peer before it is closed.
@@ -100,6 +105,7 @@ impl Default for Config {
             forget_after_failures: 12,
             seen_capacity: 100_000,
             seen_ttl: 60 * 60 * 1000,
+            sync_interval: 30_000,
             max_message_bytes: 64 * 1024,
             max_bad_frames: 32,
         }
@@ -122,6 +128,9 @@ pub enum Output {
     Deliver(Message),
     /// A node confirmed it holds message `id`, which this peer published (browsers only).
     Acked { id: MsgId, by: NodeId },
+    /// The peer on `conn` asked for these messages: load the ones held and hand them to
+    /// [`Engine::provide`].
+    Fetch { conn: ConnId, ids: Vec<MsgId> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -192,6 +201,8 @@ pub struct Stats {
     pub forwarded: u64,
     pub duplicates: u64,
     pub bad_frames: u64,
+    /// Messages that arrived through reconciliation rather than gossip.
+    pub synced: u64,
     pub dials: u64,
     pub dial_failures: u64,
 }
@@ -236,6 +247,12 @@ struct Conn {
     told: Vec<String>,
     /// Addresses this (v1) peer has told us it dialed.
     seed_dialed: Vec<String>,
+    /// Ids reconciliation found this peer has and we lack, still to ask for.
+    wants: VecDeque<MsgId>,
+    /// A `WANT` is out and its last `MESSAGES` page has not come back.
+    want_in_flight: bool,
+    /// When to reconcile with this peer next (`Millis::MAX`: only when something changes).
+    next_sync: Millis,
 }
 
 impl Conn {
@@ -288,6 +305,8 @@ pub struct Engine {
     /// Every hearsay node we know of and its addresses, canonical first.
     nodes: BTreeMap<NodeId, Vec<String>>,
     seen: SeenSet,
+    /// Every message held (by key), for reconciliation and lasting dedup.
+    index: MessageIndex,
     seq: u64,
     outputs: VecDeque<Output>,
     next_tick: Millis,
@@ -327,6 +346,7 @@ impl Engine {
             conns: BTreeMap::new(),
             known,
             nodes: BTreeMap::new(),
+            index: MessageIndex::default(),
             seq: 0,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -421,6 +441,9 @@ impl Engine {
                 bad_frames: 0,
                 told: Vec::new(),
                 seed_dialed: Vec::new(),
+                wants: VecDeque::new(),
+                want_in_flight: false,
+                next_sync: Millis::MAX,
             },
         );
         conn
@@ -470,10 +493,45 @@ impl Engine {
         }
     }
 
-    /// Marks a message as already held (history fetched out of band), so it is not delivered
-    /// again when a copy arrives by gossip.
-    pub fn note_known(&mut self, id: MsgId, now: Millis) {
-        self.seen.insert(id, now);
+    /// Records a message already held (the store's history at start, or history fetched out
+    /// of band): it is reconciled with peers and never delivered again.
+    pub fn note_held(&mut self, key: Key) {
+        self.index.insert(key);
+    }
+
+    /// How many messages this engine knows it holds.
+    pub fn held(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The messages the peer on `conn` asked for (after [`Output::Fetch`]), in pages.
+    pub fn provide(&mut self, conn: ConnId, messages: Vec<Message>) {
+        if !self.conns.get(&conn).is_some_and(Conn::is_v2) {
+            return;
+        }
+        let mut page: Vec<Message> = Vec::new();
+        let mut bytes = 0;
+        for m in messages {
+            if bytes + m.data.len() > MESSAGES_PAGE_BYTES && !page.is_empty() {
+                let frame = Frame::Messages {
+                    messages: std::mem::take(&mut page),
+                    done: false,
+                };
+                self.send(conn, frame.encode().into());
+                bytes = 0;
+            }
+            bytes += m.data.len();
+            page.push(m);
+        }
+        self.send(
+            conn,
+            Frame::Messages {
+                messages: page,
+                done: true,
+            }
+            .encode()
+            .into(),
+        );
     }
 
     /// Every address we know of (not our own) and how its link stands: one entry per node
@@ -599,6 +657,23 @@ impl Engine {
                 self.send(conn, Frame::Pong { nonce }.encode().into());
             }
             (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
+            (ConnState::V2 { .. }, Frame::Sync(frame)) => {
+                let reply = sync::respond(&self.index, &frame);
+                for f in reply.frames {
+                    self.send(conn, Frame::Sync(f).encode().into());
+                }
+                self.want(conn, reply.want);
+            }
+            (ConnState::V2 { .. }, Frame::Want { ids }) => {
+                if ids.len() > MAX_WANT {
+                    self.bad_frame(conn, "WANT asks for too many messages");
+                } else {
+                    self.outputs.push_back(Output::Fetch { conn, ids });
+                }
+            }
+            (ConnState::V2 { .. }, Frame::Messages { messages, done }) => {
+                self.on_messages(conn, messages, done, now)
+            }
             (ConnState::V2 { hello }, Frame::Ack { id }) => {
                 let by = hello.id;
                 self.outputs.push_back(Output::Acked { id, by });
@@ -635,6 +710,7 @@ impl Engine {
             data: data.to_owned(),
         };
         self.seen.insert(msg.id, now);
+        self.index.insert(sync::key_of(&msg));
         self.stats.published += 1;
         self.stats.delivered += 1;
         self.outputs.push_back(Output::Deliver(msg.clone()));
@@ -716,7 +792,103 @@ impl Engine {
                 self.send_sockets(conn);
             }
         }
+        self.sync_due(now);
         self.maintain_connections(now);
+    }
+
+    /// Starts reconciliation with every peer whose turn has come.
+    fn sync_due(&mut self, now: Millis) {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_v2() && c.next_sync <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index)).encode().into();
+        for conn in due {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            c.next_sync = if c.direction == Direction::Outbound {
+                now + self.config.sync_interval
+            } else {
+                Millis::MAX
+            };
+            self.send(conn, frame.clone());
+        }
+    }
+
+    /// Queues ids to ask `conn` for, and asks if nothing is outstanding.
+    fn want(&mut self, conn: ConnId, ids: Vec<MsgId>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for id in ids {
+            if !self.index.contains(&id) && !c.wants.contains(&id) {
+                c.wants.push_back(id);
+            }
+        }
+        self.pump_wants(conn);
+    }
+
+    fn pump_wants(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.want_in_flight {
+            return;
+        }
+        let mut ids = Vec::new();
+        while ids.len() < MAX_WANT {
+            match c.wants.pop_front() {
+                Some(id) if !self.index.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        c.want_in_flight = true;
+        self.send(conn, Frame::Want { ids }.encode().into());
+    }
+
+    /// Messages fetched by reconciliation: delivered like gossip but not flooded on. Instead,
+    /// every other peer is reconciled with at once, which carries them on hop by hop.
+    fn on_messages(&mut self, conn: ConnId, messages: Vec<Message>, done: bool, now: Millis) {
+        let mut new = 0;
+        for msg in messages {
+            self.stats.received += 1;
+            if !msg.id_is_valid() || msg.data.len() > self.config.max_message_bytes {
+                self.bad_frame(conn, "message id does not match its content");
+                continue;
+            }
+            if self.index.contains(&msg.id) || !self.seen.insert(msg.id, now) {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            self.index.insert(sync::key_of(&msg));
+            self.stats.delivered += 1;
+            self.stats.synced += 1;
+            new += 1;
+            self.outputs.push_back(Output::Deliver(msg));
+        }
+        if done {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.want_in_flight = false;
+            }
+            self.pump_wants(conn);
+        }
+        if new > 0 {
+            for (&other, c) in self.conns.iter_mut() {
+                if other != conn && c.is_v2() {
+                    c.next_sync = c.next_sync.min(now);
+                }
+            }
+        }
     }
 
     // ----- handshake -----
@@ -815,8 +987,16 @@ impl Engine {
         let peers = self.peers_frame(Some(hello.id)).encode().into();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::V2 { hello };
+            // The dialer reconciles at once and then periodically; the acceptor only when
+            // something changes.
+            c.next_sync = if direction == Direction::Outbound {
+                now
+            } else {
+                Millis::MAX
+            };
         }
         self.send(conn, peers);
+        self.sync_due(now);
     }
 
     fn become_v1(&mut self, conn: ConnId, now: Millis) {
@@ -931,10 +1111,11 @@ impl Engine {
                     return;
                 }
                 let id = MsgId::v1(&data);
-                if !self.seen.insert(id, now) {
+                if self.index.contains(&id) || !self.seen.insert(id, now) {
                     self.stats.duplicates += 1;
                     return;
                 }
+                self.index.insert((0, id));
                 let msg = Message {
                     id,
                     origin: V1_ORIGIN.to_owned(),
@@ -987,10 +1168,11 @@ impl Engine {
         if from_its_browser {
             self.send(conn, Frame::Ack { id: msg.id }.encode().into());
         }
-        if !self.seen.insert(msg.id, now) {
+        if self.index.contains(&msg.id) || !self.seen.insert(msg.id, now) {
             self.stats.duplicates += 1;
             return;
         }
+        self.index.insert(sync::key_of(&msg));
         self.stats.delivered += 1;
         self.outputs.push_back(Output::Deliver(msg.clone()));
         self.forward(&msg, Some(conn), false);
@@ -1228,6 +1410,9 @@ impl Engine {
                     bad_frames: 0,
                     told: Vec::new(),
                     seed_dialed: Vec::new(),
+                    wants: VecDeque::new(),
+                    want_in_flight: false,
+                    next_sync: Millis::MAX,
                 },
             );
             self.stats.dials += 1;

@@ -107,6 +107,8 @@ pub struct SimNode {
     pub up: bool,
     /// For each message id, how many times this node delivered it (should be exactly 1).
     pub delivered: HashMap<MsgId, u32>,
+    /// What this node holds, to answer `WANT`s with (its store).
+    pub held: HashMap<MsgId, Message>,
     /// Outputs of seeds that still need turning into events.
     pending: Vec<Output>,
 }
@@ -177,6 +179,8 @@ pub struct Sim {
     frames_sent: u64,
     published_at: HashMap<MsgId, Millis>,
     latencies: Vec<Millis>,
+    /// While set, the network is cut between these nodes and the rest.
+    cut: Option<std::collections::HashSet<usize>>,
 }
 
 impl Sim {
@@ -193,6 +197,7 @@ impl Sim {
             frames_sent: 0,
             published_at: HashMap::new(),
             latencies: Vec::new(),
+            cut: None,
         }
     }
 
@@ -232,6 +237,7 @@ impl Sim {
             kind: NodeKind::Hearsay(Box::new(engine)),
             up: true,
             delivered: HashMap::new(),
+            held: HashMap::new(),
             pending: Vec::new(),
         });
         i
@@ -261,6 +267,7 @@ impl Sim {
             kind: NodeKind::Hearsay(Box::new(engine)),
             up: true,
             delivered: HashMap::new(),
+            held: HashMap::new(),
             pending: Vec::new(),
         });
         self.connect(i, home);
@@ -275,6 +282,7 @@ impl Sim {
             kind: NodeKind::Seed(SeedNode::default()),
             up: true,
             delivered: HashMap::new(),
+            held: HashMap::new(),
             pending: Vec::new(),
         });
         i
@@ -336,6 +344,50 @@ impl Sim {
         id
     }
 
+    /// Cuts the network between `side` and every other node: links across are lost and dials
+    /// across fail until [`Sim::heal`].
+    pub fn partition(&mut self, side: &[usize]) {
+        let side: std::collections::HashSet<usize> = side.iter().copied().collect();
+        let crossing: Vec<(usize, ConnId)> = self
+            .links
+            .iter()
+            .filter(|((a, _), (b, _))| side.contains(a) != side.contains(b))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in crossing {
+            if let Some((peer, peer_conn)) = self.links.remove(&key) {
+                let at = self.now + self.random_delay();
+                self.schedule(
+                    at,
+                    Event::Closed {
+                        to: key.0,
+                        conn: key.1,
+                    },
+                );
+                self.links.remove(&(peer, peer_conn));
+                self.schedule(
+                    at,
+                    Event::Closed {
+                        to: peer,
+                        conn: peer_conn,
+                    },
+                );
+            }
+        }
+        self.cut = Some(side);
+    }
+
+    /// Ends a [`Sim::partition`].
+    pub fn heal(&mut self) {
+        self.cut = None;
+    }
+
+    fn across_cut(&self, a: usize, b: usize) -> bool {
+        self.cut
+            .as_ref()
+            .is_some_and(|side| side.contains(&a) != side.contains(&b))
+    }
+
     /// Stops node `i` abruptly: its peers see their links close.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].up = false;
@@ -360,20 +412,20 @@ impl Sim {
         }
     }
 
-    /// Starts node `i` again with a fresh engine (new id, nothing remembered) that dials
-    /// `peers`, as a restarted process with the same `--peer` flags would.
+    /// Starts node `i` again with a fresh engine (new id) over its old store, dialing `peers`,
+    /// as a restarted process with the same `--peer` flags and `--data` would.
     pub fn restart(&mut self, i: usize, config: Config, peers: &[usize]) {
         let mut config = config;
         config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
         let mut id = [0u8; 16];
         self.rng.fill(&mut id);
         let seed = self.rng.random();
-        self.nodes[i].kind = NodeKind::Hearsay(Box::new(Engine::new(
-            config,
-            NodeId::from_bytes(id),
-            seed,
-            self.now,
-        )));
+        // A restarted node keeps its store (as a node with --data does) but nothing else.
+        let mut engine = Engine::new(config, NodeId::from_bytes(id), seed, self.now);
+        for msg in self.nodes[i].held.values() {
+            engine.note_held(crate::sync::key_of(msg));
+        }
+        self.nodes[i].kind = NodeKind::Hearsay(Box::new(engine));
         self.nodes[i].up = true;
         for &p in peers {
             self.connect(i, p);
@@ -494,6 +546,7 @@ impl Sim {
                     n.up && (n.address == address
                         || (n.engine().is_some() && Self::v1_address(j) == address))
                 });
+                let target = target.filter(|&to| !self.across_cut(from, to));
                 let (Some(to), true) = (target, self.nodes[from].up) else {
                     if let NodeKind::Hearsay(e) = &mut self.nodes[from].kind {
                         e.dial_failed(conn, "no such node", now);
@@ -558,12 +611,21 @@ impl Sim {
 
     /// Turns node `i`'s outputs into queued events.
     fn flush(&mut self, i: usize) {
-        let mut outputs = std::mem::take(&mut self.nodes[i].pending);
-        if let NodeKind::Hearsay(e) = &mut self.nodes[i].kind {
-            while let Some(o) = e.poll_output() {
-                outputs.push(o);
+        loop {
+            let mut outputs = std::mem::take(&mut self.nodes[i].pending);
+            if let NodeKind::Hearsay(e) = &mut self.nodes[i].kind {
+                while let Some(o) = e.poll_output() {
+                    outputs.push(o);
+                }
             }
+            if outputs.is_empty() {
+                return;
+            }
+            self.carry_out(i, outputs);
         }
+    }
+
+    fn carry_out(&mut self, i: usize, outputs: Vec<Output>) {
         for output in outputs {
             match output {
                 Output::Send { conn, frame } => {
@@ -608,17 +670,28 @@ impl Sim {
                         self.schedule(at, Event::Closed { to, conn: to_conn });
                     }
                 }
-                Output::Deliver(msg) => self.delivered(i, &msg),
+                Output::Deliver(msg) => self.delivered(i, msg),
                 Output::Acked { .. } => {}
+                Output::Fetch { conn, ids } => {
+                    let node = &mut self.nodes[i];
+                    let found: Vec<Message> = ids
+                        .iter()
+                        .filter_map(|id| node.held.get(id).cloned())
+                        .collect();
+                    if let NodeKind::Hearsay(e) = &mut node.kind {
+                        e.provide(conn, found);
+                    }
+                }
             }
         }
     }
 
-    fn delivered(&mut self, i: usize, msg: &Message) {
+    fn delivered(&mut self, i: usize, msg: Message) {
         *self.nodes[i].delivered.entry(msg.id).or_default() += 1;
         if let Some(&at) = self.published_at.get(&msg.id) {
             self.latencies.push(self.now - at);
         }
+        self.nodes[i].held.insert(msg.id, msg);
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`DecodeError`], never a panic.
 
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
+use crate::sync::SyncFrame;
 use serde::{Deserialize, Serialize};
 
 /// The version this build speaks. A peer announcing a higher version is spoken to at ours;
@@ -108,7 +109,21 @@ pub enum Frame {
     /// page can show it as stored.
     #[serde(rename = "ACK")]
     Ack { id: MsgId },
+    /// v2: one step of set reconciliation (see `sync`).
+    #[serde(rename = "SYNC")]
+    Sync(SyncFrame),
+    /// v2: send me these messages (at most [`MAX_WANT`] ids).
+    #[serde(rename = "WANT")]
+    Want { ids: Vec<MsgId> },
+    /// v2: messages asked for with `WANT`, in pages; `done` marks the last page of an answer.
+    #[serde(rename = "MESSAGES")]
+    Messages { messages: Vec<Message>, done: bool },
 }
+
+/// Most ids in one `WANT`.
+pub const MAX_WANT: usize = 256;
+/// A `MESSAGES` page is cut once its texts pass this many bytes.
+pub const MESSAGES_PAGE_BYTES: usize = 256 * 1024;
 
 /// Why a text frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +183,15 @@ impl Frame {
         struct Id {
             id: MsgId,
         }
+        #[derive(Deserialize)]
+        struct Ids {
+            ids: Vec<MsgId>,
+        }
+        #[derive(Deserialize)]
+        struct Batch {
+            messages: Vec<Message>,
+            done: bool,
+        }
         Ok(match kind.as_str() {
             "MESSAGE" => Frame::Message {
                 data: body::<Data>(&kind, text)?.data,
@@ -189,6 +213,17 @@ impl Frame {
             "ACK" => Frame::Ack {
                 id: body::<Id>(&kind, text)?.id,
             },
+            "SYNC" => Frame::Sync(body(&kind, text)?),
+            "WANT" => Frame::Want {
+                ids: body::<Ids>(&kind, text)?.ids,
+            },
+            "MESSAGES" => {
+                let b: Batch = body(&kind, text)?;
+                Frame::Messages {
+                    messages: b.messages,
+                    done: b.done,
+                }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         })
     }

@@ -15,7 +15,7 @@ use futures::channel::mpsc;
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{Message as WsMessage, State as WsState, futures::WebSocket};
-use hearsay_proto::{Config, ConnId, Engine, Message, NodeId, Output, PeerKind};
+use hearsay_proto::{Config, ConnId, Engine, Message, MsgId, NodeId, Output, PeerKind};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -37,6 +37,8 @@ enum Outgoing {
 struct Inner {
     engine: Engine,
     sockets: HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    /// Every message this page holds, to answer peers' `WANT`s from.
+    held: HashMap<MsgId, Message>,
 }
 
 /// A handle on the running engine, cheap to clone, given to the components that publish.
@@ -137,8 +139,10 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let me = NodeId::from_bytes(random_bytes());
     let seed = u64::from_le_bytes(random_bytes());
     let mut engine = Engine::new(config, me, seed, now());
+    let mut held = HashMap::new();
     for m in &history {
-        engine.note_known(m.id, now());
+        engine.note_held(hearsay_proto::sync::key_of(m));
+        held.insert(m.id, m.clone());
     }
     report.emit(Action::Started {
         me,
@@ -150,6 +154,7 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
         inner: Rc::new(RefCell::new(Inner {
             engine,
             sockets: HashMap::new(),
+            held,
         })),
         report,
     };
@@ -180,36 +185,53 @@ impl Network {
         let mut dials = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
-            let mut overflowed = Vec::new();
-            while let Some(output) = inner.engine.poll_output() {
-                match output {
-                    Output::Send { conn, frame } => {
-                        if let Some(tx) = inner.sockets.get_mut(&conn)
-                            && tx.try_send(Outgoing::Text(frame)).is_err()
-                        {
-                            overflowed.push(conn);
+            // Answering a peer's WANT makes more output, so go round until there is none.
+            loop {
+                let mut overflowed = Vec::new();
+                let mut fetches = Vec::new();
+                while let Some(output) = inner.engine.poll_output() {
+                    match output {
+                        Output::Send { conn, frame } => {
+                            if let Some(tx) = inner.sockets.get_mut(&conn)
+                                && tx.try_send(Outgoing::Text(frame)).is_err()
+                            {
+                                overflowed.push(conn);
+                            }
                         }
-                    }
-                    Output::Close { conn, reason } => {
-                        if let Some(mut tx) = inner.sockets.remove(&conn) {
-                            let _ = tx.try_send(Outgoing::Close(reason));
+                        Output::Close { conn, reason } => {
+                            if let Some(mut tx) = inner.sockets.remove(&conn) {
+                                let _ = tx.try_send(Outgoing::Close(reason));
+                            }
                         }
+                        Output::Dial { conn, address } => dials.push((conn, address)),
+                        Output::Deliver(msg) => {
+                            let mine = msg.origin == inner.engine.id().to_string();
+                            inner.held.insert(msg.id, msg.clone());
+                            actions.push(Action::Delivered { msg, mine });
+                        }
+                        Output::Fetch { conn, ids } => fetches.push((conn, ids)),
+                        Output::Acked { id, by } => actions.push(Action::Acked { id, by }),
+                        // A browser cannot send WebSocket pings; the engine is told so.
+                        Output::Ping { .. } => {}
                     }
-                    Output::Dial { conn, address } => dials.push((conn, address)),
-                    Output::Deliver(msg) => {
-                        let mine = msg.origin == inner.engine.id().to_string();
-                        actions.push(Action::Delivered { msg, mine });
+                }
+                let again = !fetches.is_empty() || !overflowed.is_empty();
+                for (conn, ids) in fetches {
+                    let found = ids
+                        .iter()
+                        .filter_map(|id| inner.held.get(id).cloned())
+                        .collect();
+                    inner.engine.provide(conn, found);
+                }
+                for conn in overflowed {
+                    if let Some(mut tx) = inner.sockets.remove(&conn) {
+                        let _ = tx.try_send(Outgoing::Close("send queue full".to_owned()));
                     }
-                    Output::Acked { id, by } => actions.push(Action::Acked { id, by }),
-                    // A browser cannot send WebSocket pings; the engine is told so.
-                    Output::Ping { .. } => {}
+                    inner.engine.closed(conn, Some("send queue full"), now());
                 }
-            }
-            for conn in overflowed {
-                if let Some(mut tx) = inner.sockets.remove(&conn) {
-                    let _ = tx.try_send(Outgoing::Close("send queue full".to_owned()));
+                if !again {
+                    break;
                 }
-                inner.engine.closed(conn, Some("send queue full"), now());
             }
             actions.push(Action::Network {
                 links: inner.engine.links(),
