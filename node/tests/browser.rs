@@ -130,3 +130,75 @@ async fn a_page_opened_late_shows_the_history() {
     page.close().await.unwrap();
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_offline_is_kept_and_delivered_when_a_link_returns() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = || hearsay::server::NodeConfig {
+        data: Some(data.path().to_owned()),
+        ..Default::default()
+    };
+    let a = start_node_with(config()).await;
+    let addr = a.addr;
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(900, 700).await;
+    page.goto(&a.http_url()).await.unwrap();
+    wait_for("the page online", || async {
+        (open_links(&page).await == 1).then_some(())
+    })
+    .await;
+    send_from_page(&page, "sent online").await;
+    wait_all_hold(&[a.http_url()], &["sent online".to_owned()]).await;
+
+    a.stop().await;
+    wait_for("the page to see it is offline", || async {
+        let banner = page.find(Locator::Css(".banner.error")).await.ok()?;
+        banner.text().await.ok()?.contains("Offline").then_some(())
+    })
+    .await;
+    send_from_page(&page, "sent while offline").await;
+    wait_page_shows(&page, "sent while offline").await;
+    let pending = page.find(Locator::Css("li.message.mine .pending")).await;
+    assert!(
+        pending.is_ok(),
+        "an offline message shows as not yet stored"
+    );
+
+    // The node comes back where it was; the page redials and hands the message over.
+    let a = start_node_at(addr, config()).await;
+    // (It held the first from its store; it must now hold both, each once.)
+    wait_for("the node to hold both", || async {
+        (message_texts(&a.http_url()).await == ["sent online", "sent while offline"]).then_some(())
+    })
+    .await;
+    wait_for("the offline message marked stored", || async {
+        (page
+            .find_all(Locator::Css("li.message.mine .stored"))
+            .await
+            .ok()?
+            .len()
+            == 2)
+            .then_some(())
+    })
+    .await;
+
+    // The page keeps its messages in the browser: a reload shows them from there too.
+    let kept = page
+        .execute("return localStorage.getItem('hearsay:messages')", vec![])
+        .await
+        .unwrap();
+    let kept = kept.as_str().unwrap_or_default().to_owned();
+    assert!(
+        kept.contains("sent online") && kept.contains("sent while offline"),
+        "{kept}"
+    );
+    page.refresh().await.unwrap();
+    wait_page_shows(&page, "sent while offline").await;
+    wait_page_shows(&page, "sent online").await;
+    page.close().await.unwrap();
+    a.stop().await;
+}

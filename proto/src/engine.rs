@@ -796,6 +796,18 @@ impl Engine {
         self.maintain_connections(now);
     }
 
+    /// Whether `msg` was published by the browser on `conn` (and we are a node, which
+    /// acknowledges it).
+    fn published_by_browser_on(&self, conn: ConnId, msg: &Message) -> bool {
+        self.config.kind == PeerKind::Node
+            && self.conns.get(&conn).is_some_and(|c| match &c.state {
+                ConnState::V2 { hello } => {
+                    hello.kind == PeerKind::Browser && msg.origin == hello.id.to_string()
+                }
+                _ => false,
+            })
+    }
+
     /// Starts reconciliation with every peer whose turn has come.
     fn sync_due(&mut self, now: Millis) {
         let due: Vec<ConnId> = self
@@ -874,6 +886,10 @@ impl Engine {
             self.stats.delivered += 1;
             self.stats.synced += 1;
             new += 1;
+            // A page that published while offline hands its message over this way.
+            if self.published_by_browser_on(conn, &msg) {
+                self.send(conn, Frame::Ack { id: msg.id }.encode().into());
+            }
             self.outputs.push_back(Output::Deliver(msg));
         }
         if done {
@@ -1158,14 +1174,7 @@ impl Engine {
         }
         // A browser we hold a link to published this: tell it we have it (even a copy: the
         // page wants to know that some node holds its message).
-        let from_its_browser = self.config.kind == PeerKind::Node
-            && self.conns.get(&conn).is_some_and(|c| match &c.state {
-                ConnState::V2 { hello } => {
-                    hello.kind == PeerKind::Browser && msg.origin == hello.id.to_string()
-                }
-                _ => false,
-            });
-        if from_its_browser {
+        if self.published_by_browser_on(conn, &msg) {
             self.send(conn, Frame::Ack { id: msg.id }.encode().into());
         }
         if self.index.contains(&msg.id) || !self.seen.insert(msg.id, now) {

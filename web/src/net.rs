@@ -39,6 +39,37 @@ struct Inner {
     sockets: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     /// Every message this page holds, to answer peers' `WANT`s from.
     held: HashMap<MsgId, Message>,
+    /// `held` changed since it was last written to the browser's storage.
+    unsaved: bool,
+}
+
+/// Where the page keeps its messages between visits (per origin, so per node).
+const STORAGE_KEY: &str = "hearsay:messages";
+/// The most recent messages kept in the browser's storage (localStorage holds ~5 MB).
+const SAVED_MAX: usize = 5_000;
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// Messages kept from earlier visits; anything unreadable or forged is dropped.
+fn load_saved() -> Vec<Message> {
+    let Some(text) = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten()) else {
+        return Vec::new();
+    };
+    let messages: Vec<Message> = serde_json::from_str(&text).unwrap_or_default();
+    messages.into_iter().filter(Message::id_is_valid).collect()
+}
+
+/// Keeps the newest [`SAVED_MAX`] messages in the browser's storage. A full storage is not
+/// an error worth stopping for: the network still has everything.
+fn save(held: &HashMap<MsgId, Message>) {
+    let mut newest: Vec<&Message> = held.values().collect();
+    newest.sort_by_key(|m| std::cmp::Reverse((m.timestamp, m.id)));
+    newest.truncate(SAVED_MAX);
+    if let (Some(s), Ok(text)) = (storage(), serde_json::to_string(&newest)) {
+        let _ = s.set_item(STORAGE_KEY, &text);
+    }
 }
 
 /// A handle on the running engine, cheap to clone, given to the components that publish.
@@ -126,14 +157,22 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String
 /// to publish with.
 pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let url = home_ws_url().ok_or("this page has no location to connect to")?;
+    // What this browser kept from earlier visits shows before anything is fetched.
+    let saved = load_saved();
+    if !saved.is_empty() {
+        report.emit(Action::History(saved.clone()));
+    }
     let status: Status = get_json("/api/status").await?;
-    let history = fetch_history().await?;
+    let mut history = fetch_history().await?;
+    history.extend(saved);
 
     let config = Config {
         kind: PeerKind::Browser,
         home: Some(status.id),
         target_connections: LINKS,
         transport_ping: false,
+        // A person is watching: come back quickly when a node returns.
+        backoff_max: 5_000,
         ..Config::default()
     };
     let me = NodeId::from_bytes(random_bytes());
@@ -141,8 +180,9 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let mut engine = Engine::new(config, me, seed, now());
     let mut held = HashMap::new();
     for m in &history {
-        engine.note_held(hearsay_proto::sync::key_of(m));
-        held.insert(m.id, m.clone());
+        if held.insert(m.id, m.clone()).is_none() {
+            engine.note_held(hearsay_proto::sync::key_of(m));
+        }
     }
     report.emit(Action::Started {
         me,
@@ -155,6 +195,7 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
             engine,
             sockets: HashMap::new(),
             held,
+            unsaved: true,
         })),
         report,
     };
@@ -207,6 +248,7 @@ impl Network {
                         Output::Deliver(msg) => {
                             let mine = msg.origin == inner.engine.id().to_string();
                             inner.held.insert(msg.id, msg.clone());
+                            inner.unsaved = true;
                             actions.push(Action::Delivered { msg, mine });
                         }
                         Output::Fetch { conn, ids } => fetches.push((conn, ids)),
@@ -253,6 +295,12 @@ impl Network {
             let wait = deadline.saturating_sub(now()).max(1);
             gloo_timers::future::sleep(std::time::Duration::from_millis(wait)).await;
             self.drive(|e, now| e.handle_timeout(now));
+            // Written at most once a tick, not once per message.
+            let mut inner = self.inner.borrow_mut();
+            if inner.unsaved {
+                inner.unsaved = false;
+                save(&inner.held);
+            }
         }
     }
 

@@ -25,7 +25,12 @@ pub async fn start_node(peers: &[String]) -> RunningNode {
 }
 
 pub async fn start_node_with(config: NodeConfig) -> RunningNode {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_node_at("127.0.0.1:0".parse().unwrap(), config).await
+}
+
+/// A node on a given address (to start one again where it was).
+pub async fn start_node_at(addr: std::net::SocketAddr, config: NodeConfig) -> RunningNode {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let v1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     server::start(listener, Some(v1), config, CancellationToken::new()).unwrap()
 }
