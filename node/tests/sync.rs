@@ -5,38 +5,12 @@ mod common;
 
 use common::*;
 use hearsay::server::NodeConfig;
-use hearsay::store::{DiskStore, Store};
-use hearsay_proto::{Config as EngineConfig, Message, MsgId, NodeId};
+use hearsay_proto::Config as EngineConfig;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-
-/// Fills a store folder with `n` messages from one origin, as if a node had received them.
-async fn fill(dir: &std::path::Path, n: u64) {
-    let store = DiskStore::open(dir).unwrap();
-    let origin = NodeId::from_bytes([42; 16]);
-    let mut waits = Vec::new();
-    for i in 0..n {
-        let data = format!("old message {i}");
-        let ts = 1_767_225_600_000 + i;
-        let msg = Message {
-            id: MsgId::v2(&origin, i + 1, ts, &data),
-            origin: origin.to_string(),
-            seq: i + 1,
-            timestamp: ts,
-            data,
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        store.insert(msg, Some(tx));
-        waits.push(rx);
-    }
-    for w in waits {
-        w.await.unwrap().unwrap();
-    }
-    store.close();
-}
 
 async fn count(url: &str) -> u64 {
     status(url).await["messages"].as_u64().unwrap()
@@ -45,7 +19,7 @@ async fn count(url: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joining_a_network_of_10000_messages_ends_with_all() {
     let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    fill(old_dir.path(), 10_000).await;
+    fill_store(old_dir.path(), 0, 10_000).await;
     let disk = |dir: &std::path::Path, peers: Vec<String>| NodeConfig {
         peers,
         data: Some(dir.to_owned()),

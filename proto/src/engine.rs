@@ -203,6 +203,9 @@ pub struct Stats {
     pub bad_frames: u64,
     /// Messages that arrived through reconciliation rather than gossip.
     pub synced: u64,
+    /// Text frame bytes handed to the transport and received from it.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
     pub dials: u64,
     pub dial_failures: u64,
 }
@@ -596,6 +599,7 @@ impl Engine {
 
     /// A text frame arrived on `conn`.
     pub fn frame(&mut self, conn: ConnId, text: &str, now: Millis) {
+        self.stats.bytes_in += text.len() as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -1258,6 +1262,7 @@ impl Engine {
     }
 
     fn send(&mut self, conn: ConnId, frame: Arc<str>) {
+        self.stats.bytes_out += frame.len() as u64;
         self.outputs.push_back(Output::Send { conn, frame });
     }
 

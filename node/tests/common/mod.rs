@@ -170,3 +170,31 @@ pub async fn wait_all_hold(urls: &[String], texts: &[String]) {
         );
     }
 }
+
+/// Fills a store folder with messages `from..to` of one origin, as if a node had received
+/// them (message `i` has the same id wherever it is made).
+pub async fn fill_store(dir: &std::path::Path, from: u64, to: u64) {
+    use hearsay::store::{DiskStore, Store};
+    use hearsay_proto::{Message, MsgId, NodeId};
+    let store = DiskStore::open(dir).unwrap();
+    let origin = NodeId::from_bytes([42; 16]);
+    let mut waits = Vec::new();
+    for i in from..to {
+        let data = format!("old message {i}");
+        let ts = 1_767_225_600_000 + i;
+        let msg = Message {
+            id: MsgId::v2(&origin, i + 1, ts, &data),
+            origin: origin.to_string(),
+            seq: i + 1,
+            timestamp: ts,
+            data,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.insert(msg, Some(tx));
+        waits.push(rx);
+    }
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    store.close();
+}
