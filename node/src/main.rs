@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use hearsay::cli::{Args, V1Port};
 use hearsay::server::{self, NodeConfig};
+use std::io::Write;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,11 +47,18 @@ async fn main() -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     let node = server::start(listener, v1_listener, config, shutdown.clone())?;
-    println!("hearsay node {} listening on http://{}", node.id, node.addr);
-    println!("messages kept in {}", data.display());
+    // Whoever started us may have stopped reading our output; that is no reason to stop.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "hearsay node {} listening on http://{}",
+        node.id, node.addr
+    );
+    let _ = writeln!(out, "messages kept in {}", data.display());
     if let Some(v1) = node.v1_addr {
-        println!("seed-compatible WebSocket port: ws://{v1}");
+        let _ = writeln!(out, "seed-compatible WebSocket port: ws://{v1}");
     }
+    let _ = out.flush();
 
     tokio::select! {
         r = tokio::signal::ctrl_c() => {

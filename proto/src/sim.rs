@@ -214,6 +214,11 @@ impl Sim {
     /// Makes seed node `seed` dial hearsay node `node` at its seed-compatible port.
     pub fn seed_add(&mut self, seed: usize, node: usize) {
         let address = Self::v1_address(node);
+        self.seed_dial(seed, address);
+    }
+
+    /// A seed's `/add`: it records the address as dialed and dials it.
+    fn seed_dial(&mut self, seed: usize, address: String) {
         if let NodeKind::Seed(s) = &mut self.nodes[seed].kind {
             s.dialed.push(address.clone());
             let conn = s.alloc();
@@ -224,14 +229,19 @@ impl Sim {
         self.flush(seed);
     }
 
+    /// An engine with a fresh random id and seed, drawn from the simulation's one seed.
+    fn new_engine(&mut self, config: Config) -> Engine {
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id);
+        let seed = self.rng.random();
+        Engine::new(config, NodeId::from_bytes(id), seed, self.now)
+    }
+
     /// Adds a hearsay node; `config.listen_addresses` is filled in.
     pub fn add_hearsay(&mut self, mut config: Config) -> usize {
         let i = self.nodes.len();
         config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id);
-        let seed = self.rng.random();
-        let engine = Engine::new(config, NodeId::from_bytes(id), seed, self.now);
+        let engine = self.new_engine(config);
         self.nodes.push(SimNode {
             address: Self::address(i),
             kind: NodeKind::Hearsay(Box::new(engine)),
@@ -258,10 +268,7 @@ impl Sim {
             transport_ping: false,
             ..Config::default()
         };
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id);
-        let seed = self.rng.random();
-        let engine = Engine::new(config, NodeId::from_bytes(id), seed, self.now);
+        let engine = self.new_engine(config);
         self.nodes.push(SimNode {
             address: format!("browser{i}"),
             kind: NodeKind::Hearsay(Box::new(engine)),
@@ -296,13 +303,7 @@ impl Sim {
             NodeKind::Hearsay(e) => {
                 e.add_peer(&address, now).expect("sim addresses are valid");
             }
-            NodeKind::Seed(s) => {
-                s.dialed.push(address.clone());
-                let conn = s.alloc();
-                self.nodes[from]
-                    .pending
-                    .push(Output::Dial { conn, address });
-            }
+            NodeKind::Seed(_) => return self.seed_dial(from, address),
         }
         self.flush(from);
     }
@@ -417,11 +418,8 @@ impl Sim {
     pub fn restart(&mut self, i: usize, config: Config, peers: &[usize]) {
         let mut config = config;
         config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id);
-        let seed = self.rng.random();
         // A restarted node keeps its store (as a node with --data does) but nothing else.
-        let mut engine = Engine::new(config, NodeId::from_bytes(id), seed, self.now);
+        let mut engine = self.new_engine(config);
         for msg in self.nodes[i].held.values() {
             engine.note_held(crate::sync::key_of(msg));
         }
