@@ -32,6 +32,7 @@ pub struct Shared {
     pub clock: Clock,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    pub metrics: crate::metrics::Metrics,
     pub started_at: u64,
 }
 
@@ -52,6 +53,7 @@ impl Shared {
             clock,
             tracker: TaskTracker::new(),
             shutdown,
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -184,6 +186,9 @@ impl Shared {
             for conn in overflowed {
                 if let Some(handle) = state.conns.remove(&conn) {
                     tracing::warn!(%conn, "send queue full; dropping peer");
+                    self.metrics
+                        .queue_drops_seen
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     handle.close("send queue full: peer too slow".to_owned());
                 }
                 state.engine.closed(conn, Some("send queue full"), now);

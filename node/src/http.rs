@@ -102,11 +102,45 @@ pub fn routes(
         .and(with_shared(Arc::clone(&shared)))
         .and_then(commit);
     let api = warp::path("api").and(api(Arc::clone(&shared)));
+    let metrics = warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .map(|shared: Arc<Shared>| {
+            let (stats, peers) = shared.read(|s| (s.engine.stats().clone(), s.engine.peers()));
+            let text = shared
+                .metrics
+                .render(&stats, &peers, shared.store.len().unwrap_or(0));
+            warp::reply::with_header(
+                text,
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        });
+    let healthz = warp::get()
+        .and(warp::path("healthz"))
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .map(|shared: Arc<Shared>| {
+            // Healthy while the store answers; a node that cannot read its store is not.
+            match shared.store.len() {
+                Ok(_) => warp::reply::with_status(
+                    warp::reply::json(&json!({ "status": "ok" })),
+                    StatusCode::OK,
+                ),
+                Err(e) => warp::reply::with_status(
+                    warp::reply::json(&json!({ "status": "unhealthy", "error": e.to_string() })),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ),
+            }
+        });
     ws.or(index)
         .or(status_page)
         .or(add)
         .or(commit)
         .or(api)
+        .or(metrics)
+        .or(healthz)
         .or(assets)
         .recover(recover)
 }

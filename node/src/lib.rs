@@ -6,6 +6,7 @@
 //!   stops every task on shutdown.
 //! - [`http`]: routes — the seed's `/add` and `/commit`, the status page, `/api/*`, and the
 //!   WebSocket upgrade at `/ws` and `/`.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`page`]: the browser peer's page (trunk's `dist/`), embedded at compile time.
 //! - [`driver`]: owns the engine (behind a short-held mutex), carries out its outputs: frames
 //!   into per-peer queues, dials, closes, deliveries into the store.
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod conn;
 pub mod driver;
 pub mod http;
+pub mod metrics;
 pub mod page;
 pub mod server;
 pub mod store;
