@@ -21,13 +21,18 @@ Examples:
 
 Logs: RUST_LOG=hearsay=debug hearsay 3000";
 
-/// A peer-to-peer gossip node. Every node serves a status page and JSON API, accepts
+/// A peer-to-peer gossip node. Every node serves its web page and a JSON API, accepts
 /// WebSocket peers on the same port, and speaks the seed network's protocol too.
 #[derive(Debug, Parser)]
 #[command(name = "hearsay", version, after_help = EXAMPLES)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Port for HTTP and WebSockets (0 picks a free one).
-    pub port: u16,
+    #[arg(required = true)]
+    pub port: Option<u16>,
 
     /// A node to connect to and keep connected to, e.g. ws://127.0.0.1:3000 (repeatable).
     #[arg(long = "peer", value_name = "WS_URL")]
@@ -48,6 +53,49 @@ pub struct Args {
     /// Seed-compatible WebSocket port: a number, or `off` (default: PORT+1).
     #[arg(long = "v1-port", value_name = "N|off")]
     pub v1_port: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run a whole network in one process, to show it working.
+    Demo(DemoArgs),
+}
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  hearsay demo
+      Eight nodes linked at random, pages at http://127.0.0.1:3000, :3002, :3004, ...
+  hearsay demo --nodes 5 --topology line --port 4000
+      Five nodes in a line; open the first and last pages, send from one, watch it cross.
+
+Each node has its own port (BASE, BASE+2, ...; the odd ports take seed-style WebSockets) and
+its own store in a temporary folder, removed on exit. Nodes dial only their topology's links,
+so the shape you asked for is the shape you see. Ctrl-C stops every node.";
+
+/// `hearsay demo`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = DEMO_EXAMPLES)]
+pub struct DemoArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub nodes: u16,
+
+    /// How they are linked.
+    #[arg(long, value_enum, default_value_t = DemoTopology::Random)]
+    pub topology: DemoTopology,
+
+    /// The first node's port; node i gets BASE+2i (0: any free ports).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoTopology {
+    Line,
+    Ring,
+    Star,
+    Random,
+    Full,
 }
 
 /// Where the seed-compatible port should go.

@@ -1,6 +1,7 @@
 //! The native hearsay node: warp + tokio driving the `hearsay-proto` engine.
 //!
 //! - [`cli`]: command-line arguments (`hearsay PORT [--peer WS_URL]...`).
+//! - [`demo`]: `hearsay demo`, a whole network in one process.
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
 //!   stops every task on shutdown.
@@ -22,6 +23,7 @@
 pub mod cli;
 pub mod clock;
 pub mod conn;
+pub mod demo;
 pub mod driver;
 pub mod http;
 pub mod metrics;

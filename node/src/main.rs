@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use hearsay::cli::{Args, V1Port};
+use hearsay::cli::{Args, Command, V1Port};
 use hearsay::server::{self, NodeConfig};
 use std::io::Write;
 use tokio::net::TcpListener;
@@ -18,11 +18,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let v1_port = args.v1_port(args.port).map_err(anyhow::Error::msg)?;
+    if let Some(Command::Demo(demo)) = args.command {
+        return hearsay::demo::run(demo).await;
+    }
+    let port = args.port.expect("clap requires PORT without a subcommand");
+    let v1_port = args.v1_port(port).map_err(anyhow::Error::msg)?;
 
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
+    let listener = TcpListener::bind((args.host.as_str(), port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .with_context(|| format!("cannot listen on {}:{port}", args.host))?;
     let v1_listener = match v1_port {
         V1Port::Off => None,
         V1Port::At(port) => match TcpListener::bind((args.host.as_str(), port)).await {

@@ -1,0 +1,85 @@
+//! `hearsay demo` as a person runs it: the nodes come up in the topology asked for, a commit at
+//! one end of a line reaches the other, and Ctrl-C stops every node and frees every port.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[tokio::test]
+async fn a_line_demo_carries_a_commit_end_to_end_and_stops_on_ctrl_c() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["demo", "--nodes", "5", "--topology", "line", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut urls = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the demo ended early"
+        );
+        if line.starts_with("Open any page") {
+            break;
+        }
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            urls.push(url.to_owned());
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    assert_eq!(urls.len(), 5, "{urls:?}");
+
+    // A line: the ends have one peer, the middle nodes two.
+    for (i, url) in urls.iter().enumerate() {
+        let want = if i == 0 || i == 4 { 1 } else { 2 };
+        wait_for(&format!("node {i} linked"), || async {
+            (v2_peer_ids(url).await.len() == want).then_some(())
+        })
+        .await;
+    }
+    let first = client()
+        .get(format!("{}/commit", urls[0]))
+        .query(&[("msg", "end to end")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 303);
+    wait_for("the far end to hold it", || async {
+        (message_texts(&urls[4]).await == ["end to end"]).then_some(())
+    })
+    .await;
+    let metrics = client()
+        .get(format!("{}/metrics", urls[2]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hearsay_messages_forwarded_total 1"),
+        "{metrics}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_for("the demo to exit", || {
+        let s = child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    for url in &urls {
+        std::net::TcpListener::bind(url.trim_start_matches("http://")).expect("port freed");
+    }
+}
