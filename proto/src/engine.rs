@@ -18,6 +18,7 @@ use crate::Millis;
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
 use crate::seen::SeenSet;
 use crate::sync::{self, Key, MessageIndex};
+use crate::topology::{TopoRecord, TopologyView};
 use crate::wire::{
     Frame, Hello, MAX_WANT, MESSAGES_PAGE_BYTES, Message, PROTOCOL_NAME, PROTOCOL_VERSION,
     PeerKind, PeerRecord, canonical_address,
@@ -76,6 +77,12 @@ pub struct Config {
     /// Seen-set bounds.
     pub seen_capacity: usize,
     pub seen_ttl: Millis,
+    /// Whether to flood our record for the network map (see `topology`). Records heard from
+    /// others are still kept and passed on.
+    pub share_topology: bool,
+    /// How often a peer re-floods its record for the network map (at once, at most once a
+    /// second, when its links change); records live three times as long.
+    pub topology_interval: Millis,
     /// How often a dialer reconciles its message set with each peer (also on connect, and at
     /// once with every other peer when a reconciliation brought something new).
     pub sync_interval: Millis,
@@ -106,6 +113,8 @@ impl Default for Config {
             seen_capacity: 100_000,
             seen_ttl: 60 * 60 * 1000,
             sync_interval: 30_000,
+            share_topology: true,
+            topology_interval: 30_000,
             max_message_bytes: 64 * 1024,
             max_bad_frames: 32,
         }
@@ -310,6 +319,12 @@ pub struct Engine {
     seen: SeenSet,
     /// Every message held (by key), for reconciliation and lasting dedup.
     index: MessageIndex,
+    /// The network map, and what we last said of ourselves in it.
+    topology: TopologyView,
+    topo_links: Option<Vec<NodeId>>,
+    topo_seeds: u32,
+    next_topo: Millis,
+    topo_version: u64,
     seq: u64,
     outputs: VecDeque<Output>,
     next_tick: Millis,
@@ -350,6 +365,11 @@ impl Engine {
             known,
             nodes: BTreeMap::new(),
             index: MessageIndex::default(),
+            topology: TopologyView::default(),
+            topo_links: None,
+            topo_seeds: 0,
+            next_topo: now,
+            topo_version: 0,
             seq: 0,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -661,6 +681,14 @@ impl Engine {
                 self.send(conn, Frame::Pong { nonce }.encode().into());
             }
             (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
+            (ConnState::V2 { .. }, Frame::Topo(record)) => {
+                if record.node != self.me && record.ttl <= 10 * self.config.topology_interval {
+                    let frame: Arc<str> = Frame::Topo(record.clone()).encode().into();
+                    if self.topology.accept(record, now) {
+                        self.send_to_v2_except(Some(conn), &frame);
+                    }
+                }
+            }
             (ConnState::V2 { .. }, Frame::Sync(frame)) => {
                 let reply = sync::respond(&self.index, &frame);
                 for f in reply.frames {
@@ -797,7 +825,68 @@ impl Engine {
             }
         }
         self.sync_due(now);
+        self.topology_due(now);
         self.maintain_connections(now);
+    }
+
+    /// The network map as this peer knows it: its own record and every unexpired one heard.
+    pub fn topology(&self) -> Vec<TopoRecord> {
+        self.topology.records().cloned().collect()
+    }
+
+    fn own_record(&self, links: Vec<NodeId>, seeds: u32) -> TopoRecord {
+        TopoRecord {
+            node: self.me,
+            kind: self.config.kind,
+            address: self.config.listen_addresses.first().cloned(),
+            version: self.topo_version,
+            ttl: 3 * self.config.topology_interval,
+            links,
+            seeds,
+            held: self.index.len() as u64,
+        }
+    }
+
+    /// Floods our record when it is due, or at once when our links changed.
+    fn topology_due(&mut self, now: Millis) {
+        self.topology.expire(now);
+        if !self.config.share_topology {
+            return;
+        }
+        let mut links: Vec<NodeId> = self.conns.values().filter_map(Conn::node_id).collect();
+        links.sort();
+        links.dedup();
+        let seeds = self.conns.values().filter(|c| c.is_v1()).count() as u32;
+        let changed = self.topo_links.as_ref() != Some(&links) || self.topo_seeds != seeds;
+        // A change is announced soon, but at most once a second: while a mesh forms, links
+        // change many times a second and every announcement floods the whole network.
+        let last = self.next_topo.saturating_sub(self.config.topology_interval);
+        let due = now >= self.next_topo || (changed && now >= last + 1_000);
+        if !due {
+            return;
+        }
+        self.next_topo = now + self.config.topology_interval;
+        // Versions must grow across restarts too (a restarted browser keeps no state): use the
+        // clock, nudged past the last one.
+        self.topo_version = now.max(self.topo_version + 1);
+        self.topo_links = Some(links.clone());
+        self.topo_seeds = seeds;
+        let record = self.own_record(links, seeds);
+        self.topology.accept(record.clone(), now);
+        let frame: Arc<str> = Frame::Topo(record).encode().into();
+        self.send_to_v2_except(None, &frame);
+    }
+
+    fn send_to_v2_except(&mut self, except: Option<ConnId>, frame: &Arc<str>) {
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|&(&id, c)| Some(id) != except && c.is_v2())
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in targets {
+            self.send(conn, frame.clone());
+        }
     }
 
     /// Whether `msg` was published by the browser on `conn` (and we are a node, which
@@ -1016,6 +1105,16 @@ impl Engine {
             };
         }
         self.send(conn, peers);
+        // A new peer (a page, most often) gets the whole map at once rather than over the
+        // next few intervals.
+        let records: Vec<Arc<str>> = self
+            .topology
+            .records()
+            .map(|r| Frame::Topo(r.clone()).encode().into())
+            .collect();
+        for frame in records {
+            self.send(conn, frame);
+        }
         self.sync_due(now);
     }
 

@@ -8,6 +8,8 @@
 //! - [`engine`]: one node's state machine. Events go in (connection accepted/opened/closed,
 //!   frame received, publish, timeout) with the current time; [`Output`]s come out (send,
 //!   dial, close, deliver) for the driver to carry out.
+//! - [`sync`]: range-based set reconciliation, so peers converge on the same messages.
+//! - [`topology`]: the network map, learned from records every peer floods about itself.
 //! - [`sim`]: a deterministic discrete-event simulation of many engines (and seed nodes) on a
 //!   virtual clock, used by the tests and for measuring the protocol.
 //!
@@ -22,6 +24,7 @@ pub mod id;
 pub mod seen;
 pub mod sim;
 pub mod sync;
+pub mod topology;
 pub mod wire;
 
 pub use engine::{

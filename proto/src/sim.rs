@@ -725,10 +725,22 @@ fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Out
 }
 
 /// A node config for simulations: static wiring (no discovered dials) or discovery on.
+///
+/// The network map is off: flooding every peer's record is the costliest traffic of all, and
+/// most simulations are about messages. `topology_config` turns it on.
 pub fn sim_config(discover: bool) -> Config {
     Config {
         kind: PeerKind::Node,
         dial_discovered: discover,
+        share_topology: false,
         ..Config::default()
+    }
+}
+
+/// A node config for simulations of the network map.
+pub fn topology_config() -> Config {
+    Config {
+        share_topology: true,
+        ..sim_config(false)
     }
 }

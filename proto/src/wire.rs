@@ -8,6 +8,7 @@
 
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
 use crate::sync::SyncFrame;
+use crate::topology::TopoRecord;
 use serde::{Deserialize, Serialize};
 
 /// The version this build speaks. A peer announcing a higher version is spoken to at ours;
@@ -118,6 +119,9 @@ pub enum Frame {
     /// v2: messages asked for with `WANT`, in pages; `done` marks the last page of an answer.
     #[serde(rename = "MESSAGES")]
     Messages { messages: Vec<Message>, done: bool },
+    /// v2: a peer's account of itself for the network map, flooded (see `topology`).
+    #[serde(rename = "TOPO")]
+    Topo(TopoRecord),
 }
 
 /// Most ids in one `WANT`.
@@ -214,6 +218,7 @@ impl Frame {
                 id: body::<Id>(&kind, text)?.id,
             },
             "SYNC" => Frame::Sync(body(&kind, text)?),
+            "TOPO" => Frame::Topo(body(&kind, text)?),
             "WANT" => Frame::Want {
                 ids: body::<Ids>(&kind, text)?.ids,
             },

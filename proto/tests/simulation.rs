@@ -374,3 +374,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_view_of_the_map_converges_to_the_real_links() {
+    use hearsay_proto::sim::topology_config;
+    for (seed, n, topology) in [
+        (1, 12, Topology::Random),
+        (2, 20, Topology::Line),
+        (3, 8, Topology::Star),
+    ] {
+        let mut sim = Sim::new(seed);
+        for _ in 0..n {
+            sim.add_hearsay(topology_config());
+        }
+        sim.wire(topology);
+        sim.run_for(20_000);
+        let truth: std::collections::BTreeMap<_, Vec<_>> = sim
+            .nodes
+            .iter()
+            .map(|node| {
+                let e = node.engine().unwrap();
+                let mut links: Vec<_> = e.peers().iter().filter_map(|p| p.id).collect();
+                links.sort();
+                (e.id(), links)
+            })
+            .collect();
+        for (i, node) in sim.nodes.iter().enumerate() {
+            let view: std::collections::BTreeMap<_, Vec<_>> = node
+                .engine()
+                .unwrap()
+                .topology()
+                .into_iter()
+                .map(|r| (r.node, r.links))
+                .collect();
+            assert_eq!(view, truth, "seed {seed}: node {i}'s map");
+        }
+        // A node that leaves fades: its neighbours drop the link at once, its record expires.
+        sim.kill(0);
+        sim.run_for(100_000);
+        let gone = sim.nodes[0].engine().unwrap().id();
+        for node in &sim.nodes[1..] {
+            let view = node.engine().unwrap().topology();
+            assert!(
+                view.iter()
+                    .all(|r| r.node != gone && !r.links.contains(&gone)),
+                "seed {seed}"
+            );
+        }
+    }
+}
