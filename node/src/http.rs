@@ -192,12 +192,20 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
         .and(warp::body::bytes())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(post_message);
+    let topology = warp::get()
+        .and(warp::path("topology"))
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .map(|shared: Arc<Shared>| {
+            let nodes = shared.read(|s| s.engine.topology());
+            warp::reply::json(&json!({ "nodes": nodes }))
+        });
     let status = warp::get()
         .and(warp::path("status"))
         .and(warp::path::end())
         .and(with_shared(shared))
         .map(|shared: Arc<Shared>| warp::reply::json(&status(&shared)));
-    peers.or(list).or(post).or(status)
+    peers.or(list).or(post).or(topology).or(status)
 }
 
 /// A peer as `/api/peers` shows it.

@@ -202,3 +202,75 @@ async fn a_message_sent_offline_is_kept_and_delivered_when_a_link_returns() {
     page.close().await.unwrap();
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_draws_every_node_and_link_and_shows_details() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    // Five nodes in a line, dialing only their neighbours (as `hearsay demo` does).
+    let fixed = |peers: Vec<String>| hearsay::server::NodeConfig {
+        peers,
+        engine: hearsay_proto::Config {
+            dial_discovered: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut nodes = vec![start_node_with(fixed(vec![])).await];
+    for i in 1..5 {
+        let prev = nodes[i - 1].ws_url();
+        nodes.push(start_node_with(fixed(vec![prev])).await);
+    }
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(1100, 850).await;
+    page.goto(&nodes[0].http_url()).await.unwrap();
+    let count = |css: &'static str| {
+        let page = page.clone();
+        async move {
+            page.find_all(Locator::Css(css))
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0)
+        }
+    };
+    wait_for("five node marks and four node-to-node links", || async {
+        (count("#map circle.mark.node").await == 5 && count("#map line.link.nn").await == 4)
+            .then_some(())
+    })
+    .await;
+    wait_for("the page itself and its links on the map", || async {
+        (count("#map circle.mark.me").await == 1 && count("#map line.link.nb").await >= 1)
+            .then_some(())
+    })
+    .await;
+    screenshot(&page, "map-line-of-five").await;
+
+    // Click the far end for its details.
+    let far = nodes[4].id.to_string();
+    let mark = page
+        .find(Locator::Css(&format!("#map circle[data-id='{far}']")))
+        .await
+        .unwrap();
+    mark.click().await.unwrap();
+    let details = page
+        .wait()
+        .for_element(Locator::Id("map-details"))
+        .await
+        .unwrap();
+    let text = details.text().await.unwrap();
+    assert!(text.contains(&nodes[4].ws_url()), "{text}");
+    assert!(text.contains("1 link"), "{text}");
+
+    // A node that leaves goes off the map.
+    nodes.pop().unwrap().stop().await;
+    wait_for("four node marks", || async {
+        (count("#map circle.mark.node").await == 4).then_some(())
+    })
+    .await;
+    page.close().await.unwrap();
+    for n in nodes {
+        n.stop().await;
+    }
+}

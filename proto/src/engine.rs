@@ -857,6 +857,10 @@ impl Engine {
         links.sort();
         links.dedup();
         let seeds = self.conns.values().filter(|c| c.is_v1()).count() as u32;
+        if self.topo_links.is_none() && links.is_empty() {
+            // Nothing to say before our first link; say it the moment there is one.
+            return;
+        }
         let changed = self.topo_links.as_ref() != Some(&links) || self.topo_seeds != seeds;
         // A change is announced soon, but at most once a second: while a mesh forms, links
         // change many times a second and every announcement floods the whole network.

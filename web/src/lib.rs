@@ -5,6 +5,7 @@
 //!   `browser` pinned to that node, opens a WebSocket per `Dial`, feeds frames and timers in,
 //!   and reports to the page as [`state::Action`]s.
 //! - [`state`]: the page's `Reducible` state and its actions; pure, tested on the host.
+//! - [`layout`]: the force layout of the network map; pure, tested on the host.
 //! - [`components`]: one component per file — the app, the composer, the message list, the
 //!   links and the peers.
 //!
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod components;
+pub mod layout;
 pub mod net;
 pub mod state;
 

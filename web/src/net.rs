@@ -279,6 +279,7 @@ impl Network {
                 links: inner.engine.links(),
                 peers: inner.engine.peers(),
             });
+            actions.push(Action::Topology(inner.engine.topology()));
         }
         for (conn, address) in dials {
             let net = self.clone();

@@ -1,6 +1,7 @@
 //! The page's state as a yew `Reducible`: what the network driver reports comes in as an
 //! [`Action`], and components render [`State`]. Pure, so it is tested on the host.
 
+use hearsay_proto::topology::TopoRecord;
 use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo};
 use std::rc::Rc;
 use yew::Reducible;
@@ -39,6 +40,8 @@ pub struct State {
     pub messages: Vec<Entry>,
     /// Set once the first message list (history included) has been shown.
     pub history_loaded: bool,
+    /// The network map as the engine knows it.
+    pub topology: Vec<TopoRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +67,8 @@ pub enum Action {
         id: MsgId,
         by: NodeId,
     },
+    /// The network map changed.
+    Topology(Vec<TopoRecord>),
 }
 
 impl State {
@@ -71,7 +76,8 @@ impl State {
         if self.messages.iter().any(|e| e.msg.id == msg.id) {
             return;
         }
-        let key = |m: &Message| (std::cmp::Reverse(m.timestamp), m.id);
+        // Several messages can share a millisecond: the origin's sequence keeps its order.
+        let key = |m: &Message| std::cmp::Reverse((m.timestamp, m.seq, m.id));
         let at = self.messages.partition_point(|e| key(&e.msg) < key(&msg));
         self.messages.insert(
             at,
@@ -110,6 +116,12 @@ impl Reducible for State {
                 s.peers = peers;
             }
             Action::Delivered { msg, mine } => s.insert(msg, mine),
+            Action::Topology(records) => {
+                if s.topology == records {
+                    return self;
+                }
+                s.topology = records;
+            }
             Action::Acked { id, by } => match s.messages.iter_mut().find(|e| e.msg.id == id) {
                 Some(e) if e.stored_by.is_none() => e.stored_by = Some(by),
                 _ => return self,

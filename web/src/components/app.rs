@@ -3,6 +3,7 @@
 
 use super::composer::Composer;
 use super::links::LinkList;
+use super::map::NetworkMap;
 use super::messages::MessageList;
 use super::peers::PeerList;
 use super::short;
@@ -61,7 +62,8 @@ pub fn app() -> Html {
             </header>
             { banner }
             <main>
-                <section class="feed">
+                                <section class="feed">
+                    <NetworkMap records={state.topology.clone()} me={state.me} />
                     <Composer on_send={on_send} enabled={network.is_some()} />
                     <MessageList messages={state.messages.clone()} me={state.me} loaded={state.history_loaded} />
                 </section>

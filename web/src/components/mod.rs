@@ -3,6 +3,7 @@
 pub mod app;
 pub mod composer;
 pub mod links;
+pub mod map;
 pub mod messages;
 pub mod peers;
 

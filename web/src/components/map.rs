@@ -1,0 +1,112 @@
+//! The live map: every peer the network's records tell of, as a mark (node, browser, this
+//! page; seed peers as small marks beside the node they hang off), their links as lines, laid
+//! out by force. Click a mark for its details.
+
+use super::short;
+use crate::layout::{HEIGHT, WIDTH, layout};
+use hearsay_proto::topology::TopoRecord;
+use hearsay_proto::{NodeId, PeerKind};
+use std::collections::{BTreeSet, HashMap};
+use yew::prelude::*;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub records: Vec<TopoRecord>,
+    pub me: Option<NodeId>,
+}
+
+#[function_component(NetworkMap)]
+pub fn network_map(props: &Props) -> Html {
+    let previous = use_mut_ref(HashMap::<NodeId, (f64, f64)>::new);
+    let selected = use_state(|| None::<NodeId>);
+
+    // A peer no other record links to has left (its own record lingers until it expires):
+    // leave it off the map. This page is always on it.
+    let linked: BTreeSet<NodeId> = props
+        .records
+        .iter()
+        .flat_map(|r| r.links.iter().copied().filter(move |l| *l != r.node))
+        .collect();
+    let shown: Vec<&TopoRecord> = props
+        .records
+        .iter()
+        .filter(|r| Some(r.node) == props.me || linked.contains(&r.node))
+        .collect();
+    let index: HashMap<NodeId, usize> =
+        shown.iter().enumerate().map(|(i, r)| (r.node, i)).collect();
+    let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for (i, r) in shown.iter().enumerate() {
+        for l in &r.links {
+            if let Some(&j) = index.get(l) {
+                edges.insert((i.min(j), i.max(j)));
+            }
+        }
+    }
+    let edges: Vec<(usize, usize)> = edges.into_iter().collect();
+    let ids: Vec<NodeId> = shown.iter().map(|r| r.node).collect();
+    let pos = layout(&ids, &edges, &previous.borrow());
+    *previous.borrow_mut() = ids.iter().copied().zip(pos.iter().copied()).collect();
+
+    let details = (*selected).and_then(|id| shown.iter().find(|r| r.node == id)).map(|r| {
+        let kind = match r.kind {
+            PeerKind::Node => "node",
+            PeerKind::Browser => "browser",
+        };
+        html! {
+            <p class="details" id="map-details">
+                <strong>{ format!("{kind} {}", short(&r.node.to_string())) }</strong>
+                { format!(" · {} · {} message{} · {} link{}{}",
+                    r.address.clone().unwrap_or_else(|| "no address (a browser)".to_owned()),
+                    r.held, if r.held == 1 { "" } else { "s" },
+                    r.links.len(), if r.links.len() == 1 { "" } else { "s" },
+                    if r.seeds > 0 { format!(" · {} seed peer{}", r.seeds, if r.seeds == 1 { "" } else { "s" }) } else { String::new() }) }
+            </p>
+        }
+    });
+
+    html! {
+        <section class="map">
+            <h2>{ format!("Network ({} peers)", shown.len()) }</h2>
+            <svg id="map" viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="img" aria-label="network map">
+                { for edges.iter().map(|&(a, b)| {
+                    let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
+                    html! {
+                        <line class={classes!("link", if both_nodes { "nn" } else { "nb" })}
+                              x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
+                              x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
+                    }
+                }) }
+                { for shown.iter().enumerate().map(|(i, r)| {
+                    let (x, y) = pos[i];
+                    let kind = if Some(r.node) == props.me { "me" } else if r.kind == PeerKind::Browser { "browser" } else { "node" };
+                    let id = r.node;
+                    let onclick = {
+                        let selected = selected.clone();
+                        Callback::from(move |_| selected.set(Some(id)))
+                    };
+                    let seeds = (0..r.seeds.min(6)).map(|s| {
+                        let a = s as f64 * 0.9 - 0.4;
+                        html! { <rect class="mark v1" x={format!("{:.1}", x + 16.0 * a.cos() - 3.0)} y={format!("{:.1}", y + 16.0 * a.sin() - 3.0)} width="6" height="6" /> }
+                    });
+                    html! {
+                        <g class="peer-mark" {onclick}>
+                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"))}
+                                    data-id={id.to_string()} cx={format!("{x:.1}")} cy={format!("{y:.1}")}
+                                    r={if r.kind == PeerKind::Node { "9" } else { "6" }}>
+                                <title>{ format!("{} {}", kind, short(&id.to_string())) }</title>
+                            </circle>
+                            { for seeds }
+                        </g>
+                    }
+                }) }
+            </svg>
+            <p class="legend">
+                <span class="key node"></span>{ "node " }
+                <span class="key browser"></span>{ "browser " }
+                <span class="key me"></span>{ "this page " }
+                <span class="key v1"></span>{ "seed (v1) peer" }
+            </p>
+            { details.unwrap_or_default() }
+        </section>
+    }
+}
