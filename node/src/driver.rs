@@ -162,8 +162,8 @@ impl Shared {
                         }
                     }
                     Output::Dial { conn, address } => self.spawn_dial(conn, address),
-                    // Only browsers publish and wait for acknowledgements.
-                    Output::Acked { .. } => {}
+                    // Only pages wait for acknowledgements and draw messages travelling.
+                    Output::Acked { .. } | Output::Traced(_) => {}
                     Output::Fetch { conn, ids } => self.spawn_fetch(conn, ids),
                     Output::Deliver(msg) => {
                         tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");

@@ -247,6 +247,16 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     .await;
     screenshot(&page, "map-line-of-five").await;
 
+    // A message sent from the page lights up every node, and each node the link it first
+    // came over (five arrivals, five links).
+    send_from_page(&page, "watch me travel").await;
+    wait_for("every node lit", || async {
+        (count("#map circle.mark.node.lit").await == 5 && count("#map line.link.lit").await == 5)
+            .then_some(())
+    })
+    .await;
+    screenshot(&page, "map-message-travelled").await;
+
     // Click the far end for its details.
     let far = nodes[4].id.to_string();
     let mark = page

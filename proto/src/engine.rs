@@ -21,7 +21,7 @@ use crate::sync::{self, Key, MessageIndex};
 use crate::topology::{TopoRecord, TopologyView};
 use crate::wire::{
     Frame, Hello, MAX_WANT, MESSAGES_PAGE_BYTES, Message, PROTOCOL_NAME, PROTOCOL_VERSION,
-    PeerKind, PeerRecord, canonical_address,
+    PeerKind, PeerRecord, Trace, canonical_address,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -140,6 +140,8 @@ pub enum Output {
     /// The peer on `conn` asked for these messages: load the ones held and hand them to
     /// [`Engine::provide`].
     Fetch { conn: ConnId, ids: Vec<MsgId> },
+    /// A step of a message's journey through the network (for the map; see [`Trace`]).
+    Traced(Trace),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -306,6 +308,9 @@ struct Known {
     last_error: Option<String>,
 }
 
+/// A trace is one peer's first receipt of one message.
+type TraceKey = (MsgId, NodeId);
+
 /// One node's gossip state. See the module docs for how a driver uses it.
 pub struct Engine {
     config: Config,
@@ -325,6 +330,8 @@ pub struct Engine {
     topo_seeds: u32,
     next_topo: Millis,
     topo_version: u64,
+    /// Traces already passed on, oldest first (bounded).
+    traces_seen: (std::collections::HashSet<TraceKey>, VecDeque<TraceKey>),
     seq: u64,
     outputs: VecDeque<Output>,
     next_tick: Millis,
@@ -370,6 +377,7 @@ impl Engine {
             topo_seeds: 0,
             next_topo: now,
             topo_version: 0,
+            traces_seen: Default::default(),
             seq: 0,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -681,6 +689,13 @@ impl Engine {
                 self.send(conn, Frame::Pong { nonce }.encode().into());
             }
             (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
+            (ConnState::V2 { .. }, Frame::Trace(t)) => {
+                if t.node != self.me && self.note_trace(&t) {
+                    self.outputs.push_back(Output::Traced(t));
+                    let frame: Arc<str> = Frame::Trace(t).encode().into();
+                    self.send_to_v2_except(Some(conn), &frame);
+                }
+            }
             (ConnState::V2 { .. }, Frame::Topo(record)) => {
                 if record.node != self.me && record.ttl <= 10 * self.config.topology_interval {
                     let frame: Arc<str> = Frame::Topo(record.clone()).encode().into();
@@ -747,6 +762,7 @@ impl Engine {
         self.stats.delivered += 1;
         self.outputs.push_back(Output::Deliver(msg.clone()));
         self.forward(&msg, None, true);
+        self.trace(msg.id, None, now);
         Ok(msg)
     }
 
@@ -845,6 +861,39 @@ impl Engine {
             seeds,
             held: self.index.len() as u64,
         }
+    }
+
+    /// Records that we received message `id` (first from `from`) and floods it, so pages can
+    /// show the message travel. Part of the map: off with `share_topology`.
+    fn trace(&mut self, id: MsgId, from: Option<NodeId>, now: Millis) {
+        if !self.config.share_topology {
+            return;
+        }
+        let t = Trace {
+            id,
+            node: self.me,
+            from,
+            at: now,
+        };
+        self.note_trace(&t);
+        self.outputs.push_back(Output::Traced(t));
+        let frame: Arc<str> = Frame::Trace(t).encode().into();
+        self.send_to_v2_except(None, &frame);
+    }
+
+    /// True if this trace is new (and remembers it, within a bound).
+    fn note_trace(&mut self, t: &Trace) -> bool {
+        let (set, order) = &mut self.traces_seen;
+        if !set.insert((t.id, t.node)) {
+            return false;
+        }
+        order.push_back((t.id, t.node));
+        if order.len() > 50_000
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
     }
 
     /// Floods our record when it is due, or at once when our links changed.
@@ -1249,6 +1298,7 @@ impl Engine {
                 self.stats.delivered += 1;
                 self.outputs.push_back(Output::Deliver(msg.clone()));
                 self.forward(&msg, Some(conn), false);
+                self.trace(id, None, now);
             }
             Frame::Sockets { addresses } => {
                 // A seed's SOCKETS is the list of addresses it has dialed: remember it, so we
@@ -1292,6 +1342,8 @@ impl Engine {
         self.stats.delivered += 1;
         self.outputs.push_back(Output::Deliver(msg.clone()));
         self.forward(&msg, Some(conn), false);
+        let from = self.conns.get(&conn).and_then(Conn::node_id);
+        self.trace(msg.id, from, now);
     }
 
     /// The forwarding seam: who gets `msg`, which arrived on `from` (or was published here).

@@ -669,7 +669,7 @@ impl Sim {
                     }
                 }
                 Output::Deliver(msg) => self.delivered(i, msg),
-                Output::Acked { .. } => {}
+                Output::Acked { .. } | Output::Traced(_) => {}
                 Output::Fetch { conn, ids } => {
                     let node = &mut self.nodes[i];
                     let found: Vec<Message> = ids

@@ -122,6 +122,20 @@ pub enum Frame {
     /// v2: a peer's account of itself for the network map, flooded (see `topology`).
     #[serde(rename = "TOPO")]
     Topo(TopoRecord),
+    /// v2: `node` received message `id` first from `from` (none: it published it) at `at`,
+    /// flooded so a page can show the message travel.
+    #[serde(rename = "TRACE")]
+    Trace(Trace),
+}
+
+/// One step of a message's journey, for the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    pub id: MsgId,
+    pub node: NodeId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<NodeId>,
+    pub at: u64,
 }
 
 /// Most ids in one `WANT`.
@@ -219,6 +233,7 @@ impl Frame {
             },
             "SYNC" => Frame::Sync(body(&kind, text)?),
             "TOPO" => Frame::Topo(body(&kind, text)?),
+            "TRACE" => Frame::Trace(body(&kind, text)?),
             "WANT" => Frame::Want {
                 ids: body::<Ids>(&kind, text)?.ids,
             },

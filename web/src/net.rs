@@ -253,6 +253,7 @@ impl Network {
                         }
                         Output::Fetch { conn, ids } => fetches.push((conn, ids)),
                         Output::Acked { id, by } => actions.push(Action::Acked { id, by }),
+                        Output::Traced(t) => actions.push(Action::Traced(t)),
                         // A browser cannot send WebSocket pings; the engine is told so.
                         Output::Ping { .. } => {}
                     }

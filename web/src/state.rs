@@ -2,6 +2,7 @@
 //! [`Action`], and components render [`State`]. Pure, so it is tested on the host.
 
 use hearsay_proto::topology::TopoRecord;
+use hearsay_proto::wire::Trace;
 use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo};
 use std::rc::Rc;
 use yew::Reducible;
@@ -42,6 +43,8 @@ pub struct State {
     pub history_loaded: bool,
     /// The network map as the engine knows it.
     pub topology: Vec<TopoRecord>,
+    /// The journey of the latest message the page heard of, in arrival order.
+    pub spread: Vec<Trace>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +72,8 @@ pub enum Action {
     },
     /// The network map changed.
     Topology(Vec<TopoRecord>),
+    /// A peer received a message (for the map to show it travel).
+    Traced(Trace),
 }
 
 impl State {
@@ -116,6 +121,20 @@ impl Reducible for State {
                 s.peers = peers;
             }
             Action::Delivered { msg, mine } => s.insert(msg, mine),
+            Action::Traced(t) => {
+                // The map follows the newest message: a trace of another one starts afresh.
+                if s.spread.first().is_some_and(|first| first.id != t.id) {
+                    if s.spread.iter().all(|x| x.at > t.at) {
+                        return self; // a late trace of an older message
+                    }
+                    s.spread.clear();
+                }
+                if s.spread.iter().any(|x| x.node == t.node) {
+                    return self;
+                }
+                s.spread.push(t);
+                s.spread.sort_by_key(|x| x.at);
+            }
             Action::Topology(records) => {
                 if s.topology == records {
                     return self;
@@ -185,6 +204,37 @@ mod tests {
         assert!(s.messages[0].mine && s.messages[0].stored_by.is_none());
         let s = apply(s, vec![Action::Acked { id: m.id, by: node }]);
         assert_eq!(s.messages[0].stored_by, Some(node));
+    }
+
+    #[test]
+    fn the_map_follows_the_newest_message() {
+        let node = |n: u8| NodeId::from_bytes([n; 16]);
+        let t = |id: &str, n: u8, at: u64| {
+            Action::Traced(Trace {
+                id: MsgId::v1(id),
+                node: node(n),
+                from: None,
+                at,
+            })
+        };
+        let s = apply(
+            Rc::default(),
+            vec![t("a", 1, 10), t("a", 2, 12), t("a", 2, 13), t("a", 3, 11)],
+        );
+        let order: Vec<NodeId> = s.spread.iter().map(|x| x.node).collect();
+        assert_eq!(
+            order,
+            [node(1), node(3), node(2)],
+            "in the order it happened, once per peer"
+        );
+        let s = apply(s, vec![t("b", 1, 20)]);
+        assert_eq!(s.spread.len(), 1);
+        let s = apply(s, vec![t("a", 4, 14)]);
+        assert_eq!(
+            s.spread.len(),
+            1,
+            "an older message's late trace is ignored"
+        );
     }
 
     #[test]

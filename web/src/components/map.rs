@@ -5,6 +5,7 @@
 use super::short;
 use crate::layout::{HEIGHT, WIDTH, layout};
 use hearsay_proto::topology::TopoRecord;
+use hearsay_proto::wire::Trace;
 use hearsay_proto::{NodeId, PeerKind};
 use std::collections::{BTreeSet, HashMap};
 use yew::prelude::*;
@@ -13,6 +14,19 @@ use yew::prelude::*;
 pub struct Props {
     pub records: Vec<TopoRecord>,
     pub me: Option<NodeId>,
+    /// The latest message's journey, in the order it happened.
+    pub spread: Vec<Trace>,
+}
+
+/// When (after the first) a step of the journey lights up: its real delay, stretched so a
+/// person can follow it, and at least a little after the step before.
+fn delays(spread: &[Trace]) -> HashMap<NodeId, u64> {
+    let first = spread.first().map(|t| t.at).unwrap_or(0);
+    spread
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.node, ((t.at - first) * 10).max(i as u64 * 120).min(4_000)))
+        .collect()
 }
 
 #[function_component(NetworkMap)]
@@ -43,6 +57,22 @@ pub fn network_map(props: &Props) -> Html {
         }
     }
     let edges: Vec<(usize, usize)> = edges.into_iter().collect();
+    let lit = delays(&props.spread);
+    // The links the message came over: (from, to) as map indices.
+    let hops: HashMap<(usize, usize), u64> = props
+        .spread
+        .iter()
+        .filter_map(|t| {
+            let (a, b) = (*index.get(&t.from?)?, *index.get(&t.node)?);
+            Some(((a.min(b), a.max(b)), lit[&t.node]))
+        })
+        .collect();
+    // A new message restarts the animation: keying the SVG on it remounts the lit marks.
+    let spread_key = props
+        .spread
+        .first()
+        .map(|t| t.id.to_string())
+        .unwrap_or_default();
     let ids: Vec<NodeId> = shown.iter().map(|r| r.node).collect();
     let pos = layout(&ids, &edges, &previous.borrow());
     *previous.borrow_mut() = ids.iter().copied().zip(pos.iter().copied()).collect();
@@ -67,11 +97,12 @@ pub fn network_map(props: &Props) -> Html {
     html! {
         <section class="map">
             <h2>{ format!("Network ({} peers)", shown.len()) }</h2>
-            <svg id="map" viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="img" aria-label="network map">
+                        <svg id="map" key={spread_key} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="img" aria-label="network map">
                 { for edges.iter().map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
                     html! {
-                        <line class={classes!("link", if both_nodes { "nn" } else { "nb" })}
+                                                <line class={classes!("link", if both_nodes { "nn" } else { "nb" }, hops.contains_key(&(a, b)).then_some("lit"))}
+                              style={hops.get(&(a, b)).map(|d| format!("animation-delay: {d}ms"))}
                               x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
                               x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
                     }
@@ -89,8 +120,9 @@ pub fn network_map(props: &Props) -> Html {
                         html! { <rect class="mark v1" x={format!("{:.1}", x + 16.0 * a.cos() - 3.0)} y={format!("{:.1}", y + 16.0 * a.sin() - 3.0)} width="6" height="6" /> }
                     });
                     html! {
-                        <g class="peer-mark" {onclick}>
-                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"))}
+                                                <g class="peer-mark" {onclick}>
+                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), lit.contains_key(&id).then_some("lit"))}
+                                    style={lit.get(&id).map(|d| format!("animation-delay: {d}ms"))}
                                     data-id={id.to_string()} cx={format!("{x:.1}")} cy={format!("{y:.1}")}
                                     r={if r.kind == PeerKind::Node { "9" } else { "6" }}>
                                 <title>{ format!("{} {}", kind, short(&id.to_string())) }</title>
