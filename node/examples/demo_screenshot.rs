@@ -1,0 +1,56 @@
+//! Takes the README's picture: `hearsay demo` (8 nodes, random links) with a page open on the
+//! first node, just after a message sent from the page crossed the network.
+//! `cargo run --release -p hearsay --example demo_screenshot` writes docs/map-demo.png.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::browser::{Chromedriver, screenshot, send_from_page};
+use common::wait_for;
+use fantoccini::Locator;
+use hearsay::cli::{DemoArgs, DemoTopology};
+use hearsay::demo::Demo;
+
+#[tokio::main]
+async fn main() {
+    assert!(
+        hearsay::page::embedded(),
+        "build the page first: bash scripts/build-web"
+    );
+    let args = DemoArgs {
+        nodes: 8,
+        topology: DemoTopology::Random,
+        port: 0,
+    };
+    let demo = Demo::start(&args).await.unwrap();
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(1100, 760).await;
+    page.goto(&demo.nodes[0].http_url()).await.unwrap();
+    let count = |css: &'static str| {
+        let page = page.clone();
+        async move {
+            page.find_all(Locator::Css(css))
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0)
+        }
+    };
+    wait_for("all eight nodes on the map", || async {
+        (count("#map circle.mark.node").await == 8 && count("#map circle.mark.me").await == 1)
+            .then_some(())
+    })
+    .await;
+    send_from_page(&page, "hello, mesh!").await;
+    wait_for("every node lit", || async {
+        (count("#map circle.mark.node.lit").await == 8).then_some(())
+    })
+    .await;
+    // Let the last marks finish lighting up.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let shot = screenshot(&page, "map-demo").await;
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/map-demo.png");
+    std::fs::copy(&shot, &docs).unwrap();
+    println!("wrote {}", docs.display());
+    page.close().await.unwrap();
+    demo.stop().await;
+}
