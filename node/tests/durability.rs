@@ -8,8 +8,7 @@ use common::seed::Seed;
 use common::*;
 use hearsay::server::NodeConfig;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 fn hearsay(port: u16, data: &std::path::Path) -> Command {
@@ -21,24 +20,9 @@ fn hearsay(port: u16, data: &std::path::Path) -> Command {
     cmd
 }
 
-/// Starts the binary and returns it with its base URL (read from its first line).
+/// Starts the binary and returns it with its base URL.
 fn spawn(port: u16, data: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = hearsay(port, data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    // Keep reading what it prints, so it never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let url = line
-        .split_whitespace()
-        .last()
-        .expect("a listening line")
-        .to_owned();
-    (child, url)
+    spawn_hearsay(&mut hearsay(port, data))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 struct Proc {
     child: Child,
@@ -41,26 +40,7 @@ fn spawn_in(data: std::sync::Arc<tempfile::TempDir>, port: u16, peers: &[String]
     for p in peers {
         cmd.args(["--peer", p]);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hearsay");
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    // Keep reading what it prints, so it never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    // "hearsay node <id> listening on http://127.0.0.1:PORT"
-    let url = line
-        .split_whitespace()
-        .last()
-        .expect("a listening line")
-        .to_owned();
-    assert!(
-        url.starts_with("http://127.0.0.1:"),
-        "unexpected first line {line:?}"
-    );
+    let (child, url) = spawn_hearsay(&mut cmd);
     let ws = url.replace("http://", "ws://");
     Proc {
         child,

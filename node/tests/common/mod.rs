@@ -198,3 +198,29 @@ pub async fn fill_store(dir: &std::path::Path, from: u64, to: u64) {
     }
     store.close();
 }
+
+/// Starts the `hearsay` binary as its own process and returns it with the base URL from its
+/// first line ("hearsay node <id> listening on http://127.0.0.1:PORT"). What it prints after
+/// that is read and dropped, so it never writes into a closed pipe.
+pub fn spawn_hearsay(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start hearsay");
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = line
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "unexpected first line {line:?}"
+    );
+    (child, url)
+}
