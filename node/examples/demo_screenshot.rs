@@ -5,9 +5,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::browser::{Chromedriver, screenshot, send_from_page};
+use common::browser::{Chromedriver, count, screenshot, send_from_page};
 use common::wait_for;
-use fantoccini::Locator;
 use hearsay::cli::{DemoArgs, DemoTopology};
 use hearsay::demo::Demo;
 
@@ -26,23 +25,15 @@ async fn main() {
     let mut driver = Chromedriver::start().await;
     let page = driver.open(1100, 760).await;
     page.goto(&demo.nodes[0].http_url()).await.unwrap();
-    let count = |css: &'static str| {
-        let page = page.clone();
-        async move {
-            page.find_all(Locator::Css(css))
-                .await
-                .map(|v| v.len())
-                .unwrap_or(0)
-        }
-    };
     wait_for("all eight nodes on the map", || async {
-        (count("#map circle.mark.node").await == 8 && count("#map circle.mark.me").await == 1)
+        (count(&page, "#map circle.mark.node").await == 8
+            && count(&page, "#map circle.mark.me").await == 1)
             .then_some(())
     })
     .await;
     send_from_page(&page, "hello, mesh!").await;
     wait_for("every node lit", || async {
-        (count("#map circle.mark.node.lit").await == 8).then_some(())
+        (count(&page, "#map circle.mark.node.lit").await == 8).then_some(())
     })
     .await;
     // Let the last marks finish lighting up.

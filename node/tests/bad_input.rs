@@ -81,14 +81,7 @@ async fn bad_http_input_gets_4xx_json() {
 async fn the_status_page_shows_messages_as_text() {
     let n = start_node(&[]).await;
     commit(&n, "<script>alert('x')</script> & <b>bold</b>").await;
-    let page = client()
-        .get(format!("{}/status", n.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&format!("{}/status", n.http_url())).await;
     assert!(
         page.contains("&lt;script&gt;alert('x')&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;"),
         "{page}"

@@ -220,22 +220,15 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     let mut driver = Chromedriver::start().await;
     let page = driver.open(1100, 850).await;
     page.goto(&nodes[0].http_url()).await.unwrap();
-    let count = |css: &'static str| {
-        let page = page.clone();
-        async move {
-            page.find_all(Locator::Css(css))
-                .await
-                .map(|v| v.len())
-                .unwrap_or(0)
-        }
-    };
     wait_for("five node marks and four node-to-node links", || async {
-        (count("#map circle.mark.node").await == 5 && count("#map line.link.nn").await == 4)
+        (count(&page, "#map circle.mark.node").await == 5
+            && count(&page, "#map line.link.nn").await == 4)
             .then_some(())
     })
     .await;
     wait_for("the page itself and its links on the map", || async {
-        (count("#map circle.mark.me").await == 1 && count("#map line.link.nb").await >= 1)
+        (count(&page, "#map circle.mark.me").await == 1
+            && count(&page, "#map line.link.nb").await >= 1)
             .then_some(())
     })
     .await;
@@ -245,7 +238,8 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     // came over (five arrivals, five links).
     send_from_page(&page, "watch me travel").await;
     wait_for("every node lit", || async {
-        (count("#map circle.mark.node.lit").await == 5 && count("#map line.link.lit").await == 5)
+        (count(&page, "#map circle.mark.node.lit").await == 5
+            && count(&page, "#map line.link.lit").await == 5)
             .then_some(())
     })
     .await;
@@ -283,7 +277,7 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     // A node that leaves goes off the map.
     nodes.pop().unwrap().stop().await;
     wait_for("four node marks", || async {
-        (count("#map circle.mark.node").await == 4).then_some(())
+        (count(&page, "#map circle.mark.node").await == 4).then_some(())
     })
     .await;
     page.close().await.unwrap();

@@ -52,14 +52,7 @@ async fn a_line_demo_carries_a_commit_end_to_end_and_stops_on_ctrl_c() {
         (message_texts(&urls[4]).await == ["end to end"]).then_some(())
     })
     .await;
-    let metrics = client()
-        .get(format!("{}/metrics", urls[2]))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", urls[2])).await;
     assert!(
         metrics.contains("hearsay_messages_forwarded_total 1"),
         "{metrics}"

@@ -118,12 +118,17 @@ pub async fn wait_page_shows(page: &Client, text: &str) {
     assert_eq!(n, 1, "the page shows {text:?} {n} times");
 }
 
-/// Number of links the page shows as open.
-pub async fn open_links(page: &Client) -> usize {
-    page.find_all(Locator::Css("li.link.open"))
+/// How many elements on the page match `css`.
+pub async fn count(page: &Client, css: &str) -> usize {
+    page.find_all(Locator::Css(css))
         .await
         .map(|v| v.len())
         .unwrap_or(0)
+}
+
+/// Number of links the page shows as open.
+pub async fn open_links(page: &Client) -> usize {
+    count(page, "li.link.open").await
 }
 
 /// Types `text` into the page's send box and presses Enter; checks the box clears.

@@ -71,6 +71,18 @@ pub async fn get_json(url: &str) -> Value {
         .unwrap()
 }
 
+/// The body of a GET, as text.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// (status, JSON body) of a GET.
 pub async fn get(url: &str) -> (u16, Value) {
     let r = client().get(url).send().await.unwrap();
