@@ -7,7 +7,7 @@ mod common;
 
 use common::browser::{Chromedriver, count, screenshot, send_from_page};
 use common::wait_for;
-use hearsay::cli::{DemoArgs, DemoTopology};
+use hearsay::cli::DemoArgs;
 use hearsay::demo::Demo;
 
 #[tokio::main]
@@ -18,7 +18,7 @@ async fn main() {
     );
     let args = DemoArgs {
         nodes: 8,
-        topology: DemoTopology::Random,
+        topology: hearsay_proto::sim::Topology::Random,
         port: 0,
     };
     let demo = Demo::start(&args).await.unwrap();

@@ -1,51 +1,62 @@
 //! One task per WebSocket: it writes what the driver queued for the peer and hands what the
-//! peer sends to the engine.
+//! peer sends to the engine; and the dialer, which opens the WebSockets the engine asks for.
 //!
 //! The queue is bounded ([`QUEUE_CAPACITY`]); a peer that lets it fill is dropped by the
-//! driver. Frames arrive as `Arc<str>` encoded once for every peer they go to. Accepted
+//! engine. Frames arrive as `Arc<str>` encoded once for every peer they go to. Accepted
 //! sockets (warp) and dialed ones (tokio-tungstenite) are different types, so the loop is
-//! generic over [`WsMessage`].
+//! generic over [`WsMessage`]. This module uses the driver; the driver never calls in here
+//! (it asks for dials through a channel), so the two do not depend on each other in a circle.
 
-use crate::driver::Shared;
+use crate::driver::{ConnHandle, Outgoing, Shared};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hearsay_proto::ConnId;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Frames queued for one peer before it counts as too slow.
 pub const QUEUE_CAPACITY: usize = 1024;
 
-/// What the driver asks a connection task to send.
-#[derive(Debug)]
-pub enum Outgoing {
-    Text(Arc<str>),
-    Ping,
-}
+/// How long a dial may take before it counts as failed.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The driver's end of a connection task.
-#[derive(Debug)]
-pub struct ConnHandle {
-    tx: mpsc::Sender<Outgoing>,
-    kill: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
-}
-
-impl ConnHandle {
-    /// Queues a frame; false if the queue is full.
-    pub fn try_send(&self, out: Outgoing) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-            // The task is already ending; its close will reach the engine.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-        }
+/// Opens every WebSocket the engine asks for, until shutdown.
+pub async fn dialer(shared: Arc<Shared>, mut dials: mpsc::UnboundedReceiver<(ConnId, String)>) {
+    loop {
+        let next = tokio::select! {
+            d = dials.recv() => d,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let Some((conn, address)) = next else { return };
+        let tracker = shared.tracker.clone();
+        tracker.spawn(dial(Arc::clone(&shared), conn, address));
     }
+}
 
-    /// Makes the task send a close frame with `reason` and end.
-    pub fn close(self, reason: String) {
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-        self.kill.cancel();
+async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
+    let attempt = tokio::time::timeout(DIAL_TIMEOUT, tokio_tungstenite::connect_async(&address));
+    let result = tokio::select! {
+        r = attempt => r,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    match result {
+        Ok(Ok((ws, _response))) => {
+            if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+                let _ = tcp.set_nodelay(true);
+            }
+            tracing::debug!(%conn, %address, "dialed");
+            run(shared, Some(conn), ws).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%conn, %address, error = %e, "dial failed");
+            let reason = e.to_string();
+            shared.drive(|engine, now| engine.dial_failed(conn, &reason, now));
+        }
+        Err(_) => {
+            tracing::debug!(%conn, %address, "dial timed out");
+            shared.drive(|engine, now| engine.dial_failed(conn, "dial timed out", now));
+        }
     }
 }
 
@@ -139,11 +150,7 @@ where
     let (tx, mut rx) = mpsc::channel(QUEUE_CAPACITY);
     let kill = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
-    let handle = ConnHandle {
-        tx,
-        kill: kill.clone(),
-        reason: Arc::clone(&reason),
-    };
+    let handle = ConnHandle::new(tx, kill.clone(), Arc::clone(&reason));
     let conn = match dialed {
         Some(conn) => {
             shared.opened(conn, handle);
@@ -174,7 +181,7 @@ where
                 Some(Ok(msg)) => match msg.classify() {
                     Incoming::Text(text) => shared.drive(|e, now| e.frame(conn, &text, now)),
                     Incoming::Pong => shared.drive(|e, now| e.transport_pong(conn, now)),
-                    Incoming::Binary => shared.drive(|e, _| e.unsupported_frame(conn)),
+                    Incoming::Binary => shared.drive(|e, now| e.unsupported_frame(conn, now)),
                     Incoming::Close(why) => break End::PeerClosed(why),
                     Incoming::Other => {}
                 },

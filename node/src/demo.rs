@@ -1,25 +1,11 @@
 //! `hearsay demo`: a whole network in one process — N nodes, each with its own listener and
 //! its own store in a temporary folder, linked in the topology asked for, until Ctrl-C.
 
-use crate::cli::{DemoArgs, DemoTopology};
+use crate::cli::DemoArgs;
 use crate::server::{self, NodeConfig, RunningNode, StartError};
-use hearsay_proto::Config as EngineConfig;
-use hearsay_proto::sim::Topology;
 use std::io::Write;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-impl From<DemoTopology> for Topology {
-    fn from(t: DemoTopology) -> Self {
-        match t {
-            DemoTopology::Line => Topology::Line,
-            DemoTopology::Ring => Topology::Ring,
-            DemoTopology::Star => Topology::Star,
-            DemoTopology::Random => Topology::Random,
-            DemoTopology::Full => Topology::Full,
-        }
-    }
-}
 
 /// A running demo network.
 pub struct Demo {
@@ -52,21 +38,18 @@ impl Demo {
             .map(|(l, _)| l.local_addr().map(|a| format!("ws://{a}")))
             .collect::<Result<_, _>>()?;
         let mut peers: Vec<Vec<String>> = vec![Vec::new(); n];
-        for (a, b) in Topology::from(args.topology).edges(n, &mut rand::rng()) {
+        for (a, b) in args.topology.edges(n, &mut rand::rng()) {
             peers[a].push(urls[b].clone());
         }
         let mut nodes = Vec::new();
         let mut data = Vec::new();
         for ((listener, v1), peers) in listeners.into_iter().zip(peers) {
             let dir = tempfile::Builder::new().prefix("hearsay-demo-").tempdir()?;
+            // The topology is only the first links: membership and broadcast are the same as
+            // in any network.
             let config = NodeConfig {
                 peers,
                 data: Some(dir.path().to_owned()),
-                // Only the topology's own links, so the map shows the shape asked for.
-                engine: EngineConfig {
-                    dial_discovered: false,
-                    ..EngineConfig::default()
-                },
                 ..NodeConfig::default()
             };
             nodes.push(server::start(
@@ -93,7 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "hearsay demo: {} nodes, {:?} topology",
+        "hearsay demo: {} nodes, first linked as a {}",
         demo.nodes.len(),
         args.topology
     );

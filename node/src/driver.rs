@@ -4,19 +4,22 @@
 //! carrying out its outputs is non-blocking too (a `try_send` into a peer's bounded queue, a
 //! spawned dial, a store insert), so the lock is never held across an `.await`. A tokio mutex
 //! would buy nothing and cost more.
+//!
+//! After every call the engine's outputs are drained through [`NodeDriver`], this node's side
+//! of `hearsay_proto::Driver` (the contract is in `hearsay_proto`'s docs). The timer task
+//! sleeps until the engine's next deadline, and is woken early when a call brings that
+//! deadline forward.
 
 use crate::clock::Clock;
-use crate::conn::{self, ConnHandle, Outgoing};
 use crate::store::{Ack, Store, StoreError};
-use hearsay_proto::{ConnId, Engine, Output};
+use hearsay_proto::{CloseReason, ConnId, Driver, Engine, Message, MsgId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// How long a dial may take before it counts as failed.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct State {
     pub engine: Engine,
@@ -34,16 +37,23 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub metrics: crate::metrics::Metrics,
     pub started_at: u64,
+    /// When the timer task will next wake, and how to wake it sooner.
+    wake_at: AtomicU64,
+    wake: Notify,
+    /// Dials the engine asked for, for `conn::dialer` to open.
+    dials: mpsc::UnboundedSender<(ConnId, String)>,
 }
 
 impl Shared {
+    /// The shared state, and the dials it will ask for (hand them to `conn::dialer`).
     pub fn new(
         engine: Engine,
         store: Arc<dyn Store>,
         clock: Clock,
         shutdown: CancellationToken,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<(ConnId, String)>) {
+        let (dials, dial_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Self {
             state: Mutex::new(State {
                 engine,
                 conns: HashMap::new(),
@@ -54,7 +64,11 @@ impl Shared {
             tracker: TaskTracker::new(),
             shutdown,
             metrics: crate::metrics::Metrics::new(),
-        })
+            wake_at: AtomicU64::new(u64::MAX),
+            wake: Notify::new(),
+            dials,
+        });
+        (shared, dial_rx)
     }
 
     /// Reads the state without driving the engine (status pages, API reads).
@@ -133,66 +147,19 @@ impl Shared {
 
     /// Carries out the engine's outputs. `ack`, if given, is attached to the storage of that
     /// message, for a publisher waiting on durability.
-    fn execute(
-        self: &Arc<Self>,
-        state: &mut State,
-        now: u64,
-        mut ack: Option<(hearsay_proto::MsgId, Ack)>,
-    ) {
-        loop {
-            let mut overflowed = Vec::new();
-            while let Some(output) = state.engine.poll_output() {
-                match output {
-                    Output::Send { conn, frame } => {
-                        if let Some(handle) = state.conns.get(&conn)
-                            && !handle.try_send(Outgoing::Text(frame))
-                        {
-                            overflowed.push(conn);
-                        }
-                    }
-                    Output::Ping { conn } => {
-                        if let Some(handle) = state.conns.get(&conn) {
-                            handle.try_send(Outgoing::Ping);
-                        }
-                    }
-                    Output::Close { conn, reason } => {
-                        if let Some(handle) = state.conns.remove(&conn) {
-                            tracing::debug!(%conn, %reason, "closing peer");
-                            handle.close(reason);
-                        }
-                    }
-                    Output::Dial { conn, address } => self.spawn_dial(conn, address),
-                    // Only pages wait for acknowledgements and draw messages travelling.
-                    Output::Acked { .. } | Output::Traced(_) => {}
-                    Output::Fetch { conn, ids } => self.spawn_fetch(conn, ids),
-                    Output::Deliver(msg) => {
-                        tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
-                        let waiting = match ack.take() {
-                            Some((id, tx)) if id == msg.id => Some(tx),
-                            other => {
-                                ack = other;
-                                None
-                            }
-                        };
-                        self.store.insert(msg, waiting);
-                    }
-                }
-            }
-            if overflowed.is_empty() {
-                break;
-            }
-            // A peer that cannot keep up is dropped rather than allowed to grow memory or to
-            // slow everyone else down; the engine hears it as a close.
-            for conn in overflowed {
-                if let Some(handle) = state.conns.remove(&conn) {
-                    tracing::warn!(%conn, "send queue full; dropping peer");
-                    self.metrics
-                        .queue_drops_seen
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    handle.close("send queue full: peer too slow".to_owned());
-                }
-                state.engine.closed(conn, Some("send queue full"), now);
-            }
+    fn execute(self: &Arc<Self>, state: &mut State, now: u64, ack: Option<(MsgId, Ack)>) {
+        let State { engine, conns } = state;
+        let mut driver = NodeDriver {
+            shared: self,
+            conns,
+            ack,
+        };
+        engine.drain(&mut driver, now);
+        // A call may have brought the next deadline forward: wake the timer if so.
+        if let Some(next) = engine.poll_timeout()
+            && next < self.wake_at.load(Ordering::Relaxed)
+        {
+            self.wake.notify_one();
         }
     }
 
@@ -212,46 +179,129 @@ impl Shared {
         });
     }
 
-    fn spawn_dial(self: &Arc<Self>, conn: ConnId, address: String) {
-        let shared = Arc::clone(self);
-        self.tracker.spawn(async move {
-            let attempt =
-                tokio::time::timeout(DIAL_TIMEOUT, tokio_tungstenite::connect_async(&address));
-            let result = tokio::select! {
-                r = attempt => r,
-                _ = shared.shutdown.cancelled() => return,
-            };
-            match result {
-                Ok(Ok((ws, _response))) => {
-                    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
-                        let _ = tcp.set_nodelay(true);
-                    }
-                    tracing::debug!(%conn, %address, "dialed");
-                    conn::run(shared, Some(conn), ws).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%conn, %address, error = %e, "dial failed");
-                    let reason = e.to_string();
-                    shared.drive(|engine, now| engine.dial_failed(conn, &reason, now));
-                }
-                Err(_) => {
-                    tracing::debug!(%conn, %address, "dial timed out");
-                    shared.drive(|engine, now| engine.dial_failed(conn, "dial timed out", now));
-                }
-            }
-        });
-    }
-
-    /// Runs the engine's timer until shutdown.
+    /// Runs the engine's timer until shutdown: sleeps until the engine's next deadline, or
+    /// until a call brings it forward.
     pub async fn run_timer(self: Arc<Self>) {
         loop {
             let deadline = self.read(|s| s.engine.poll_timeout());
-            let at = tokio::time::Instant::from_std(self.clock.instant_at(deadline));
+            self.wake_at
+                .store(deadline.unwrap_or(u64::MAX), Ordering::Relaxed);
+            // Checked again after publishing when we sleep until: a call in between may
+            // already have moved the deadline (and its notification is then kept for us).
+            let sleep = match deadline {
+                Some(at) => tokio::time::Instant::from_std(self.clock.instant_at(at)),
+                None => tokio::time::Instant::now() + Duration::from_secs(3_600),
+            };
             tokio::select! {
-                _ = tokio::time::sleep_until(at) => {}
+                _ = tokio::time::sleep_until(sleep) => {}
+                _ = self.wake.notified() => continue,
                 _ = self.shutdown.cancelled() => return,
             }
             self.drive(|engine, now| engine.handle_timeout(now));
         }
+    }
+}
+
+/// What the driver asks a connection task to send.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Arc<str>),
+    Ping,
+}
+
+/// The driver's end of a connection task.
+#[derive(Debug)]
+pub struct ConnHandle {
+    tx: mpsc::Sender<Outgoing>,
+    kill: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl ConnHandle {
+    /// The handle of a connection task that drains `tx`'s queue, ends when `kill` is
+    /// cancelled, and then tells its peer `reason`.
+    pub fn new(
+        tx: mpsc::Sender<Outgoing>,
+        kill: CancellationToken,
+        reason: Arc<Mutex<Option<String>>>,
+    ) -> Self {
+        Self { tx, kill, reason }
+    }
+
+    /// Queues a frame; false if the queue is full.
+    pub fn try_send(&self, out: Outgoing) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            // The task is already ending; its close will reach the engine.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
+    }
+
+    /// Makes the task send a close frame with `reason` and end.
+    pub fn close(self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.kill.cancel();
+    }
+}
+
+/// This node's side of the driver contract: frames into the peers' bounded queues, dials and
+/// fetches spawned off the lock, deliveries into the store and to stream subscribers.
+struct NodeDriver<'a> {
+    shared: &'a Arc<Shared>,
+    conns: &'a mut HashMap<ConnId, ConnHandle>,
+    ack: Option<(MsgId, Ack)>,
+}
+
+impl Driver for NodeDriver<'_> {
+    fn send(&mut self, conn: ConnId, frame: Arc<str>) -> bool {
+        self.conns
+            .get(&conn)
+            .is_none_or(|h| h.try_send(Outgoing::Text(frame)))
+    }
+
+    fn ping(&mut self, conn: ConnId) {
+        if let Some(handle) = self.conns.get(&conn) {
+            handle.try_send(Outgoing::Ping);
+        }
+    }
+
+    fn dial(&mut self, conn: ConnId, address: String) {
+        // The connection module's dialer opens it (and would have ended only at shutdown).
+        let _ = self.shared.dials.send((conn, address));
+    }
+
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(handle) = self.conns.remove(&conn) {
+            if reason == CloseReason::SendQueueFull {
+                // A peer that cannot keep up is dropped rather than allowed to grow memory.
+                tracing::warn!(%conn, "send queue full; dropping peer");
+                self.shared
+                    .metrics
+                    .queue_drops_seen
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::debug!(%conn, %reason, "closing peer");
+            }
+            handle.close(reason.to_string());
+        }
+    }
+
+    fn deliver(&mut self, msg: Message, _hops: Option<u32>) {
+        tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
+        let waiting = match self.ack.take() {
+            Some((id, tx)) if id == msg.id => Some(tx),
+            other => {
+                self.ack = other;
+                None
+            }
+        };
+        self.shared.store.insert(msg, waiting);
+    }
+
+    fn fetch(&mut self, conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>> {
+        // The store is read off the engine's lock; the answer comes back through `provide`.
+        self.shared.spawn_fetch(conn, ids);
+        None
     }
 }

@@ -200,12 +200,129 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
             let nodes = shared.read(|s| s.engine.topology());
             warp::reply::json(&json!({ "nodes": nodes }))
         });
+    let stream = warp::get()
+        .and(warp::path("stream"))
+        .and(warp::path::end())
+        .and(query())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(stream_messages);
     let status = warp::get()
         .and(warp::path("status"))
         .and(warp::path::end())
         .and(with_shared(shared))
         .map(|shared: Arc<Shared>| warp::reply::json(&status(&shared)));
-    peers.or(list).or(post).or(topology).or(status)
+    peers.or(list).or(post).or(topology).or(stream).or(status)
+}
+
+/// `GET /api/stream`: Server-Sent Events, one `message` event per message as this node stores
+/// it (the JSON of `/api/messages`, the message id as event id). With `?after=ID` or a
+/// `Last-Event-ID` header (what a browser's `EventSource` sends when it reconnects), it first
+/// sends everything stored after that id, so a client that resumes loses nothing.
+async fn stream_messages(
+    q: Query,
+    last_event_id: Option<String>,
+    shared: Arc<Shared>,
+) -> Result<impl Reply, Rejection> {
+    let after = match q.get("after").cloned().or(last_event_id) {
+        None => None,
+        Some(raw) => Some(raw.parse::<MsgId>().map_err(|_| {
+            bad_request(format!(
+                "`after` (or Last-Event-ID) must be a message id (32 hex digits), got {raw:?}"
+            ))
+        })?),
+    };
+    // Subscribe before reading the history, so nothing falls between the two.
+    let live = shared.store.subscribe();
+    if let Some(id) = &after {
+        match shared.store.page(Some(id), 1) {
+            Ok(_) => {}
+            Err(e @ PageError::UnknownAfter(_)) => {
+                return Err(warp::reject::custom(ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    message: e.to_string(),
+                }));
+            }
+            Err(PageError::Store(e)) => return Err(unavailable(e)),
+        }
+    }
+    let state = Feed {
+        shared,
+        cursor: after,
+        replaying: after.is_some(),
+        backlog: std::collections::VecDeque::new(),
+        replayed: std::collections::HashSet::new(),
+        live,
+    };
+    let events = futures_util::stream::unfold(state, Feed::next);
+    Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)))
+}
+
+/// Where a stream is: replaying the store from `cursor`, or following what is stored live.
+struct Feed {
+    shared: Arc<Shared>,
+    cursor: Option<MsgId>,
+    replaying: bool,
+    backlog: std::collections::VecDeque<hearsay_proto::Message>,
+    /// Ids sent while replaying: the live feed may repeat the newest of them.
+    replayed: std::collections::HashSet<MsgId>,
+    live: tokio::sync::broadcast::Receiver<Arc<hearsay_proto::Message>>,
+}
+
+impl Feed {
+    const PAGE: usize = 500;
+
+    async fn next(mut self) -> Option<(Result<warp::sse::Event, Infallible>, Feed)> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if self.replaying {
+                if self.backlog.is_empty() {
+                    match self.shared.store.page(self.cursor.as_ref(), Self::PAGE) {
+                        Ok(page) if page.is_empty() => self.replaying = false,
+                        Ok(page) => self.backlog.extend(page),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stream: cannot read the store");
+                            return None;
+                        }
+                    }
+                }
+                if let Some(msg) = self.backlog.pop_front() {
+                    self.cursor = Some(msg.id);
+                    self.replayed.insert(msg.id);
+                    return Some((Ok(event(&msg)), self));
+                }
+                continue;
+            }
+            // A node that is stopping ends its streams (its shutdown waits for them).
+            let next = tokio::select! {
+                next = self.live.recv() => next,
+                _ = self.shared.shutdown.cancelled() => return None,
+            };
+            match next {
+                Ok(msg) => {
+                    if self.replayed.contains(&msg.id) {
+                        continue;
+                    }
+                    // Past the replay: everything from here on is new.
+                    self.replayed.clear();
+                    self.cursor = Some(msg.id);
+                    return Some((Ok(event(&msg)), self));
+                }
+                // Too slow for the live feed: catch up from the store.
+                Err(RecvError::Lagged(_)) => self.replaying = true,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+fn event(msg: &hearsay_proto::Message) -> warp::sse::Event {
+    // Our own message always serializes.
+    let json = serde_json::to_string(msg).unwrap_or_default();
+    warp::sse::Event::default()
+        .id(msg.id.to_string())
+        .event("message")
+        .data(json)
 }
 
 /// A peer as `/api/peers` shows it.
@@ -216,6 +333,10 @@ struct PeerJson {
     direction: hearsay_proto::Direction,
     protocol: hearsay_proto::Protocol,
     kind: Option<hearsay_proto::PeerKind>,
+    /// In the active view (a node), held here (a page), or a page's link.
+    neighbor: bool,
+    /// Messages are pushed to it: a link of the broadcast tree.
+    eager: bool,
     connected_at: u64,
 }
 
@@ -227,6 +348,8 @@ impl From<PeerInfo> for PeerJson {
             direction: p.direction,
             protocol: p.protocol,
             kind: p.kind,
+            neighbor: p.neighbor,
+            eager: p.eager,
             connected_at: p.connected_at,
         }
     }
@@ -240,7 +363,11 @@ fn status(shared: &Shared) -> serde_json::Value {
             "protocol": hearsay_proto::wire::PROTOCOL_VERSION,
             "addresses": s.engine.config().listen_addresses,
             "peers": s.engine.peers().len(),
-            "known_addresses": s.engine.known_addresses(),
+            "neighbors": s.engine.neighbors().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "passive": s.engine.passive().iter().map(|r| &r.address).collect::<Vec<_>>(),
+            "root": s.engine.root().map(|r| r.to_string()),
+            "strategy": s.engine.config().broadcast.strategy.to_string(),
+            "links": s.engine.links(),
             "messages": shared.store.len().unwrap_or(0),
             "stats": s.engine.stats(),
             "started_at": shared.started_at,

@@ -2,17 +2,22 @@
 //!
 //! - [`cli`]: command-line arguments (`hearsay PORT [--peer WS_URL]...`).
 //! - [`demo`]: `hearsay demo`, a whole network in one process.
+//! - [`simulate`]: `hearsay sim`, the protocol's simulator with figures.
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
 //!   stops every task on shutdown.
-//! - [`http`]: routes — the seed's `/add` and `/commit`, the status page, `/api/*`, and the
-//!   WebSocket upgrade at `/ws` and `/`.
+//! - [`http`]: routes — the seed's `/add` and `/commit`, the status page, `/api/*` (with
+//!   `/api/stream`, Server-Sent Events of what the store takes in), and the WebSocket upgrade
+//!   at `/ws` and `/`.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`page`]: the browser peer's page (trunk's `dist/`), embedded at compile time.
-//! - [`driver`]: owns the engine (behind a short-held mutex), carries out its outputs: frames
-//!   into per-peer queues, dials, closes, deliveries into the store.
-//! - [`conn`]: one task per WebSocket, accepted or dialed: bounded queue out, frames in.
-//! - [`store`]: the message history behind the [`store::Store`] interface.
+//! - [`driver`]: owns the engine (behind a short-held mutex), drains its outputs through
+//!   `hearsay_proto::Driver`: frames into per-peer queues, dials (handed to `conn`'s dialer),
+//!   closes, deliveries into the store; wakes the engine at its next deadline.
+//! - [`conn`]: one task per WebSocket, accepted or dialed: bounded queue out, frames in; and
+//!   the dialer. It calls the driver, never the other way round.
+//! - [`store`]: the message history behind the [`store::Store`] interface, with a feed of
+//!   what it stores.
 //! - [`clock`]: monotonic Unix-epoch milliseconds for the engine.
 //!
 //! Data flow: socket → `conn` → `Shared::drive(engine.frame)` → outputs → other peers' queues
@@ -29,4 +34,5 @@ pub mod http;
 pub mod metrics;
 pub mod page;
 pub mod server;
+pub mod simulate;
 pub mod store;

@@ -18,8 +18,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if let Some(Command::Demo(demo)) = args.command {
-        return hearsay::demo::run(demo).await;
+    match args.command {
+        Some(Command::Demo(demo)) => return hearsay::demo::run(demo).await,
+        Some(Command::Sim(sim)) => return hearsay::simulate::run(&sim),
+        None => {}
     }
     let port = args.port.expect("clap requires PORT without a subcommand");
     let v1_port = args.v1_port(port).map_err(anyhow::Error::msg)?;

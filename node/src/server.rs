@@ -122,7 +122,7 @@ pub fn start(
     for key in &held {
         engine.note_held(*key);
     }
-    let shared = Shared::new(engine, store, clock, shutdown.clone());
+    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone());
 
     for peer in &config.peers {
         if let Err(e) = shared.drive(|engine, now| engine.add_peer(peer, now)) {
@@ -144,6 +144,7 @@ pub fn start(
         tracker.spawn(server);
     }
     tracker.spawn(Arc::clone(&shared).run_timer());
+    tracker.spawn(crate::conn::dialer(Arc::clone(&shared), dials));
     tracing::info!(%id, %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
 
     let task = tokio::spawn(async move {

@@ -6,6 +6,10 @@
 //! a commit costs an fsync, so sixteen concurrent clients share one fsync instead of paying
 //! sixteen. Reads run concurrently in their own read transactions.
 //!
+//! Every message stored is also told, once durable and in the order stored, to whoever
+//! subscribed ([`Store::subscribe`]): that is what `GET /api/stream` sends, so a client that
+//! resumes from an event id finds that id in the store.
+//!
 //! Why redb: pure Rust (nothing to build or install, so `cargo build` is all a user runs),
 //! ACID with a durable fsync'd commit by default, and it locks its file, so a second node
 //! pointed at the same folder gets a clear error instead of a corrupted store.
@@ -16,7 +20,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
+
+/// Messages told to subscribers before a slow one misses some (and must page instead).
+pub const FEED_BACKLOG: usize = 4096;
 
 /// Messages in arrival order: local sequence number → the message as JSON.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -70,14 +77,26 @@ pub trait Store: Send + Sync {
     fn keys(&self) -> Result<Vec<Key>, StoreError>;
     /// The messages with these ids that are held (others are skipped).
     fn get_many(&self, ids: &[MsgId]) -> Result<Vec<Message>, StoreError>;
+    /// Every message stored from now on, once durable, in the order stored.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Message>>;
     /// Finishes queued writes and releases the store.
     fn close(&self);
 }
 
 /// Messages in memory, lost on restart. Writes are "durable" at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<(Vec<Message>, HashMap<MsgId, usize>)>,
+    feed: broadcast::Sender<Arc<Message>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            feed: broadcast::channel(FEED_BACKLOG).0,
+        }
+    }
 }
 
 impl Store for MemoryStore {
@@ -87,6 +106,8 @@ impl Store for MemoryStore {
         let new = !position.contains_key(&msg.id);
         if new {
             position.insert(msg.id, messages.len());
+            // Told while the lock is held, so subscribers hear in the order stored.
+            let _ = self.feed.send(Arc::new(msg.clone()));
             messages.push(msg);
         }
         if let Some(ack) = ack {
@@ -131,6 +152,10 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Message>> {
+        self.feed.subscribe()
+    }
+
     fn close(&self) {}
 }
 
@@ -144,6 +169,7 @@ pub struct DiskStore {
     db: Arc<Database>,
     path: PathBuf,
     writer: Mutex<Option<(mpsc::Sender<Write>, std::thread::JoinHandle<()>)>>,
+    feed: broadcast::Sender<Arc<Message>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -173,14 +199,17 @@ impl DiskStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
+        let feed = broadcast::channel(FEED_BACKLOG).0;
+        let writer_feed = feed.clone();
         let handle = std::thread::Builder::new()
             .name("hearsay-store".into())
-            .spawn(move || write_loop(&writer_db, rx))
+            .spawn(move || write_loop(&writer_db, rx, &writer_feed))
             .map_err(io)?;
         Ok(DiskStore {
             db,
             path,
             writer: Mutex::new(Some((tx, handle))),
+            feed,
         })
     }
 
@@ -189,8 +218,9 @@ impl DiskStore {
     }
 }
 
-/// Takes every write waiting, commits them in one transaction, then acknowledges them all.
-fn write_loop(db: &Database, rx: mpsc::Receiver<Write>) {
+/// Takes every write waiting, commits them in one transaction, then acknowledges them all
+/// and tells subscribers what was new.
+fn write_loop(db: &Database, rx: mpsc::Receiver<Write>, feed: &broadcast::Sender<Arc<Message>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -201,6 +231,9 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Write>) {
         }
         let result = commit_batch(db, &batch);
         for (i, w) in batch.into_iter().enumerate() {
+            if matches!(&result, Ok(new) if new[i]) {
+                let _ = feed.send(Arc::new(w.msg));
+            }
             if let Some(ack) = w.ack {
                 let _ = ack.send(match &result {
                     Ok(new) => Ok(new[i]),
@@ -330,6 +363,10 @@ impl Store for DiskStore {
             }
         }
         Ok(out)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Message>> {
+        self.feed.subscribe()
     }
 
     fn close(&self) {

@@ -109,13 +109,33 @@ where
 }
 
 #[tokio::test]
-async fn bad_frames_are_counted_and_a_flood_of_them_closes_with_a_reason() {
+async fn a_peer_of_another_protocol_version_is_closed_with_both_versions_named() {
     let n = start_node(&[]).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
         .await
         .unwrap();
     let hello = json!({
         "type": "HELLO", "protocol": "hearsay", "version": 2, "id": "11".repeat(16),
+        "kind": "node", "addresses": []
+    });
+    ws.send(Message::text(hello.to_string())).await.unwrap();
+    let reason = close_reason(&mut ws).await;
+    let ours = format!("v{}", hearsay_proto::wire::PROTOCOL_VERSION);
+    assert!(
+        reason.contains("version") && reason.contains("v2") && reason.contains(&ours),
+        "{reason:?}"
+    );
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_are_counted_and_a_flood_of_them_closes_with_a_reason() {
+    let n = start_node(&[]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
+        .await
+        .unwrap();
+    let hello = json!({
+        "type": "HELLO", "protocol": "hearsay", "version": hearsay_proto::wire::PROTOCOL_VERSION, "id": "11".repeat(16),
         "kind": "node", "addresses": []
     });
     ws.send(Message::text(hello.to_string())).await.unwrap();

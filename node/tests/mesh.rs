@@ -3,8 +3,7 @@
 mod common;
 
 use common::*;
-use hearsay::server::NodeConfig;
-use hearsay_proto::Config as EngineConfig;
+use hearsay::server::RunningNode;
 
 #[tokio::test]
 async fn a_chain_of_peer_flags_forms_a_mesh_and_commits_reach_every_node_once() {
@@ -26,7 +25,7 @@ async fn a_chain_of_peer_flags_forms_a_mesh_and_commits_reach_every_node_once() 
         wait_for(&format!("node {i} to see both others"), || {
             let want = want.clone();
             let url = node.http_url();
-            async move { (v2_peer_ids(&url).await == want).then_some(()) }
+            async move { (neighbor_ids(&url).await == want).then_some(()) }
         })
         .await;
     }
@@ -57,54 +56,63 @@ async fn a_chain_of_peer_flags_forms_a_mesh_and_commits_reach_every_node_once() 
 }
 
 #[tokio::test]
-async fn the_centre_of_a_star_relays_between_leaves() {
-    // Leaves may not dial what they learn, so the only paths run through the centre.
-    let static_config = |peers: Vec<String>| NodeConfig {
-        peers,
-        engine: EngineConfig {
-            dial_discovered: false,
-            ..EngineConfig::default()
-        },
-        ..NodeConfig::default()
-    };
-    let centre = start_node_with(static_config(vec![])).await;
+async fn a_star_of_peer_flags_carries_each_message_along_a_tree() {
+    // (With flooding, the leaves only linked to the centre, which relayed everything; now
+    // membership links the leaves too, and broadcast sends each message over a spanning tree
+    // of those links, so no node receives a copy twice.)
+    let centre = start_node(&[]).await;
     let mut leaves = Vec::new();
     for _ in 0..4 {
-        leaves.push(start_node_with(static_config(vec![centre.ws_url()])).await);
+        leaves.push(start_node(&[centre.ws_url()]).await);
     }
-    wait_for("four leaves at the centre", || async {
-        (v2_peer_ids(&centre.http_url()).await.len() == 4).then_some(())
+    let mut nodes: Vec<&RunningNode> = leaves.iter().collect();
+    nodes.push(&centre);
+    let urls: Vec<String> = nodes.iter().map(|n| n.http_url()).collect();
+    // Wait for the tree: every node in the overlay, one root, and eager links that pair up
+    // into a spanning tree (n - 1 links, named by both ends).
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.to_string()).collect();
+    wait_for("one broadcast tree spanning the five", || async {
+        let mut roots = Vec::new();
+        let mut eager: Vec<(String, String)> = Vec::new();
+        for (url, id) in urls.iter().zip(&ids) {
+            roots.push(status(url).await["root"].as_str()?.to_owned());
+            for e in eager_ids(url).await {
+                eager.push((id.clone(), e));
+            }
+        }
+        roots.dedup();
+        let symmetric = eager
+            .iter()
+            .all(|(a, b)| eager.contains(&(b.clone(), a.clone())));
+        (roots.len() == 1 && symmetric && eager.len() == 2 * (ids.len() - 1)).then_some(())
     })
     .await;
-    for leaf in &leaves {
-        assert_eq!(
-            v2_peer_ids(&leaf.http_url()).await,
-            vec![centre.id.to_string()]
-        );
-    }
-
+    let before: u64 = total_stat(&urls, "duplicates").await;
     let mut texts = Vec::new();
     for (i, leaf) in leaves.iter().enumerate() {
         let t = format!("from leaf {i}");
         post_message(leaf, &t).await;
         texts.push(t);
     }
-    let mut urls: Vec<String> = leaves.iter().map(|l| l.http_url()).collect();
-    urls.push(centre.http_url());
     wait_all_hold(&urls, &texts).await;
-    let forwarded = status(&centre.http_url()).await["stats"]["forwarded"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(
-        forwarded,
-        4 * 3,
-        "the centre forwards each leaf's message to the other three"
-    );
-
+    let after: u64 = total_stat(&urls, "duplicates").await;
+    assert_eq!(after - before, 0, "a copy arrived twice somewhere");
+    for url in &urls {
+        let n = neighbor_ids(url).await.len();
+        assert!((1..=5).contains(&n), "{n} neighbours");
+    }
     centre.stop().await;
     for l in leaves {
         l.stop().await;
     }
+}
+
+async fn total_stat(urls: &[String], name: &str) -> u64 {
+    let mut total = 0;
+    for url in urls {
+        total += status(url).await["stats"][name].as_u64().unwrap();
+    }
+    total
 }
 
 #[tokio::test]
@@ -112,7 +120,7 @@ async fn a_node_stops_cleanly_and_frees_its_ports() {
     let a = start_node(&[]).await;
     let b = start_node(&[a.ws_url()]).await;
     wait_for("a and b linked", || async {
-        (v2_peer_ids(&a.http_url()).await.len() == 1).then_some(())
+        (neighbor_ids(&a.http_url()).await.len() == 1).then_some(())
     })
     .await;
     let (addr, v1) = (b.addr, b.v1_addr.unwrap());
@@ -128,7 +136,7 @@ async fn a_node_stops_cleanly_and_frees_its_ports() {
         .expect("v1 port freed");
     // And a saw b leave.
     wait_for("a to drop b", || async {
-        v2_peer_ids(&a.http_url()).await.is_empty().then_some(())
+        neighbor_ids(&a.http_url()).await.is_empty().then_some(())
     })
     .await;
     a.stop().await;

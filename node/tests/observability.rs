@@ -71,7 +71,7 @@ async fn metrics_parse_and_move_after_a_commit() {
     let a = start_node(&[]).await;
     let b = start_node(&[a.ws_url()]).await;
     wait_for("a and b linked", || async {
-        (v2_peer_ids(&b.http_url()).await.len() == 1).then_some(())
+        (neighbor_ids(&b.http_url()).await.len() == 1).then_some(())
     })
     .await;
     let before = scrape(&b.http_url()).await;

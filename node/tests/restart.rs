@@ -57,7 +57,7 @@ async fn a_killed_and_restarted_node_is_reconnected_without_help() {
     let c = spawn(0, std::slice::from_ref(&b.ws));
     for p in [&a, &b, &c] {
         wait_for("a full mesh of three", || async {
-            (v2_peer_ids(&p.url).await.len() == 2).then_some(())
+            (neighbor_ids(&p.url).await.len() == 2).then_some(())
         })
         .await;
     }
@@ -69,7 +69,7 @@ async fn a_killed_and_restarted_node_is_reconnected_without_help() {
     b.child.wait().unwrap();
     for p in [&a, &c] {
         wait_for("b to be noticed gone", || async {
-            (!v2_peer_ids(&p.url).await.contains(&old_b)).then_some(())
+            (!neighbor_ids(&p.url).await.contains(&old_b)).then_some(())
         })
         .await;
     }
@@ -82,7 +82,7 @@ async fn a_killed_and_restarted_node_is_reconnected_without_help() {
     assert_ne!(new_b, old_b);
     for p in [&a, &c] {
         wait_for("b to be redialed", || async {
-            v2_peer_ids(&p.url).await.contains(&new_b).then_some(())
+            neighbor_ids(&p.url).await.contains(&new_b).then_some(())
         })
         .await;
     }
@@ -105,7 +105,7 @@ async fn ctrl_c_stops_the_node_and_frees_its_ports() {
     let a = spawn(0, &[]);
     let b = spawn(0, std::slice::from_ref(&a.ws));
     wait_for("a and b linked", || async {
-        (v2_peer_ids(&a.url).await.len() == 1).then_some(())
+        (neighbor_ids(&a.url).await.len() == 1).then_some(())
     })
     .await;
     let addr = b.url.trim_start_matches("http://").to_owned();
@@ -125,7 +125,7 @@ async fn ctrl_c_stops_the_node_and_frees_its_ports() {
     assert!(status.success(), "exit status {status:?}");
     std::net::TcpListener::bind(&addr).expect("port freed");
     wait_for("a to see b leave", || async {
-        v2_peer_ids(&a.url).await.is_empty().then_some(())
+        neighbor_ids(&a.url).await.is_empty().then_some(())
     })
     .await;
 }

@@ -32,7 +32,7 @@ async fn a_seed_that_dials_one_node_joins_the_whole_mesh() {
     let urls = [a.http_url(), b.http_url(), c.http_url()];
     for url in &urls {
         wait_for("full mesh", || async {
-            (v2_peer_ids(url).await.len() == 2).then_some(())
+            (neighbor_ids(url).await.len() == 2).then_some(())
         })
         .await;
     }
@@ -91,7 +91,7 @@ async fn a_seed_added_at_a_hearsay_node_dials_back_and_gets_each_message_once() 
     let b = start_node(&[a.ws_url()]).await;
     for url in [a.http_url(), b.http_url()] {
         wait_for("a and b linked", || async {
-            (v2_peer_ids(&url).await.len() == 1).then_some(())
+            (neighbor_ids(&url).await.len() == 1).then_some(())
         })
         .await;
     }

@@ -1,47 +1,47 @@
-//! The gossip engine: one node's protocol state, with no I/O and no clock of its own.
+//! The engine: one peer's protocol state, composed of its parts, with no I/O and no clock.
 //!
 //! The driver feeds it events — a connection accepted or opened, a text frame received, a
 //! connection closed, a dial failed, a local publish, time passing — each with the current
-//! time, and then drains [`Output`]s with [`Engine::poll_output`]: frames to send, addresses to
-//! dial, connections to close, messages to deliver to the application. [`Engine::poll_timeout`]
-//! says when to call [`Engine::handle_timeout`] next. Nothing here blocks or sleeps, so a test
-//! can run hundreds of engines on a virtual clock (see `sim`).
+//! time, and then drains [`Output`]s (see the crate docs for the contract). The engine owns
+//! the connections and the handshake, and routes everything else:
+//!
+//! - [`conns`](crate::conns) and [`book`](crate::book): connections, and the addresses we
+//!   dial with their backoff;
+//! - [`membership`](crate::membership): which peers are neighbours (HyParView for nodes, a
+//!   few links for a page);
+//! - [`broadcast`](crate::broadcast): who gets each message (Plumtree, or flooding);
+//! - [`seed`](crate::seed): what seed (v1) peers get and are told;
+//! - [`sync`](crate::sync): reconciliation, the safety net under broadcast;
+//! - [`map`](crate::map): the network map.
 //!
 //! Connections move through `Dialing` (outbound, transport not yet open) → `Handshake` → `V1`
 //! or `V2`. A dialer sends `HELLO` at once; an acceptor waits for the first frame: `HELLO`
-//! makes the peer v2, a seed frame (or silence for `hello_timeout`) makes it v1.
-//!
-//! Forwarding is flooding with dedup over v2 links, behind [`Engine::forward`]; v1 links get
-//! only what this node is responsible for (see [`Engine::v1_should_receive`]).
+//! makes the peer a hearsay peer, a seed frame (or silence for `hello_timeout`) a seed.
 
 use crate::Millis;
+use crate::book::{AddressBook, AddressError, Backoff, LinkInfo};
+use crate::broadcast::{self, Broadcast, BroadcastStats};
+use crate::close::CloseReason;
+use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
-use crate::seen::SeenSet;
-use crate::sync::{self, Key, MessageIndex};
-use crate::topology::{TopoRecord, TopologyView};
+use crate::map::{self, Map, OwnLinks, TopoRecord};
+use crate::membership::{self, Membership};
+use crate::message::Message;
+use crate::peer::{PeerKind, PeerRecord, canonical_address};
+use crate::seed::{self, Seeds};
+use crate::sync::{self, MessageIndex, Reconciler, SyncConfig};
+use crate::timers::{Timers, earliest};
 use crate::wire::{
-    Frame, Hello, MAX_WANT, MESSAGES_PAGE_BYTES, Message, PROTOCOL_NAME, PROTOCOL_VERSION,
-    PeerKind, PeerRecord, Trace, canonical_address,
+    Frame, Hello, MAX_WANT, MESSAGES_PAGE_BYTES, PROTOCOL_NAME, PROTOCOL_VERSION, Part,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-/// A connection handle, chosen by the engine for every connection (dialed or accepted) so that
-/// the engine and its driver always agree on names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct ConnId(pub u64);
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}", self.0)
-    }
-}
-
-/// Tunables. The defaults suit a native node; a browser peer lowers `target_connections`.
+/// Tunables. The defaults suit a native node; a page sets `kind` and `home`.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub kind: PeerKind,
@@ -49,11 +49,10 @@ pub struct Config {
     pub listen_addresses: Vec<String>,
     /// For a browser: the node that served the page (see [`Hello::home`]).
     pub home: Option<NodeId>,
-    /// How many node connections to keep by dialing discovered addresses. Pinned addresses
-    /// (`--peer`, `/add`) are dialed regardless; inbound connections are always accepted.
-    pub target_connections: usize,
-    /// Whether to dial addresses learned from peers at all (off in static-topology tests).
-    pub dial_discovered: bool,
+    pub membership: membership::Config,
+    pub broadcast: broadcast::Config,
+    pub map: map::Config,
+    pub sync: SyncConfig,
     /// How long an accepted connection may stay silent before it is taken to be v1.
     pub hello_timeout: Millis,
     /// Ping a peer that has been quiet this long.
@@ -62,31 +61,17 @@ pub struct Config {
     pub idle_timeout: Millis,
     /// Whether the transport can send WebSocket pings to v1 peers (a browser cannot).
     pub transport_ping: bool,
-    /// How often to send `PEERS` to every v2 peer.
-    pub peer_exchange_interval: Millis,
-    /// How often maintenance (timeouts, dials, expiry) runs.
-    pub tick_interval: Millis,
+    /// Close a connection to a node that membership has no use for after this long.
+    pub transient_idle: Millis,
     /// Redial backoff: first delay and cap (each has up to 25% jitter added).
     pub backoff_initial: Millis,
     pub backoff_max: Millis,
-    /// How often to revisit a pinned seed address to introduce ourselves again (it may have
-    /// restarted and forgotten us).
-    pub v1_revisit_interval: Millis,
-    /// Failed dials after which an address that was not pinned is forgotten.
-    pub forget_after_failures: u32,
-    /// Seen-set bounds.
-    pub seen_capacity: usize,
-    pub seen_ttl: Millis,
-    /// Whether to flood our record for the network map (see `topology`). Records heard from
-    /// others are still kept and passed on.
-    pub share_topology: bool,
-    /// How often a peer re-floods its record for the network map (at once, at most once a
-    /// second, when its links change); records live three times as long.
-    pub topology_interval: Millis,
-    /// How often a dialer reconciles its message set with each peer (also on connect, and at
-    /// once with every other peer when a reconciliation brought something new).
-    pub sync_interval: Millis,
-    /// Longest message text accepted from the application, in bytes.
+    /// How often to revisit a pinned address that we reached but are not linked to (a seed
+    /// that may have forgotten us, a node that may be alone).
+    pub revisit_interval: Millis,
+    /// How often to tell seed (v1) peers about nodes they have not heard of yet.
+    pub seed_exchange_interval: Millis,
+    /// Longest message text accepted, in bytes.
     pub max_message_bytes: usize,
     /// Bad frames tolerated from one peer before it is closed.
     pub max_bad_frames: u32,
@@ -98,23 +83,19 @@ impl Default for Config {
             kind: PeerKind::Node,
             listen_addresses: Vec::new(),
             home: None,
-            target_connections: 8,
-            dial_discovered: true,
+            membership: membership::Config::default(),
+            broadcast: broadcast::Config::default(),
+            map: map::Config::default(),
+            sync: SyncConfig::default(),
             hello_timeout: 1_000,
             ping_interval: 10_000,
             idle_timeout: 30_000,
             transport_ping: true,
-            peer_exchange_interval: 10_000,
-            tick_interval: 250,
+            transient_idle: 5_000,
             backoff_initial: 250,
             backoff_max: 10_000,
-            v1_revisit_interval: 30_000,
-            forget_after_failures: 12,
-            seen_capacity: 100_000,
-            seen_ttl: 60 * 60 * 1000,
-            sync_interval: 30_000,
-            share_topology: true,
-            topology_interval: 30_000,
+            revisit_interval: 30_000,
+            seed_exchange_interval: 10_000,
             max_message_bytes: 64 * 1024,
             max_bad_frames: 32,
         }
@@ -132,32 +113,16 @@ pub enum Output {
     /// Open a WebSocket to `address`; report `opened` or `dial_failed` for `conn`.
     Dial { conn: ConnId, address: String },
     /// Close the connection, telling the peer why. The engine has already forgotten it.
-    Close { conn: ConnId, reason: String },
-    /// A message new to this node: store it and show it. Each id is delivered once.
-    Deliver(Message),
+    Close { conn: ConnId, reason: CloseReason },
+    /// A message new to this peer: store it and show it. Each id is delivered once. `hops`
+    /// is how far it travelled (0: published here or by a seed linked here; `None`: it came
+    /// by reconciliation).
+    Deliver { msg: Message, hops: Option<u32> },
     /// A node confirmed it holds message `id`, which this peer published (browsers only).
     Acked { id: MsgId, by: NodeId },
     /// The peer on `conn` asked for these messages: load the ones held and hand them to
     /// [`Engine::provide`].
     Fetch { conn: ConnId, ids: Vec<MsgId> },
-    /// A step of a message's journey through the network (for the map; see [`Trace`]).
-    Traced(Trace),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
-
-/// Which protocol a connection speaks, as far as the engine knows yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Pending,
-    V1,
-    V2,
 }
 
 /// A connected peer, as the API and the page show it.
@@ -170,51 +135,29 @@ pub struct PeerInfo {
     pub protocol: Protocol,
     /// `None` while the handshake is pending or for v1 peers (a seed node never says).
     pub kind: Option<PeerKind>,
+    /// Whether it is a neighbour (in the active view, a page held here, or a page's link);
+    /// other hearsay connections are brief (a membership request or reply).
+    pub neighbor: bool,
+    /// Whether messages are pushed to it (a broadcast tree link).
+    pub eager: bool,
     pub connected_at: Millis,
-}
-
-/// How an address we dial stands, for a page that shows each link and why it is down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum LinkState {
-    /// Dial or handshake under way.
-    Connecting,
-    Open,
-    /// Down; the next attempt is due at `at` (ms since the epoch).
-    Retrying {
-        at: Millis,
-    },
-    /// Known, but not dialed (enough links already, or a seed that dials us).
-    Idle,
-}
-
-/// One address this peer knows of and how its link stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LinkInfo {
-    pub address: String,
-    pub node: Option<NodeId>,
-    /// Given by the operator (or, in a browser, the node that served the page).
-    pub pinned: bool,
-    pub state: LinkState,
-    pub failures: u32,
-    /// Why the last attempt failed or the last link ended, if it did.
-    pub last_error: Option<String>,
 }
 
 /// Counters for status pages, metrics and the simulation's report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub published: u64,
-    /// Message frames received (GOSSIP and v1 MESSAGE), duplicates included.
+    /// Message copies received (GOSSIP, v1 MESSAGE and reconciled), duplicates included.
     pub received: u64,
     pub delivered: u64,
-    /// Message frames sent on to other peers (not counting our own publishes).
+    /// Message copies pushed on to other peers (not counting our own publishes).
     pub forwarded: u64,
     pub duplicates: u64,
     pub bad_frames: u64,
     /// Messages that arrived through reconciliation rather than gossip.
     pub synced: u64,
-    /// Text frame bytes handed to the transport and received from it.
+    /// Frames and text bytes handed to the transport, and bytes received from it.
+    pub frames_out: u64,
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub dials: u64,
@@ -230,117 +173,40 @@ pub enum PublishError {
     TooLarge(usize, usize),
 }
 
-/// Why an address given to [`Engine::add_peer`] was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
-    #[error("address must be a ws:// or wss:// URL, got \"{0}\"")]
-    NotWebSocket(String),
-    #[error("{0} is this node's own address")]
-    OwnAddress(String),
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Handshake, keepalive and transient-link checks for one connection.
+    Conn(ConnId),
+    /// Pinned addresses may be due for a dial.
+    Dial,
+    /// Tell seeds about nodes they have not heard of.
+    SeedExchange,
 }
 
-#[derive(Debug)]
-enum ConnState {
-    Dialing,
-    Handshake { since: Millis },
-    V1,
-    V2 { hello: Hello },
-}
-
-#[derive(Debug)]
-struct Conn {
-    direction: Direction,
-    /// The address we dialed (outbound only).
-    dialed: Option<String>,
-    state: ConnState,
-    connected_at: Millis,
-    last_heard: Millis,
-    ping_sent: Option<u32>,
-    bad_frames: u32,
-    /// Addresses already sent to this (v1) peer in `SOCKETS`.
-    told: Vec<String>,
-    /// Addresses this (v1) peer has told us it dialed.
-    seed_dialed: Vec<String>,
-    /// Ids reconciliation found this peer has and we lack, still to ask for.
-    wants: VecDeque<MsgId>,
-    /// A `WANT` is out and its last `MESSAGES` page has not come back.
-    want_in_flight: bool,
-    /// When to reconcile with this peer next (`Millis::MAX`: only when something changes).
-    next_sync: Millis,
-}
-
-impl Conn {
-    fn node_id(&self) -> Option<NodeId> {
-        match &self.state {
-            ConnState::V2 { hello } => Some(hello.id),
-            _ => None,
-        }
-    }
-    fn is_v2(&self) -> bool {
-        matches!(self.state, ConnState::V2 { .. })
-    }
-    fn is_v1(&self) -> bool {
-        matches!(self.state, ConnState::V1)
-    }
-    /// The canonical address this peer is known by, if any.
-    fn address(&self) -> Option<&str> {
-        match &self.state {
-            ConnState::V2 { hello } => hello.addresses.first().map(String::as_str),
-            _ => self.dialed.as_deref(),
-        }
-    }
-}
-
-/// An address we know of, whether or not we are connected to it.
-#[derive(Debug, Default)]
-struct Known {
-    /// The node found there, once a handshake has told us.
-    node: Option<NodeId>,
-    /// Given by the operator (`--peer`, `/add`): always redialed, never forgotten.
-    pinned: bool,
-    /// A seed node answered there.
-    v1: bool,
-    /// Our own address (configured, or found by dialing ourselves).
-    is_self: bool,
-    failures: u32,
-    next_attempt: Millis,
-    conn: Option<ConnId>,
-    last_error: Option<String>,
-}
-
-/// A trace is one peer's first receipt of one message.
-type TraceKey = (MsgId, NodeId);
-
-/// One node's gossip state. See the module docs for how a driver uses it.
+/// One peer's protocol state. See the module docs for how a driver uses it.
 pub struct Engine {
     config: Config,
     me: NodeId,
     rng: SmallRng,
-    next_conn: u64,
-    conns: BTreeMap<ConnId, Conn>,
-    known: BTreeMap<String, Known>,
-    /// Every hearsay node we know of and its addresses, canonical first.
-    nodes: BTreeMap<NodeId, Vec<String>>,
-    seen: SeenSet,
+    conns: Conns,
+    book: AddressBook,
+    membership: Membership,
+    broadcast: Broadcast,
+    seeds: Seeds,
+    sync: Reconciler<ConnId>,
+    map: Map,
     /// Every message held (by key), for reconciliation and lasting dedup.
     index: MessageIndex,
-    /// The network map, and what we last said of ourselves in it.
-    topology: TopologyView,
-    topo_links: Option<Vec<NodeId>>,
-    topo_seeds: u32,
-    next_topo: Millis,
-    topo_version: u64,
-    /// Traces already passed on, oldest first (bounded).
-    traces_seen: (std::collections::HashSet<TraceKey>, VecDeque<TraceKey>),
+    timers: Timers<Timer>,
+    dial_timer: Option<Millis>,
+    seed_timer: bool,
     seq: u64,
     outputs: VecDeque<Output>,
-    next_tick: Millis,
-    next_exchange: Millis,
     stats: Stats,
 }
 
 impl Engine {
-    /// A new engine for node `me`. `seed` drives every random choice (jitter, sampling), so a
+    /// A new engine for peer `me`. `seed` drives every random choice (jitter, sampling), so a
     /// simulation with the same seeds replays exactly.
     pub fn new(config: Config, me: NodeId, seed: u64, now: Millis) -> Self {
         let mut config = config;
@@ -349,35 +215,60 @@ impl Engine {
             .iter()
             .filter_map(|a| canonical_address(a))
             .collect();
-        let mut known = BTreeMap::new();
-        for address in &config.listen_addresses {
-            known.insert(
-                address.clone(),
-                Known {
-                    is_self: true,
-                    node: Some(me),
-                    ..Known::default()
-                },
-            );
+        if config.kind == PeerKind::Browser {
+            config.listen_addresses.clear();
         }
+        let own = config.listen_addresses.first().map(|address| PeerRecord {
+            id: me,
+            address: address.clone(),
+            aliases: config.listen_addresses[1..].to_vec(),
+        });
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let book = AddressBook::new(
+            &config.listen_addresses,
+            me,
+            Backoff {
+                initial: config.backoff_initial,
+                max: config.backoff_max,
+                revisit: config.revisit_interval,
+            },
+        );
+        let membership = Membership::new(
+            me,
+            config.kind,
+            own.clone(),
+            config.membership.clone(),
+            rng.random(),
+            now,
+        );
+        let map = Map::new(
+            me,
+            config.kind,
+            own.map(|r| r.address),
+            config.map.clone(),
+            now,
+        );
         Self {
-            seen: SeenSet::new(config.seen_capacity, config.seen_ttl),
-            next_exchange: now + config.peer_exchange_interval,
-            next_tick: now,
+            broadcast: Broadcast::new(
+                config.broadcast.clone(),
+                me,
+                config.kind == PeerKind::Node,
+                rng.random(),
+                now,
+            ),
+            sync: Reconciler::new(config.sync.clone()),
             config,
             me,
-            rng: SmallRng::seed_from_u64(seed),
-            next_conn: 1,
-            conns: BTreeMap::new(),
-            known,
-            nodes: BTreeMap::new(),
+            rng,
+            conns: Conns::default(),
+            book,
+            membership,
+            seeds: Seeds::default(),
+            map,
             index: MessageIndex::default(),
-            topology: TopologyView::default(),
-            topo_links: None,
-            topo_seeds: 0,
-            next_topo: now,
-            topo_version: 0,
-            traces_seen: Default::default(),
+            timers: Timers::default(),
+            dial_timer: None,
+            seed_timer: false,
             seq: 0,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -396,137 +287,76 @@ impl Engine {
         &self.stats
     }
 
+    pub fn broadcast_stats(&self) -> &BroadcastStats {
+        self.broadcast.stats()
+    }
+
     /// The next thing for the driver to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
-    /// When [`Engine::handle_timeout`] should run next.
-    pub fn poll_timeout(&self) -> Millis {
-        self.next_tick
+    /// When [`Engine::handle_timeout`] should run next: the earliest deadline of any part.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        earliest([
+            self.timers.next(),
+            self.membership.poll_timeout(),
+            self.broadcast.poll_timeout(),
+            self.map.poll_timeout(),
+            self.sync.poll_timeout(),
+        ])
     }
 
     /// Connected (and handshaking) peers, in connection order.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.conns
             .iter()
-            .filter(|(_, c)| !matches!(c.state, ConnState::Dialing))
-            .map(|(&conn, c)| PeerInfo {
-                conn,
-                id: c.node_id(),
-                address: c.address().map(str::to_owned),
-                direction: c.direction,
-                protocol: match c.state {
-                    ConnState::Dialing | ConnState::Handshake { .. } => Protocol::Pending,
-                    ConnState::V1 => Protocol::V1,
-                    ConnState::V2 { .. } => Protocol::V2,
-                },
-                kind: match &c.state {
-                    ConnState::V2 { hello } => Some(hello.kind),
-                    _ => None,
-                },
-                connected_at: c.connected_at,
+            .filter(|(_, c)| !matches!(c.state, State::Dialing))
+            .map(|(conn, c)| {
+                let hearsay = c.hearsay();
+                PeerInfo {
+                    conn,
+                    id: hearsay.map(|h| h.id),
+                    address: c.address().map(str::to_owned),
+                    direction: c.direction,
+                    protocol: c.protocol(),
+                    kind: hearsay.map(|h| h.kind),
+                    neighbor: hearsay.is_some_and(|h| self.membership.is_neighbor(h.id)),
+                    eager: hearsay.is_some_and(|h| self.broadcast.is_eager(&h.id)),
+                    connected_at: c.connected_at,
+                }
             })
             .collect()
     }
 
-    /// Addresses known but not connected, for status pages.
-    pub fn known_addresses(&self) -> Vec<String> {
-        self.known
-            .iter()
-            .filter(|(_, k)| !k.is_self)
-            .map(|(a, _)| a.clone())
-            .collect()
+    /// The active view (a page's links), as node ids.
+    pub fn neighbors(&self) -> Vec<NodeId> {
+        self.membership.active()
     }
 
-    // ----- events -----
-
-    /// The operator asked to connect to `address` (`--peer`, `/add`). It is pinned: dialed now
-    /// and redialed with backoff whenever it is lost.
-    pub fn add_peer(&mut self, address: &str, now: Millis) -> Result<String, AddressError> {
-        let canonical = canonical_address(address)
-            .ok_or_else(|| AddressError::NotWebSocket(address.to_owned()))?;
-        let entry = self.known.entry(canonical.clone()).or_default();
-        if entry.is_self {
-            return Err(AddressError::OwnAddress(canonical));
-        }
-        entry.pinned = true;
-        entry.next_attempt = now;
-        entry.failures = 0;
-        self.maintain_connections(now);
-        Ok(canonical)
+    /// The root of the broadcast tree, as this peer knows it.
+    pub fn root(&self) -> Option<NodeId> {
+        self.broadcast.root()
     }
 
-    /// A peer connected to us. Returns the handle to report its frames and close under.
-    pub fn accepted(&mut self, now: Millis) -> ConnId {
-        let conn = self.alloc_conn();
-        self.conns.insert(
-            conn,
-            Conn {
-                direction: Direction::Inbound,
-                dialed: None,
-                state: ConnState::Handshake { since: now },
-                connected_at: now,
-                last_heard: now,
-                ping_sent: None,
-                bad_frames: 0,
-                told: Vec::new(),
-                seed_dialed: Vec::new(),
-                wants: VecDeque::new(),
-                want_in_flight: false,
-                next_sync: Millis::MAX,
-            },
-        );
-        conn
+    /// The passive view: nodes known and not linked.
+    pub fn passive(&self) -> &[PeerRecord] {
+        self.membership.passive()
     }
 
-    /// A dial we asked for succeeded: say hello.
-    pub fn opened(&mut self, conn: ConnId, now: Millis) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if !matches!(c.state, ConnState::Dialing) {
-            return;
-        }
-        c.state = ConnState::Handshake { since: now };
-        c.connected_at = now;
-        c.last_heard = now;
-        let hello = self.hello_frame();
-        self.send(conn, hello);
+    /// Every address this peer dials and how its link stands.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.book.links(|id| self.conns.to_node(id).is_some())
     }
 
-    /// A dial we asked for failed, for the reason given (shown on status pages).
-    pub fn dial_failed(&mut self, conn: ConnId, reason: &str, now: Millis) {
-        if let Some(c) = self.conns.remove(&conn) {
-            self.stats.dial_failures += 1;
-            if let Some(address) = c.dialed {
-                if let Some(k) = self.known.get_mut(&address) {
-                    if k.conn == Some(conn) {
-                        k.conn = None;
-                    }
-                    k.last_error = Some(reason.to_owned());
-                }
-                self.schedule_redial(&address, now, true);
-            }
-        }
-    }
-
-    /// The connection closed (by the peer, or the transport failed); `reason` is the peer's
-    /// close reason or the transport's error, if any.
-    pub fn closed(&mut self, conn: ConnId, reason: Option<&str>, now: Millis) {
-        if let Some(c) = self.conns.remove(&conn) {
-            let why = match reason {
-                Some(r) if !r.is_empty() => format!("closed: {r}"),
-                _ => "connection lost".to_owned(),
-            };
-            self.note_error(&c, &why);
-            self.forget_conn(conn, c, now);
-        }
+    /// The network map as this peer knows it: its own record and every unexpired one heard.
+    pub fn topology(&self) -> Vec<TopoRecord> {
+        self.map.view().records().cloned().collect()
     }
 
     /// Records a message already held (the store's history at start, or history fetched out
     /// of band): it is reconciled with peers and never delivered again.
-    pub fn note_held(&mut self, key: Key) {
+    pub fn note_held(&mut self, key: sync::Key) {
         self.index.insert(key);
     }
 
@@ -535,9 +365,92 @@ impl Engine {
         self.index.len()
     }
 
+    // ----- events -----
+
+    /// The operator asked to connect to `address` (`--peer`, `/add`). It is pinned: dialed now
+    /// and redialed with backoff until it answers.
+    pub fn add_peer(&mut self, address: &str, now: Millis) -> Result<String, AddressError> {
+        let canonical = self.book.pin(address, now)?;
+        self.dial_pinned(now);
+        Ok(canonical)
+    }
+
+    /// A peer connected to us. Returns the handle to report its frames and close under.
+    pub fn accepted(&mut self, now: Millis) -> ConnId {
+        let conn = self.conns.insert(Conn::new(
+            Direction::Inbound,
+            None,
+            State::Handshake { since: now },
+            now,
+        ));
+        self.timers
+            .insert(now + self.config.hello_timeout, Timer::Conn(conn));
+        conn
+    }
+
+    /// A dial we asked for succeeded: say hello.
+    pub fn opened(&mut self, conn: ConnId, now: Millis) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if !matches!(c.state, State::Dialing) {
+            return;
+        }
+        c.state = State::Handshake { since: now };
+        c.connected_at = now;
+        c.last_heard = now;
+        self.timers
+            .insert(now + self.config.hello_timeout, Timer::Conn(conn));
+        let hello = self.hello_frame();
+        self.send(conn, hello);
+    }
+
+    /// A dial we asked for failed, for the reason given (shown on status pages).
+    pub fn dial_failed(&mut self, conn: ConnId, reason: &str, now: Millis) {
+        let Some(c) = self.conns.remove(conn) else {
+            return;
+        };
+        self.stats.dial_failures += 1;
+        if let Some(address) = &c.dialed {
+            self.book
+                .dial_failed(address, conn, reason, now, &mut self.rng);
+        }
+        if let Some(node) = c.intended {
+            self.membership.connect_failed(node, now);
+        }
+        self.schedule_dial();
+        self.after(now);
+    }
+
+    /// The connection closed (by the peer, or the transport failed); `reason` is the peer's
+    /// close reason or the transport's error, if any.
+    pub fn closed(&mut self, conn: ConnId, reason: Option<&str>, now: Millis) {
+        let text = match reason {
+            Some(r) if !r.is_empty() => format!("closed: {r}"),
+            _ => "connection lost".to_owned(),
+        };
+        self.forget(conn, None, &text, now);
+        self.after(now);
+    }
+
+    /// A WebSocket pong arrived: the peer is alive.
+    pub fn transport_pong(&mut self, conn: ConnId, now: Millis) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.last_heard = now;
+            c.ping_sent = None;
+        }
+    }
+
+    /// A frame the protocol has no use for arrived (a binary WebSocket message): counted as
+    /// bad, like undecodable text.
+    pub fn unsupported_frame(&mut self, conn: ConnId, now: Millis) {
+        self.bad_frame(conn, "binary frame", now);
+        self.after(now);
+    }
+
     /// The messages the peer on `conn` asked for (after [`Output::Fetch`]), in pages.
     pub fn provide(&mut self, conn: ConnId, messages: Vec<Message>) {
-        if !self.conns.get(&conn).is_some_and(Conn::is_v2) {
+        if !self.conns.get(conn).is_some_and(Conn::is_v2) {
             return;
         }
         let mut page: Vec<Message> = Vec::new();
@@ -554,81 +467,17 @@ impl Engine {
             bytes += m.data.len();
             page.push(m);
         }
-        self.send(
-            conn,
-            Frame::Messages {
-                messages: page,
-                done: true,
-            }
-            .encode()
-            .into(),
-        );
-    }
-
-    /// Every address we know of (not our own) and how its link stands: one entry per node
-    /// (its canonical address; a pinned alias too), plus addresses not yet identified.
-    pub fn links(&self) -> Vec<LinkInfo> {
-        self.known
-            .iter()
-            .filter(|(address, k)| {
-                !k.is_self
-                    && (k.pinned
-                        || k.node.is_none_or(|id| {
-                            self.nodes
-                                .get(&id)
-                                .is_none_or(|aliases| aliases.first() == Some(address))
-                        }))
-            })
-            .map(|(address, k)| {
-                let state = match k.conn.and_then(|c| self.conns.get(&c)) {
-                    Some(c) if c.is_v1() || c.is_v2() => LinkState::Open,
-                    Some(_) => LinkState::Connecting,
-                    None if k.node.is_some_and(|id| self.connected_to(id)) => LinkState::Open,
-                    None if k.failures > 0 || k.last_error.is_some() => {
-                        if !k.pinned && (k.v1 || !self.config.dial_discovered) {
-                            LinkState::Idle
-                        } else {
-                            LinkState::Retrying { at: k.next_attempt }
-                        }
-                    }
-                    None => LinkState::Idle,
-                };
-                LinkInfo {
-                    address: address.clone(),
-                    node: k.node,
-                    pinned: k.pinned,
-                    state,
-                    failures: k.failures,
-                    last_error: k.last_error.clone(),
-                }
-            })
-            .collect()
-    }
-
-    fn note_error(&mut self, c: &Conn, why: &str) {
-        let addresses = c.dialed.iter().chain(match &c.state {
-            ConnState::V2 { hello } => hello.addresses.iter(),
-            _ => [].iter(),
-        });
-        for address in addresses {
-            if let Some(k) = self.known.get_mut(address) {
-                k.last_error = Some(why.to_owned());
-            }
-        }
-    }
-
-    /// A WebSocket pong arrived: the peer is alive.
-    pub fn transport_pong(&mut self, conn: ConnId, now: Millis) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.last_heard = now;
-            c.ping_sent = None;
-        }
+        let last = Frame::Messages {
+            messages: page,
+            done: true,
+        };
+        self.send(conn, last.encode().into());
     }
 
     /// A text frame arrived on `conn`.
     pub fn frame(&mut self, conn: ConnId, text: &str, now: Millis) {
         self.stats.bytes_in += text.len() as u64;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.last_heard = now;
@@ -636,105 +485,34 @@ impl Engine {
         let frame = match Frame::decode(text) {
             Ok(frame) => frame,
             Err(_) => {
-                self.bad_frame(conn, "undecodable frame");
+                self.bad_frame(conn, "undecodable frame", now);
+                self.after(now);
                 return;
             }
         };
-        match (&c.state, frame) {
-            (ConnState::Dialing, _) => {}
-            (ConnState::Handshake { .. }, Frame::Hello(hello)) => self.on_hello(conn, hello, now),
-            (
-                ConnState::Handshake { .. },
-                frame @ (Frame::Message { .. } | Frame::Sockets { .. }),
-            ) => {
-                // Read the seed's first frame (its SOCKETS: what it has dialed) before
-                // answering, so the answer can take it into account.
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.state = ConnState::V1;
-                }
-                self.on_v1_frame(conn, frame, now);
-                self.become_v1(conn, now);
-            }
-            (ConnState::Handshake { .. }, _) => self.close(
-                conn,
-                "protocol error: expected HELLO or a seed frame first",
-                now,
-            ),
-            (ConnState::V1, frame) => self.on_v1_frame(conn, frame, now),
-            (ConnState::V2 { .. }, Frame::Gossip(msg)) => self.on_gossip(conn, msg, now),
-            (ConnState::V2 { .. }, Frame::Peers { peers }) => {
-                for record in peers {
-                    let addresses: Vec<String> = std::iter::once(&record.address)
-                        .chain(&record.aliases)
-                        .filter_map(|a| canonical_address(a))
-                        .collect();
-                    if record.id == self.me || addresses.is_empty() {
-                        continue;
+        match &c.state {
+            State::Dialing => {}
+            State::Handshake { .. } => match frame {
+                Frame::Hello(hello) => self.on_hello(conn, hello, now),
+                frame @ (Frame::Message { .. } | Frame::Sockets { .. }) => {
+                    // Read the seed's first frame (its SOCKETS: what it has dialed) before
+                    // answering, so the answer can take it into account.
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.state = State::V1;
                     }
-                    // Second-hand: only fills gaps; a node's own HELLO overrides it.
-                    let claimed = self.nodes.iter().any(|(&id, known)| {
-                        id != record.id && known.iter().any(|a| addresses.contains(a))
-                    });
-                    if !claimed {
-                        self.nodes
-                            .entry(record.id)
-                            .or_insert_with(|| addresses.clone());
-                    }
-                    for address in &addresses {
-                        self.learn(address, Some(record.id), now);
-                    }
+                    self.seeds.opened(conn, c_dialed(&self.conns, conn));
+                    self.on_v1_frame(conn, frame, now);
+                    self.become_v1(conn, now);
                 }
+                _ => self.close(conn, CloseReason::ExpectedHello, now),
+            },
+            State::V1 => self.on_v1_frame(conn, frame, now),
+            State::V2(peer) => {
+                let (from, kind) = (peer.id, peer.kind);
+                self.on_v2_frame(conn, from, kind, frame, now);
             }
-            (ConnState::V2 { .. }, Frame::Ping { nonce }) => {
-                self.send(conn, Frame::Pong { nonce }.encode().into());
-            }
-            (ConnState::V2 { .. }, Frame::Pong { .. }) => {}
-            (ConnState::V2 { .. }, Frame::Trace(t)) => {
-                if t.node != self.me && self.note_trace(&t) {
-                    self.outputs.push_back(Output::Traced(t));
-                    let frame: Arc<str> = Frame::Trace(t).encode().into();
-                    self.send_to_v2_except(Some(conn), &frame);
-                }
-            }
-            (ConnState::V2 { .. }, Frame::Topo(record)) => {
-                if record.node != self.me && record.ttl <= 10 * self.config.topology_interval {
-                    let frame: Arc<str> = Frame::Topo(record.clone()).encode().into();
-                    if self.topology.accept(record, now) {
-                        self.send_to_v2_except(Some(conn), &frame);
-                    }
-                }
-            }
-            (ConnState::V2 { .. }, Frame::Sync(frame)) => {
-                let reply = sync::respond(&self.index, &frame);
-                for f in reply.frames {
-                    self.send(conn, Frame::Sync(f).encode().into());
-                }
-                self.want(conn, reply.want);
-            }
-            (ConnState::V2 { .. }, Frame::Want { ids }) => {
-                if ids.len() > MAX_WANT {
-                    self.bad_frame(conn, "WANT asks for too many messages");
-                } else {
-                    self.outputs.push_back(Output::Fetch { conn, ids });
-                }
-            }
-            (ConnState::V2 { .. }, Frame::Messages { messages, done }) => {
-                self.on_messages(conn, messages, done, now)
-            }
-            (ConnState::V2 { hello }, Frame::Ack { id }) => {
-                let by = hello.id;
-                self.outputs.push_back(Output::Acked { id, by });
-            }
-            (ConnState::V2 { .. }, _) => self.bad_frame(conn, "unexpected frame"),
         }
-    }
-
-    /// A frame the protocol has no use for arrived (a binary WebSocket message): counted as
-    /// bad, like undecodable text.
-    pub fn unsupported_frame(&mut self, conn: ConnId) {
-        if self.conns.contains_key(&conn) {
-            self.bad_frame(conn, "binary frame");
-        }
+        self.after(now);
     }
 
     /// The application publishes `data`. Returns the message as delivered.
@@ -756,275 +534,204 @@ impl Engine {
             timestamp: now,
             data: data.to_owned(),
         };
-        self.seen.insert(msg.id, now);
         self.index.insert(sync::key_of(&msg));
         self.stats.published += 1;
         self.stats.delivered += 1;
-        self.outputs.push_back(Output::Deliver(msg.clone()));
-        self.forward(&msg, None, true);
-        self.trace(msg.id, None, now);
+        self.outputs.push_back(Output::Deliver {
+            msg: msg.clone(),
+            hops: Some(0),
+        });
+        if seed::should_receive(&msg, true, false) {
+            self.send_to_seeds(&msg);
+        }
+        self.broadcast.publish(Arc::new(msg.clone()), now);
+        self.after(now);
         Ok(msg)
     }
 
-    /// Time has passed: handshake and keepalive timeouts, peer exchange, dials, expiry.
+    /// Time has passed: runs whatever is due in every part.
     pub fn handle_timeout(&mut self, now: Millis) {
-        if now < self.next_tick {
-            return;
-        }
-        self.next_tick = now + self.config.tick_interval;
-        self.seen.expire(now);
-
-        let mut to_v1 = Vec::new();
-        let mut to_close = Vec::new();
-        let mut to_ping = Vec::new();
-        for (&conn, c) in &self.conns {
-            match c.state {
-                ConnState::Dialing => {}
-                ConnState::Handshake { since } => {
-                    if now.saturating_sub(since) >= self.config.hello_timeout {
-                        to_v1.push(conn);
-                    }
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Conn(conn) => self.check_conn(conn, now),
+                Timer::Dial => {
+                    self.dial_timer = None;
+                    self.dial_pinned(now);
                 }
-                ConnState::V1 | ConnState::V2 { .. } => {
-                    let idle = now.saturating_sub(c.last_heard);
-                    let can_ping = c.is_v2() || self.config.transport_ping;
-                    if idle >= self.config.idle_timeout && can_ping {
-                        to_close.push(conn);
-                    } else if idle >= self.config.ping_interval && c.ping_sent.is_none() && can_ping
-                    {
-                        to_ping.push(conn);
+                Timer::SeedExchange => {
+                    self.seed_timer = false;
+                    let conns: Vec<ConnId> = self.seeds.conns().collect();
+                    for conn in conns {
+                        self.send_sockets(conn);
                     }
+                    self.schedule_seed_exchange(now);
                 }
             }
         }
-        for conn in to_v1 {
-            self.become_v1(conn, now);
+        if self.membership.poll_timeout().is_some_and(|t| t <= now) {
+            self.membership.handle_timeout(now);
         }
-        for conn in to_close {
-            self.close(conn, "keepalive timeout", now);
+        if self.broadcast.poll_timeout().is_some_and(|t| t <= now) {
+            self.broadcast.handle_timeout(now);
         }
-        for conn in to_ping {
-            let nonce: u32 = self.rng.random();
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            c.ping_sent = Some(nonce);
-            if c.is_v2() {
-                self.send(conn, Frame::Ping { nonce }.encode().into());
-            } else {
-                self.outputs.push_back(Output::Ping { conn });
+        if self.map.poll_timeout().is_some_and(|t| t <= now) {
+            let held = self.index.len() as u64;
+            let own = self.own_links();
+            if let Some(batch) = self.map.handle_timeout(now, held, || own) {
+                self.send_map(batch);
             }
         }
-
-        if now >= self.next_exchange {
-            self.next_exchange = now + self.config.peer_exchange_interval;
-            let frame: Arc<str> = self.peers_frame(None).encode().into();
-            let targets: Vec<ConnId> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.is_v2())
-                .map(|(&id, _)| id)
-                .collect();
-            for conn in targets {
-                self.send(conn, frame.clone());
-            }
-            // A seed only learns addresses from SOCKETS, and ignores ones it has dialed, so
-            // tell each v1 peer again whenever we know of nodes we have not told it about.
-            let v1: Vec<ConnId> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.is_v1())
-                .map(|(&id, _)| id)
-                .collect();
-            for conn in v1 {
-                self.send_sockets(conn);
+        if self.sync.poll_timeout().is_some_and(|t| t <= now) {
+            let due = self.sync.due(now);
+            if !due.is_empty() {
+                let upper = self.sync.upper_bound(now);
+                let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index, Some(upper)))
+                    .encode()
+                    .into();
+                for conn in due {
+                    self.send(conn, frame.clone());
+                }
             }
         }
-        self.sync_due(now);
-        self.topology_due(now);
-        self.maintain_connections(now);
+        self.after(now);
     }
 
-    /// The network map as this peer knows it: its own record and every unexpired one heard.
-    pub fn topology(&self) -> Vec<TopoRecord> {
-        self.topology.records().cloned().collect()
-    }
+    // ----- hearsay frames -----
 
-    fn own_record(&self, links: Vec<NodeId>, seeds: u32) -> TopoRecord {
-        TopoRecord {
-            node: self.me,
-            kind: self.config.kind,
-            address: self.config.listen_addresses.first().cloned(),
-            version: self.topo_version,
-            ttl: 3 * self.config.topology_interval,
-            links,
-            seeds,
-            held: self.index.len() as u64,
+    fn on_v2_frame(
+        &mut self,
+        conn: ConnId,
+        from: NodeId,
+        kind: PeerKind,
+        frame: Frame,
+        now: Millis,
+    ) {
+        match frame.part() {
+            Part::Membership(m) => self.membership.message(from, m, now),
+            Part::Broadcast(control) => {
+                let index = &self.index;
+                self.broadcast
+                    .control(from, control, |id| index.contains(id), now);
+            }
+            Part::Other(frame) => match frame {
+                Frame::Gossip { msg, hops } => self.on_gossip(conn, from, kind, msg, hops, now),
+                Frame::Ping { nonce } => self.send(conn, Frame::Pong { nonce }.encode().into()),
+                Frame::Pong { .. } => {}
+                Frame::Ack { id } => self.outputs.push_back(Output::Acked { id, by: from }),
+                Frame::Sync(f) => {
+                    let reply = sync::respond(&self.index, &f);
+                    for f in reply.frames {
+                        self.send(conn, Frame::Sync(f).encode().into());
+                    }
+                    let index = &self.index;
+                    if let Some(ids) = self.sync.want(conn, reply.want, |id| index.contains(id)) {
+                        self.send(conn, Frame::Want { ids }.encode().into());
+                    }
+                }
+                Frame::Want { ids } => {
+                    if ids.len() > MAX_WANT {
+                        self.bad_frame(conn, "WANT asks for too many messages", now);
+                    } else {
+                        self.outputs.push_back(Output::Fetch { conn, ids });
+                    }
+                }
+                Frame::Messages { messages, done } => {
+                    self.on_messages(conn, from, kind, messages, done, now)
+                }
+                Frame::Map { records } => self.map.received(from, records, now),
+                _ => self.bad_frame(conn, "unexpected frame", now),
+            },
         }
     }
 
-    /// Records that we received message `id` (first from `from`) and floods it, so pages can
-    /// show the message travel. Part of the map: off with `share_topology`.
-    fn trace(&mut self, id: MsgId, from: Option<NodeId>, now: Millis) {
-        if !self.config.share_topology {
-            return;
-        }
-        let t = Trace {
-            id,
-            node: self.me,
-            from,
-            at: now,
-        };
-        self.note_trace(&t);
-        self.outputs.push_back(Output::Traced(t));
-        let frame: Arc<str> = Frame::Trace(t).encode().into();
-        self.send_to_v2_except(None, &frame);
-    }
-
-    /// True if this trace is new (and remembers it, within a bound).
-    fn note_trace(&mut self, t: &Trace) -> bool {
-        let (set, order) = &mut self.traces_seen;
-        if !set.insert((t.id, t.node)) {
+    /// Whether `origin` is a page homed at this node (we pass its messages to seeds).
+    fn homed_here(&self, origin: &str) -> bool {
+        let Ok(id) = origin.parse::<NodeId>() else {
             return false;
-        }
-        order.push_back((t.id, t.node));
-        if order.len() > 50_000
-            && let Some(old) = order.pop_front()
+        };
+        self.conns
+            .to_node(id)
+            .and_then(|c| self.conns.get(c))
+            .and_then(Conn::hearsay)
+            .is_some_and(|h| h.kind == PeerKind::Browser && h.home == Some(self.me))
+    }
+
+    /// Acknowledges a page's own message to it (even a copy: the page wants to know that
+    /// some node holds what it published).
+    fn ack_if_page_published(&mut self, conn: ConnId, from: NodeId, kind: PeerKind, msg: &Message) {
+        if self.config.kind == PeerKind::Node
+            && kind == PeerKind::Browser
+            && msg.origin == from.to_string()
         {
-            set.remove(&old);
+            self.send(conn, Frame::Ack { id: msg.id }.encode().into());
+        }
+    }
+
+    fn valid(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
+        if !msg.id_is_valid()
+            || msg.data.is_empty()
+            || msg.data.len() > self.config.max_message_bytes
+        {
+            self.bad_frame(
+                conn,
+                "message id does not match its content, or bad size",
+                now,
+            );
+            return false;
         }
         true
     }
 
-    /// Floods our record when it is due, or at once when our links changed.
-    fn topology_due(&mut self, now: Millis) {
-        self.topology.expire(now);
-        if !self.config.share_topology {
+    fn on_gossip(
+        &mut self,
+        conn: ConnId,
+        from: NodeId,
+        kind: PeerKind,
+        msg: Message,
+        hops: u32,
+        now: Millis,
+    ) {
+        self.stats.received += 1;
+        if !self.valid(conn, &msg, now) {
             return;
         }
-        let mut links: Vec<NodeId> = self.conns.values().filter_map(Conn::node_id).collect();
-        links.sort();
-        links.dedup();
-        let seeds = self.conns.values().filter(|c| c.is_v1()).count() as u32;
-        if self.topo_links.is_none() && links.is_empty() {
-            // Nothing to say before our first link; say it the moment there is one.
+        self.ack_if_page_published(conn, from, kind, &msg);
+        if self.index.contains(&msg.id) {
+            self.stats.duplicates += 1;
             return;
         }
-        let changed = self.topo_links.as_ref() != Some(&links) || self.topo_seeds != seeds;
-        // A change is announced soon, but at most once a second: while a mesh forms, links
-        // change many times a second and every announcement floods the whole network.
-        let last = self.next_topo.saturating_sub(self.config.topology_interval);
-        let due = now >= self.next_topo || (changed && now >= last + 1_000);
-        if !due {
-            return;
+        self.index.insert(sync::key_of(&msg));
+        self.stats.delivered += 1;
+        if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.origin))
+        {
+            self.send_to_seeds(&msg);
         }
-        self.next_topo = now + self.config.topology_interval;
-        // Versions must grow across restarts too (a restarted browser keeps no state): use the
-        // clock, nudged past the last one.
-        self.topo_version = now.max(self.topo_version + 1);
-        self.topo_links = Some(links.clone());
-        self.topo_seeds = seeds;
-        let record = self.own_record(links, seeds);
-        self.topology.accept(record.clone(), now);
-        let frame: Arc<str> = Frame::Topo(record).encode().into();
-        self.send_to_v2_except(None, &frame);
+        self.outputs.push_back(Output::Deliver {
+            msg: msg.clone(),
+            hops: Some(hops),
+        });
+        self.broadcast
+            .received_new(Some(from), Arc::new(msg), hops, now);
     }
 
-    fn send_to_v2_except(&mut self, except: Option<ConnId>, frame: &Arc<str>) {
-        let targets: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|&(&id, c)| Some(id) != except && c.is_v2())
-            .map(|(&id, _)| id)
-            .collect();
-        for conn in targets {
-            self.send(conn, frame.clone());
-        }
-    }
-
-    /// Whether `msg` was published by the browser on `conn` (and we are a node, which
-    /// acknowledges it).
-    fn published_by_browser_on(&self, conn: ConnId, msg: &Message) -> bool {
-        self.config.kind == PeerKind::Node
-            && self.conns.get(&conn).is_some_and(|c| match &c.state {
-                ConnState::V2 { hello } => {
-                    hello.kind == PeerKind::Browser && msg.origin == hello.id.to_string()
-                }
-                _ => false,
-            })
-    }
-
-    /// Starts reconciliation with every peer whose turn has come.
-    fn sync_due(&mut self, now: Millis) {
-        let due: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_v2() && c.next_sync <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index)).encode().into();
-        for conn in due {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            c.next_sync = if c.direction == Direction::Outbound {
-                now + self.config.sync_interval
-            } else {
-                Millis::MAX
-            };
-            self.send(conn, frame.clone());
-        }
-    }
-
-    /// Queues ids to ask `conn` for, and asks if nothing is outstanding.
-    fn want(&mut self, conn: ConnId, ids: Vec<MsgId>) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        for id in ids {
-            if !self.index.contains(&id) && !c.wants.contains(&id) {
-                c.wants.push_back(id);
-            }
-        }
-        self.pump_wants(conn);
-    }
-
-    fn pump_wants(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.want_in_flight {
-            return;
-        }
-        let mut ids = Vec::new();
-        while ids.len() < MAX_WANT {
-            match c.wants.pop_front() {
-                Some(id) if !self.index.contains(&id) => ids.push(id),
-                Some(_) => {}
-                None => break,
-            }
-        }
-        if ids.is_empty() {
-            return;
-        }
-        c.want_in_flight = true;
-        self.send(conn, Frame::Want { ids }.encode().into());
-    }
-
-    /// Messages fetched by reconciliation: delivered like gossip but not flooded on. Instead,
-    /// every other peer is reconciled with at once, which carries them on hop by hop.
-    fn on_messages(&mut self, conn: ConnId, messages: Vec<Message>, done: bool, now: Millis) {
+    /// Messages fetched by reconciliation: delivered but not pushed on. Instead, every other
+    /// peer is reconciled with at once, which carries them on hop by hop.
+    fn on_messages(
+        &mut self,
+        conn: ConnId,
+        from: NodeId,
+        kind: PeerKind,
+        messages: Vec<Message>,
+        done: bool,
+        now: Millis,
+    ) {
         let mut new = 0;
         for msg in messages {
             self.stats.received += 1;
-            if !msg.id_is_valid() || msg.data.len() > self.config.max_message_bytes {
-                self.bad_frame(conn, "message id does not match its content");
+            if !self.valid(conn, &msg, now) {
                 continue;
             }
-            if self.index.contains(&msg.id) || !self.seen.insert(msg.id, now) {
+            if self.index.contains(&msg.id) {
                 self.stats.duplicates += 1;
                 continue;
             }
@@ -1033,23 +740,132 @@ impl Engine {
             self.stats.synced += 1;
             new += 1;
             // A page that published while offline hands its message over this way.
-            if self.published_by_browser_on(conn, &msg) {
-                self.send(conn, Frame::Ack { id: msg.id }.encode().into());
-            }
-            self.outputs.push_back(Output::Deliver(msg));
+            self.ack_if_page_published(conn, from, kind, &msg);
+            self.broadcast
+                .received_otherwise(Arc::new(msg.clone()), now);
+            self.outputs.push_back(Output::Deliver { msg, hops: None });
         }
-        if done {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.want_in_flight = false;
-            }
-            self.pump_wants(conn);
+        let index = &self.index;
+        if let Some(ids) = self.sync.page(conn, done, |id| index.contains(id)) {
+            self.send(conn, Frame::Want { ids }.encode().into());
         }
         if new > 0 {
-            for (&other, c) in self.conns.iter_mut() {
-                if other != conn && c.is_v2() {
-                    c.next_sync = c.next_sync.min(now);
+            self.sync.news(conn, now);
+        }
+    }
+
+    // ----- seed (v1) frames -----
+
+    fn on_v1_frame(&mut self, conn: ConnId, frame: Frame, now: Millis) {
+        match frame {
+            Frame::Message { data } => {
+                self.stats.received += 1;
+                if data.is_empty() || data.len() > self.config.max_message_bytes {
+                    self.bad_frame(conn, "message empty or too large", now);
+                    return;
                 }
+                let id = MsgId::v1(&data);
+                if self.index.contains(&id) {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                self.index.insert((0, id));
+                let msg = Message {
+                    id,
+                    origin: V1_ORIGIN.to_owned(),
+                    seq: 0,
+                    timestamp: now,
+                    data,
+                };
+                self.stats.delivered += 1;
+                self.outputs.push_back(Output::Deliver {
+                    msg: msg.clone(),
+                    hops: Some(0),
+                });
+                self.broadcast.publish(Arc::new(msg), now);
             }
+            Frame::Sockets { addresses } => {
+                self.seeds.sockets_received(conn, &addresses);
+            }
+            // A seed ignores frames it does not know; so do we, but we count them.
+            _ => self.bad_frame(conn, "unexpected frame from a v1 peer", now),
+        }
+    }
+
+    fn send_to_seeds(&mut self, msg: &Message) {
+        if self.seeds.is_empty() {
+            return;
+        }
+        let frame: Arc<str> = Frame::Message {
+            data: msg.data.clone(),
+        }
+        .encode()
+        .into();
+        let conns: Vec<ConnId> = self.seeds.conns().collect();
+        for conn in conns {
+            self.send(conn, frame.clone());
+        }
+    }
+
+    fn become_v1(&mut self, conn: ConnId, now: Millis) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.state = State::V1;
+        c.last_heard = now;
+        let dialed = c.dialed.clone();
+        self.timers
+            .insert(now + self.config.ping_interval, Timer::Conn(conn));
+        let own = self.membership_own_record();
+        match (dialed, own) {
+            (Some(address), Some(own)) => {
+                // We dialed a seed. It will dial every address it hears of, ours included
+                // once any node mentions it, and a seed with two links to us would get our
+                // messages twice. So introduce ourselves and hang up: the seed's own dial
+                // back becomes its one link.
+                let addresses =
+                    self.seeds
+                        .introduction(conn, self.me, &own, self.membership.known_nodes());
+                self.send(conn, Frame::Sockets { addresses }.encode().into());
+                self.book.seed_answered(&address, now);
+                self.close(conn, CloseReason::SeedDialsUs, now);
+                self.schedule_dial();
+            }
+            _ => {
+                // Inbound, or we cannot be dialed (a page): this link is the seed's only one.
+                self.send_sockets(conn);
+                self.schedule_seed_exchange(now);
+            }
+        }
+    }
+
+    fn membership_own_record(&self) -> Option<PeerRecord> {
+        self.config
+            .listen_addresses
+            .first()
+            .map(|address| PeerRecord {
+                id: self.me,
+                address: address.clone(),
+                aliases: self.config.listen_addresses[1..].to_vec(),
+            })
+    }
+
+    fn send_sockets(&mut self, conn: ConnId) {
+        if let Some(addresses) =
+            self.seeds
+                .sockets_update(conn, self.me, self.membership.known_nodes())
+        {
+            self.send(conn, Frame::Sockets { addresses }.encode().into());
+        }
+    }
+
+    fn schedule_seed_exchange(&mut self, now: Millis) {
+        if !self.seed_timer && !self.seeds.is_empty() {
+            self.seed_timer = true;
+            self.timers.insert(
+                now + self.config.seed_exchange_interval,
+                Timer::SeedExchange,
+            );
         }
     }
 
@@ -1063,67 +879,91 @@ impl Engine {
             kind: self.config.kind,
             addresses: self.config.listen_addresses.clone(),
             home: self.config.home,
+            root: self.broadcast.root(),
         })
         .encode()
         .into()
     }
 
-    fn on_hello(&mut self, conn: ConnId, mut hello: Hello, now: Millis) {
-        if hello.protocol != PROTOCOL_NAME || hello.version < 2 {
-            self.close(conn, "not a hearsay v2 peer", now);
+    fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Millis) {
+        if hello.protocol != PROTOCOL_NAME {
+            self.close(conn, CloseReason::NotHearsay, now);
             return;
         }
-        let Some(c) = self.conns.get(&conn) else {
+        if hello.version != PROTOCOL_VERSION {
+            let reason = CloseReason::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.version,
+            };
+            self.close(conn, reason, now);
+            return;
+        }
+        let Some(c) = self.conns.get(conn) else {
             return;
         };
-        let direction = c.direction;
-        let dialed = c.dialed.clone();
+        let (direction, dialed, intended) = (c.direction, c.dialed.clone(), c.intended);
         if hello.id == self.me {
             if let Some(address) = &dialed {
-                let k = self.known.entry(address.clone()).or_default();
-                k.is_self = true;
-                k.node = Some(self.me);
+                self.book.mark_self(address, self.me);
             }
-            self.close(conn, "connected to self", now);
+            self.close(conn, CloseReason::ConnectedToSelf, now);
             return;
         }
-        hello.addresses = hello
-            .addresses
-            .iter()
-            .filter_map(|a| canonical_address(a))
-            .collect();
-        if hello.kind == PeerKind::Browser {
-            hello.addresses.clear();
-        }
+        let addresses: Vec<String> = if hello.kind == PeerKind::Browser {
+            Vec::new()
+        } else {
+            hello
+                .addresses
+                .iter()
+                .filter_map(|a| canonical_address(a))
+                .collect()
+        };
 
         // Never two connections to one node. With links in both directions, the one dialed by
         // the lower id survives (both ends compute the same answer). With two links in the same
         // direction, only the dialer acts, closing the newer one.
-        let existing = self
-            .conns
-            .iter()
-            .find(|&(&other, oc)| other != conn && oc.node_id() == Some(hello.id))
-            .map(|(&other, oc)| (other, oc.direction));
-        if let Some((other, other_dir)) = existing {
+        let mut replaced = false;
+        if let Some(other) = self.conns.to_node(hello.id).filter(|&o| o != conn) {
+            let other_dir = self.conns.get(other).map(|c| c.direction);
             let drop_new = match (direction, other_dir) {
-                (Direction::Outbound, Direction::Outbound) => true,
-                (Direction::Inbound, Direction::Inbound) => false,
-                (Direction::Outbound, Direction::Inbound) => self.me > hello.id,
-                (Direction::Inbound, Direction::Outbound) => self.me < hello.id,
+                (_, None) => false,
+                (Direction::Outbound, Some(Direction::Outbound)) => true,
+                (Direction::Inbound, Some(Direction::Inbound)) => false,
+                (Direction::Outbound, Some(Direction::Inbound)) => self.me > hello.id,
+                (Direction::Inbound, Some(Direction::Outbound)) => self.me < hello.id,
             };
             if drop_new {
-                if let Some(address) = &dialed {
-                    self.known.entry(address.clone()).or_default().node = Some(hello.id);
-                }
                 if direction == Direction::Inbound {
                     // Answer first so the dialer learns who we are and stops redialing.
                     let frame = self.hello_frame();
                     self.send(conn, frame);
                 }
-                self.close(conn, "duplicate connection", now);
+                // What we meant to send on this connection goes on the surviving one.
+                let queued = self
+                    .conns
+                    .get_mut(conn)
+                    .map(|c| std::mem::take(&mut c.queued))
+                    .unwrap_or_default();
+                self.close(conn, CloseReason::DuplicateConnection, now);
+                for frame in queued {
+                    self.send(other, frame);
+                }
                 return;
-            } else if direction != other_dir {
-                self.close(other, "duplicate connection", now);
+            } else if Some(direction) != other_dir {
+                // The surviving connection takes over what the other one had queued.
+                let queued = self
+                    .conns
+                    .get_mut(other)
+                    .map(|c| std::mem::take(&mut c.queued))
+                    .unwrap_or_default();
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.queued.extend(queued);
+                }
+                // The node stays linked, over this connection: membership and broadcast are
+                // not told it left.
+                self.conns.unregister(hello.id);
+                replaced = true;
+                self.close(other, CloseReason::DuplicateConnection, now);
             }
         }
 
@@ -1131,473 +971,393 @@ impl Engine {
             let frame = self.hello_frame();
             self.send(conn, frame);
         }
-        for address in &hello.addresses {
-            self.learn(address, Some(hello.id), now);
-        }
-        self.set_node_addresses(hello.id, hello.addresses.clone());
-        for address in dialed.iter().chain(hello.addresses.iter()) {
-            if let Some(k) = self.known.get_mut(address) {
-                k.node = Some(hello.id);
-                k.failures = 0;
-                k.v1 = false;
-                k.last_error = None;
-                if k.conn.is_none() || dialed.as_ref() == Some(address) {
-                    k.conn = Some(conn);
-                }
-            }
-        }
-        let peers = self.peers_frame(Some(hello.id)).encode().into();
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::V2 { hello };
-            // The dialer reconciles at once and then periodically; the acceptor only when
-            // something changes.
-            c.next_sync = if direction == Direction::Outbound {
-                now
-            } else {
-                Millis::MAX
-            };
-        }
-        self.send(conn, peers);
-        // A new peer (a page, most often) gets the whole map at once rather than over the
-        // next few intervals.
-        let records: Vec<Arc<str>> = self
-            .topology
-            .records()
-            .map(|r| Frame::Topo(r.clone()).encode().into())
-            .collect();
-        for frame in records {
+        let record = addresses.first().map(|address| PeerRecord {
+            id: hello.id,
+            address: address.clone(),
+            aliases: addresses[1..].to_vec(),
+        });
+        self.book
+            .established(conn, dialed.as_deref(), hello.id, &addresses);
+        self.conns.established(
+            conn,
+            Hearsay {
+                id: hello.id,
+                kind: hello.kind,
+                record: record.clone(),
+                home: hello.home,
+            },
+        );
+        let queued = self
+            .conns
+            .get_mut(conn)
+            .map(|c| std::mem::take(&mut c.queued))
+            .unwrap_or_default();
+        for frame in queued {
             self.send(conn, frame);
         }
-        self.sync_due(now);
-    }
-
-    fn become_v1(&mut self, conn: ConnId, now: Millis) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.state = ConnState::V1;
-        c.last_heard = now;
-        let own = c.dialed.clone();
-        if let Some(address) = &own {
-            let k = self.known.entry(address.clone()).or_default();
-            k.v1 = true;
-            k.failures = 0;
+        if let Some(intended) = intended
+            && intended != hello.id
+        {
+            // The address now belongs to another node (a restart gives a node a new id).
+            self.membership.connect_failed(intended, now);
         }
-        let Some(own) = own.filter(|_| !self.config.listen_addresses.is_empty()) else {
-            // Inbound, or we cannot be dialed (a browser): this link is the seed's only one.
-            self.send_sockets(conn);
-            return;
-        };
-        // We dialed a seed. It will dial every address it hears of, ours included once any
-        // node mentions it, and a seed with two links to us would get our messages twice. So
-        // introduce ourselves — our address and the nodes we know — and hang up: the seed's
-        // own dial back becomes its one link. A seed ignores addresses it has dialed already,
-        // so introducing ourselves again later (a pinned seed is revisited) is harmless.
-        let mut addresses = self.v1_addresses(conn);
-        let seed_has_us = self.conns.get(&conn).is_some_and(|c| {
-            self.config
-                .listen_addresses
-                .iter()
-                .any(|a| c.seed_dialed.contains(a))
-        });
-        if !seed_has_us {
-            addresses.insert(0, self.config.listen_addresses[0].clone());
+        let pinned = dialed.as_deref().is_some_and(|a| self.book.is_pinned(a));
+        self.timers
+            .insert(now + self.config.transient_idle, Timer::Conn(conn));
+        if replaced && self.membership.is_neighbor(hello.id) {
+            self.sync.open(conn, direction == Direction::Outbound, now);
         }
-        self.send(conn, Frame::Sockets { addresses }.encode().into());
-        self.close(conn, "hearsay nodes let seed nodes dial them", now);
-        if let Some(k) = self.known.get_mut(&own) {
-            k.next_attempt = now + self.config.v1_revisit_interval;
-        }
+        let ours = self.broadcast.root();
+        let elsewhere = hello.root.is_some() && ours.is_some() && hello.root != ours;
+        self.membership
+            .connected(hello.id, hello.kind, record, pinned, elsewhere, now);
     }
 
-    /// Sends a v1 peer `SOCKETS` if it would learn anything from it (or has had none yet).
-    fn send_sockets(&mut self, conn: ConnId) {
-        let addresses = self.v1_addresses(conn);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let fresh = addresses.iter().any(|a| !c.told.contains(a));
-        if fresh || c.told.is_empty() {
-            c.told.extend(addresses.iter().cloned());
-            self.send(conn, Frame::Sockets { addresses }.encode().into());
-        }
-    }
+    // ----- the parts' outputs -----
 
-    /// What to tell the seed on `conn` in `SOCKETS`: the canonical address of each hearsay node
-    /// we know of, except nodes the seed has already dialed under any of their addresses (a
-    /// seed compares addresses as strings, so naming a node it reached at its seed port again
-    /// by its main port would link it twice and it would get everything twice), and never
-    /// ours. Seed addresses are never passed on: an inbound seed's own address is unknown to
-    /// us, so passing them on could make a seed dial itself.
-    fn v1_addresses(&self, conn: ConnId) -> Vec<String> {
-        let Some(c) = self.conns.get(&conn) else {
-            return Vec::new();
-        };
-        self.nodes
-            .iter()
-            .filter(|&(&id, aliases)| {
-                id != self.me
-                    && !aliases
-                        .iter()
-                        .any(|a| c.seed_dialed.contains(a) || c.dialed.as_ref() == Some(a))
-            })
-            .filter_map(|(_, aliases)| aliases.first().cloned())
-            .collect()
-    }
-
-    fn peers_frame(&self, exclude: Option<NodeId>) -> Frame {
-        let peers = self
-            .nodes
-            .iter()
-            .filter(|&(&id, aliases)| id != self.me && Some(id) != exclude && !aliases.is_empty())
-            .map(|(&id, aliases)| PeerRecord {
-                id,
-                address: aliases[0].clone(),
-                aliases: aliases[1..].to_vec(),
-            })
-            .collect();
-        Frame::Peers { peers }
-    }
-
-    /// Records what a node says its addresses are (its `HELLO` is the authority). Any other
-    /// node id claiming one of these addresses is stale — a restart gives a node a new id —
-    /// and is dropped.
-    fn set_node_addresses(&mut self, id: NodeId, addresses: Vec<String>) {
-        if addresses.is_empty() {
-            return;
-        }
-        self.nodes.retain(|&other, aliases| {
-            other == id || !aliases.iter().any(|a| addresses.contains(a))
-        });
-        self.nodes.insert(id, addresses);
-    }
-
-    // ----- messages -----
-
-    fn on_v1_frame(&mut self, conn: ConnId, frame: Frame, now: Millis) {
-        match frame {
-            Frame::Message { data } => {
-                self.stats.received += 1;
-                if data.is_empty() || data.len() > self.config.max_message_bytes {
-                    self.bad_frame(conn, "message empty or too large");
-                    return;
-                }
-                let id = MsgId::v1(&data);
-                if self.index.contains(&id) || !self.seen.insert(id, now) {
-                    self.stats.duplicates += 1;
-                    return;
-                }
-                self.index.insert((0, id));
-                let msg = Message {
-                    id,
-                    origin: V1_ORIGIN.to_owned(),
-                    seq: 0,
-                    timestamp: now,
-                    data,
-                };
-                self.stats.delivered += 1;
-                self.outputs.push_back(Output::Deliver(msg.clone()));
-                self.forward(&msg, Some(conn), false);
-                self.trace(id, None, now);
+    /// Carries out what the parts asked for, until none has anything more to say.
+    fn after(&mut self, now: Millis) {
+        loop {
+            let mut any = false;
+            while let Some(out) = self.membership.poll() {
+                any = true;
+                self.on_membership(out, now);
             }
-            Frame::Sockets { addresses } => {
-                // A seed's SOCKETS is the list of addresses it has dialed: remember it, so we
-                // never name a node to it that it already reached under another address.
-                let canonical: Vec<String> = addresses
-                    .iter()
-                    .filter_map(|a| canonical_address(a))
-                    .collect();
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    for a in &canonical {
-                        if !c.seed_dialed.contains(a) {
-                            c.seed_dialed.push(a.clone());
+            while let Some(out) = self.broadcast.poll() {
+                any = true;
+                self.on_broadcast(out);
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn on_membership(&mut self, out: membership::Out, now: Millis) {
+        use membership::Out;
+        match out {
+            Out::Send(node, message) => {
+                if let Some(conn) = self.conns.to_node(node) {
+                    self.send(conn, Frame::from(message).encode().into());
+                }
+            }
+            Out::Connect { peer, then } => {
+                let frame: Option<Arc<str>> = then.map(|m| Frame::from(m).encode().into());
+                if let Some(conn) = self.conns.to_node(peer.id) {
+                    if let Some(frame) = frame {
+                        self.send(conn, frame);
+                    }
+                    return;
+                }
+                if self.book.is_self(&peer.address) {
+                    self.membership.connect_failed(peer.id, now);
+                    return;
+                }
+                let conn = match self.book.dialing(&peer.address, Some(peer.id)) {
+                    Some(conn) => conn,
+                    None => self.dial(peer.address.clone(), Some(peer.id), now),
+                };
+                if let (Some(frame), Some(c)) = (frame, self.conns.get_mut(conn)) {
+                    c.queued.push(frame);
+                }
+            }
+            Out::Close(node, reason) => {
+                if let Some(conn) = self.conns.to_node(node) {
+                    self.close(conn, reason, now);
+                }
+            }
+            Out::NeighborUp(node) => {
+                let Some(conn) = self.conns.to_node(node) else {
+                    return;
+                };
+                let client = self
+                    .conns
+                    .get(conn)
+                    .and_then(Conn::hearsay)
+                    .is_some_and(|h| h.kind == PeerKind::Browser);
+                self.broadcast.neighbor_up(node, client);
+                let initiator = self
+                    .conns
+                    .get(conn)
+                    .is_some_and(|c| c.direction == Direction::Outbound);
+                self.sync.open(conn, initiator, now);
+                if client && self.config.kind == PeerKind::Node {
+                    // A page gets the whole map at once, not over the next minute.
+                    let records: Vec<(TopoRecord, Option<NodeId>)> = self
+                        .map
+                        .view()
+                        .records()
+                        .map(|r| (r.clone(), None))
+                        .collect();
+                    self.send_map_to(conn, &records);
+                }
+            }
+            Out::NeighborDown(node) => {
+                self.broadcast.neighbor_down(node);
+                if let Some(conn) = self.conns.to_node(node) {
+                    self.sync.close(conn);
+                }
+            }
+        }
+    }
+
+    fn on_broadcast(&mut self, out: broadcast::Out) {
+        match out {
+            broadcast::Out::Push { to, msg, hops } => {
+                let frame: Arc<str> = Frame::encode_gossip(&msg, hops).into();
+                let own = msg.origin == self.me.to_string();
+                for node in to {
+                    if let Some(conn) = self.conns.to_node(node) {
+                        if !own {
+                            self.stats.forwarded += 1;
                         }
+                        self.send(conn, frame.clone());
                     }
                 }
-                for address in canonical {
-                    self.learn(&address, None, now);
+            }
+            broadcast::Out::Send(node, control) => {
+                if let Some(conn) = self.conns.to_node(node) {
+                    self.send(conn, Frame::from(control).encode().into());
                 }
             }
-            // A seed ignores frames it does not know; so do we, but we count them.
-            _ => self.bad_frame(conn, "unexpected frame from a v1 peer"),
         }
     }
 
-    fn on_gossip(&mut self, conn: ConnId, msg: Message, now: Millis) {
-        self.stats.received += 1;
-        if !msg.id_is_valid() || msg.data.len() > self.config.max_message_bytes {
-            self.bad_frame(conn, "message id does not match its content");
-            return;
-        }
-        // A browser we hold a link to published this: tell it we have it (even a copy: the
-        // page wants to know that some node holds its message).
-        if self.published_by_browser_on(conn, &msg) {
-            self.send(conn, Frame::Ack { id: msg.id }.encode().into());
-        }
-        if self.index.contains(&msg.id) || !self.seen.insert(msg.id, now) {
-            self.stats.duplicates += 1;
-            return;
-        }
-        self.index.insert(sync::key_of(&msg));
-        self.stats.delivered += 1;
-        self.outputs.push_back(Output::Deliver(msg.clone()));
-        self.forward(&msg, Some(conn), false);
-        let from = self.conns.get(&conn).and_then(Conn::node_id);
-        self.trace(msg.id, from, now);
-    }
-
-    /// The forwarding seam: who gets `msg`, which arrived on `from` (or was published here).
-    /// Today this floods every other v2 link; Plumtree will replace the v2 half.
-    fn forward(&mut self, msg: &Message, from: Option<ConnId>, own: bool) {
-        let v2_targets: Vec<ConnId> = self
-            .conns
+    fn own_links(&self) -> OwnLinks {
+        let mut links = self.membership.active();
+        links.extend(
+            self.membership
+                .client_ids()
+                .take(map::LISTED_CLIENTS)
+                .copied(),
+        );
+        let eager = links
             .iter()
-            .filter(|&(&id, c)| Some(id) != from && c.is_v2())
-            .map(|(&id, _)| id)
+            .copied()
+            .filter(|id| self.broadcast.is_eager(id))
             .collect();
-        let v1_targets: Vec<ConnId> = if self.v1_should_receive(msg, own) {
-            self.conns
-                .iter()
-                .filter(|(_, c)| c.is_v1())
-                .map(|(&id, _)| id)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if !own {
-            self.stats.forwarded += (v2_targets.len() + v1_targets.len()) as u64;
+        OwnLinks {
+            links,
+            eager,
+            clients: self.membership.clients() as u32,
+            seeds: self.seeds.len() as u32,
         }
-        if !v2_targets.is_empty() {
-            let frame: Arc<str> = Frame::Gossip(msg.clone()).encode().into();
-            for conn in v2_targets {
-                self.send(conn, frame.clone());
-            }
-        }
-        if !v1_targets.is_empty() {
-            let frame: Arc<str> = Frame::Message {
-                data: msg.data.clone(),
-            }
-            .encode()
-            .into();
-            for conn in v1_targets {
-                self.send(conn, frame.clone());
+    }
+
+    /// Passes map records on along the tree: every eager neighbour gets the batch, less what
+    /// it sent us itself.
+    fn send_map(&mut self, batch: Vec<(TopoRecord, Option<NodeId>)>) {
+        let eager: Vec<NodeId> = self.broadcast.eager().copied().collect();
+        let mut everything: Option<Vec<Arc<str>>> = None;
+        for node in eager {
+            let Some(conn) = self.conns.to_node(node) else {
+                continue;
+            };
+            if batch.iter().any(|(_, from)| *from == Some(node)) {
+                let theirs: Vec<(TopoRecord, Option<NodeId>)> = batch
+                    .iter()
+                    .filter(|(_, from)| *from != Some(node))
+                    .cloned()
+                    .collect();
+                self.send_map_to(conn, &theirs);
+            } else {
+                let frames = everything.get_or_insert_with(|| self.map_frames(&batch));
+                for frame in frames.clone() {
+                    self.send(conn, frame);
+                }
             }
         }
     }
 
-    /// A seed node dials every address it hears of and never forwards, so it ends up linked
-    /// to every node and must get each message from exactly one of them: its origin. Messages
-    /// from a browser (which a seed cannot dial) are passed on by the browser's home node.
-    /// Text that came from a seed is never sent back to one: it sent it to all its sockets.
-    fn v1_should_receive(&self, msg: &Message, own: bool) -> bool {
-        if own {
-            return true;
+    fn send_map_to(&mut self, conn: ConnId, records: &[(TopoRecord, Option<NodeId>)]) {
+        for frame in self.map_frames(records) {
+            self.send(conn, frame);
         }
-        if msg.origin == V1_ORIGIN {
-            return false;
-        }
-        // Decided by the origin, not by the link a copy arrived on: the browser sends to all
-        // its links at once, and its home node may well hear it first through another node.
-        self.conns.values().any(|c| match &c.state {
-            ConnState::V2 { hello } => {
-                hello.kind == PeerKind::Browser
-                    && hello.home == Some(self.me)
-                    && msg.origin == hello.id.to_string()
-            }
-            _ => false,
-        })
+    }
+
+    fn map_frames(&self, records: &[(TopoRecord, Option<NodeId>)]) -> Vec<Arc<str>> {
+        records
+            .chunks(self.config.map.records_per_frame.max(1))
+            .map(|chunk| {
+                Frame::Map {
+                    records: chunk.iter().map(|(r, _)| r.clone()).collect(),
+                }
+                .encode()
+                .into()
+            })
+            .collect()
     }
 
     // ----- connections -----
 
-    fn alloc_conn(&mut self) -> ConnId {
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
+    fn dial(&mut self, address: String, intended: Option<NodeId>, now: Millis) -> ConnId {
+        let mut c = Conn::new(
+            Direction::Outbound,
+            Some(address.clone()),
+            State::Dialing,
+            now,
+        );
+        c.intended = intended;
+        let conn = self.conns.insert(c);
+        self.book.dial_started(&address, conn, intended);
+        self.stats.dials += 1;
+        self.outputs.push_back(Output::Dial { conn, address });
         conn
     }
 
+    /// Dials the pinned addresses that are due.
+    fn dial_pinned(&mut self, now: Millis) {
+        let due = self.book.due(now, |id| self.conns.to_node(id).is_some());
+        for address in due {
+            self.dial(address, None, now);
+        }
+        self.schedule_dial();
+    }
+
+    fn schedule_dial(&mut self) {
+        if let Some(at) = self.book.next_due()
+            && self.dial_timer.is_none_or(|t| at < t)
+        {
+            self.dial_timer = Some(at);
+            self.timers.insert(at, Timer::Dial);
+        }
+    }
+
+    /// Handshake timeout, keepalive, and closing links membership has no use for.
+    fn check_conn(&mut self, conn: ConnId, now: Millis) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let next = match &c.state {
+            State::Dialing => None,
+            State::Handshake { since } => {
+                let since = *since;
+                if now >= since + self.config.hello_timeout {
+                    self.seeds.opened(conn, c.dialed.clone());
+                    self.become_v1(conn, now);
+                    return;
+                }
+                Some(since + self.config.hello_timeout)
+            }
+            State::V1 | State::V2(_) => {
+                let idle = now.saturating_sub(c.last_heard);
+                let can_ping = c.is_v2() || self.config.transport_ping;
+                if !can_ping {
+                    None
+                } else if idle >= self.config.idle_timeout {
+                    self.close(conn, CloseReason::KeepaliveTimeout, now);
+                    return;
+                } else if idle >= self.config.ping_interval && c.ping_sent.is_none() {
+                    let nonce: u32 = self.rng.random();
+                    c.ping_sent = Some(nonce);
+                    if c.is_v2() {
+                        self.send(conn, Frame::Ping { nonce }.encode().into());
+                    } else {
+                        self.outputs.push_back(Output::Ping { conn });
+                    }
+                    Some(now + self.config.idle_timeout - idle)
+                } else if c.ping_sent.is_some() {
+                    Some(c.last_heard + self.config.idle_timeout)
+                } else {
+                    Some(c.last_heard + self.config.ping_interval)
+                }
+            }
+        };
+        // A node connection that membership has no use for (it carried a request or a reply,
+        // or the node left our view) is closed after a while, however busy the other end
+        // keeps it: closing is how the other end learns it is not our neighbour, should it
+        // think it is.
+        let mut next = next;
+        let node = self
+            .conns
+            .get(conn)
+            .and_then(Conn::hearsay)
+            .filter(|h| h.kind == PeerKind::Node)
+            .map(|h| h.id);
+        if let Some(node) = node {
+            let wanted = self.membership.wants(node);
+            let Some(c) = self.conns.get_mut(conn) else {
+                return;
+            };
+            if wanted {
+                c.wanted = true;
+                c.unwanted_since = None;
+                // Look again now and then: the view may change.
+                next = earliest([next, Some(now + self.config.transient_idle)]);
+            } else {
+                let first = if c.wanted { now } else { c.connected_at };
+                let since = *c.unwanted_since.get_or_insert(first);
+                if now >= since + self.config.transient_idle {
+                    self.close(conn, CloseReason::NotANeighbour, now);
+                    return;
+                }
+                next = earliest([next, Some(since + self.config.transient_idle)]);
+            }
+        }
+        if let Some(at) = next {
+            self.timers.insert(at.max(now + 1), Timer::Conn(conn));
+        }
+    }
+
     fn send(&mut self, conn: ConnId, frame: Arc<str>) {
+        self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;
         self.outputs.push_back(Output::Send { conn, frame });
     }
 
-    fn bad_frame(&mut self, conn: ConnId, why: &str) {
+    fn bad_frame(&mut self, conn: ConnId, why: &str, now: Millis) {
         self.stats.bad_frames += 1;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.bad_frames += 1;
         if c.bad_frames >= self.config.max_bad_frames {
-            let reason = format!("too many bad frames (last: {why})");
-            // The timestamp only matters for redial scheduling; last_heard is current.
-            let now = c.last_heard;
-            self.close(conn, &reason, now);
+            let reason = CloseReason::TooManyBadFrames {
+                last: why.to_owned(),
+            };
+            self.close(conn, reason, now);
         }
     }
 
-    fn close(&mut self, conn: ConnId, reason: &str, now: Millis) {
-        if let Some(c) = self.conns.remove(&conn) {
-            self.outputs.push_back(Output::Close {
-                conn,
-                reason: reason.to_owned(),
-            });
-            if reason != "duplicate connection" {
-                self.note_error(&c, &format!("we closed it: {reason}"));
-            }
-            self.forget_conn(conn, c, now);
-        }
-    }
-
-    /// Bookkeeping after a connection is gone: free its address entries and plan a redial.
-    fn forget_conn(&mut self, conn: ConnId, c: Conn, now: Millis) {
-        let established = c.is_v2() || c.is_v1();
-        let still_linked = c.node_id().is_some_and(|id| self.connected_to(id));
-        let mut addresses: Vec<String> = c.dialed.iter().cloned().collect();
-        if let ConnState::V2 { hello } = &c.state {
-            addresses.extend(hello.addresses.iter().cloned());
-        }
-        for address in addresses {
-            if let Some(k) = self.known.get_mut(&address)
-                && k.conn == Some(conn)
-            {
-                k.conn = None;
-            }
-            if !still_linked {
-                self.schedule_redial(&address, now, !established);
-            }
-        }
-    }
-
-    fn schedule_redial(&mut self, address: &str, now: Millis, failed: bool) {
-        let Some(k) = self.known.get_mut(address) else {
-            return;
-        };
-        if failed {
-            k.failures += 1;
-        }
-        if !k.pinned && k.failures >= self.config.forget_after_failures {
-            self.known.remove(address);
-            self.nodes
-                .retain(|_, aliases| aliases.first().map(String::as_str) != Some(address));
+    fn close(&mut self, conn: ConnId, reason: CloseReason, now: Millis) {
+        if self.conns.get(conn).is_none() {
             return;
         }
-        let exp = k.failures.min(16);
-        let base = self
-            .config
-            .backoff_initial
-            .saturating_mul(1u64 << exp)
-            .min(self.config.backoff_max);
-        let jitter = self.rng.random_range(0..=base / 4);
-        k.next_attempt = now + base + jitter;
-    }
-
-    fn connected_to(&self, node: NodeId) -> bool {
-        self.conns.values().any(|c| c.node_id() == Some(node))
-    }
-
-    /// Records an address heard from a peer. Unknown addresses are dialed by maintenance.
-    fn learn(&mut self, address: &str, node: Option<NodeId>, now: Millis) {
-        let Some(address) = canonical_address(address) else {
-            return;
-        };
-        if node == Some(self.me) {
-            let k = self.known.entry(address).or_default();
-            k.is_self = true;
-            k.node = Some(self.me);
-            return;
-        }
-        let k = self.known.entry(address).or_insert_with(|| Known {
-            next_attempt: now,
-            ..Known::default()
+        let text = format!("we closed it: {reason}");
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason: reason.clone(),
         });
-        if k.node.is_none() && !k.is_self {
-            k.node = node;
-        }
+        self.forget(conn, Some(&reason), &text, now);
     }
 
-    /// Dials what should be dialed: pinned addresses always, discovered ones while we have
-    /// fewer than `target_connections` node links.
-    fn maintain_connections(&mut self, now: Millis) {
-        let mut links = self
+    /// Bookkeeping after a connection is gone: every part forgets it.
+    fn forget(&mut self, conn: ConnId, reason: Option<&CloseReason>, text: &str, now: Millis) {
+        let registered = self
             .conns
-            .values()
-            .filter(|c| match &c.state {
-                ConnState::V2 { hello } => hello.kind == PeerKind::Node,
-                _ => true,
-            })
-            .count();
-        let mut candidates: Vec<String> = Vec::new();
-        for (address, k) in &self.known {
-            if k.is_self || k.conn.is_some() || k.next_attempt > now || (k.v1 && !k.pinned) {
-                continue;
-            }
-            if k.node.is_some_and(|id| self.connected_to(id)) {
-                continue;
-            }
-            if k.pinned {
-                candidates.insert(0, address.clone());
-            } else if self.config.dial_discovered {
-                candidates.push(address.clone());
-            }
+            .get(conn)
+            .and_then(Conn::node_id)
+            .is_some_and(|n| self.conns.to_node(n) == Some(conn));
+        let Some(c) = self.conns.remove(conn) else {
+            return;
+        };
+        self.book
+            .closed(conn, c.dialed.as_deref(), reason, text, now, &mut self.rng);
+        self.seeds.closed(conn);
+        self.sync.close(conn);
+        if registered && let Some(node) = c.node_id() {
+            self.membership.disconnected(node, now);
+        } else if let Some(node) = c.intended
+            && c.node_id().is_none()
+        {
+            self.membership.connect_failed(node, now);
         }
-        // Discovered candidates in random order, so nodes do not all pick the same few.
-        let pinned = candidates
-            .iter()
-            .take_while(|a| self.known[*a].pinned)
-            .count();
-        for i in (pinned + 1..candidates.len()).rev() {
-            let j = self.rng.random_range(pinned..=i);
-            candidates.swap(i, j);
-        }
-        let mut dialing_nodes: Vec<NodeId> = Vec::new();
-        for address in candidates {
-            let k = &self.known[&address];
-            if !k.pinned && links >= self.config.target_connections {
-                continue;
-            }
-            if let Some(id) = k.node {
-                // Two addresses of one node: dial only one of them.
-                if dialing_nodes.contains(&id) || self.dialing_node(id) {
-                    continue;
-                }
-                dialing_nodes.push(id);
-            }
-            let conn = self.alloc_conn();
-            self.known
-                .get_mut(&address)
-                .expect("candidate is known")
-                .conn = Some(conn);
-            self.conns.insert(
-                conn,
-                Conn {
-                    direction: Direction::Outbound,
-                    dialed: Some(address.clone()),
-                    state: ConnState::Dialing,
-                    connected_at: now,
-                    last_heard: now,
-                    ping_sent: None,
-                    bad_frames: 0,
-                    told: Vec::new(),
-                    seed_dialed: Vec::new(),
-                    wants: VecDeque::new(),
-                    want_in_flight: false,
-                    next_sync: Millis::MAX,
-                },
-            );
-            self.stats.dials += 1;
-            links += 1;
-            self.outputs.push_back(Output::Dial { conn, address });
-        }
+        self.schedule_dial();
     }
+}
 
-    fn dialing_node(&self, node: NodeId) -> bool {
-        self.conns.values().any(|c| {
-            matches!(c.state, ConnState::Dialing | ConnState::Handshake { .. })
-                && c.dialed
-                    .as_ref()
-                    .is_some_and(|a| self.known.get(a).is_some_and(|k| k.node == Some(node)))
-        })
-    }
+fn c_dialed(conns: &Conns, conn: ConnId) -> Option<String> {
+    conns.get(conn).and_then(|c| c.dialed.clone())
 }
 
 impl fmt::Debug for Engine {
@@ -1605,8 +1365,63 @@ impl fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("me", &self.me)
             .field("conns", &self.conns.len())
-            .field("known", &self.known.len())
-            .field("seen", &self.seen.len())
+            .field("active", &self.membership.active().len())
+            .field("held", &self.index.len())
             .finish()
+    }
+}
+
+/// Bookkeeping shared by every driver: carries out the engine's outputs through a
+/// [`Driver`], going round until nothing is left (answering a `Fetch` or closing a peer
+/// whose queue is full makes more output).
+pub trait Driver {
+    /// Queues a frame for the peer; false if its queue is full (the engine then closes it).
+    fn send(&mut self, conn: ConnId, frame: Arc<str>) -> bool;
+    fn ping(&mut self, conn: ConnId);
+    fn dial(&mut self, conn: ConnId, address: String);
+    fn close(&mut self, conn: ConnId, reason: CloseReason);
+    fn deliver(&mut self, msg: Message, hops: Option<u32>);
+    fn acked(&mut self, _id: MsgId, _by: NodeId) {}
+    /// The messages held of `ids`, if they can be had at once; `None` means the driver will
+    /// call [`Engine::provide`] itself later.
+    fn fetch(&mut self, conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>>;
+}
+
+impl Engine {
+    /// Drains every output into `driver`. Call after every event (see the crate docs).
+    pub fn drain(&mut self, driver: &mut impl Driver, now: Millis) {
+        loop {
+            let mut full = Vec::new();
+            let mut more = false;
+            while let Some(output) = self.poll_output() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if !driver.send(conn, frame) && !full.contains(&conn) {
+                            full.push(conn);
+                        }
+                    }
+                    Output::Ping { conn } => driver.ping(conn),
+                    Output::Dial { conn, address } => driver.dial(conn, address),
+                    Output::Close { conn, reason } => driver.close(conn, reason),
+                    Output::Deliver { msg, hops } => driver.deliver(msg, hops),
+                    Output::Acked { id, by } => driver.acked(id, by),
+                    Output::Fetch { conn, ids } => {
+                        if let Some(found) = driver.fetch(conn, ids) {
+                            self.provide(conn, found);
+                            more = true;
+                        }
+                    }
+                }
+            }
+            for conn in full {
+                more = true;
+                // A peer that cannot keep up is dropped rather than allowed to grow memory.
+                self.close(conn, CloseReason::SendQueueFull, now);
+                self.after(now);
+            }
+            if !more {
+                return;
+            }
+        }
     }
 }

@@ -70,6 +70,15 @@ macro_rules! hex_id {
 pub struct NodeId([u8; 16]);
 hex_id!(NodeId);
 
+impl NodeId {
+    /// Where this id falls in `[0, span)`: spreads timers over nodes, lowest ids first.
+    pub fn spread(&self, span: u64) -> u64 {
+        let b = &self.0;
+        let x = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        x * span / (u32::MAX as u64 + 1)
+    }
+}
+
 /// A message's identity, the same on every node (see [`MsgId::v2`] and [`MsgId::v1`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MsgId([u8; 16]);

@@ -1,38 +1,72 @@
-//! hearsay's protocol, with no I/O: the wire format and the gossip engine that native nodes
-//! and browser peers both drive.
+//! hearsay's protocol, with no I/O: the wire format and the engine that native nodes and
+//! browser peers both drive.
 //!
-//! - [`id`]: node and message ids; a message id is a hash of what the message is.
-//! - [`wire`]: the JSON frames of v1 (the seed's `MESSAGE`/`SOCKETS`) and v2 (`HELLO`,
-//!   `GOSSIP`, `PEERS`, `PING`/`PONG`), and canonical peer addresses.
-//! - [`seen`]: the bounded, expiring set of message ids already delivered.
-//! - [`engine`]: one node's state machine. Events go in (connection accepted/opened/closed,
-//!   frame received, publish, timeout) with the current time; [`Output`]s come out (send,
-//!   dial, close, deliver) for the driver to carry out.
-//! - [`sync`]: range-based set reconciliation, so peers converge on the same messages.
-//! - [`topology`]: the network map, learned from records every peer floods about itself.
-//! - [`sim`]: a deterministic discrete-event simulation of many engines (and seed nodes) on a
-//!   virtual clock, used by the tests and for measuring the protocol.
+//! The engine is composed of parts, each a module with its own state, timers and messages:
 //!
-//! Data flow in a driver: socket bytes → [`Engine::frame`] → [`Engine::poll_output`] →
-//! `Send` to other sockets / `Deliver` to the store. Time is milliseconds since the Unix epoch
-//! ([`Millis`]), supplied by the caller and never read here, so the crate builds for wasm32.
+//! - [`membership`]: HyParView — a small active view of neighbours, a passive view to repair
+//!   it from, joins by random walk, periodic shuffles; pages are held as clients.
+//! - [`broadcast`]: Plumtree — messages pushed along a spanning tree of the neighbours, ids
+//!   announced lazily on the other links, `GRAFT`/`PRUNE` to repair and trim the tree
+//!   (flooding is kept as a strategy for baselines and tiny networks).
+//! - [`seed`]: what seed (v1) nodes of the tutorial network get and are told.
+//! - [`sync`]: range-based set reconciliation, the safety net under broadcast.
+//! - [`map`]: the network map, from records each peer sends at a bounded rate.
+//! - [`engine`]: composes them with the connection table ([`conns`]), the address book
+//!   ([`book`]) and the handshake; [`Engine`] is what drivers hold.
+//!
+//! Underneath: [`id`] (node and message ids), [`message`] (a message), [`peer`] (kinds of
+//! peer, dialable records, canonical addresses), [`wire`] (the JSON frames), [`close`]
+//! (typed close reasons), [`dedup`] (the one bounded expiring set), [`timers`] (typed
+//! deadlines). [`sim`] runs many engines on a virtual clock, for tests and `hearsay sim`.
+//!
+//! ## The driver contract
+//!
+//! A driver (the native node, the page, the simulator) owns the sockets and the clock. Time is
+//! milliseconds since the Unix epoch ([`Millis`]), passed in with every call and never read
+//! here, so the crate builds for wasm32.
+//!
+//! 1. Feed every event to the engine with the current time: [`Engine::accepted`] for an
+//!    inbound socket (the engine names it), [`Engine::opened`] or [`Engine::dial_failed`]
+//!    for a dial it asked for, [`Engine::frame`] for each text frame,
+//!    [`Engine::transport_pong`], [`Engine::closed`], [`Engine::publish`],
+//!    [`Engine::add_peer`].
+//! 2. After every call, drain every [`Output`] — [`Engine::drain`] does it through a
+//!    [`Driver`], including the follow-ups: answering a [`Output::Fetch`] with
+//!    [`Engine::provide`] and closing a peer whose send queue is full.
+//! 3. Call [`Engine::handle_timeout`] when [`Engine::poll_timeout`] says (the earliest real
+//!    deadline of any part), then drain again.
+//!
+//! Data flow: socket bytes → [`Engine::frame`] → the part the frame is for → outputs →
+//! `Send` to other sockets, `Deliver` to the store and the page.
 
 #![forbid(unsafe_code)]
 
+pub mod book;
+pub mod broadcast;
+pub mod close;
+pub mod conns;
+pub mod dedup;
 pub mod engine;
 pub mod id;
-pub mod seen;
+pub mod map;
+pub mod membership;
+pub mod message;
+pub mod peer;
+pub mod seed;
 pub mod sim;
 pub mod sync;
-pub mod topology;
+pub mod timers;
 pub mod wire;
 
-pub use engine::{
-    AddressError, Config, ConnId, Direction, Engine, LinkInfo, LinkState, Output, PeerInfo,
-    Protocol, PublishError, Stats,
-};
+pub use book::{AddressError, LinkInfo, LinkState};
+pub use broadcast::Strategy;
+pub use close::CloseReason;
+pub use conns::{ConnId, Direction, Protocol};
+pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
 pub use id::{MsgId, NodeId, V1_ORIGIN};
-pub use wire::{Frame, Message, PeerKind, canonical_address};
+pub use message::Message;
+pub use peer::{PeerKind, PeerRecord, canonical_address};
+pub use wire::Frame;
 
 /// Milliseconds since the Unix epoch, as the driver's clock (real or virtual) tells it.
 pub type Millis = u64;

@@ -1,27 +1,39 @@
 //! A deterministic discrete-event simulation of a hearsay network on a virtual clock.
 //!
-//! Each simulated node is either a hearsay [`Engine`] or a [`SeedNode`] that behaves like the
-//! Node.js seed (v1). Links carry frames in order with random delays, as a WebSocket over TCP
-//! does; dials succeed if the address belongs to a running node. Every random choice comes from
-//! one seed, so a run replays exactly, and the tests assert delivery properties over many seeds
-//! and topologies in milliseconds of real time.
+//! Each simulated peer is a hearsay [`Engine`] (a node or a page) or a [`SeedNode`] that
+//! behaves like the Node.js seed (v1). A link gets a latency drawn from [`Sim::latency`] when
+//! it opens; its frames arrive in order after that latency plus up to 10% jitter, as a
+//! WebSocket over TCP does. A dial takes two latencies (TCP and the upgrade) and succeeds if
+//! the address belongs to a running peer. Every random choice comes from one seed, so a run
+//! replays exactly, and tests assert delivery properties over many seeds and topologies in
+//! milliseconds of real time.
 //!
-//! Flow: [`Sim::run_until`] pops the earliest of (queued network event, engine timer), feeds it
-//! to the node, and turns the node's outputs into new queued events.
+//! Flow: [`Sim::run_until`] takes the earliest of (queued network event, an engine's next
+//! deadline) — deadlines sit in a heap, so a step costs O(log n) whatever the network's size —
+//! feeds it to the peer, and turns the peer's outputs into new queued events.
+//!
+//! [`Scenario`] runs the measurement `hearsay sim` prints: warm-up until membership settles,
+//! messages at a network-wide rate, then the run until every live node has every message.
 
-use crate::engine::{Config, ConnId, Engine, Output};
+use crate::close::CloseReason;
+use crate::conns::ConnId;
+use crate::engine::{Config, Driver, Engine};
 use crate::id::{MsgId, NodeId};
-use crate::wire::{Frame, Message};
-use crate::{Millis, PeerKind};
+use crate::message::Message;
+use crate::wire::Frame;
+use crate::{Millis, PeerKind, Strategy};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The virtual clock starts here, so timestamps look like real ones (2026-01-01).
 pub const EPOCH: Millis = 1_767_225_600_000;
 
-/// How nodes are wired by their pinned (`--peer`) addresses.
+/// How peers are first linked: who dials whom (`--peer`) when a network starts. Membership
+/// reshapes the links from there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     /// Node i dials node i-1.
@@ -45,6 +57,16 @@ impl Topology {
         Topology::Full,
     ];
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Line => "line",
+            Topology::Ring => "ring",
+            Topology::Star => "star",
+            Topology::Random => "random",
+            Topology::Full => "full",
+        }
+    }
+
     /// Directed edges (dialer, target) for `n` nodes.
     pub fn edges(self, n: usize, rng: &mut impl Rng) -> Vec<(usize, usize)> {
         let mut edges = Vec::new();
@@ -59,10 +81,12 @@ impl Topology {
             Topology::Star => edges.extend((1..n).map(|i| (i, 0))),
             Topology::Random => {
                 edges.extend((1..n).map(|i| (i, rng.random_range(0..i))));
+                let mut seen: HashSet<(usize, usize)> = edges.iter().copied().collect();
                 for _ in 0..n / 2 {
                     let a = rng.random_range(0..n);
                     let b = rng.random_range(0..n);
-                    if a != b && !edges.contains(&(a, b)) && !edges.contains(&(b, a)) {
+                    if a != b && !seen.contains(&(a, b)) && !seen.contains(&(b, a)) {
+                        seen.insert((a, b));
                         edges.push((a, b));
                     }
                 }
@@ -74,6 +98,22 @@ impl Topology {
             }
         }
         edges
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Topology::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown topology {s:?}: line, ring, star, random or full"))
     }
 }
 
@@ -105,12 +145,12 @@ pub struct SimNode {
     pub address: String,
     pub kind: NodeKind,
     pub up: bool,
-    /// For each message id, how many times this node delivered it (should be exactly 1).
+    /// For each message id, how many times this peer delivered it (should be exactly 1).
     pub delivered: HashMap<MsgId, u32>,
-    /// What this node holds, to answer `WANT`s with (its store).
+    /// What this peer holds, to answer `WANT`s with (its store).
     pub held: HashMap<MsgId, Message>,
-    /// Outputs of seeds that still need turning into events.
-    pending: Vec<Output>,
+    /// Seed actions that still need turning into events.
+    pending: Vec<Action>,
 }
 
 impl SimNode {
@@ -126,6 +166,15 @@ impl SimNode {
             NodeKind::Hearsay(_) => None,
         }
     }
+}
+
+/// What a peer asked the network for.
+#[derive(Debug)]
+enum Action {
+    Send(ConnId, Arc<str>),
+    Ping(ConnId),
+    Dial(ConnId, String),
+    Close(ConnId),
 }
 
 #[derive(Debug)]
@@ -150,20 +199,40 @@ enum Event {
     },
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    to: usize,
+    to_conn: ConnId,
+    latency: Millis,
+    last_arrival: Millis,
+}
+
 /// Aggregate figures from a run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     pub nodes: usize,
     pub messages: usize,
-    /// Deliveries at hearsay nodes (each node × each message, when all is well).
+    /// Deliveries at hearsay peers (each peer × each message, when all is well).
     pub deliveries: u64,
-    /// Message copies that arrived and were dropped as already seen.
+    /// Message copies that arrived and were dropped as already held.
     pub duplicates_suppressed: u64,
     pub frames_sent: u64,
+    pub bytes_sent: u64,
     pub bad_frames: u64,
-    /// Mean and worst time from publish to delivery, over every (node, message).
+    /// Mean and worst time from publish to delivery, over every (peer, message).
     pub mean_latency_ms: f64,
     pub max_latency_ms: Millis,
+}
+
+/// What the simulator tracks of one published message.
+#[derive(Debug, Default, Clone)]
+struct Tracked {
+    published_at: Millis,
+    /// Frames that carried its payload (pushes, graft replies, reconciliation).
+    payload_frames: u64,
+    reached: u64,
+    last_delivery: Millis,
+    max_hops: u32,
 }
 
 pub struct Sim {
@@ -172,15 +241,21 @@ pub struct Sim {
     pub nodes: Vec<SimNode>,
     queue: BTreeMap<(Millis, u64), Event>,
     seq: u64,
-    links: HashMap<(usize, ConnId), (usize, ConnId)>,
-    last_arrival: HashMap<(usize, ConnId), Millis>,
-    /// Link delay range in milliseconds.
-    pub delay: (Millis, Millis),
+    /// The engines' next deadlines, and what each node's is now (older entries are stale).
+    deadlines: BinaryHeap<Reverse<(Millis, usize)>>,
+    scheduled: Vec<Option<Millis>>,
+    links: HashMap<(usize, ConnId), Link>,
+    by_address: HashMap<String, usize>,
+    /// Link latency range in milliseconds.
+    pub latency: (Millis, Millis),
     frames_sent: u64,
-    published_at: HashMap<MsgId, Millis>,
+    bytes_sent: u64,
+    tracked: HashMap<MsgId, Tracked>,
     latencies: Vec<Millis>,
+    /// Every delivery of a tracked message: (peer, id, when, hops; `None`: reconciled).
+    pub deliveries: Vec<(usize, MsgId, Millis, Option<u32>)>,
     /// While set, the network is cut between these nodes and the rest.
-    cut: Option<std::collections::HashSet<usize>>,
+    cut: Option<HashSet<usize>>,
 }
 
 impl Sim {
@@ -191,12 +266,16 @@ impl Sim {
             nodes: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
+            deadlines: BinaryHeap::new(),
+            scheduled: Vec::new(),
             links: HashMap::new(),
-            last_arrival: HashMap::new(),
-            delay: (1, 50),
+            by_address: HashMap::new(),
+            latency: (1, 50),
             frames_sent: 0,
-            published_at: HashMap::new(),
+            bytes_sent: 0,
+            tracked: HashMap::new(),
             latencies: Vec::new(),
+            deliveries: Vec::new(),
             cut: None,
         }
     }
@@ -222,9 +301,7 @@ impl Sim {
         if let NodeKind::Seed(s) = &mut self.nodes[seed].kind {
             s.dialed.push(address.clone());
             let conn = s.alloc();
-            self.nodes[seed]
-                .pending
-                .push(Output::Dial { conn, address });
+            self.nodes[seed].pending.push(Action::Dial(conn, address));
         }
         self.flush(seed);
     }
@@ -237,26 +314,36 @@ impl Sim {
         Engine::new(config, NodeId::from_bytes(id), seed, self.now)
     }
 
-    /// Adds a hearsay node; `config.listen_addresses` is filled in.
-    pub fn add_hearsay(&mut self, mut config: Config) -> usize {
+    fn push_node(&mut self, address: String, kind: NodeKind) -> usize {
         let i = self.nodes.len();
-        config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
-        let engine = self.new_engine(config);
+        self.by_address.insert(address.clone(), i);
+        if matches!(kind, NodeKind::Hearsay(_)) {
+            self.by_address.insert(Self::v1_address(i), i);
+        }
         self.nodes.push(SimNode {
-            address: Self::address(i),
-            kind: NodeKind::Hearsay(Box::new(engine)),
+            address,
+            kind,
             up: true,
             delivered: HashMap::new(),
             held: HashMap::new(),
             pending: Vec::new(),
         });
+        self.scheduled.push(None);
+        self.reschedule(i);
         i
+    }
+
+    /// Adds a hearsay node; `config.listen_addresses` is filled in.
+    pub fn add_hearsay(&mut self, mut config: Config) -> usize {
+        let i = self.nodes.len();
+        config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
+        let engine = self.new_engine(config);
+        self.push_node(Self::address(i), NodeKind::Hearsay(Box::new(engine)))
     }
 
     /// Adds a browser peer whose page was served by node `home` (already added): it cannot be
     /// dialed, names `home` in its handshake, and keeps `home` pinned.
     pub fn add_browser(&mut self, home: usize) -> usize {
-        let i = self.nodes.len();
         let home_id = self.nodes[home]
             .engine()
             .expect("home is a hearsay node")
@@ -264,19 +351,12 @@ impl Sim {
         let config = Config {
             kind: PeerKind::Browser,
             home: Some(home_id),
-            target_connections: 3,
             transport_ping: false,
             ..Config::default()
         };
         let engine = self.new_engine(config);
-        self.nodes.push(SimNode {
-            address: format!("browser{i}"),
-            kind: NodeKind::Hearsay(Box::new(engine)),
-            up: true,
-            delivered: HashMap::new(),
-            held: HashMap::new(),
-            pending: Vec::new(),
-        });
+        let i = self.nodes.len();
+        let i = self.push_node(format!("browser{i}"), NodeKind::Hearsay(Box::new(engine)));
         self.connect(i, home);
         i
     }
@@ -284,15 +364,7 @@ impl Sim {
     /// Adds a seed (v1) node.
     pub fn add_seed(&mut self) -> usize {
         let i = self.nodes.len();
-        self.nodes.push(SimNode {
-            address: Self::address(i),
-            kind: NodeKind::Seed(SeedNode::default()),
-            up: true,
-            delivered: HashMap::new(),
-            held: HashMap::new(),
-            pending: Vec::new(),
-        });
-        i
+        self.push_node(Self::address(i), NodeKind::Seed(SeedNode::default()))
     }
 
     /// Makes node `from` dial node `to` as `--peer` (or the seed's `/add`) would.
@@ -316,7 +388,7 @@ impl Sim {
         }
     }
 
-    /// Publishes `text` at node `i`; returns the id every hearsay node should deliver.
+    /// Publishes `text` at node `i`; returns the id every hearsay peer should deliver.
     pub fn publish(&mut self, i: usize, text: &str) -> MsgId {
         let now = self.now;
         let id = match &mut self.nodes[i].kind {
@@ -328,19 +400,16 @@ impl Sim {
                 }
                 .encode()
                 .into();
-                let sends: Vec<Output> = s
+                let sends: Vec<Action> = s
                     .sockets
                     .iter()
-                    .map(|&conn| Output::Send {
-                        conn,
-                        frame: frame.clone(),
-                    })
+                    .map(|&conn| Action::Send(conn, frame.clone()))
                     .collect();
                 self.nodes[i].pending.extend(sends);
                 MsgId::v1(text)
             }
         };
-        self.published_at.insert(id, now);
+        self.tracked.entry(id).or_default().published_at = now;
         self.flush(i);
         id
     }
@@ -348,32 +417,16 @@ impl Sim {
     /// Cuts the network between `side` and every other node: links across are lost and dials
     /// across fail until [`Sim::heal`].
     pub fn partition(&mut self, side: &[usize]) {
-        let side: std::collections::HashSet<usize> = side.iter().copied().collect();
-        let crossing: Vec<(usize, ConnId)> = self
+        let side: HashSet<usize> = side.iter().copied().collect();
+        let mut crossing: Vec<(usize, ConnId)> = self
             .links
             .iter()
-            .filter(|((a, _), (b, _))| side.contains(a) != side.contains(b))
+            .filter(|((a, _), l)| side.contains(a) != side.contains(&l.to))
             .map(|(&k, _)| k)
             .collect();
+        crossing.sort();
         for key in crossing {
-            if let Some((peer, peer_conn)) = self.links.remove(&key) {
-                let at = self.now + self.random_delay();
-                self.schedule(
-                    at,
-                    Event::Closed {
-                        to: key.0,
-                        conn: key.1,
-                    },
-                );
-                self.links.remove(&(peer, peer_conn));
-                self.schedule(
-                    at,
-                    Event::Closed {
-                        to: peer,
-                        conn: peer_conn,
-                    },
-                );
-            }
+            self.drop_link(key);
         }
         self.cut = Some(side);
     }
@@ -389,24 +442,47 @@ impl Sim {
             .is_some_and(|side| side.contains(&a) != side.contains(&b))
     }
 
+    /// Both ends of a link see it close.
+    fn drop_link(&mut self, key: (usize, ConnId)) {
+        if let Some(link) = self.links.remove(&key) {
+            self.links.remove(&(link.to, link.to_conn));
+            let at = self.now + link.latency;
+            self.schedule(
+                at,
+                Event::Closed {
+                    to: key.0,
+                    conn: key.1,
+                },
+            );
+            self.schedule(
+                at,
+                Event::Closed {
+                    to: link.to,
+                    conn: link.to_conn,
+                },
+            );
+        }
+    }
+
     /// Stops node `i` abruptly: its peers see their links close.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].up = false;
-        let mine: Vec<(usize, ConnId)> = self
+        let mut mine: Vec<(usize, ConnId)> = self
             .links
             .keys()
             .filter(|(n, _)| *n == i)
             .copied()
             .collect();
+        mine.sort();
         for key in mine {
-            if let Some((peer, peer_conn)) = self.links.remove(&key) {
-                self.links.remove(&(peer, peer_conn));
-                let at = self.now + self.random_delay();
+            if let Some(link) = self.links.remove(&key) {
+                self.links.remove(&(link.to, link.to_conn));
+                let at = self.now + link.latency;
                 self.schedule(
                     at,
                     Event::Closed {
-                        to: peer,
-                        conn: peer_conn,
+                        to: link.to,
+                        conn: link.to_conn,
                     },
                 );
             }
@@ -420,11 +496,14 @@ impl Sim {
         config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
         // A restarted node keeps its store (as a node with --data does) but nothing else.
         let mut engine = self.new_engine(config);
-        for msg in self.nodes[i].held.values() {
+        let mut held: Vec<&Message> = self.nodes[i].held.values().collect();
+        held.sort_by_key(|m| m.id);
+        for msg in held {
             engine.note_held(crate::sync::key_of(msg));
         }
         self.nodes[i].kind = NodeKind::Hearsay(Box::new(engine));
         self.nodes[i].up = true;
+        self.reschedule(i);
         for &p in peers {
             self.connect(i, p);
         }
@@ -434,12 +513,14 @@ impl Sim {
     pub fn run_until(&mut self, until: Millis) {
         loop {
             let next_event = self.queue.keys().next().map(|&(t, _)| t);
-            let next_timer = self
-                .nodes
-                .iter()
-                .filter(|n| n.up)
-                .filter_map(|n| n.engine().map(Engine::poll_timeout))
-                .min();
+            // Drop stale deadlines (the node's deadline moved since it was pushed).
+            while let Some(&Reverse((t, i))) = self.deadlines.peek() {
+                if self.scheduled[i] == Some(t) && self.nodes[i].up {
+                    break;
+                }
+                self.deadlines.pop();
+            }
+            let next_timer = self.deadlines.peek().map(|&Reverse((t, _))| t);
             let next = match (next_event, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => match a.or(b) {
@@ -455,18 +536,13 @@ impl Sim {
                 let (_, event) = self.queue.pop_first().expect("peeked");
                 self.handle(event);
             } else {
+                let Reverse((_, i)) = self.deadlines.pop().expect("peeked");
+                self.scheduled[i] = None;
                 let now = self.now;
-                for i in 0..self.nodes.len() {
-                    if !self.nodes[i].up {
-                        continue;
-                    }
-                    if let NodeKind::Hearsay(e) = &mut self.nodes[i].kind
-                        && e.poll_timeout() <= now
-                    {
-                        e.handle_timeout(now);
-                        self.flush(i);
-                    }
+                if let NodeKind::Hearsay(e) = &mut self.nodes[i].kind {
+                    e.handle_timeout(now);
                 }
+                self.flush(i);
             }
         }
         self.now = self.now.max(until);
@@ -478,8 +554,8 @@ impl Sim {
         self.run_until(until);
     }
 
-    /// Checks that every running hearsay node delivered each of `ids` exactly once and nothing
-    /// else more than once.
+    /// Checks that every running hearsay peer delivered each of `ids` exactly once and
+    /// nothing else more than once.
     pub fn check_exactly_once(&self, ids: &[MsgId]) -> Result<(), String> {
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.up || node.engine().is_none() {
@@ -499,12 +575,27 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether every running node knows the same root of the broadcast tree (always true
+    /// when flooding, which has none).
+    pub fn one_root(&self) -> bool {
+        let mut roots = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .filter_map(|n| n.engine())
+            .filter(|e| e.config().kind == PeerKind::Node)
+            .map(|e| e.root());
+        let first = roots.next().flatten();
+        roots.all(|r| r == first)
+    }
+
     /// Figures over the whole run so far.
     pub fn report(&self) -> Report {
         let mut r = Report {
             nodes: self.nodes.len(),
-            messages: self.published_at.len(),
+            messages: self.tracked.len(),
             frames_sent: self.frames_sent,
+            bytes_sent: self.bytes_sent,
             ..Report::default()
         };
         for node in &self.nodes {
@@ -523,13 +614,28 @@ impl Sim {
         r
     }
 
-    fn random_delay(&mut self) -> Millis {
-        self.rng.random_range(self.delay.0..=self.delay.1)
+    fn random_latency(&mut self) -> Millis {
+        self.rng
+            .random_range(self.latency.0..=self.latency.1.max(self.latency.0))
     }
 
     fn schedule(&mut self, at: Millis, event: Event) {
         self.seq += 1;
         self.queue.insert((at, self.seq), event);
+    }
+
+    fn reschedule(&mut self, i: usize) {
+        let deadline = match &self.nodes[i].kind {
+            NodeKind::Hearsay(e) if self.nodes[i].up => e.poll_timeout(),
+            _ => None,
+        };
+        if deadline != self.scheduled[i] {
+            self.scheduled[i] = deadline;
+            if let Some(t) = deadline {
+                self.deadlines.push(Reverse((t.max(self.now), i)));
+                self.scheduled[i] = Some(t.max(self.now));
+            }
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -540,11 +646,11 @@ impl Sim {
                 conn,
                 address,
             } => {
-                let target = self.nodes.iter().enumerate().position(|(j, n)| {
-                    n.up && (n.address == address
-                        || (n.engine().is_some() && Self::v1_address(j) == address))
-                });
-                let target = target.filter(|&to| !self.across_cut(from, to));
+                let target = self
+                    .by_address
+                    .get(&address)
+                    .copied()
+                    .filter(|&to| self.nodes[to].up && !self.across_cut(from, to));
                 let (Some(to), true) = (target, self.nodes[from].up) else {
                     if let NodeKind::Hearsay(e) = &mut self.nodes[from].kind {
                         e.dial_failed(conn, "no such node", now);
@@ -556,8 +662,25 @@ impl Sim {
                     NodeKind::Hearsay(e) => e.accepted(now),
                     NodeKind::Seed(s) => s.alloc(),
                 };
-                self.links.insert((from, conn), (to, inbound));
-                self.links.insert((to, inbound), (from, conn));
+                let latency = self.random_latency();
+                self.links.insert(
+                    (from, conn),
+                    Link {
+                        to,
+                        to_conn: inbound,
+                        latency,
+                        last_arrival: 0,
+                    },
+                );
+                self.links.insert(
+                    (to, inbound),
+                    Link {
+                        to: from,
+                        to_conn: conn,
+                        latency,
+                        last_arrival: 0,
+                    },
+                );
                 self.on_open(to, inbound);
                 match &mut self.nodes[from].kind {
                     NodeKind::Hearsay(e) => e.opened(conn, now),
@@ -571,6 +694,20 @@ impl Sim {
                 if !self.links.contains_key(&(to, conn)) || !self.nodes[to].up {
                     return;
                 }
+                if std::env::var("SIMTRACE").is_ok()
+                    && !frame.contains("MAP")
+                    && !frame.contains("IHAVE")
+                {
+                    let from = self.links[&(to, conn)].to;
+                    eprintln!(
+                        "{} {}->{} {}: {}",
+                        self.now - EPOCH,
+                        from,
+                        to,
+                        conn,
+                        &frame[..frame.len().min(90)]
+                    );
+                }
                 let node = &mut self.nodes[to];
                 match &mut node.kind {
                     NodeKind::Hearsay(e) => e.frame(conn, &frame, now),
@@ -582,9 +719,16 @@ impl Sim {
                 if let NodeKind::Hearsay(e) = &mut self.nodes[to].kind {
                     e.transport_pong(conn, now);
                 }
+                self.reschedule(to);
             }
             Event::Closed { to, conn } => {
+                if std::env::var("SIMTRACE").is_ok() {
+                    eprintln!("{} close at {} {}", self.now - EPOCH, to, conn);
+                }
                 self.links.remove(&(to, conn));
+                if !self.nodes[to].up {
+                    return;
+                }
                 match &mut self.nodes[to].kind {
                     NodeKind::Hearsay(e) => e.closed(conn, None, now),
                     NodeKind::Seed(s) => s.sockets.retain(|&c| c != conn),
@@ -603,97 +747,161 @@ impl Sim {
             }
             .encode()
             .into();
-            self.nodes[i].pending.push(Output::Send { conn, frame });
+            self.nodes[i].pending.push(Action::Send(conn, frame));
         }
     }
 
     /// Turns node `i`'s outputs into queued events.
     fn flush(&mut self, i: usize) {
-        loop {
-            let mut outputs = std::mem::take(&mut self.nodes[i].pending);
-            if let NodeKind::Hearsay(e) = &mut self.nodes[i].kind {
-                while let Some(o) = e.poll_output() {
-                    outputs.push(o);
-                }
-            }
-            if outputs.is_empty() {
-                return;
-            }
-            self.carry_out(i, outputs);
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let mut effects = Effects {
+            actions: std::mem::take(&mut node.pending),
+            delivered: Vec::new(),
+            held: &node.held,
+        };
+        if let NodeKind::Hearsay(e) = &mut node.kind {
+            e.drain(&mut effects, now);
         }
+        let Effects {
+            actions, delivered, ..
+        } = effects;
+        for (msg, hops) in delivered {
+            self.delivered(i, msg, hops);
+        }
+        for action in actions {
+            self.carry_out(i, action);
+        }
+        self.reschedule(i);
     }
 
-    fn carry_out(&mut self, i: usize, outputs: Vec<Output>) {
-        for output in outputs {
-            match output {
-                Output::Send { conn, frame } => {
-                    let Some(&(to, to_conn)) = self.links.get(&(i, conn)) else {
-                        continue;
-                    };
-                    self.frames_sent += 1;
-                    // In order per direction, as TCP delivers.
-                    let at = (self.now + self.random_delay())
-                        .max(*self.last_arrival.get(&(i, conn)).unwrap_or(&0));
-                    self.last_arrival.insert((i, conn), at);
+    fn carry_out(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Send(conn, frame) => {
+                let Some(link) = self.links.get(&(i, conn)).copied() else {
+                    return;
+                };
+                self.frames_sent += 1;
+                self.bytes_sent += frame.len() as u64;
+                self.count_payload(&frame);
+                // In order per direction, as TCP delivers.
+                let jitter = self.rng.random_range(0..=link.latency / 10);
+                let at = (self.now + link.latency + jitter).max(link.last_arrival);
+                if let Some(l) = self.links.get_mut(&(i, conn)) {
+                    l.last_arrival = at;
+                }
+                self.schedule(
+                    at,
+                    Event::Arrive {
+                        to: link.to,
+                        conn: link.to_conn,
+                        frame,
+                    },
+                );
+            }
+            Action::Ping(conn) => {
+                if let Some(link) = self.links.get(&(i, conn)).copied() {
+                    let at = self.now + 2 * link.latency;
+                    self.schedule(at, Event::Pong { to: i, conn });
+                }
+            }
+            Action::Dial(conn, address) => {
+                let at = self.now + 2 * self.random_latency();
+                self.schedule(
+                    at,
+                    Event::Connect {
+                        from: i,
+                        conn,
+                        address,
+                    },
+                );
+            }
+            Action::Close(conn) => {
+                // The other end's half stays until the close reaches it: what was sent before
+                // the close still arrives, as over TCP.
+                if let Some(link) = self.links.remove(&(i, conn)) {
+                    let at = (self.now + link.latency).max(link.last_arrival);
                     self.schedule(
                         at,
-                        Event::Arrive {
-                            to,
-                            conn: to_conn,
-                            frame,
+                        Event::Closed {
+                            to: link.to,
+                            conn: link.to_conn,
                         },
                     );
                 }
-                Output::Ping { conn } => {
-                    if self.links.contains_key(&(i, conn)) {
-                        let at = self.now + 2 * self.random_delay();
-                        self.schedule(at, Event::Pong { to: i, conn });
-                    }
-                }
-                Output::Dial { conn, address } => {
-                    let at = self.now + self.random_delay();
-                    self.schedule(
-                        at,
-                        Event::Connect {
-                            from: i,
-                            conn,
-                            address,
-                        },
-                    );
-                }
-                Output::Close { conn, .. } => {
-                    if let Some((to, to_conn)) = self.links.remove(&(i, conn)) {
-                        let at = (self.now + self.random_delay())
-                            .max(*self.last_arrival.get(&(i, conn)).unwrap_or(&0));
-                        self.schedule(at, Event::Closed { to, conn: to_conn });
-                    }
-                }
-                Output::Deliver(msg) => self.delivered(i, msg),
-                Output::Acked { .. } | Output::Traced(_) => {}
-                Output::Fetch { conn, ids } => {
-                    let node = &mut self.nodes[i];
-                    let found: Vec<Message> = ids
-                        .iter()
-                        .filter_map(|id| node.held.get(id).cloned())
-                        .collect();
-                    if let NodeKind::Hearsay(e) = &mut node.kind {
-                        e.provide(conn, found);
-                    }
+            }
+        }
+    }
+
+    /// Counts the frames that carry a tracked message's payload, for RMR.
+    fn count_payload(&mut self, frame: &str) {
+        if self.tracked.is_empty() {
+            return;
+        }
+        if frame.starts_with(r#"{"type":"GOSSIP""#) {
+            if let Ok(Frame::Gossip { msg, .. }) = Frame::decode(frame)
+                && let Some(t) = self.tracked.get_mut(&msg.id)
+            {
+                t.payload_frames += 1;
+            }
+        } else if frame.starts_with(r#"{"type":"MESSAGES""#)
+            && let Ok(Frame::Messages { messages, .. }) = Frame::decode(frame)
+        {
+            for m in messages {
+                if let Some(t) = self.tracked.get_mut(&m.id) {
+                    t.payload_frames += 1;
                 }
             }
         }
     }
 
-    fn delivered(&mut self, i: usize, msg: Message) {
+    fn delivered(&mut self, i: usize, msg: Message, hops: Option<u32>) {
         *self.nodes[i].delivered.entry(msg.id).or_default() += 1;
-        if let Some(&at) = self.published_at.get(&msg.id) {
-            self.latencies.push(self.now - at);
+        if let Some(t) = self.tracked.get_mut(&msg.id) {
+            self.deliveries.push((i, msg.id, self.now, hops));
+            self.latencies.push(self.now - t.published_at);
+            t.reached += 1;
+            t.last_delivery = t.last_delivery.max(self.now);
+            t.max_hops = t.max_hops.max(hops.unwrap_or(0));
         }
         self.nodes[i].held.insert(msg.id, msg);
     }
 }
 
-fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Output>) {
+/// The simulator's side of the driver contract: collects what a peer asked for.
+struct Effects<'a> {
+    actions: Vec<Action>,
+    delivered: Vec<(Message, Option<u32>)>,
+    held: &'a HashMap<MsgId, Message>,
+}
+
+impl Driver for Effects<'_> {
+    fn send(&mut self, conn: ConnId, frame: Arc<str>) -> bool {
+        self.actions.push(Action::Send(conn, frame));
+        true
+    }
+    fn ping(&mut self, conn: ConnId) {
+        self.actions.push(Action::Ping(conn));
+    }
+    fn dial(&mut self, conn: ConnId, address: String) {
+        self.actions.push(Action::Dial(conn, address));
+    }
+    fn close(&mut self, conn: ConnId, _reason: CloseReason) {
+        self.actions.push(Action::Close(conn));
+    }
+    fn deliver(&mut self, msg: Message, hops: Option<u32>) {
+        self.delivered.push((msg, hops));
+    }
+    fn fetch(&mut self, _conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>> {
+        Some(
+            ids.iter()
+                .filter_map(|id| self.held.get(id).cloned())
+                .collect(),
+        )
+    }
+}
+
+fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Action>) {
     // The seed would crash on a frame that is not JSON; hearsay must never send one.
     let value: serde_json::Value =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("seed got non-JSON {text:?}: {e}"));
@@ -713,10 +921,7 @@ fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Out
                 if !s.dialed.iter().any(|d| d == a) {
                     s.dialed.push(a.to_owned());
                     let conn = s.alloc();
-                    pending.push(Output::Dial {
-                        conn,
-                        address: a.to_owned(),
-                    });
+                    pending.push(Action::Dial(conn, a.to_owned()));
                 }
             }
         }
@@ -724,23 +929,237 @@ fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Out
     }
 }
 
-/// A node config for simulations: static wiring (no discovered dials) or discovery on.
-///
-/// The network map is off: flooding every peer's record is the costliest traffic of all, and
-/// most simulations are about messages. `topology_config` turns it on.
-pub fn sim_config(discover: bool) -> Config {
-    Config {
+/// A node config for simulations, with the broadcast strategy given. The map is on, as
+/// nodes ship.
+pub fn sim_config(strategy: Strategy) -> Config {
+    let mut config = Config {
         kind: PeerKind::Node,
-        dial_discovered: discover,
-        share_topology: false,
         ..Config::default()
+    };
+    config.broadcast.strategy = strategy;
+    config
+}
+
+/// Who publishes in a [`Scenario`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Senders {
+    /// Node 0 publishes everything.
+    One,
+    /// Each message from a node picked at random among the live ones.
+    Random,
+}
+
+impl std::str::FromStr for Senders {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "one" => Ok(Senders::One),
+            "random" => Ok(Senders::Random),
+            other => Err(format!("unknown senders {other:?}: one or random")),
+        }
     }
 }
 
-/// A node config for simulations of the network map.
-pub fn topology_config() -> Config {
-    Config {
-        share_topology: true,
-        ..sim_config(false)
+/// A measured run: `nodes` linked first in `topology`, warm-up until membership settles,
+/// `messages` published at `rate` per second network-wide, `churn` of the nodes killed when
+/// half are out, then the run until every live node has every message (or a minute passes).
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub nodes: usize,
+    pub messages: usize,
+    pub latency: (Millis, Millis),
+    pub seed: u64,
+    pub rate: f64,
+    pub senders: Senders,
+    pub churn: f64,
+    pub strategy: Strategy,
+    pub topology: Topology,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            nodes: 100,
+            messages: 50,
+            latency: (10, 50),
+            seed: 1,
+            rate: 10.0,
+            senders: Senders::Random,
+            churn: 0.0,
+            strategy: Strategy::Plumtree,
+            topology: Topology::Random,
+        }
+    }
+}
+
+/// What [`Scenario::run`] measured. Field names are `hearsay sim --json`'s keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub nodes: usize,
+    pub messages: usize,
+    pub strategy: String,
+    pub senders: Senders,
+    pub churn: f64,
+    pub seed: u64,
+    pub latency: String,
+    /// Deliveries / (live nodes × messages).
+    pub delivered_ratio: f64,
+    /// Per message: payload frames / (nodes reached − 1) − 1, averaged.
+    pub rmr: f64,
+    /// Per message: the hop count of the farthest delivery, averaged.
+    pub ldh: f64,
+    /// Time from publish to the last node, over messages.
+    pub p50_ms: Millis,
+    pub p99_ms: Millis,
+    /// Every frame sent from the first publish until the last delivery, per delivery.
+    pub frames_per_delivery: f64,
+    pub bytes_per_delivery: f64,
+    /// Filled in by the caller, which has a clock.
+    pub wall_s: f64,
+    /// Virtual seconds the warm-up took.
+    pub warmup_s: f64,
+}
+
+impl Scenario {
+    pub fn run(&self) -> Figures {
+        let mut sim = Sim::new(self.seed);
+        sim.latency = self.latency;
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed_5eed);
+        for _ in 0..self.nodes {
+            sim.add_hearsay(sim_config(self.strategy));
+        }
+        sim.wire(self.topology);
+
+        // Warm-up: until the links have stopped growing (their count changed by less than
+        // 1% over five seconds), every node knows the same root of the broadcast tree, and
+        // the tree has gone a beacon round without a graft; at most two minutes. (Shuffles go
+        // on reshaping views forever, so "no change" would never come in a large network.)
+        let start = sim.now;
+        let mut history: Vec<(usize, u64)> = Vec::new();
+        loop {
+            sim.run_for(1_000);
+            let engines = || sim.nodes.iter().filter_map(|n| n.engine());
+            let links: usize = engines().map(|e| e.neighbors().len()).sum();
+            let grafts: u64 = engines().map(|e| e.broadcast_stats().grafts).sum();
+            history.push((links, grafts));
+            let settled = history.len() > 5 && {
+                let (then, grafts_then) = history[history.len() - 6];
+                let then = then as f64;
+                (links as f64 - then).abs() <= then * 0.01 && grafts == grafts_then
+            };
+            if (settled && sim.one_root()) || sim.now >= start + 120_000 {
+                break;
+            }
+        }
+        let warmup_s = (sim.now - start) as f64 / 1000.0;
+
+        let frames_before = sim.frames_sent;
+        let bytes_before = sim.bytes_sent;
+        let gap = (1000.0 / self.rate.max(0.001)) as Millis;
+        let mut ids = Vec::new();
+        let mut killed = false;
+        for m in 0..self.messages {
+            if !killed && self.churn > 0.0 && m >= self.messages / 2 {
+                killed = true;
+                let victims = ((self.nodes as f64) * self.churn).round() as usize;
+                let mut candidates: Vec<usize> = (1..self.nodes).collect();
+                for k in 0..victims.min(candidates.len()) {
+                    let j = rng.random_range(k..candidates.len());
+                    candidates.swap(k, j);
+                    sim.kill(candidates[k]);
+                }
+            }
+            let live: Vec<usize> = (0..self.nodes).filter(|&i| sim.nodes[i].up).collect();
+            let at = match self.senders {
+                Senders::One => 0,
+                Senders::Random => live[rng.random_range(0..live.len())],
+            };
+            ids.push(sim.publish(at, &format!("message {m} from node {at}")));
+            sim.run_for(gap);
+        }
+        // Until every live node has every message, or a minute.
+        let deadline = sim.now + 60_000;
+        let live_count = sim.nodes.iter().filter(|n| n.up).count() as u64;
+        while sim.now < deadline {
+            let done = ids
+                .iter()
+                .all(|id| sim.tracked.get(id).is_some_and(|t| t.reached >= live_count));
+            if done {
+                break;
+            }
+            sim.run_for(100);
+        }
+        let quiet_at = ids
+            .iter()
+            .filter_map(|id| sim.tracked.get(id))
+            .map(|t| t.last_delivery)
+            .max()
+            .unwrap_or(sim.now);
+        let _ = quiet_at;
+        let frames = sim.frames_sent - frames_before;
+        let bytes = sim.bytes_sent - bytes_before;
+
+        let live: Vec<&SimNode> = sim.nodes.iter().filter(|n| n.up).collect();
+        let deliveries: u64 = live
+            .iter()
+            .map(|n| ids.iter().filter(|id| n.delivered.contains_key(id)).count() as u64)
+            .sum();
+        let all_deliveries: u64 = ids
+            .iter()
+            .filter_map(|id| sim.tracked.get(id))
+            .map(|t| t.reached)
+            .sum();
+        let mut rmr = 0.0;
+        let mut ldh = 0.0;
+        let mut to_all: Vec<Millis> = Vec::new();
+        for id in &ids {
+            let t = &sim.tracked[id];
+            if t.reached > 1 {
+                rmr += t.payload_frames as f64 / (t.reached - 1) as f64 - 1.0;
+            }
+            ldh += t.max_hops as f64;
+            to_all.push(t.last_delivery.saturating_sub(t.published_at));
+        }
+        let n = ids.len().max(1) as f64;
+        to_all.sort();
+        let pct = |p: f64| -> Millis {
+            if to_all.is_empty() {
+                return 0;
+            }
+            let i = ((to_all.len() as f64 * p).ceil() as usize).clamp(1, to_all.len()) - 1;
+            to_all[i]
+        };
+        Figures {
+            nodes: self.nodes,
+            messages: self.messages,
+            strategy: self.strategy.to_string(),
+            senders: self.senders,
+            churn: self.churn,
+            seed: self.seed,
+            latency: format!("{}..{}", self.latency.0, self.latency.1),
+            delivered_ratio: deliveries as f64 / (live.len() as f64 * ids.len().max(1) as f64),
+            rmr: rmr / n,
+            ldh: ldh / n,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            frames_per_delivery: frames as f64 / all_deliveries.max(1) as f64,
+            bytes_per_delivery: bytes as f64 / all_deliveries.max(1) as f64,
+            wall_s: 0.0,
+            warmup_s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topologies_parse_by_name() {
+        for t in Topology::ALL {
+            assert_eq!(t.name().parse::<Topology>(), Ok(t));
+        }
+        assert!("mesh".parse::<Topology>().is_err());
     }
 }

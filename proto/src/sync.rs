@@ -12,11 +12,18 @@
 //! tell me what you have that I lack), `have` (ids I hold that you lacked: ask for them),
 //! `skip` (nothing to do). What each side lacks is fetched with `WANT`/`MESSAGES` in pages, so
 //! a huge history streams and never builds one giant frame.
+//!
+//! A reconciliation covers only messages older than [`SyncConfig::settle`]: newer ones may
+//! still be on their way through the broadcast tree, and fetching them again would double
+//! their cost. [`Reconciler`] keeps, per peer, when to reconcile next and what is still to be
+//! fetched.
 
+use crate::Millis;
 use crate::id::{MsgId, V1_ORIGIN};
-use crate::wire::Message;
+use crate::message::Message;
+use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 
 /// A position in the key space: `(timestamp, id)`. Seed (v1) messages use timestamp 0, as
@@ -32,6 +39,11 @@ pub fn key_of(msg: &Message) -> Key {
 pub fn sync_timestamp(origin: &str, timestamp: u64) -> u64 {
     if origin == V1_ORIGIN { 0 } else { timestamp }
 }
+
+/// Most ids in one `WANT`.
+pub const MAX_WANT: usize = 256;
+/// A `MESSAGES` page is cut once its texts pass this many bytes.
+pub const MESSAGES_PAGE_BYTES: usize = 256 * 1024;
 
 /// Ranges with at most this many items on our side are listed rather than split.
 pub const LIST_AT_MOST: usize = 32;
@@ -168,16 +180,214 @@ pub struct Reply {
     pub want: Vec<MsgId>,
 }
 
-/// The opening frame of a reconciliation: one fingerprint over everything we hold.
-pub fn initiate(index: &MessageIndex) -> SyncFrame {
-    let fp = Fingerprint::of(index.range(None, None));
-    SyncFrame {
-        from: None,
-        ranges: vec![Range {
-            to: None,
-            fp: Some(fp.encode()),
-            ..Range::default()
-        }],
+/// The opening frame of a reconciliation: one fingerprint over everything we hold below
+/// `upper` (everything, if `None`); the rest of the key space is skipped.
+pub fn initiate(index: &MessageIndex, upper: Option<Key>) -> SyncFrame {
+    let fp = Fingerprint::of(index.range(None, upper));
+    let mut ranges = vec![Range {
+        to: wire(upper),
+        fp: Some(fp.encode()),
+        ..Range::default()
+    }];
+    if upper.is_some() {
+        ranges.push(Range::default());
+    }
+    SyncFrame { from: None, ranges }
+}
+
+/// When and how often to reconcile.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// How often the dialing side of a link reconciles (also on connect, and at once with
+    /// every other peer when a reconciliation brought something new).
+    pub interval: Millis,
+    /// Messages younger than this are left out of a reconciliation: they may be in flight.
+    pub settle: Millis,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            interval: 30_000,
+            settle: 3_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    /// The dialing side reconciles on its own schedule; the other only when told of news.
+    initiator: bool,
+    /// Set while a reconciliation is due at this time.
+    next: Option<Millis>,
+    /// Rounds started so far.
+    rounds: u32,
+    /// The coming round was brought forward by news: follow it with one more once what is
+    /// in flight has settled (the round itself leaves out the newest messages).
+    follow_up: bool,
+    /// Ids this peer has and we lack, still to ask for.
+    wants: VecDeque<MsgId>,
+    /// A `WANT` is out and its last `MESSAGES` page has not come back.
+    in_flight: bool,
+}
+
+/// Reconciliation sessions with every peer, keyed by the caller's peer handle.
+#[derive(Debug)]
+pub struct Reconciler<P> {
+    config: SyncConfig,
+    sessions: BTreeMap<P, Session>,
+    timers: Timers<P>,
+}
+
+impl<P: Ord + Copy> Reconciler<P> {
+    pub fn new(config: SyncConfig) -> Self {
+        Self {
+            config,
+            sessions: BTreeMap::new(),
+            timers: Timers::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// A link to `peer` is up. The dialer reconciles now, once more when what was in flight
+    /// has settled, and then every interval.
+    pub fn open(&mut self, peer: P, initiator: bool, now: Millis) {
+        self.sessions.insert(
+            peer,
+            Session {
+                initiator,
+                next: None,
+                rounds: 0,
+                follow_up: false,
+                wants: VecDeque::new(),
+                in_flight: false,
+            },
+        );
+        if initiator {
+            self.schedule(peer, now);
+        }
+    }
+
+    pub fn close(&mut self, peer: P) {
+        self.sessions.remove(&peer);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// The upper bound of a reconciliation started at `now`.
+    pub fn upper_bound(&self, now: Millis) -> Key {
+        (
+            now.saturating_sub(self.config.settle),
+            MsgId::from_bytes([0; 16]),
+        )
+    }
+
+    /// Peers to start a reconciliation with now.
+    pub fn due(&mut self, now: Millis) -> Vec<P> {
+        let mut due = Vec::new();
+        while let Some(peer) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            if s.next.is_none_or(|at| at > now) || due.contains(&peer) {
+                continue;
+            }
+            s.next = None;
+            s.rounds += 1;
+            let (initiator, rounds) = (s.initiator, s.rounds);
+            let follow_up = std::mem::take(&mut s.follow_up);
+            due.push(peer);
+            // The first round after connecting, and a round brought forward by news, are
+            // followed soon by one that covers what was too new for them.
+            if (initiator && rounds == 1) || follow_up {
+                self.schedule(peer, now + self.config.settle);
+            } else if initiator {
+                self.schedule(peer, now + self.config.interval);
+            }
+        }
+        due
+    }
+
+    /// A reconciliation brought something new: every other peer may lack it too, so
+    /// reconcile with them at once; that carries it on hop by hop.
+    pub fn news(&mut self, except: P, now: Millis) {
+        let others: Vec<P> = self
+            .sessions
+            .keys()
+            .copied()
+            .filter(|&p| p != except)
+            .collect();
+        for p in others {
+            if let Some(s) = self.sessions.get_mut(&p) {
+                s.follow_up = true;
+            }
+            self.schedule(p, now);
+        }
+    }
+
+    /// Queues ids `peer` has and we lack; returns a `WANT` to send if none is out.
+    pub fn want(
+        &mut self,
+        peer: P,
+        ids: Vec<MsgId>,
+        held: impl Fn(&MsgId) -> bool,
+    ) -> Option<Vec<MsgId>> {
+        let s = self.sessions.get_mut(&peer)?;
+        for id in ids {
+            if !held(&id) && !s.wants.contains(&id) {
+                s.wants.push_back(id);
+            }
+        }
+        Self::next_want(s, held)
+    }
+
+    /// A `MESSAGES` page from `peer` arrived; `done` if it was the last of its answer.
+    /// Returns the next `WANT`, if any.
+    pub fn page(
+        &mut self,
+        peer: P,
+        done: bool,
+        held: impl Fn(&MsgId) -> bool,
+    ) -> Option<Vec<MsgId>> {
+        let s = self.sessions.get_mut(&peer)?;
+        if !done {
+            return None;
+        }
+        s.in_flight = false;
+        Self::next_want(s, held)
+    }
+
+    fn next_want(s: &mut Session, held: impl Fn(&MsgId) -> bool) -> Option<Vec<MsgId>> {
+        if s.in_flight {
+            return None;
+        }
+        let mut ids = Vec::new();
+        while ids.len() < MAX_WANT {
+            match s.wants.pop_front() {
+                Some(id) if !held(&id) => ids.push(id),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        s.in_flight = true;
+        Some(ids)
+    }
+
+    fn schedule(&mut self, peer: P, at: Millis) {
+        if let Some(s) = self.sessions.get_mut(&peer)
+            && s.next.is_none_or(|next| at < next)
+        {
+            s.next = Some(at);
+            self.timers.insert(at, peer);
+        }
     }
 }
 
@@ -321,7 +531,7 @@ mod tests {
         a: &MessageIndex,
         b: &MessageIndex,
     ) -> (Vec<MsgId>, Vec<MsgId>, usize, usize) {
-        let mut to_b = vec![initiate(a)];
+        let mut to_b = vec![initiate(a, None)];
         let mut bytes = serde_json::to_string(&to_b[0]).unwrap().len();
         let (mut a_wants, mut b_wants) = (Vec::new(), Vec::new());
         let mut rounds = 0;
@@ -384,6 +594,60 @@ mod tests {
         assert!(aw.is_empty() && bw.is_empty());
         let (aw, bw, _, _) = reconcile(&index(0..100), &index(1000..1100));
         assert_eq!((aw.len(), bw.len()), (100, 100));
+    }
+
+    #[test]
+    fn a_bounded_reconciliation_leaves_newer_messages_alone() {
+        // a has 0..300, b has 0..200 and 250..260: below key 2000 (item 200) they differ
+        // only where b lacks nothing a would fetch above the bound.
+        let a = index(0..300);
+        let b = index((0..200).chain(250..260));
+        let upper = Some((2000, MsgId::from_bytes([0; 16])));
+        let mut to_b = vec![initiate(&a, upper)];
+        let mut b_wants = Vec::new();
+        let mut a_wants = Vec::new();
+        for _ in 0..20 {
+            let mut to_a = Vec::new();
+            for f in &to_b {
+                let r = respond(&b, f);
+                b_wants.extend(r.want);
+                to_a.extend(r.frames);
+            }
+            to_b.clear();
+            for f in &to_a {
+                let r = respond(&a, f);
+                a_wants.extend(r.want);
+                to_b.extend(r.frames);
+            }
+        }
+        assert!(to_b.is_empty(), "settles");
+        assert!(a_wants.is_empty() && b_wants.is_empty(), "{b_wants:?}");
+    }
+
+    #[test]
+    fn sessions_reconcile_on_connect_periodically_and_on_news() {
+        let mut r: Reconciler<u8> = Reconciler::new(SyncConfig {
+            interval: 1_000,
+            settle: 100,
+        });
+        r.open(1, true, 0);
+        r.open(2, false, 0);
+        assert_eq!(r.due(0), vec![1]);
+        assert_eq!(r.due(99), Vec::<u8>::new());
+        assert_eq!(r.due(100), vec![1], "again once in-flight messages settled");
+        assert_eq!(r.due(1_099), Vec::<u8>::new());
+        assert_eq!(r.due(1_100), vec![1]);
+        r.news(1, 1_500);
+        assert_eq!(r.due(1_500), vec![2], "the acceptor only on news");
+        assert_eq!(r.due(1_599), Vec::<u8>::new());
+        assert_eq!(r.due(1_600), vec![2], "and once more when that has settled");
+        assert_eq!(r.due(100_000), vec![1], "then the dialer's rounds only");
+        let held = |_: &MsgId| false;
+        let want = r.want(2, vec![id(1), id(2)], held).unwrap();
+        assert_eq!(want, vec![id(1), id(2)]);
+        assert_eq!(r.want(2, vec![id(3)], held), None, "one WANT at a time");
+        assert_eq!(r.page(2, false, held), None);
+        assert_eq!(r.page(2, true, held), Some(vec![id(3)]));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The engine's behaviour at one node, driven by hand: handshakes, seed detection, self and
-//! duplicate links, keepalive, backoff, and what goes to v1 peers.
+//! duplicate links, keepalive, backoff, transient links, timers, and what goes to v1 peers.
 
-use hearsay_proto::wire::Hello;
-use hearsay_proto::{Config, ConnId, Engine, Frame, MsgId, NodeId, Output, PeerKind, Protocol};
+use hearsay_proto::wire::{Hello, PROTOCOL_VERSION};
+use hearsay_proto::{
+    CloseReason, Config, ConnId, Engine, Frame, MsgId, NodeId, Output, PeerKind, Protocol,
+};
 
 const T0: u64 = 1_000_000;
 const ME: &str = "ws://me:3000";
@@ -33,7 +35,7 @@ fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<Frame> {
         .collect()
 }
 
-fn closed(outputs: &[Output], conn: ConnId) -> Option<String> {
+fn closed(outputs: &[Output], conn: ConnId) -> Option<CloseReason> {
     outputs.iter().find_map(|o| match o {
         Output::Close { conn: c, reason } if *c == conn => Some(reason.clone()),
         _ => None,
@@ -41,13 +43,18 @@ fn closed(outputs: &[Output], conn: ConnId) -> Option<String> {
 }
 
 fn hello(id: u8, addresses: &[&str]) -> String {
+    hello_v(id, addresses, PROTOCOL_VERSION)
+}
+
+fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
     Frame::Hello(Hello {
         protocol: "hearsay".into(),
-        version: 2,
+        version,
         id: node(id),
         kind: PeerKind::Node,
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
         home: None,
+        root: None,
     })
     .encode()
 }
@@ -82,7 +89,11 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
     b.frame(inbound, &hello(1, &["ws://a:3000"]), T0 + 10);
     let out = sent_to(&drain(&mut b), inbound);
     assert!(matches!(&out[0], Frame::Hello(h) if h.id == node(2)));
-    assert!(matches!(&out[1], Frame::Peers { .. }));
+    assert_eq!(
+        out[1],
+        Frame::Join,
+        "alone, it joins through whoever it meets"
+    );
     let peers = b.peers();
     assert_eq!(peers[0].protocol, Protocol::V2);
     assert_eq!(
@@ -92,12 +103,78 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
     );
 }
 
+/// A hearsay node that joined `e` through an inbound link, so it is a neighbour.
+fn join(e: &mut Engine, id: u8, addresses: &[&str], now: u64) -> ConnId {
+    let c = e.accepted(now);
+    e.frame(c, &hello(id, addresses), now);
+    e.frame(c, &Frame::Join.encode(), now);
+    c
+}
+
+#[test]
+fn a_peer_of_another_version_is_closed_with_both_versions_named() {
+    let mut e = engine(1);
+    let c = e.accepted(T0);
+    e.frame(c, &hello_v(2, &["ws://b:3000"], 2), T0);
+    let reason = closed(&drain(&mut e), c).unwrap();
+    assert_eq!(
+        reason,
+        CloseReason::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: 2
+        }
+    );
+    let text = reason.to_string();
+    assert!(
+        text.contains("v2") && text.contains(&format!("v{PROTOCOL_VERSION}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_next_deadline_is_a_real_one_not_a_tick() {
+    let e = engine(1);
+    // Nothing is due for seconds on a node with no links.
+    assert!(e.poll_timeout().unwrap() >= T0 + 1_000);
+}
+
+#[test]
+fn a_node_that_is_not_a_neighbour_is_let_go_once_idle() {
+    let mut e = engine(1);
+    let b = join(&mut e, 2, &["ws://b:3000"], T0);
+    // b tells e of d, so e is not stranded (a node that knows no one to repair from joins
+    // through whoever reaches it).
+    let shuffle = Frame::Shuffle {
+        origin: hearsay_proto::PeerRecord {
+            id: node(2),
+            address: "ws://b:3000".into(),
+            aliases: vec![],
+        },
+        peers: vec![hearsay_proto::PeerRecord {
+            id: node(4),
+            address: "ws://d:3000".into(),
+            aliases: vec![],
+        }],
+        ttl: 0,
+    };
+    e.frame(b, &shuffle.encode(), T0);
+    // c connects and says hello, but asks for nothing (a shuffle reply's carrier, say).
+    let c = e.accepted(T0);
+    e.frame(c, &hello(3, &["ws://c:3000"]), T0);
+    drain(&mut e);
+    e.handle_timeout(T0 + 4_000);
+    assert!(closed(&drain(&mut e), c).is_none());
+    e.handle_timeout(T0 + 5_000);
+    let out = drain(&mut e);
+    assert_eq!(closed(&out, c), Some(CloseReason::NotANeighbour));
+    assert!(closed(&out, b).is_none(), "a neighbour stays");
+}
+
 #[test]
 fn a_silent_peer_is_taken_for_a_seed_and_told_our_nodes() {
     let mut e = engine(1);
     // Know one hearsay node, linked.
-    let b = e.accepted(T0);
-    e.frame(b, &hello(2, &["ws://b:3000", "ws://b:3001"]), T0);
+    let _b = join(&mut e, 2, &["ws://b:3000", "ws://b:3001"], T0);
     let seed = e.accepted(T0);
     drain(&mut e);
     e.handle_timeout(T0 + 900);
@@ -119,10 +196,8 @@ fn a_silent_peer_is_taken_for_a_seed_and_told_our_nodes() {
 #[test]
 fn a_seed_is_never_told_a_node_it_reached_by_another_address_nor_ours() {
     let mut e = engine(1);
-    let b = e.accepted(T0);
-    e.frame(b, &hello(2, &["ws://b:3000", "ws://b:3001"]), T0);
-    let c = e.accepted(T0);
-    e.frame(c, &hello(3, &["ws://c:3000"]), T0);
+    join(&mut e, 2, &["ws://b:3000", "ws://b:3001"], T0);
+    join(&mut e, 3, &["ws://c:3000"], T0);
     drain(&mut e);
     let seed = e.accepted(T0);
     // The seed has dialed us (at our seed port) and b at its seed port.
@@ -173,8 +248,8 @@ fn dialing_ourselves_is_refused_or_detected() {
     drain(&mut e);
     e.frame(conn, &hello(1, &[ME]), T0 + 1);
     assert_eq!(
-        closed(&drain(&mut e), conn).as_deref(),
-        Some("connected to self")
+        closed(&drain(&mut e), conn),
+        Some(CloseReason::ConnectedToSelf)
     );
     e.handle_timeout(T0 + 60_000);
     assert!(dial_of(&drain(&mut e)).is_empty(), "never dialed again");
@@ -198,8 +273,8 @@ fn crossing_dials_keep_the_link_dialed_by_the_lower_id() {
             (out_conn, in_conn)
         };
         assert_eq!(
-            closed(&out, dropped).as_deref(),
-            Some("duplicate connection"),
+            closed(&out, dropped),
+            Some(CloseReason::DuplicateConnection),
             "them={them}"
         );
         assert!(closed(&out, kept).is_none());
@@ -210,12 +285,11 @@ fn crossing_dials_keep_the_link_dialed_by_the_lower_id() {
 #[test]
 fn idle_peers_are_pinged_and_dead_ones_dropped() {
     let mut e = engine(1);
-    let b = e.accepted(T0);
-    e.frame(b, &hello(2, &["ws://b:3000"]), T0);
+    let b = join(&mut e, 2, &["ws://b:3000"], T0);
     drain(&mut e);
     e.handle_timeout(T0 + 10_000);
     let mut out = sent_to(&drain(&mut e), b);
-    out.retain(|f| !matches!(f, Frame::Peers { .. } | Frame::Topo(_)));
+    out.retain(|f| matches!(f, Frame::Ping { .. }));
     let nonce = match out.as_slice() {
         [Frame::Ping { nonce }] => *nonce,
         other => panic!("expected one PING, got {other:?}"),
@@ -235,8 +309,8 @@ fn idle_peers_are_pinged_and_dead_ones_dropped() {
     assert!(closed(&drain(&mut e), b).is_none());
     e.handle_timeout(T0 + 40_300);
     assert_eq!(
-        closed(&drain(&mut e), b).as_deref(),
-        Some("keepalive timeout")
+        closed(&drain(&mut e), b),
+        Some(CloseReason::KeepaliveTimeout)
     );
 }
 
@@ -272,8 +346,7 @@ fn failed_dials_back_off_exponentially_with_a_cap() {
 #[test]
 fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
     let mut e = engine(1);
-    let node_b = e.accepted(T0);
-    e.frame(node_b, &hello(2, &["ws://b:3000"]), T0);
+    let node_b = join(&mut e, 2, &["ws://b:3000"], T0);
     let s1 = e.accepted(T0);
     let s2 = e.accepted(T0);
     drain(&mut e);
@@ -286,20 +359,20 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
     let out = drain(&mut e);
     let delivered: Vec<_> = out
         .iter()
-        .filter(|o| matches!(o, Output::Deliver(_)))
+        .filter(|o| matches!(o, Output::Deliver { .. }))
         .collect();
     assert_eq!(delivered.len(), 1);
     assert!(
-        matches!(delivered[0], Output::Deliver(m) if m.id == MsgId::v1("from a seed") && m.origin == "v1")
+        matches!(delivered[0], Output::Deliver { msg: m, .. } if m.id == MsgId::v1("from a seed") && m.origin == "v1")
     );
     let gossip = |frames: Vec<Frame>| -> Vec<Frame> {
         frames
             .into_iter()
-            .filter(|f| !matches!(f, Frame::Trace(_)))
+            .filter(|f| matches!(f, Frame::Gossip { .. }))
             .collect()
     };
     assert!(
-        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip(m)] if m.data == "from a seed")
+        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip { msg: m, .. }] if m.data == "from a seed")
     );
     for s in [s1, s2] {
         assert!(
@@ -319,7 +392,9 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
             data: "mine".into()
         }]
     );
-    assert!(matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip(m)] if m.data == "mine"));
+    assert!(
+        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip { msg: m, .. }] if m.data == "mine")
+    );
     // What another node published is not ours to give seeds.
     let theirs = hearsay_proto::Message {
         id: MsgId::v2(&node(2), 1, T0, "theirs"),
@@ -328,7 +403,15 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
         timestamp: T0,
         data: "theirs".into(),
     };
-    e.frame(node_b, &Frame::Gossip(theirs).encode(), T0 + 4);
+    e.frame(
+        node_b,
+        &Frame::Gossip {
+            msg: theirs,
+            hops: 1,
+        }
+        .encode(),
+        T0 + 4,
+    );
     let out = drain(&mut e);
     assert!(sent_to(&out, s1).is_empty() && sent_to(&out, s2).is_empty());
 }
@@ -346,7 +429,6 @@ fn a_node_acknowledges_what_a_browser_published() {
     let mut page = Engine::new(
         Config {
             kind: PeerKind::Browser,
-            target_connections: 3,
             transport_ping: false,
             ..Config::default()
         },

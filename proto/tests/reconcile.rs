@@ -37,7 +37,7 @@ fn size(frames: &[SyncFrame]) -> usize {
 }
 
 fn reconcile(a: &MessageIndex, b: &MessageIndex) -> Outcome {
-    let mut to_b = vec![initiate(a)];
+    let mut to_b = vec![initiate(a, None)];
     let mut o = Outcome {
         a_wants: BTreeSet::new(),
         b_wants: BTreeSet::new(),

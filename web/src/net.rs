@@ -4,26 +4,28 @@
 //!
 //! Start-up ([`start`]): ask the serving node who it is (`/api/status`) and what it holds
 //! (`/api/messages`, the first simple catch-up), then start an engine of kind `browser` whose
-//! home is that node, pinned to `ws(s)://<page host>/ws`. Peer exchange tells it about other
-//! nodes; it keeps up to [`LINKS`] links and forwards between them like any node.
+//! home is that node, pinned to `ws(s)://<page host>/ws`. Nodes tell it of others (`PEERS`);
+//! it keeps its home plus two more links, and relays between them like any peer.
 //!
 //! Everything runs on the page's one thread, so the engine lives in a `RefCell`; callbacks to
-//! the page are collected while it is borrowed and sent after.
+//! the page are collected while it is borrowed and sent after. Outputs are drained through
+//! [`PageDriver`], the page's side of `hearsay_proto::Driver`; one browser timeout is kept set
+//! for the engine's next deadline.
 
 use crate::state::Action;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{Message as WsMessage, State as WsState, futures::WebSocket};
-use hearsay_proto::{Config, ConnId, Engine, Message, MsgId, NodeId, Output, PeerKind};
+use hearsay_proto::{
+    CloseReason, Config, ConnId, Driver, Engine, Message, MsgId, NodeId, PeerKind,
+};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use yew::Callback;
 
-/// Links a page keeps: the node that served it plus two more.
-pub const LINKS: usize = 3;
 /// Frames queued for one link before it counts as too slow.
 const QUEUE: usize = 256;
 /// History fetched at start-up, at most (pages of 1000).
@@ -41,6 +43,60 @@ struct Inner {
     held: HashMap<MsgId, Message>,
     /// `held` changed since it was last written to the browser's storage.
     unsaved: bool,
+    /// The engine's deadline a timer is waiting for, and that timer's number: a timer
+    /// whose number is no longer current wakes to nothing.
+    timer_at: Option<u64>,
+    timer_gen: u64,
+}
+
+/// The page's side of the driver contract: frames into the sockets' queues, dials started
+/// after the engine is released, deliveries and receipts reported to the page.
+struct PageDriver<'a> {
+    sockets: &'a mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    held: &'a mut HashMap<MsgId, Message>,
+    unsaved: &'a mut bool,
+    me: String,
+    actions: Vec<Action>,
+    dials: Vec<(ConnId, String)>,
+}
+
+impl Driver for PageDriver<'_> {
+    fn send(&mut self, conn: ConnId, frame: Arc<str>) -> bool {
+        match self.sockets.get_mut(&conn) {
+            Some(tx) => tx.try_send(Outgoing::Text(frame)).is_ok(),
+            None => true,
+        }
+    }
+    // A browser cannot send WebSocket pings; the engine is told so (`transport_ping`).
+    fn ping(&mut self, _conn: ConnId) {}
+    fn dial(&mut self, conn: ConnId, address: String) {
+        self.dials.push((conn, address));
+    }
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(mut tx) = self.sockets.remove(&conn) {
+            let _ = tx.try_send(Outgoing::Close(reason.to_string()));
+        }
+    }
+    fn deliver(&mut self, msg: Message, hops: Option<u32>) {
+        let mine = msg.origin == self.me;
+        self.held.insert(msg.id, msg.clone());
+        *self.unsaved = true;
+        self.actions.push(Action::Delivered {
+            msg,
+            mine,
+            live: hops.is_some(),
+        });
+    }
+    fn acked(&mut self, id: MsgId, by: NodeId) {
+        self.actions.push(Action::Acked { id, by });
+    }
+    fn fetch(&mut self, _conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>> {
+        Some(
+            ids.iter()
+                .filter_map(|id| self.held.get(id).cloned())
+                .collect(),
+        )
+    }
 }
 
 /// Where the page keeps its messages between visits (per origin, so per node).
@@ -169,7 +225,6 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let config = Config {
         kind: PeerKind::Browser,
         home: Some(status.id),
-        target_connections: LINKS,
         transport_ping: false,
         // A person is watching: come back quickly when a node returns.
         backoff_max: 5_000,
@@ -196,12 +251,12 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
             sockets: HashMap::new(),
             held,
             unsaved: true,
+            timer_at: None,
+            timer_gen: 0,
         })),
         report,
     };
     net.drive(|e, now| e.add_peer(&url, now).map(|_| ()).map_err(|e| e.to_string()))?;
-    let timer = net.clone();
-    wasm_bindgen_futures::spawn_local(async move { timer.run_timer().await });
     Ok(net)
 }
 
@@ -222,65 +277,45 @@ impl Network {
     /// call site, and inlining this into every copy multiplied the page's size.
     #[inline(never)]
     fn flush(&self) {
-        let mut actions = Vec::new();
-        let mut dials = Vec::new();
-        {
-            let mut inner = self.inner.borrow_mut();
-            // Answering a peer's WANT makes more output, so go round until there is none.
-            loop {
-                let mut overflowed = Vec::new();
-                let mut fetches = Vec::new();
-                while let Some(output) = inner.engine.poll_output() {
-                    match output {
-                        Output::Send { conn, frame } => {
-                            if let Some(tx) = inner.sockets.get_mut(&conn)
-                                && tx.try_send(Outgoing::Text(frame)).is_err()
-                            {
-                                overflowed.push(conn);
-                            }
-                        }
-                        Output::Close { conn, reason } => {
-                            if let Some(mut tx) = inner.sockets.remove(&conn) {
-                                let _ = tx.try_send(Outgoing::Close(reason));
-                            }
-                        }
-                        Output::Dial { conn, address } => dials.push((conn, address)),
-                        Output::Deliver(msg) => {
-                            let mine = msg.origin == inner.engine.id().to_string();
-                            inner.held.insert(msg.id, msg.clone());
-                            inner.unsaved = true;
-                            actions.push(Action::Delivered { msg, mine });
-                        }
-                        Output::Fetch { conn, ids } => fetches.push((conn, ids)),
-                        Output::Acked { id, by } => actions.push(Action::Acked { id, by }),
-                        Output::Traced(t) => actions.push(Action::Traced(t)),
-                        // A browser cannot send WebSocket pings; the engine is told so.
-                        Output::Ping { .. } => {}
-                    }
-                }
-                let again = !fetches.is_empty() || !overflowed.is_empty();
-                for (conn, ids) in fetches {
-                    let found = ids
-                        .iter()
-                        .filter_map(|id| inner.held.get(id).cloned())
-                        .collect();
-                    inner.engine.provide(conn, found);
-                }
-                for conn in overflowed {
-                    if let Some(mut tx) = inner.sockets.remove(&conn) {
-                        let _ = tx.try_send(Outgoing::Close("send queue full".to_owned()));
-                    }
-                    inner.engine.closed(conn, Some("send queue full"), now());
-                }
-                if !again {
-                    break;
-                }
-            }
+        let (actions, dials, timer) = {
+            let mut guard = self.inner.borrow_mut();
+            let inner = &mut *guard;
+            let mut driver = PageDriver {
+                sockets: &mut inner.sockets,
+                held: &mut inner.held,
+                unsaved: &mut inner.unsaved,
+                me: inner.engine.id().to_string(),
+                actions: Vec::new(),
+                dials: Vec::new(),
+            };
+            inner.engine.drain(&mut driver, now());
+            let PageDriver {
+                mut actions, dials, ..
+            } = driver;
             actions.push(Action::Network {
                 links: inner.engine.links(),
                 peers: inner.engine.peers(),
             });
             actions.push(Action::Topology(inner.engine.topology()));
+            // Keep one timer waiting for the engine's next deadline.
+            let next = inner.engine.poll_timeout();
+            let timer = (next != inner.timer_at).then(|| {
+                inner.timer_at = next;
+                inner.timer_gen += 1;
+                (next, inner.timer_gen)
+            });
+            (actions, dials, timer)
+        };
+        if let Some((Some(at), generation)) = timer {
+            let net = self.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let wait = at.saturating_sub(now()).max(1);
+                gloo_timers::future::sleep(std::time::Duration::from_millis(wait)).await;
+                if net.inner.borrow().timer_gen == generation {
+                    net.inner.borrow_mut().timer_at = None;
+                    net.on_timer();
+                }
+            });
         }
         for (conn, address) in dials {
             let net = self.clone();
@@ -291,18 +326,14 @@ impl Network {
         }
     }
 
-    async fn run_timer(&self) {
-        loop {
-            let deadline = self.inner.borrow().engine.poll_timeout();
-            let wait = deadline.saturating_sub(now()).max(1);
-            gloo_timers::future::sleep(std::time::Duration::from_millis(wait)).await;
-            self.drive(|e, now| e.handle_timeout(now));
-            // Written at most once a tick, not once per message.
-            let mut inner = self.inner.borrow_mut();
-            if inner.unsaved {
-                inner.unsaved = false;
-                save(&inner.held);
-            }
+    /// The engine's deadline came: run what is due, and keep the browser's copy of the
+    /// history up to date (written at most once a deadline, not once per message).
+    fn on_timer(&self) {
+        self.drive(|e, now| e.handle_timeout(now));
+        let mut inner = self.inner.borrow_mut();
+        if inner.unsaved {
+            inner.unsaved = false;
+            save(&inner.held);
         }
     }
 
@@ -363,7 +394,7 @@ impl Network {
                     self.drive(|e, now| e.frame(conn, &text, now));
                 }
                 Either::Right(Some(Ok(WsMessage::Bytes(_)))) => {
-                    self.drive(|e, _| e.unsupported_frame(conn))
+                    self.drive(|e, now| e.unsupported_frame(conn, now))
                 }
                 Either::Right(Some(Err(gloo_net::websocket::WebSocketError::ConnectionClose(
                     ev,

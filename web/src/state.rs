@@ -1,9 +1,9 @@
 //! The page's state as a yew `Reducible`: what the network driver reports comes in as an
 //! [`Action`], and components render [`State`]. Pure, so it is tested on the host.
 
-use hearsay_proto::topology::TopoRecord;
-use hearsay_proto::wire::Trace;
+use hearsay_proto::map::TopoRecord;
 use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use yew::Reducible;
 
@@ -43,8 +43,54 @@ pub struct State {
     pub history_loaded: bool,
     /// The network map as the engine knows it.
     pub topology: Vec<TopoRecord>,
-    /// The journey of the latest message the page heard of, in arrival order.
-    pub spread: Vec<Trace>,
+    /// The latest message that reached the page by gossip, and who published it: the map
+    /// draws its journey.
+    pub latest: Option<(MsgId, NodeId)>,
+}
+
+/// One step of a message's journey as the map draws it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub node: NodeId,
+    /// The peer it came from (none at the origin).
+    pub from: Option<NodeId>,
+    /// Hops from the origin.
+    pub hop: u32,
+}
+
+/// The way a message from `origin` travels: outward along the broadcast tree's links (each
+/// record names its own), breadth first, so every peer appears once with the hop at which
+/// the message reaches it. No frame is spent on it: the tree is in the map already, and
+/// messages follow it.
+pub fn journey(records: &[TopoRecord], origin: NodeId) -> Vec<Step> {
+    let mut tree: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
+    for r in records {
+        for &e in &r.eager {
+            tree.entry(r.node).or_default().insert(e);
+            tree.entry(e).or_default().insert(r.node);
+        }
+    }
+    let mut steps = vec![Step {
+        node: origin,
+        from: None,
+        hop: 0,
+    }];
+    let mut seen = BTreeSet::from([origin]);
+    let mut queue = VecDeque::from([0]);
+    while let Some(i) = queue.pop_front() {
+        let Step { node, hop, .. } = steps[i];
+        for &next in tree.get(&node).into_iter().flatten() {
+            if seen.insert(next) {
+                steps.push(Step {
+                    node: next,
+                    from: Some(node),
+                    hop: hop + 1,
+                });
+                queue.push_back(steps.len() - 1);
+            }
+        }
+    }
+    steps
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +107,12 @@ pub enum Action {
         links: Vec<LinkInfo>,
         peers: Vec<PeerInfo>,
     },
-    /// A message reached this page (or was published here, `mine`).
+    /// A message reached this page (or was published here, `mine`); `live` if it came by
+    /// gossip rather than reconciliation.
     Delivered {
         msg: Message,
         mine: bool,
+        live: bool,
     },
     Acked {
         id: MsgId,
@@ -72,8 +120,6 @@ pub enum Action {
     },
     /// The network map changed.
     Topology(Vec<TopoRecord>),
-    /// A peer received a message (for the map to show it travel).
-    Traced(Trace),
 }
 
 impl State {
@@ -120,20 +166,12 @@ impl Reducible for State {
                 s.links = links;
                 s.peers = peers;
             }
-            Action::Delivered { msg, mine } => s.insert(msg, mine),
-            Action::Traced(t) => {
-                // The map follows the newest message: a trace of another one starts afresh.
-                if s.spread.first().is_some_and(|first| first.id != t.id) {
-                    if s.spread.iter().all(|x| x.at > t.at) {
-                        return self; // a late trace of an older message
-                    }
-                    s.spread.clear();
+            Action::Delivered { msg, mine, live } => {
+                // The map follows the newest message that travelled here.
+                if live && let Ok(origin) = msg.origin.parse::<NodeId>() {
+                    s.latest = Some((msg.id, origin));
                 }
-                if s.spread.iter().any(|x| x.node == t.node) {
-                    return self;
-                }
-                s.spread.push(t);
-                s.spread.sort_by_key(|x| x.at);
+                s.insert(msg, mine);
             }
             Action::Topology(records) => {
                 if s.topology == records {
@@ -178,10 +216,12 @@ mod tests {
                 Action::Delivered {
                     msg: msg(2, "b"),
                     mine: false,
+                    live: true,
                 },
                 Action::Delivered {
                     msg: msg(3, "c"),
                     mine: false,
+                    live: false,
                 },
             ],
         );
@@ -199,6 +239,7 @@ mod tests {
             vec![Action::Delivered {
                 msg: m.clone(),
                 mine: true,
+                live: true,
             }],
         );
         assert!(s.messages[0].mine && s.messages[0].stored_by.is_none());
@@ -207,33 +248,67 @@ mod tests {
     }
 
     #[test]
-    fn the_map_follows_the_newest_message() {
-        let node = |n: u8| NodeId::from_bytes([n; 16]);
-        let t = |id: &str, n: u8, at: u64| {
-            Action::Traced(Trace {
-                id: MsgId::v1(id),
-                node: node(n),
-                from: None,
-                at,
-            })
-        };
+    fn the_map_follows_the_newest_message_that_travelled() {
         let s = apply(
             Rc::default(),
-            vec![t("a", 1, 10), t("a", 2, 12), t("a", 2, 13), t("a", 3, 11)],
+            vec![Action::Delivered {
+                msg: msg(1, "a"),
+                mine: false,
+                live: true,
+            }],
         );
-        let order: Vec<NodeId> = s.spread.iter().map(|x| x.node).collect();
         assert_eq!(
-            order,
-            [node(1), node(3), node(2)],
-            "in the order it happened, once per peer"
+            s.latest,
+            Some((msg(1, "a").id, NodeId::from_bytes([9; 16])))
         );
-        let s = apply(s, vec![t("b", 1, 20)]);
-        assert_eq!(s.spread.len(), 1);
-        let s = apply(s, vec![t("a", 4, 14)]);
+        let s = apply(
+            s,
+            vec![Action::Delivered {
+                msg: msg(0, "old"),
+                mine: false,
+                live: false,
+            }],
+        );
         assert_eq!(
-            s.spread.len(),
-            1,
-            "an older message's late trace is ignored"
+            s.latest.map(|l| l.0),
+            Some(msg(1, "a").id),
+            "a reconciled message did not travel"
+        );
+    }
+
+    #[test]
+    fn a_journey_follows_the_tree_outward_from_the_origin() {
+        let n = |k: u8| NodeId::from_bytes([k; 16]);
+        let rec = |k: u8, links: &[u8], eager: &[u8]| TopoRecord {
+            node: n(k),
+            kind: hearsay_proto::PeerKind::Node,
+            address: None,
+            version: 1,
+            ttl: 1_000,
+            links: links.iter().map(|&l| n(l)).collect(),
+            eager: eager.iter().map(|&l| n(l)).collect(),
+            clients: 0,
+            seeds: 0,
+            held: 0,
+        };
+        // Tree 1-2, 2-3, 2-4 (named by either end); 1-4 is a lazy link.
+        let records = vec![
+            rec(1, &[2, 4], &[2]),
+            rec(2, &[1, 3, 4], &[3]),
+            rec(3, &[2], &[]),
+            rec(4, &[1, 2], &[2]),
+        ];
+        let steps = journey(&records, n(3));
+        let got: Vec<(NodeId, Option<NodeId>, u32)> =
+            steps.iter().map(|s| (s.node, s.from, s.hop)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (n(3), None, 0),
+                (n(2), Some(n(3)), 1),
+                (n(1), Some(n(2)), 2),
+                (n(4), Some(n(2)), 2)
+            ]
         );
     }
 

@@ -145,14 +145,40 @@ pub async fn status(node_url: &str) -> Value {
     get_json(&format!("{node_url}/api/status")).await
 }
 
-/// The v2 peers' node ids.
-pub async fn v2_peer_ids(node_url: &str) -> Vec<String> {
+/// The node ids of its neighbours: the nodes in its active view, its pages, or (a page) its
+/// links. Brief connections that carry a membership request are left out.
+pub async fn neighbor_ids(node_url: &str) -> Vec<String> {
     let peers = get_json(&format!("{node_url}/api/peers")).await;
     let mut ids: Vec<String> = peers["peers"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["protocol"] == "v2")
+        .filter(|p| p["protocol"] == "v2" && p["neighbor"] == true)
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// How many nodes (not pages) are in a node's active view.
+pub async fn node_neighbors(node_url: &str) -> usize {
+    let peers = get_json(&format!("{node_url}/api/peers")).await;
+    peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["neighbor"] == true && p["kind"] == "node")
+        .count()
+}
+
+/// The neighbours a node pushes messages to: its links in the broadcast tree.
+pub async fn eager_ids(node_url: &str) -> Vec<String> {
+    let peers = get_json(&format!("{node_url}/api/peers")).await;
+    let mut ids: Vec<String> = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["neighbor"] == true && p["eager"] == true)
         .map(|p| p["id"].as_str().unwrap().to_owned())
         .collect();
     ids.sort();

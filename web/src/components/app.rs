@@ -63,7 +63,7 @@ pub fn app() -> Html {
             { banner }
             <main>
                                 <section class="feed">
-                    <NetworkMap records={state.topology.clone()} me={state.me} spread={state.spread.clone()} />
+                    <NetworkMap records={state.topology.clone()} me={state.me} latest={state.latest} />
                     <Composer on_send={on_send} enabled={network.is_some()} />
                     <MessageList messages={state.messages.clone()} me={state.me} loaded={state.history_loaded} />
                 </section>

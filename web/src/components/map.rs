@@ -1,12 +1,13 @@
 //! The live map: every peer the network's records tell of, as a mark (node, browser, this
-//! page; seed peers as small marks beside the node they hang off), their links as lines, laid
-//! out by force. Click a mark for its details.
+//! page; seed peers as small marks beside the node they hang off), their links as lines (the
+//! broadcast tree's in bold), laid out by force. The latest message lights up hop by hop along
+//! the tree from its origin. Click a mark for its details.
 
 use super::short;
 use crate::layout::{HEIGHT, WIDTH, layout};
-use hearsay_proto::topology::TopoRecord;
-use hearsay_proto::wire::Trace;
-use hearsay_proto::{NodeId, PeerKind};
+use crate::state::{Step, journey};
+use hearsay_proto::map::TopoRecord;
+use hearsay_proto::{MsgId, NodeId, PeerKind};
 use std::collections::{BTreeSet, HashMap};
 use yew::prelude::*;
 
@@ -14,20 +15,12 @@ use yew::prelude::*;
 pub struct Props {
     pub records: Vec<TopoRecord>,
     pub me: Option<NodeId>,
-    /// The latest message's journey, in the order it happened.
-    pub spread: Vec<Trace>,
+    /// The latest message that travelled to this page, and its origin.
+    pub latest: Option<(MsgId, NodeId)>,
 }
 
-/// When (after the first) a step of the journey lights up: its real delay, stretched so a
-/// person can follow it, and at least a little after the step before.
-fn delays(spread: &[Trace]) -> HashMap<NodeId, u64> {
-    let first = spread.first().map(|t| t.at).unwrap_or(0);
-    spread
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.node, ((t.at - first) * 10).max(i as u64 * 120).min(4_000)))
-        .collect()
-}
+/// How long each hop of a journey takes to light up, so a person can follow it.
+const HOP_MS: u64 = 250;
 
 #[function_component(NetworkMap)]
 pub fn network_map(props: &Props) -> Html {
@@ -35,43 +28,66 @@ pub fn network_map(props: &Props) -> Html {
     let selected = use_state(|| None::<NodeId>);
 
     // A peer no other record links to has left (its own record lingers until it expires):
-    // leave it off the map. This page is always on it.
+    // leave it off the map. This page is always on it, and so is any page that names a node
+    // (a node lists only some of its pages).
     let linked: BTreeSet<NodeId> = props
         .records
         .iter()
         .flat_map(|r| r.links.iter().copied().filter(move |l| *l != r.node))
         .collect();
+    let nodes: BTreeSet<NodeId> = props
+        .records
+        .iter()
+        .filter(|r| r.kind == PeerKind::Node)
+        .map(|r| r.node)
+        .collect();
     let shown: Vec<&TopoRecord> = props
         .records
         .iter()
-        .filter(|r| Some(r.node) == props.me || linked.contains(&r.node))
+        .filter(|r| {
+            Some(r.node) == props.me
+                || linked.contains(&r.node)
+                || (r.kind == PeerKind::Browser && r.links.iter().any(|l| nodes.contains(l)))
+        })
         .collect();
     let index: HashMap<NodeId, usize> =
         shown.iter().enumerate().map(|(i, r)| (r.node, i)).collect();
     let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut tree: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (i, r) in shown.iter().enumerate() {
         for l in &r.links {
             if let Some(&j) = index.get(l) {
                 edges.insert((i.min(j), i.max(j)));
             }
         }
+        for l in &r.eager {
+            if let Some(&j) = index.get(l) {
+                tree.insert((i.min(j), i.max(j)));
+            }
+        }
     }
+    edges.extend(tree.iter().copied());
     let edges: Vec<(usize, usize)> = edges.into_iter().collect();
-    let lit = delays(&props.spread);
-    // The links the message came over: (from, to) as map indices.
-    let hops: HashMap<(usize, usize), u64> = props
-        .spread
+    let steps: Vec<Step> = props
+        .latest
+        .map(|(_, origin)| journey(&props.records, origin))
+        .unwrap_or_default();
+    let lit: HashMap<NodeId, u64> = steps
         .iter()
-        .filter_map(|t| {
-            let (a, b) = (*index.get(&t.from?)?, *index.get(&t.node)?);
-            Some(((a.min(b), a.max(b)), lit[&t.node]))
+        .map(|s| (s.node, s.hop as u64 * HOP_MS))
+        .collect();
+    // The links the message travels: (from, to) as map indices.
+    let hops: HashMap<(usize, usize), u64> = steps
+        .iter()
+        .filter_map(|s| {
+            let (a, b) = (*index.get(&s.from?)?, *index.get(&s.node)?);
+            Some(((a.min(b), a.max(b)), lit[&s.node]))
         })
         .collect();
     // A new message restarts the animation: keying the SVG on it remounts the lit marks.
     let spread_key = props
-        .spread
-        .first()
-        .map(|t| t.id.to_string())
+        .latest
+        .map(|(id, _)| id.to_string())
         .unwrap_or_default();
     let ids: Vec<NodeId> = shown.iter().map(|r| r.node).collect();
     let pos = layout(&ids, &edges, &previous.borrow());
@@ -85,10 +101,12 @@ pub fn network_map(props: &Props) -> Html {
         html! {
             <p class="details" id="map-details">
                 <strong>{ format!("{kind} {}", short(&r.node.to_string())) }</strong>
-                { format!(" · {} · {} message{} · {} link{}{}",
+                { format!(" · {} · {} message{} · {} link{}, {} in the tree{}{}",
                     r.address.clone().unwrap_or_else(|| "no address (a browser)".to_owned()),
                     r.held, if r.held == 1 { "" } else { "s" },
                     r.links.len(), if r.links.len() == 1 { "" } else { "s" },
+                    r.eager.len(),
+                    if r.clients > 0 { format!(" · {} page{}", r.clients, if r.clients == 1 { "" } else { "s" }) } else { String::new() },
                     if r.seeds > 0 { format!(" · {} seed peer{}", r.seeds, if r.seeds == 1 { "" } else { "s" }) } else { String::new() }) }
             </p>
         }
@@ -101,7 +119,7 @@ pub fn network_map(props: &Props) -> Html {
                 { for edges.iter().map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
                     html! {
-                                                <line class={classes!("link", if both_nodes { "nn" } else { "nb" }, hops.contains_key(&(a, b)).then_some("lit"))}
+                                                <line class={classes!("link", if both_nodes { "nn" } else { "nb" }, tree.contains(&(a, b)).then_some("tree"), hops.contains_key(&(a, b)).then_some("lit"))}
                               style={hops.get(&(a, b)).map(|d| format!("animation-delay: {d}ms"))}
                               x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
                               x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
@@ -136,7 +154,8 @@ pub fn network_map(props: &Props) -> Html {
                 <span class="key node"></span>{ "node " }
                 <span class="key browser"></span>{ "browser " }
                 <span class="key me"></span>{ "this page " }
-                <span class="key v1"></span>{ "seed (v1) peer" }
+                <span class="key v1"></span>{ "seed (v1) peer " }
+                <span class="key tree"></span>{ "broadcast tree" }
             </p>
             { details.unwrap_or_default() }
         </section>

@@ -1,0 +1,67 @@
+//! `hearsay sim`: runs `hearsay_proto::sim::Scenario` and prints its figures, as a table or
+//! as one JSON line.
+
+use crate::cli::SimArgs;
+use hearsay_proto::sim::Scenario;
+use std::io::Write;
+
+pub fn run(args: &SimArgs) -> anyhow::Result<()> {
+    if args.nodes < 2 || args.messages == 0 {
+        anyhow::bail!("a simulation needs at least 2 nodes and 1 message");
+    }
+    if !(0.0..1.0).contains(&args.churn) {
+        anyhow::bail!("--churn is a fraction of the nodes, from 0 up to (not including) 1");
+    }
+    if args.rate <= 0.0 {
+        anyhow::bail!("--rate must be more than 0 messages a second");
+    }
+    let scenario = Scenario {
+        nodes: args.nodes,
+        messages: args.messages,
+        latency: args.latency,
+        seed: args.seed,
+        rate: args.rate,
+        senders: args.senders,
+        churn: args.churn,
+        strategy: args.strategy,
+        topology: args.topology,
+    };
+    let started = std::time::Instant::now();
+    let mut f = scenario.run();
+    f.wall_s = started.elapsed().as_secs_f64();
+    let mut out = std::io::stdout();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&f)?)?;
+    } else {
+        writeln!(
+            out,
+            "{} nodes, {} messages from {} senders at {}/s, links {} ms, {}, churn {}, seed {}",
+            f.nodes,
+            f.messages,
+            serde_json::to_value(f.senders)?.as_str().unwrap_or("?"),
+            args.rate,
+            f.latency,
+            f.strategy,
+            f.churn,
+            f.seed
+        )?;
+        let rows = [
+            ("delivered ratio", format!("{:.4}", f.delivered_ratio)),
+            ("RMR", format!("{:.3}", f.rmr)),
+            ("LDH (hops)", format!("{:.1}", f.ldh)),
+            ("publish to last node p50", format!("{} ms", f.p50_ms)),
+            ("publish to last node p99", format!("{} ms", f.p99_ms)),
+            (
+                "frames per delivery",
+                format!("{:.2}", f.frames_per_delivery),
+            ),
+            ("bytes per delivery", format!("{:.0}", f.bytes_per_delivery)),
+            ("warm-up (virtual)", format!("{:.0} s", f.warmup_s)),
+            ("wall time", format!("{:.1} s", f.wall_s)),
+        ];
+        for (name, value) in rows {
+            writeln!(out, "  {name:<26} {value}")?;
+        }
+    }
+    Ok(())
+}

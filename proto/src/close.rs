@@ -1,0 +1,83 @@
+//! Why the engine ends a connection. Logic matches on [`CloseReason`]; its text (from
+//! `Display`) is what the peer reads in the WebSocket close frame and what status pages show.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both ends dialed each other (or one dialed twice); one connection per pair is kept.
+    DuplicateConnection,
+    /// We dialed an address that turned out to be our own.
+    ConnectedToSelf,
+    /// The peer's `HELLO` is not hearsay's, or names a protocol version we do not speak.
+    NotHearsay,
+    VersionMismatch {
+        ours: u32,
+        theirs: u32,
+    },
+    /// The first frame was neither `HELLO` nor a seed frame.
+    ExpectedHello,
+    /// Nothing valid arrived within the handshake timeout.
+    HandshakeTimeout,
+    TooManyBadFrames {
+        last: String,
+    },
+    KeepaliveTimeout,
+    /// We dialed a seed node, introduced ourselves and hang up so that it dials us back.
+    SeedDialsUs,
+    /// Membership: the peer left our active view (evicted to make room, or it asked to leave).
+    Disconnected,
+    /// Membership: our active view is full and the request had low priority.
+    ActiveViewFull,
+    /// Membership: a connection that never became a neighbour (a shuffle reply's carrier, a
+    /// refused request) and has nothing more to say.
+    NotANeighbour,
+    /// A node holds at most so many browser peers.
+    TooManyClients,
+    /// A browser peer cannot be dialed and does not take part in membership.
+    BrowserCannotAccept,
+    /// The driver could not queue a frame for this peer.
+    SendQueueFull,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DuplicateConnection => f.write_str("duplicate connection"),
+            Self::ConnectedToSelf => f.write_str("connected to self"),
+            Self::NotHearsay => f.write_str("not a hearsay peer"),
+            Self::VersionMismatch { ours, theirs } => write!(
+                f,
+                "protocol version mismatch: this node speaks hearsay v{ours}, the peer v{theirs}"
+            ),
+            Self::ExpectedHello => {
+                f.write_str("protocol error: expected HELLO or a seed frame first")
+            }
+            Self::HandshakeTimeout => f.write_str("handshake timeout: no HELLO or seed frame"),
+            Self::TooManyBadFrames { last } => write!(f, "too many bad frames (last: {last})"),
+            Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
+            Self::SeedDialsUs => f.write_str("hearsay nodes let seed nodes dial them"),
+            Self::Disconnected => f.write_str("left the active view"),
+            Self::ActiveViewFull => f.write_str("active view full"),
+            Self::NotANeighbour => f.write_str("not a neighbour"),
+            Self::TooManyClients => f.write_str("too many browser peers at this node"),
+            Self::BrowserCannotAccept => f.write_str("a browser peer does not accept links"),
+            Self::SendQueueFull => f.write_str("send queue full: peer too slow"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// Whether the link's address should show this as a failure on status pages. Closes
+    /// that are part of normal operation (duplicate links, membership changes) are not.
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            Self::DuplicateConnection
+                | Self::SeedDialsUs
+                | Self::Disconnected
+                | Self::NotANeighbour
+                | Self::ActiveViewFull
+        )
+    }
+}

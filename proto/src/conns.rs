@@ -1,0 +1,215 @@
+//! The connection table: every connection the engine has, dialed or accepted, from dial to
+//! close — its direction, what the handshake found, and keepalive bookkeeping. What other
+//! modules keep per connection (seed and sync state) they keep themselves, keyed by
+//! [`ConnId`].
+
+use crate::Millis;
+use crate::id::NodeId;
+use crate::peer::{PeerKind, PeerRecord};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+/// A connection handle, chosen by the engine for every connection (dialed or accepted) so that
+/// the engine and its driver always agree on names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Which protocol a connection speaks, as far as the engine knows yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Pending,
+    V1,
+    V2,
+}
+
+/// A hearsay peer, as its handshake described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hearsay {
+    pub id: NodeId,
+    pub kind: PeerKind,
+    /// How to dial it (nodes), canonical address first.
+    pub record: Option<PeerRecord>,
+    /// For a page: the node that served it.
+    pub home: Option<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Outbound, transport not open yet.
+    Dialing,
+    Handshake {
+        since: Millis,
+    },
+    V1,
+    V2(Hearsay),
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub direction: Direction,
+    /// The address we dialed (outbound only).
+    pub dialed: Option<String>,
+    pub state: State,
+    pub connected_at: Millis,
+    pub last_heard: Millis,
+    /// A keepalive probe is out, with its nonce.
+    pub ping_sent: Option<u32>,
+    pub bad_frames: u32,
+    /// Frames to send once the handshake is done (asked for while dialing).
+    pub queued: Vec<Arc<str>>,
+    /// The node membership meant to reach with this dial, if it was membership's.
+    pub intended: Option<NodeId>,
+    /// Membership has wanted this peer at some point.
+    pub wanted: bool,
+    /// Since when membership has had no use for this peer.
+    pub unwanted_since: Option<Millis>,
+}
+
+impl Conn {
+    pub fn new(direction: Direction, dialed: Option<String>, state: State, now: Millis) -> Self {
+        Self {
+            direction,
+            dialed,
+            state,
+            connected_at: now,
+            last_heard: now,
+            ping_sent: None,
+            bad_frames: 0,
+            queued: Vec::new(),
+            intended: None,
+            wanted: false,
+            unwanted_since: None,
+        }
+    }
+
+    pub fn hearsay(&self) -> Option<&Hearsay> {
+        match &self.state {
+            State::V2(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.hearsay().map(|h| h.id)
+    }
+
+    pub fn is_v1(&self) -> bool {
+        matches!(self.state, State::V1)
+    }
+
+    pub fn is_v2(&self) -> bool {
+        matches!(self.state, State::V2(_))
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self.state {
+            State::Dialing | State::Handshake { .. } => Protocol::Pending,
+            State::V1 => Protocol::V1,
+            State::V2(_) => Protocol::V2,
+        }
+    }
+
+    /// The canonical address this peer is known by, if any.
+    pub fn address(&self) -> Option<&str> {
+        match &self.state {
+            State::V2(h) => h.record.as_ref().map(|r| r.address.as_str()),
+            _ => self.dialed.as_deref(),
+        }
+    }
+
+    /// Every address this connection is known under: the one dialed and those its peer
+    /// announced.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.dialed.iter().cloned().collect();
+        if let Some(r) = self.hearsay().and_then(|h| h.record.as_ref()) {
+            all.extend(r.addresses().cloned());
+        }
+        all
+    }
+}
+
+/// Every connection, with an index of hearsay peers by node id (one connection per node).
+#[derive(Debug, Default)]
+pub struct Conns {
+    conns: BTreeMap<ConnId, Conn>,
+    by_node: HashMap<NodeId, ConnId>,
+    next: u64,
+}
+
+impl Conns {
+    /// Adds a connection under a fresh id.
+    pub fn insert(&mut self, conn: Conn) -> ConnId {
+        self.next += 1;
+        let id = ConnId(self.next);
+        self.conns.insert(id, conn);
+        id
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&id)?;
+        if let Some(node) = c.node_id()
+            && self.by_node.get(&node) == Some(&id)
+        {
+            self.by_node.remove(&node);
+        }
+        Some(c)
+    }
+
+    /// The handshake on `id` completed with `peer`.
+    pub fn established(&mut self, id: ConnId, peer: Hearsay) {
+        self.by_node.insert(peer.id, id);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.state = State::V2(peer);
+        }
+    }
+
+    /// Forgets which connection `node` is on (one is about to replace it).
+    pub fn unregister(&mut self, node: NodeId) {
+        self.by_node.remove(&node);
+    }
+
+    /// The connection to hearsay peer `node`, if there is one.
+    pub fn to_node(&self, node: NodeId) -> Option<ConnId> {
+        self.by_node.get(&node).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
+        self.conns.iter().map(|(&id, c)| (id, c))
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.keys().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}

@@ -1,0 +1,435 @@
+//! The network's map, learned within the protocol: every peer (node or page) says who it is
+//! linked to in a small [`TopoRecord`] — kind, address, its links, which of them are the
+//! broadcast tree's (eager), its seed (v1) peers, how many messages it holds — with a version
+//! and a time to live.
+//!
+//! Records cost a bounded rate per peer, whatever happens to its links: a peer announces its
+//! record when its links changed, but at most every [`Config::min_interval`], and otherwise
+//! every [`Config::interval`] to keep it alive. Both stretch with the size of the map (by
+//! [`Config::per_record`] and a fifth of it), so what each peer receives stays near a
+//! constant rate however large the network. Records travel in batches: what a peer learns is
+//! passed on at most every [`Config::flush_interval`], in one `MAP` frame per tree link (the
+//! broadcast layer's eager neighbours), with dedup by version. A page that joins gets the
+//! whole map at once. Records that stop being renewed expire, so a peer that leaves fades off.
+//! Which links are the tree's changes as the tree is rebuilt; that alone makes a new record
+//! at a third of the pace.
+//!
+//! A message's journey is not sent at all: each `GOSSIP` carries its hop count, and a page
+//! draws the journey along the tree links the records describe.
+
+use crate::Millis;
+use crate::id::NodeId;
+use crate::peer::PeerKind;
+use crate::timers::Timers;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most pages a node lists among its links.
+pub const LISTED_CLIENTS: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Whether this peer announces its own record (records heard are kept and passed on
+    /// regardless, so a page still gets the map).
+    pub enabled: bool,
+    /// A record is renewed this often; it lives three times as long.
+    pub interval: Millis,
+    /// A changed record is announced at most this often.
+    pub min_interval: Millis,
+    /// What is learned is passed on at most this often.
+    pub flush_interval: Millis,
+    /// Each record known stretches `interval` by this much (and `min_interval` by a fifth
+    /// of it).
+    pub per_record: Millis,
+    /// Most records in one `MAP` frame.
+    pub records_per_frame: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: 60_000,
+            min_interval: 5_000,
+            flush_interval: 1_000,
+            per_record: 100,
+            records_per_frame: 200,
+        }
+    }
+}
+
+/// One peer's account of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopoRecord {
+    pub node: NodeId,
+    pub kind: PeerKind,
+    /// Where it can be dialed (none for browsers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Grows with every new record from the same peer; a lower one is stale.
+    pub version: u64,
+    /// Milliseconds the record stays valid after it is received.
+    pub ttl: Millis,
+    /// Its neighbours: a node's active view and up to [`LISTED_CLIENTS`] of its pages, a
+    /// page's nodes. (Each page's own record names its nodes too, so a node with a thousand
+    /// pages keeps a small record.)
+    pub links: Vec<NodeId>,
+    /// The links messages are pushed over (the broadcast tree), a subset of `links`.
+    #[serde(default)]
+    pub eager: Vec<NodeId>,
+    /// How many pages it holds (nodes).
+    #[serde(default)]
+    pub clients: u32,
+    /// How many seed (v1) peers are linked to it.
+    #[serde(default)]
+    pub seeds: u32,
+    /// How many messages it holds.
+    #[serde(default)]
+    pub held: u64,
+}
+
+/// What a peer currently says of itself, before it is stamped into a record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OwnLinks {
+    pub links: Vec<NodeId>,
+    pub eager: Vec<NodeId>,
+    pub clients: u32,
+    pub seeds: u32,
+}
+
+/// The newest unexpired record of every peer heard of.
+#[derive(Debug, Default, Clone)]
+pub struct TopologyView {
+    records: BTreeMap<NodeId, (TopoRecord, Millis)>,
+}
+
+impl TopologyView {
+    /// Keeps `record` if it is newer than what we have; true if it was (so pass it on).
+    pub fn accept(&mut self, record: TopoRecord, now: Millis) -> bool {
+        if let Some((known, _)) = self.records.get(&record.node)
+            && known.version >= record.version
+        {
+            return false;
+        }
+        let expires = now.saturating_add(record.ttl);
+        self.records.insert(record.node, (record, expires));
+        true
+    }
+
+    /// Forgets records whose time to live has run out.
+    pub fn expire(&mut self, now: Millis) {
+        self.records.retain(|_, (_, expires)| *expires > now);
+    }
+
+    /// Current records, by node id.
+    pub fn records(&self) -> impl Iterator<Item = &TopoRecord> {
+        self.records.values().map(|(r, _)| r)
+    }
+
+    pub fn get(&self, node: &NodeId) -> Option<&TopoRecord> {
+        self.records.get(node).map(|(r, _)| r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Time to compare our links with what we last announced (and to expire records).
+    Check,
+    Flush,
+}
+
+/// The map as this peer knows it, and what it still has to pass on.
+pub struct Map {
+    me: NodeId,
+    kind: PeerKind,
+    address: Option<String>,
+    config: Config,
+    view: TopologyView,
+    /// What we last announced, and when.
+    announced: Option<(OwnLinks, Millis)>,
+    version: u64,
+    /// Records to pass on, each with the neighbour it came from (not sent back there).
+    outbox: Vec<(TopoRecord, Option<NodeId>)>,
+    flush_scheduled: bool,
+    timers: Timers<Timer>,
+}
+
+impl Map {
+    pub fn new(
+        me: NodeId,
+        kind: PeerKind,
+        address: Option<String>,
+        config: Config,
+        now: Millis,
+    ) -> Self {
+        let mut timers = Timers::default();
+        timers.insert(
+            now + config.min_interval + me.spread(config.min_interval),
+            Timer::Check,
+        );
+        Self {
+            me,
+            kind,
+            address,
+            config,
+            view: TopologyView::default(),
+            announced: None,
+            version: 0,
+            outbox: Vec::new(),
+            flush_scheduled: false,
+            timers,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn view(&self) -> &TopologyView {
+        &self.view
+    }
+
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// The renewal and the least change intervals, stretched with the size of the map.
+    pub fn pace(&self) -> (Millis, Millis) {
+        let stretch = self.view.len() as Millis * self.config.per_record;
+        (
+            self.config.interval.max(stretch),
+            self.config.min_interval.max(stretch / 5),
+        )
+    }
+
+    /// Records from neighbour `from`; the new ones are kept and queued to pass on.
+    pub fn received(&mut self, from: NodeId, records: Vec<TopoRecord>, now: Millis) {
+        for record in records {
+            // A record may not ask to be kept for more than a day.
+            if record.node == self.me || record.ttl > 24 * 3_600_000 {
+                continue;
+            }
+            if self.view.accept(record.clone(), now) {
+                self.outbox.push((record, Some(from)));
+            }
+        }
+        self.schedule_flush(now);
+    }
+
+    /// What timers are due. `own` gives our links as they are now, asked for only when our
+    /// record may be due. Returns the records to pass on, if a flush is due.
+    pub fn handle_timeout(
+        &mut self,
+        now: Millis,
+        held: u64,
+        own: impl FnOnce() -> OwnLinks,
+    ) -> Option<Vec<(TopoRecord, Option<NodeId>)>> {
+        let mut own = Some(own);
+        let mut flush = None;
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Check => {
+                    let (_, min_interval) = self.pace();
+                    self.timers.insert(now + min_interval, Timer::Check);
+                    self.view.expire(now);
+                    if let Some(own) = own.take() {
+                        self.check_own(own(), held, now);
+                    }
+                }
+                Timer::Flush => {
+                    self.flush_scheduled = false;
+                    if !self.outbox.is_empty() {
+                        flush = Some(std::mem::take(&mut self.outbox));
+                    }
+                }
+            }
+        }
+        flush
+    }
+
+    fn check_own(&mut self, links: OwnLinks, held: u64, now: Millis) {
+        if !self.config.enabled {
+            return;
+        }
+        let (interval, min_interval) = self.pace();
+        let due = match &self.announced {
+            // Nothing to say before our first link.
+            None => !links.links.is_empty(),
+            Some((last, at)) => {
+                let changed = (&last.links, last.clients, last.seeds)
+                    != (&links.links, links.clients, links.seeds);
+                // The tree changes as it is rebuilt; that alone is told at a slower pace.
+                let tree_changed = last.eager != links.eager && now >= at + 3 * min_interval;
+                changed || tree_changed || now >= at + interval
+            }
+        };
+        if !due {
+            return;
+        }
+        // Versions must grow across restarts too (a reloaded page keeps no state): use the
+        // clock, nudged past the last one.
+        self.version = now.max(self.version + 1);
+        let record = TopoRecord {
+            node: self.me,
+            kind: self.kind,
+            address: self.address.clone(),
+            version: self.version,
+            ttl: 3 * interval,
+            links: links.links.clone(),
+            eager: links.eager.clone(),
+            clients: links.clients,
+            seeds: links.seeds,
+            held,
+        };
+        self.announced = Some((links, now));
+        self.view.accept(record.clone(), now);
+        self.outbox.push((record, None));
+        self.schedule_flush(now);
+    }
+
+    fn schedule_flush(&mut self, now: Millis) {
+        if !self.flush_scheduled && !self.outbox.is_empty() {
+            self.flush_scheduled = true;
+            self.timers
+                .insert(now + self.config.flush_interval, Timer::Flush);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 16])
+    }
+
+    fn rec(node: u8, version: u64, links: &[u8]) -> TopoRecord {
+        TopoRecord {
+            node: id(node),
+            kind: PeerKind::Node,
+            address: Some(format!("ws://n{node}:3000")),
+            version,
+            ttl: 1_000,
+            links: links.iter().map(|&l| id(l)).collect(),
+            eager: Vec::new(),
+            clients: 0,
+            seeds: 1,
+            held: 7,
+        }
+    }
+
+    #[test]
+    fn a_browsers_record_has_no_address_field() {
+        let browser = TopoRecord {
+            kind: PeerKind::Browser,
+            address: None,
+            ..rec(9, 1, &[1])
+        };
+        let text = serde_json::to_string(&browser).unwrap();
+        assert!(!text.contains("address"), "{text}");
+        assert_eq!(serde_json::from_str::<TopoRecord>(&text).unwrap(), browser);
+    }
+
+    #[test]
+    fn only_newer_versions_are_kept_and_passed_on() {
+        let mut v = TopologyView::default();
+        assert!(v.accept(rec(1, 5, &[2]), 0));
+        assert!(
+            !v.accept(rec(1, 5, &[2]), 10),
+            "the same version again is not news"
+        );
+        assert!(!v.accept(rec(1, 4, &[3]), 10), "an older version is stale");
+        assert!(v.accept(rec(1, 6, &[3]), 10));
+        assert_eq!(v.get(&id(1)).unwrap().links, vec![id(3)]);
+    }
+
+    #[test]
+    fn records_expire_unless_renewed() {
+        let mut v = TopologyView::default();
+        v.accept(rec(1, 1, &[]), 0);
+        v.accept(rec(2, 1, &[]), 500);
+        v.expire(999);
+        assert_eq!(v.len(), 2);
+        v.expire(1_000);
+        assert_eq!(v.len(), 1, "node 1's record ran out");
+        v.accept(rec(2, 2, &[]), 1_400);
+        v.expire(1_600);
+        assert_eq!(v.len(), 1, "node 2 renewed in time");
+    }
+
+    #[test]
+    fn own_records_go_out_at_a_bounded_rate_and_news_is_batched() {
+        let config = Config::default();
+        let mut m = Map::new(id(1), PeerKind::Node, None, config.clone(), 0);
+        let links = |l: &[u8]| OwnLinks {
+            links: l.iter().map(|&n| id(n)).collect(),
+            ..OwnLinks::default()
+        };
+        // Links change every 1.25 s for 25 s: at most one record per 5 s.
+        let (mut announced, mut heard, mut flushes) = (0, 0, 0);
+        let mut now = 0;
+        for step in 0..20u8 {
+            now += 1_250;
+            m.received(id(7), vec![rec(20 + step, 1, &[])], now);
+            if let Some(batch) = m.handle_timeout(now, 0, || links(&[2, 3 + step])) {
+                announced += batch.iter().filter(|(r, _)| r.node == id(1)).count();
+                heard += batch.iter().filter(|(r, _)| r.node != id(1)).count();
+                flushes += 1;
+            }
+        }
+        assert!((3..=5).contains(&announced), "{announced} records in 25 s");
+        assert!(
+            heard >= 19 && flushes <= 20,
+            "{heard} records heard went out in {flushes} batches"
+        );
+        // Unchanged links: renewed once the interval is up, not at every check.
+        let mut quiet = 0;
+        for _ in 0..15 {
+            now += 5_000;
+            if let Some(batch) = m.handle_timeout(now, 0, || links(&[2, 40])) {
+                quiet += batch.iter().filter(|(r, _)| r.node == id(1)).count();
+            }
+        }
+        assert!(
+            (1..=2).contains(&quiet),
+            "{quiet} records in 75 quiet seconds"
+        );
+        // A tree link changing alone is told at a slower pace.
+        let mut eager_only = 0;
+        for _ in 0..2 {
+            now += 5_000;
+            let own = || OwnLinks {
+                eager: vec![id(2)],
+                ..links(&[2, 40])
+            };
+            if let Some(batch) = m.handle_timeout(now, 0, own) {
+                eager_only += batch.iter().filter(|(r, _)| r.node == id(1)).count();
+            }
+        }
+        assert!(eager_only <= 1, "{eager_only}");
+    }
+
+    #[test]
+    fn intervals_stretch_with_the_size_of_the_map() {
+        let mut m = Map::new(id(1), PeerKind::Node, None, Config::default(), 0);
+        assert_eq!(m.pace(), (60_000, 5_000));
+        let many: Vec<TopoRecord> = (0..=250u8)
+            .map(|n| TopoRecord {
+                node: NodeId::from_bytes([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]),
+                ..rec(0, 1, &[])
+            })
+            .collect();
+        m.received(id(9), many, 0);
+        let n = m.view().len() as u64;
+        assert_eq!(m.pace(), (60_000.max(n * 100), 5_000.max(n * 20)));
+    }
+}

@@ -1,0 +1,992 @@
+//! Membership: which peers this one keeps links with.
+//!
+//! **Nodes run HyParView.** Each keeps a small *active view* (links it holds open and gossips
+//! over, [`Config::active_capacity`]) and a larger *passive view* (nodes it knows of and can
+//! dial to repair the active view, [`Config::passive_capacity`]). A node joins through any
+//! member (`JOIN`); the contact takes it into its active view and sends `FORWARD_JOIN` random
+//! walks through the network, whose ends take it in too, so a newcomer gets several links
+//! spread over the network rather than all at its contact. Every [`Config::shuffle_interval`]
+//! a node sends a sample of its views on a random walk (`SHUFFLE`); the node where it ends
+//! answers with a sample of its own (`SHUFFLE_REPLY`), and both keep what they learn in their
+//! passive views. When an active link drops, a passive node is asked to take its place
+//! (`NEIGHBOR`, high priority if no link is left, which is never refused). A node asked to
+//! take one more neighbour when its view is full evicts a random one (`DISCONNECT`), which then
+//! repairs its own view. Views are symmetric: a link is in both ends' active views.
+//!
+//! **Browsers are clients.** A page cannot be dialed, so it is kept out of the nodes' views:
+//! a node holds up to [`Config::max_clients`] of them beside its active view and tells each
+//! some nodes to link to (`PEERS`). A client links to its pinned home node plus
+//! [`Config::client_extra_links`] more, and replaces any it loses; short of nodes to try, it
+//! asks its links again (an empty `PEERS`).
+//!
+//! The module knows peers by [`NodeId`] and never sees a connection: the engine tells it when
+//! a handshake with a peer completes ([`Membership::connected`]) or a link ends, passes it the
+//! membership frames, and carries out its [`Out`]s — sending, dialing a record (then sending
+//! the message it asked for), closing, and telling the broadcast layer of neighbours.
+
+use crate::Millis;
+use crate::close::CloseReason;
+use crate::dedup::Recent;
+use crate::id::NodeId;
+use crate::peer::{PeerKind, PeerRecord};
+use crate::timers::Timers;
+use rand::rngs::SmallRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// Tunables (defaults as iroh-gossip's, but for timeouts that suit WebSocket dials).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub active_capacity: usize,
+    pub passive_capacity: usize,
+    /// Length of a `FORWARD_JOIN` and `SHUFFLE` random walk.
+    pub active_walk: u8,
+    pub shuffle_interval: Millis,
+    /// How many active and passive entries a `SHUFFLE` carries.
+    pub shuffle_active: usize,
+    pub shuffle_passive: usize,
+    /// How long a `NEIGHBOR` request may go unanswered.
+    pub neighbor_timeout: Millis,
+    /// How often to try again to fill an active (or client's) view that is not full.
+    pub repair_interval: Millis,
+    /// Browser peers a node holds beside its active view.
+    pub max_clients: usize,
+    /// Nodes a client links to besides its pinned home.
+    pub client_extra_links: usize,
+    /// Nodes named to a client in `PEERS`.
+    pub peers_sample: usize,
+    /// Whether joins spread by random walks and views are shuffled. Off, a node keeps the
+    /// links it was given (`--peer`, and nodes that dialed it) and nothing more: for tests
+    /// that need a fixed shape, and for layouts an operator wants exactly.
+    pub random_walks: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            active_capacity: 5,
+            passive_capacity: 30,
+            active_walk: 6,
+            shuffle_interval: 60_000,
+            shuffle_active: 3,
+            shuffle_passive: 4,
+            neighbor_timeout: 2_000,
+            repair_interval: 2_000,
+            max_clients: 2_000,
+            client_extra_links: 2,
+            peers_sample: 8,
+            random_walks: true,
+        }
+    }
+}
+
+/// Membership frames (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Join,
+    ForwardJoin {
+        peer: PeerRecord,
+        ttl: u8,
+    },
+    Neighbor {
+        high: bool,
+    },
+    Disconnect {
+        alive: bool,
+    },
+    Shuffle {
+        origin: PeerRecord,
+        peers: Vec<PeerRecord>,
+        ttl: u8,
+    },
+    ShuffleReply {
+        peers: Vec<PeerRecord>,
+    },
+    /// To a client: nodes it may link to.
+    Peers {
+        peers: Vec<PeerRecord>,
+    },
+}
+
+/// What membership asks the engine to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Send to a peer we are connected to.
+    Send(NodeId, Message),
+    /// Make sure we are connected to `peer` (dial it if not), then send `then`.
+    Connect {
+        peer: PeerRecord,
+        then: Option<Message>,
+    },
+    /// End the connection to this peer.
+    Close(NodeId, CloseReason),
+    /// A peer became a neighbour: the broadcast layer gossips with it.
+    NeighborUp(NodeId),
+    NeighborDown(NodeId),
+}
+
+/// Below this many neighbours a node keeps trying its passive view on a timer.
+const MIN_ACTIVE: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Shuffle,
+    Repair,
+    /// A request may have gone unanswered.
+    Lapse,
+}
+
+pub struct Membership {
+    me: NodeId,
+    kind: PeerKind,
+    /// How others dial us (nodes only).
+    own: Option<PeerRecord>,
+    config: Config,
+    rng: SmallRng,
+    /// Peers we have a completed handshake with, and their records (nodes).
+    connected: HashMap<NodeId, Option<PeerRecord>>,
+    active: Vec<PeerRecord>,
+    passive: Vec<PeerRecord>,
+    /// Nodes we asked to be neighbours (or a client dialed), and when the request lapses.
+    pending: Vec<(NodeId, Millis)>,
+    /// At a node: browser peers held outside the views.
+    clients: BTreeSet<NodeId>,
+    /// At a client: linked nodes, and which of them are pinned (its home).
+    links: Vec<(NodeId, bool)>,
+    /// At a client: nodes it may link to.
+    candidates: Vec<PeerRecord>,
+    /// What our last `SHUFFLE` sent, evicted first when its reply fills the passive view.
+    last_shuffled: Vec<NodeId>,
+    /// Nodes whose dial failed lately: not retried from the passive view for a while.
+    failed: Recent<NodeId>,
+    timers: Timers<Timer>,
+    repair_scheduled: bool,
+    /// A client's repair on its timer may ask its nodes for more candidates.
+    asking: bool,
+    out: VecDeque<Out>,
+}
+
+impl Membership {
+    /// Membership for peer `me`. A node passes its own record (how others dial it); a client
+    /// (kind `Browser`) passes none.
+    pub fn new(
+        me: NodeId,
+        kind: PeerKind,
+        own: Option<PeerRecord>,
+        config: Config,
+        seed: u64,
+        now: Millis,
+    ) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut timers = Timers::default();
+        if kind == PeerKind::Node {
+            // A newcomer's passive view is nearly empty until it shuffles, so the first
+            // shuffle comes soon (spread, so a network started at once does not shuffle at
+            // once); later ones every interval.
+            let first: Millis = rng.random_range(2_000..=10_000);
+            timers.insert(now + first.min(config.shuffle_interval), Timer::Shuffle);
+        }
+        Self {
+            me,
+            kind,
+            own,
+            failed: Recent::new(1_024, 4 * config.repair_interval.max(1)),
+            config,
+            rng,
+            connected: HashMap::new(),
+            active: Vec::new(),
+            passive: Vec::new(),
+            pending: Vec::new(),
+            clients: BTreeSet::new(),
+            links: Vec::new(),
+            candidates: Vec::new(),
+            last_shuffled: Vec::new(),
+            timers,
+            repair_scheduled: false,
+            asking: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn poll(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The active view (nodes), or a client's linked nodes.
+    pub fn active(&self) -> Vec<NodeId> {
+        match self.kind {
+            PeerKind::Node => self.active.iter().map(|r| r.id).collect(),
+            PeerKind::Browser => self.links.iter().map(|&(id, _)| id).collect(),
+        }
+    }
+
+    pub fn passive(&self) -> &[PeerRecord] {
+        &self.passive
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The pages held here, by id.
+    pub fn client_ids(&self) -> impl Iterator<Item = &NodeId> {
+        self.clients.iter()
+    }
+
+    /// Every node this peer knows how to dial: active and passive views (a client's
+    /// candidates).
+    pub fn known_nodes(&self) -> impl Iterator<Item = &PeerRecord> {
+        self.active
+            .iter()
+            .chain(&self.passive)
+            .chain(&self.candidates)
+    }
+
+    /// Whether `peer` is a neighbour (gossiped with) or one we are waiting on. Connections to
+    /// anyone else are transient, and the engine closes them once idle.
+    pub fn wants(&self, peer: NodeId) -> bool {
+        self.is_neighbor(peer) || self.pending.iter().any(|&(p, _)| p == peer)
+    }
+
+    pub fn is_neighbor(&self, peer: NodeId) -> bool {
+        self.active.iter().any(|r| r.id == peer)
+            || self.clients.contains(&peer)
+            || self.links.iter().any(|&(id, _)| id == peer)
+    }
+
+    // ----- events from the engine -----
+
+    /// A handshake with `peer` completed. `record` is how it can be dialed (nodes);
+    /// `pinned` says we dialed it because the operator (or, for a page, its home) asked;
+    /// `elsewhere` says it belongs to another overlay (its broadcast tree has another root:
+    /// the two sides of a healed partition).
+    pub fn connected(
+        &mut self,
+        peer: NodeId,
+        kind: PeerKind,
+        record: Option<PeerRecord>,
+        pinned: bool,
+        elsewhere: bool,
+        now: Millis,
+    ) {
+        self.connected.insert(peer, record.clone());
+        if let Some(r) = &record {
+            // A node's own handshake is the authority on its addresses.
+            for view in [&mut self.active, &mut self.passive] {
+                if let Some(known) = view.iter_mut().find(|k| k.id == peer) {
+                    *known = r.clone();
+                }
+            }
+        }
+        match (self.kind, kind) {
+            (PeerKind::Node, PeerKind::Browser) => {
+                if self.clients.len() >= self.config.max_clients {
+                    self.out
+                        .push_back(Out::Close(peer, CloseReason::TooManyClients));
+                    return;
+                }
+                self.clients.insert(peer);
+                self.out.push_back(Out::NeighborUp(peer));
+                let peers = self.sample_for_client();
+                self.out
+                    .push_back(Out::Send(peer, Message::Peers { peers }));
+            }
+            (PeerKind::Node, PeerKind::Node) => {
+                if record.is_none() || self.active.iter().any(|r| r.id == peer) {
+                    return;
+                }
+                let asked = self.pending.iter().any(|&(p, _)| p == peer);
+                let alone = self.active.is_empty() && self.pending.is_empty();
+                // With no one left to repair from, a node may be in a small island (nodes that
+                // joined each other at once can form one): join again through whoever
+                // reaches it from outside — its pinned peer revisited, or a node revisiting
+                // it — whose random walks link it to the rest.
+                let stranded = !asked
+                    && self.passive.is_empty()
+                    && self.active.len() < self.config.active_capacity;
+                // A pinned peer on the other side of a healed partition: the two overlays
+                // know nothing of each other any more (failed nodes are dropped from passive
+                // views), so join through it, and its walks merge them.
+                let merge = pinned && elsewhere && !asked;
+                if alone || stranded || merge {
+                    self.await_answer(peer, now);
+                    self.out.push_back(Out::Send(peer, Message::Join));
+                } else if pinned && !asked && self.room() {
+                    self.await_answer(peer, now);
+                    self.out
+                        .push_back(Out::Send(peer, Message::Neighbor { high: false }));
+                }
+            }
+            (PeerKind::Browser, PeerKind::Node) => {
+                self.pending.retain(|&(p, _)| p != peer);
+                if !self.links.iter().any(|&(id, _)| id == peer) {
+                    self.links.push((peer, pinned));
+                    self.out.push_back(Out::NeighborUp(peer));
+                }
+            }
+            (PeerKind::Browser, PeerKind::Browser) => {
+                self.out
+                    .push_back(Out::Close(peer, CloseReason::BrowserCannotAccept));
+            }
+        }
+    }
+
+    /// The connection to `peer` ended.
+    pub fn disconnected(&mut self, peer: NodeId, now: Millis) {
+        self.connected.remove(&peer);
+        self.pending.retain(|&(p, _)| p != peer);
+        let was_neighbor = if let Some(i) = self.active.iter().position(|r| r.id == peer) {
+            // A failed neighbour is not kept in the passive view: it may be gone for good.
+            self.active.remove(i);
+            true
+        } else if self.clients.remove(&peer) {
+            true
+        } else if let Some(i) = self.links.iter().position(|&(id, _)| id == peer) {
+            self.links.remove(i);
+            true
+        } else {
+            false
+        };
+        if was_neighbor {
+            self.out.push_back(Out::NeighborDown(peer));
+        }
+        self.repair(now);
+    }
+
+    /// A dial membership asked for failed: the node is dropped from the passive view.
+    pub fn connect_failed(&mut self, peer: NodeId, now: Millis) {
+        self.passive.retain(|r| r.id != peer);
+        self.candidates.retain(|r| r.id != peer);
+        self.pending.retain(|&(p, _)| p != peer);
+        self.failed.insert(peer, (), now);
+        self.repair(now);
+    }
+
+    /// A membership frame from `from`.
+    pub fn message(&mut self, from: NodeId, message: Message, now: Millis) {
+        let from_record = self.connected.get(&from).cloned().flatten();
+        match (self.kind, message) {
+            (PeerKind::Browser, Message::Peers { peers }) => {
+                for p in peers.iter().filter_map(PeerRecord::canonical) {
+                    if p.id != self.me && !self.candidates.iter().any(|c| c.id == p.id) {
+                        self.candidates.push(p);
+                    }
+                }
+                let excess = self.candidates.len().saturating_sub(64);
+                self.candidates.drain(..excess);
+                self.repair(now);
+            }
+            (PeerKind::Browser, _) => {}
+            (PeerKind::Node, Message::Join) => {
+                let Some(record) = from_record else { return };
+                self.add_active(record.clone(), true, now);
+                if !self.config.random_walks {
+                    return;
+                }
+                let walk = self.config.active_walk;
+                for other in self.active.iter().filter(|r| r.id != from) {
+                    self.out.push_back(Out::Send(
+                        other.id,
+                        Message::ForwardJoin {
+                            peer: record.clone(),
+                            ttl: walk,
+                        },
+                    ));
+                }
+            }
+            (PeerKind::Node, Message::ForwardJoin { peer, ttl }) => {
+                let Some(peer) = peer.canonical() else { return };
+                if peer.id == self.me || self.active.iter().any(|r| r.id == peer.id) {
+                    return;
+                }
+                if ttl == 0 || self.active.len() <= 1 {
+                    self.request(peer, true, now);
+                    return;
+                }
+                // (HyParView adds it to the passive view at one step of the walk; every step
+                // learning it fills passive views sooner after a network starts.)
+                self.add_passive(peer.clone());
+                match self.random_active_except(&[from, peer.id]) {
+                    Some(next) => self
+                        .out
+                        .push_back(Out::Send(next, Message::ForwardJoin { peer, ttl: ttl - 1 })),
+                    None => self.request(peer, true, now),
+                }
+            }
+            (PeerKind::Node, Message::Neighbor { high }) => {
+                let Some(record) = from_record else { return };
+                if self.active.iter().any(|r| r.id == from) {
+                    return;
+                }
+                if self.pending.iter().any(|&(p, _)| p == from) {
+                    // The answer to our own request (or a crossing request): both agree.
+                    self.add_active(record, false, now);
+                } else if high || self.active.len() < self.config.active_capacity {
+                    self.add_active(record, true, now);
+                } else {
+                    // Refused, but told of others to try, so a node in a small part of the
+                    // network can still find its way out.
+                    let mut peers: Vec<PeerRecord> = self
+                        .active
+                        .iter()
+                        .chain(&self.passive)
+                        .filter(|r| r.id != from)
+                        .cloned()
+                        .collect();
+                    peers.shuffle(&mut self.rng);
+                    peers.truncate(self.config.shuffle_active + self.config.shuffle_passive);
+                    self.out
+                        .push_back(Out::Send(from, Message::ShuffleReply { peers }));
+                    self.out
+                        .push_back(Out::Send(from, Message::Disconnect { alive: true }));
+                    self.out
+                        .push_back(Out::Close(from, CloseReason::ActiveViewFull));
+                }
+            }
+            (PeerKind::Node, Message::Disconnect { alive }) => {
+                let was_pending = self.pending.iter().any(|&(p, _)| p == from);
+                self.pending.retain(|&(p, _)| p != from);
+                if let Some(i) = self.active.iter().position(|r| r.id == from) {
+                    self.active.remove(i);
+                    self.out.push_back(Out::NeighborDown(from));
+                }
+                if alive && let Some(record) = from_record {
+                    self.add_passive(record);
+                }
+                self.out
+                    .push_back(Out::Close(from, CloseReason::Disconnected));
+                if was_pending {
+                    // Refused: do not ask the same node again at once.
+                    self.failed.insert(from, (), now);
+                }
+                self.repair(now);
+            }
+            (PeerKind::Node, Message::Shuffle { origin, peers, ttl }) => {
+                let Some(origin) = origin.canonical() else {
+                    return;
+                };
+                if ttl > 0
+                    && self.active.len() > 1
+                    && let Some(next) = self.random_active_except(&[from, origin.id])
+                {
+                    self.out.push_back(Out::Send(
+                        next,
+                        Message::Shuffle {
+                            origin,
+                            peers,
+                            ttl: ttl - 1,
+                        },
+                    ));
+                    return;
+                }
+                if origin.id == self.me {
+                    return;
+                }
+                let mut reply: Vec<PeerRecord> = self
+                    .passive
+                    .iter()
+                    .filter(|r| r.id != origin.id && !peers.iter().any(|p| p.id == r.id))
+                    .cloned()
+                    .collect();
+                reply.shuffle(&mut self.rng);
+                reply.truncate(peers.len() + 1);
+                self.out.push_back(Out::Connect {
+                    peer: origin.clone(),
+                    then: Some(Message::ShuffleReply { peers: reply }),
+                });
+                for p in
+                    std::iter::once(origin).chain(peers.iter().filter_map(PeerRecord::canonical))
+                {
+                    self.add_passive(p);
+                }
+            }
+            (PeerKind::Node, Message::ShuffleReply { peers }) => {
+                for p in peers.iter().filter_map(PeerRecord::canonical) {
+                    self.add_passive(p);
+                }
+                self.last_shuffled.clear();
+            }
+            (PeerKind::Node, Message::Peers { .. }) => {
+                // A page short of nodes to link to asks again.
+                if self.clients.contains(&from) {
+                    let peers = self.sample_for_client();
+                    self.out
+                        .push_back(Out::Send(from, Message::Peers { peers }));
+                }
+            }
+        }
+        if self.kind == PeerKind::Node && self.active.len() < self.config.active_capacity {
+            self.repair(now);
+        }
+    }
+
+    /// Runs what is due: shuffles, lapsed requests, repairs.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let lapsed = self.pending.iter().any(|&(_, until)| until <= now);
+        if lapsed {
+            for &(p, until) in &self.pending {
+                if until <= now {
+                    self.failed.insert(p, (), now);
+                }
+            }
+            self.pending.retain(|&(_, until)| until > now);
+        }
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Shuffle => {
+                    let jitter = self.rng.random_range(0..=self.config.shuffle_interval / 4);
+                    self.timers
+                        .insert(now + self.config.shuffle_interval + jitter, Timer::Shuffle);
+                    if self.config.random_walks {
+                        self.shuffle();
+                    }
+                }
+                Timer::Repair => {
+                    self.repair_scheduled = false;
+                    self.asking = true;
+                    self.repair(now);
+                    self.asking = false;
+                }
+                Timer::Lapse => {}
+            }
+        }
+        if lapsed {
+            self.repair(now);
+        }
+    }
+
+    // ----- views -----
+
+    fn room(&self) -> bool {
+        self.active.len() + self.pending.len() < self.config.active_capacity
+    }
+
+    /// Takes `record` into the active view, evicting a random neighbour if it is full.
+    /// `notify` tells the peer with a `NEIGHBOR` (unless it is answering our own request).
+    fn add_active(&mut self, record: PeerRecord, notify: bool, _now: Millis) {
+        let peer = record.id;
+        self.pending.retain(|&(p, _)| p != peer);
+        if peer == self.me || self.active.iter().any(|r| r.id == peer) {
+            return;
+        }
+        if self.active.len() >= self.config.active_capacity {
+            let i = self.rng.random_range(0..self.active.len());
+            let evicted = self.active.remove(i);
+            self.out
+                .push_back(Out::Send(evicted.id, Message::Disconnect { alive: true }));
+            self.out
+                .push_back(Out::Close(evicted.id, CloseReason::Disconnected));
+            self.out.push_back(Out::NeighborDown(evicted.id));
+            self.add_passive(evicted);
+        }
+        self.passive.retain(|r| r.id != peer);
+        self.active.push(record);
+        if notify {
+            self.out
+                .push_back(Out::Send(peer, Message::Neighbor { high: true }));
+        }
+        self.out.push_back(Out::NeighborUp(peer));
+    }
+
+    fn add_passive(&mut self, record: PeerRecord) {
+        if record.id == self.me || self.active.iter().any(|r| r.id == record.id) {
+            return;
+        }
+        // Only a node's own handshake may change what we know of its addresses.
+        if self.passive.iter().any(|r| r.id == record.id) {
+            return;
+        }
+        if self.passive.len() >= self.config.passive_capacity {
+            // Make room, preferably with an entry we just gave away in a shuffle.
+            let i = self
+                .passive
+                .iter()
+                .position(|r| self.last_shuffled.contains(&r.id))
+                .unwrap_or_else(|| self.rng.random_range(0..self.passive.len()));
+            self.passive.remove(i);
+        }
+        self.passive.push(record);
+    }
+
+    /// Asks `peer` to become a neighbour, dialing it if need be.
+    fn request(&mut self, peer: PeerRecord, high: bool, now: Millis) {
+        if self.pending.iter().any(|&(p, _)| p == peer.id) {
+            return;
+        }
+        self.await_answer(peer.id, now);
+        self.out.push_back(Out::Connect {
+            peer,
+            then: Some(Message::Neighbor { high }),
+        });
+    }
+
+    /// Notes that we wait for `peer` to answer a request, until the request lapses.
+    fn await_answer(&mut self, peer: NodeId, now: Millis) {
+        let until = now + self.config.neighbor_timeout;
+        self.pending.push((peer, until));
+        self.timers.insert(until, Timer::Lapse);
+    }
+
+    fn random_active_except(&mut self, except: &[NodeId]) -> Option<NodeId> {
+        let choices: Vec<NodeId> = self
+            .active
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| !except.contains(id))
+            .collect();
+        choices.choose(&mut self.rng).copied()
+    }
+
+    /// Fills the active view from the passive one (a client's links from its candidates),
+    /// and keeps trying every [`Config::repair_interval`] while it is not full.
+    fn repair(&mut self, now: Millis) {
+        let tried = match self.kind {
+            PeerKind::Node => {
+                while self.room() {
+                    let choices: Vec<usize> = (0..self.passive.len())
+                        .filter(|&i| {
+                            let id = self.passive[i].id;
+                            !self.failed.contains(&id)
+                                && !self.pending.iter().any(|&(p, _)| p == id)
+                        })
+                        .collect();
+                    let Some(&i) = choices.choose(&mut self.rng) else {
+                        break;
+                    };
+                    let peer = self.passive[i].clone();
+                    // With no neighbour left a request must not be refused (HyParView), nor with
+                    // one: two nodes left with only each other would otherwise be refused by
+                    // every full view for ever.
+                    let high = self.active.len() < MIN_ACTIVE;
+                    self.request(peer, high, now);
+                }
+                // Keep trying on a timer only while the view is fragile; otherwise a view
+                // that is not full is fine, and failures and refusals trigger repairs anyway.
+                let fragile = self.active.len() < MIN_ACTIVE;
+                fragile && !self.passive.is_empty()
+            }
+            PeerKind::Browser => {
+                loop {
+                    let extra = self.links.iter().filter(|&&(_, pinned)| !pinned).count();
+                    if extra + self.pending.len() >= self.config.client_extra_links {
+                        break false;
+                    }
+                    let choices: Vec<usize> = (0..self.candidates.len())
+                        .filter(|&i| {
+                            let id = self.candidates[i].id;
+                            !self.failed.contains(&id)
+                                && !self.pending.iter().any(|&(p, _)| p == id)
+                                && !self.links.iter().any(|&(l, _)| l == id)
+                        })
+                        .collect();
+                    let Some(&i) = choices.choose(&mut self.rng) else {
+                        // Out of candidates: try again later, and then ask the linked nodes
+                        // for more (a node that knew no one when we came may know some now).
+                        if self.asking {
+                            for &(node, _) in &self.links {
+                                self.out.push_back(Out::Send(
+                                    node,
+                                    Message::Peers { peers: Vec::new() },
+                                ));
+                            }
+                        }
+                        break !self.links.is_empty() || !self.candidates.is_empty();
+                    };
+                    let peer = self.candidates[i].clone();
+                    self.await_answer(peer.id, now);
+                    self.out.push_back(Out::Connect { peer, then: None });
+                }
+            }
+        };
+        if tried && !self.repair_scheduled {
+            self.repair_scheduled = true;
+            self.timers
+                .insert(now + self.config.repair_interval, Timer::Repair);
+        }
+    }
+
+    fn shuffle(&mut self) {
+        let Some(own) = self.own.clone() else { return };
+        let Some(target) = self.random_active_except(&[]) else {
+            return;
+        };
+        let mut actives: Vec<PeerRecord> = self
+            .active
+            .iter()
+            .filter(|r| r.id != target)
+            .cloned()
+            .collect();
+        actives.shuffle(&mut self.rng);
+        actives.truncate(self.config.shuffle_active);
+        let mut passives = self.passive.clone();
+        passives.shuffle(&mut self.rng);
+        passives.truncate(self.config.shuffle_passive);
+        let peers: Vec<PeerRecord> = actives.into_iter().chain(passives).collect();
+        self.last_shuffled = peers.iter().map(|r| r.id).collect();
+        self.out.push_back(Out::Send(
+            target,
+            Message::Shuffle {
+                origin: own,
+                peers,
+                ttl: self.config.active_walk,
+            },
+        ));
+    }
+
+    fn sample_for_client(&mut self) -> Vec<PeerRecord> {
+        let mut all: Vec<PeerRecord> = self.active.iter().chain(&self.passive).cloned().collect();
+        all.shuffle(&mut self.rng);
+        all.truncate(self.config.peers_sample);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 16])
+    }
+
+    fn rec(n: u8) -> PeerRecord {
+        PeerRecord {
+            id: id(n),
+            address: format!("ws://n{n}:3000"),
+            aliases: vec![],
+        }
+    }
+
+    fn node(n: u8) -> Membership {
+        Membership::new(
+            id(n),
+            PeerKind::Node,
+            Some(rec(n)),
+            Config::default(),
+            n as u64,
+            0,
+        )
+    }
+
+    fn drain(m: &mut Membership) -> Vec<Out> {
+        std::iter::from_fn(|| m.poll()).collect()
+    }
+
+    /// `m` with these nodes in its active view (each joined it).
+    fn with_active(n: u8, peers: &[u8]) -> Membership {
+        let mut m = node(n);
+        for &p in peers {
+            m.connected(id(p), PeerKind::Node, Some(rec(p)), false, false, 0);
+            m.message(id(p), Message::Join, 0);
+        }
+        drain(&mut m);
+        m
+    }
+
+    #[test]
+    fn a_join_is_taken_in_and_walked_through_the_network() {
+        let mut m = with_active(1, &[2, 3]);
+        m.connected(id(9), PeerKind::Node, Some(rec(9)), false, false, 0);
+        m.message(id(9), Message::Join, 0);
+        let out = drain(&mut m);
+        assert!(out.contains(&Out::Send(id(9), Message::Neighbor { high: true })));
+        assert!(out.contains(&Out::NeighborUp(id(9))));
+        for p in [2, 3] {
+            assert!(out.contains(&Out::Send(
+                id(p),
+                Message::ForwardJoin {
+                    peer: rec(9),
+                    ttl: 6
+                }
+            )));
+        }
+        assert_eq!(m.active(), vec![id(2), id(3), id(9)]);
+    }
+
+    #[test]
+    fn a_forward_join_is_passed_on_until_its_walk_ends_and_then_taken_in() {
+        let mut m = with_active(1, &[2, 3]);
+        m.message(
+            id(2),
+            Message::ForwardJoin {
+                peer: rec(9),
+                ttl: 4,
+            },
+            0,
+        );
+        let out = drain(&mut m);
+        assert!(
+            out.contains(&Out::Send(
+                id(3),
+                Message::ForwardJoin {
+                    peer: rec(9),
+                    ttl: 3
+                }
+            )),
+            "passed on to a neighbour other than the sender: {out:?}"
+        );
+        assert!(m.passive().iter().any(|r| r.id == id(9)), "and learned");
+        m.message(
+            id(3),
+            Message::ForwardJoin {
+                peer: rec(8),
+                ttl: 0,
+            },
+            0,
+        );
+        assert!(drain(&mut m).contains(&Out::Connect {
+            peer: rec(8),
+            then: Some(Message::Neighbor { high: true })
+        }));
+    }
+
+    #[test]
+    fn a_full_view_evicts_for_high_priority_and_refuses_low_with_others_to_try() {
+        let mut m = with_active(1, &[2, 3, 4, 5, 6]);
+        assert_eq!(m.active().len(), 5);
+        // Low priority: refused, told of others, closed.
+        m.connected(id(7), PeerKind::Node, Some(rec(7)), false, false, 0);
+        m.message(id(7), Message::Neighbor { high: false }, 0);
+        let out = drain(&mut m);
+        assert!(
+            matches!(&out[0], Out::Send(p, Message::ShuffleReply { peers }) if *p == id(7) && !peers.is_empty())
+        );
+        assert!(out.contains(&Out::Send(id(7), Message::Disconnect { alive: true })));
+        assert!(out.contains(&Out::Close(id(7), CloseReason::ActiveViewFull)));
+        assert_eq!(m.active().len(), 5);
+        // High priority: taken in, a random neighbour evicted to the passive view.
+        m.message(id(7), Message::Neighbor { high: true }, 0);
+        let out = drain(&mut m);
+        let evicted: Vec<NodeId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(p, Message::Disconnect { alive: true }) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(evicted.len(), 1);
+        assert!(out.contains(&Out::Close(evicted[0], CloseReason::Disconnected)));
+        assert!(m.active().contains(&id(7)) && !m.active().contains(&evicted[0]));
+        assert!(m.passive().iter().any(|r| r.id == evicted[0]));
+    }
+
+    #[test]
+    fn a_view_that_is_not_full_is_filled_and_a_lost_neighbour_replaced() {
+        let mut m = with_active(1, &[2]);
+        m.message(
+            id(2),
+            Message::ShuffleReply {
+                peers: vec![rec(5)],
+            },
+            0,
+        );
+        // With one neighbour the view is fragile: a request that may not be refused.
+        assert!(drain(&mut m).contains(&Out::Connect {
+            peer: rec(5),
+            then: Some(Message::Neighbor { high: true })
+        }));
+        m.disconnected(id(2), 10);
+        assert!(drain(&mut m).contains(&Out::NeighborDown(id(2))));
+        // The answer makes it a neighbour.
+        m.connected(id(5), PeerKind::Node, Some(rec(5)), false, false, 20);
+        m.message(id(5), Message::Neighbor { high: true }, 20);
+        assert_eq!(m.active(), vec![id(5)]);
+    }
+
+    #[test]
+    fn a_shuffle_goes_on_a_walk_and_its_reply_fills_the_passive_view() {
+        let mut m = with_active(1, &[2, 3]);
+        m.message(
+            id(3),
+            Message::ShuffleReply {
+                peers: vec![rec(8)],
+            },
+            0,
+        );
+        drain(&mut m);
+        // Its own shuffle, due within ten seconds of starting.
+        m.handle_timeout(10_000);
+        let out = drain(&mut m);
+        assert!(
+            out.iter().any(|o| matches!(o, Out::Send(_, Message::Shuffle { origin, ttl: 6, .. }) if origin.id == id(1))),
+            "{out:?}"
+        );
+        // Another's shuffle ending here: answered straight to its origin, and learned from.
+        m.message(
+            id(2),
+            Message::Shuffle {
+                origin: rec(20),
+                peers: vec![rec(21), rec(22)],
+                ttl: 0,
+            },
+            0,
+        );
+        let out = drain(&mut m);
+        assert!(out.iter().any(|o| matches!(o, Out::Connect { peer, then: Some(Message::ShuffleReply { .. }) } if peer.id == id(20))));
+        for n in [20, 21, 22] {
+            assert!(m.passive().iter().any(|r| r.id == id(n)), "learned {n}");
+        }
+    }
+
+    #[test]
+    fn pages_are_held_as_clients_and_told_of_nodes() {
+        let mut m = with_active(1, &[2, 3]);
+        m.connected(id(50), PeerKind::Browser, None, false, false, 0);
+        let out = drain(&mut m);
+        assert!(out.contains(&Out::NeighborUp(id(50))));
+        assert!(out.iter().any(|o| matches!(o, Out::Send(p, Message::Peers { peers }) if *p == id(50) && peers.len() == 2)));
+        assert_eq!(m.clients(), 1);
+        assert_eq!(m.active().len(), 2, "a page is not in the active view");
+        let mut full = with_active(1, &[]);
+        full.config.max_clients = 0;
+        full.connected(id(51), PeerKind::Browser, None, false, false, 0);
+        assert_eq!(
+            drain(&mut full),
+            vec![Out::Close(id(51), CloseReason::TooManyClients)]
+        );
+    }
+
+    #[test]
+    fn a_page_links_to_its_home_and_two_more() {
+        let mut page = Membership::new(id(60), PeerKind::Browser, None, Config::default(), 1, 0);
+        page.connected(id(1), PeerKind::Node, Some(rec(1)), true, false, 0);
+        page.message(
+            id(1),
+            Message::Peers {
+                peers: vec![rec(2), rec(3), rec(4)],
+            },
+            0,
+        );
+        let out = drain(&mut page);
+        let dials = out
+            .iter()
+            .filter(|o| matches!(o, Out::Connect { then: None, .. }))
+            .count();
+        assert_eq!(dials, 2, "{out:?}");
+        // One of them fails: another takes its place.
+        let failed = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Connect { peer, .. } => Some(peer.id),
+                _ => None,
+            })
+            .unwrap();
+        page.connect_failed(failed, 10);
+        assert_eq!(
+            drain(&mut page)
+                .iter()
+                .filter(|o| matches!(o, Out::Connect { .. }))
+                .count(),
+            1
+        );
+    }
+}
