@@ -722,9 +722,6 @@ impl Sim {
                 self.reschedule(to);
             }
             Event::Closed { to, conn } => {
-                if std::env::var("SIMTRACE").is_ok() {
-                    eprintln!("{} close at {} {}", self.now - EPOCH, to, conn);
-                }
                 self.links.remove(&(to, conn));
                 if !self.nodes[to].up {
                     return;
@@ -1090,13 +1087,6 @@ impl Scenario {
             }
             sim.run_for(100);
         }
-        let quiet_at = ids
-            .iter()
-            .filter_map(|id| sim.tracked.get(id))
-            .map(|t| t.last_delivery)
-            .max()
-            .unwrap_or(sim.now);
-        let _ = quiet_at;
         let frames = sim.frames_sent - frames_before;
         let bytes = sim.bytes_sent - bytes_before;
 
