@@ -694,20 +694,6 @@ impl Sim {
                 if !self.links.contains_key(&(to, conn)) || !self.nodes[to].up {
                     return;
                 }
-                if std::env::var("SIMTRACE").is_ok()
-                    && !frame.contains("MAP")
-                    && !frame.contains("IHAVE")
-                {
-                    let from = self.links[&(to, conn)].to;
-                    eprintln!(
-                        "{} {}->{} {}: {}",
-                        self.now - EPOCH,
-                        from,
-                        to,
-                        conn,
-                        &frame[..frame.len().min(90)]
-                    );
-                }
                 let node = &mut self.nodes[to];
                 match &mut node.kind {
                     NodeKind::Hearsay(e) => e.frame(conn, &frame, now),
