@@ -88,6 +88,8 @@ pub struct Config {
     /// and still keep it the parent. Without this, paths of nearly equal length swap at
     /// every round, and each swap is a moment a message can slip through the gap.
     pub parent_stickiness: Millis,
+    /// How long the old parent's link stays eager after a switch (both push meanwhile).
+    pub switch_overlap: Millis,
     /// How long pushed messages are kept to answer `GRAFT`s.
     pub cache_ttl: Millis,
     /// Most ids in one `IHAVE` or `GRAFT`.
@@ -104,6 +106,7 @@ impl Default for Config {
             beacon_interval: 5_000,
             root_timeout: 15_000,
             parent_stickiness: 30,
+            switch_overlap: 250,
             cache_ttl: 30_000,
             max_ids_per_frame: 256,
         }
@@ -141,6 +144,8 @@ enum Timer {
     Beacon,
     /// The parent's copy of this round did not come in time: take the first one's link.
     Switch(u64),
+    /// The old parent's link, kept while the new parent learns of its child.
+    LetGo(NodeId),
 }
 
 /// The root as this peer knows it: who, its latest round, and when that was heard.
@@ -183,6 +188,9 @@ pub struct Broadcast {
     /// The link the first copy of the current round came by, while we wait to see whether
     /// the parent's copy comes soon enough.
     challenger: Option<NodeId>,
+    /// The parent before the last switch: pruned only once the new parent has had time to
+    /// hear our graft, so no message slips through while the tree changes.
+    former_parent: Option<NodeId>,
     cache: Recent<MsgId, (Arc<Message>, u32)>,
     missing: BTreeMap<MsgId, Missing>,
     lazy_queue: BTreeMap<NodeId, Vec<(MsgId, u32)>>,
@@ -215,6 +223,7 @@ impl Broadcast {
             own_seq: 0,
             parent: None,
             challenger: None,
+            former_parent: None,
             missing: BTreeMap::new(),
             lazy_queue: BTreeMap::new(),
             flush_scheduled: false,
@@ -487,6 +496,11 @@ impl Broadcast {
                 if let Some(c) = self.challenger.take() {
                     self.prune(c);
                 }
+            } else if Some(from) == self.former_parent {
+                // The parent we left: let it go once the new one pushes to us.
+                self.former_parent = None;
+                self.timers
+                    .insert(now + self.config.switch_overlap, Timer::LetGo(from));
             } else if Some(from) != self.parent {
                 // A later copy of this round: that link is not the tree's.
                 self.prune(from);
@@ -565,8 +579,14 @@ impl Broadcast {
                         // The old parent's copy is late (or lost): the tree goes the new
                         // way; the old link is pruned when its copy comes.
                         if self.is_neighbor(&c) {
+                            self.former_parent = self.parent;
                             self.adopt(c);
                         }
+                    }
+                }
+                Timer::LetGo(peer) => {
+                    if self.parent != Some(peer) {
+                        self.prune(peer);
                     }
                 }
                 Timer::Graft(id) => {
@@ -740,7 +760,12 @@ mod tests {
             drain(&mut b),
             vec![Out::Send(node(2), Control::Graft(vec![]))]
         );
+        // The old parent's copy comes: it is let go a little later, once the new parent
+        // has heard the graft (both push meanwhile, so nothing slips through).
         b.control(node(1), beacon(0, 3), |_| false, 10_060);
+        assert!(drain(&mut b).is_empty());
+        assert!(b.is_eager(&node(1)));
+        b.handle_timeout(10_060 + 250);
         assert_eq!(drain(&mut b), vec![Out::Send(node(1), Control::Prune)]);
         assert!(b.is_eager(&node(2)) && !b.is_eager(&node(1)));
         assert_eq!(b.parent(), Some(node(2)));

@@ -241,13 +241,12 @@ impl Engine {
             rng.random(),
             now,
         );
-        let map = Map::new(
-            me,
-            config.kind,
-            own.map(|r| r.address),
-            config.map.clone(),
-            now,
-        );
+        let mut map_config = config.map.clone();
+        if config.kind == PeerKind::Browser {
+            // A page joins a network that has formed: it shows itself at once.
+            map_config.first_check = map_config.first_check.min(1_000);
+        }
+        let map = Map::new(me, config.kind, own.map(|r| r.address), map_config, now);
         Self {
             broadcast: Broadcast::new(
                 config.broadcast.clone(),
@@ -347,6 +346,11 @@ impl Engine {
     /// Every address this peer dials and how its link stands.
     pub fn links(&self) -> Vec<LinkInfo> {
         self.book.links(|id| self.conns.to_node(id).is_some())
+    }
+
+    /// How many peers the map knows of.
+    pub fn map_size(&self) -> usize {
+        self.map.view().len()
     }
 
     /// The network map as this peer knows it: its own record and every unexpired one heard.
@@ -577,7 +581,11 @@ impl Engine {
         if self.map.poll_timeout().is_some_and(|t| t <= now) {
             let held = self.index.len() as u64;
             let own = self.own_links();
-            if let Some(batch) = self.map.handle_timeout(now, held, || own) {
+            // A page joins a tree that is there already; flooding needs none.
+            let ready = self.config.kind == PeerKind::Browser
+                || self.config.broadcast.strategy == broadcast::Strategy::Flood
+                || self.broadcast.root().is_some();
+            if let Some(batch) = self.map.handle_timeout(now, held, ready, || own) {
                 self.send_map(batch);
             }
         }

@@ -41,6 +41,11 @@ pub struct Config {
     /// Each record known stretches `interval` by this much (and `min_interval` by a fifth
     /// of it).
     pub per_record: Millis,
+    /// When a peer first looks at its own record (plus up to as long again, by id): it is
+    /// announced once the peer has links and, under Plumtree, a broadcast tree to send it
+    /// along. A node waits a while, as its links change most while a network forms; a page
+    /// joins a network that has formed.
+    pub first_check: Millis,
     /// Most records in one `MAP` frame.
     pub records_per_frame: usize,
 }
@@ -53,6 +58,7 @@ impl Default for Config {
             min_interval: 5_000,
             flush_interval: 1_000,
             per_record: 100,
+            first_check: 5_000,
             records_per_frame: 200,
         }
     }
@@ -172,7 +178,7 @@ impl Map {
     ) -> Self {
         let mut timers = Timers::default();
         timers.insert(
-            now + config.min_interval + me.spread(config.min_interval),
+            now + config.first_check + me.spread(config.first_check),
             Timer::Check,
         );
         Self {
@@ -225,11 +231,15 @@ impl Map {
     }
 
     /// What timers are due. `own` gives our links as they are now, asked for only when our
-    /// record may be due. Returns the records to pass on, if a flush is due.
+    /// record may be due; `ready` says there is a way to send it (a node that starts with
+    /// the network waits for the broadcast tree to form, so its first record does not go out
+    /// over links that are about to be pruned and miss part of the network). Returns the
+    /// records to pass on, if a flush is due.
     pub fn handle_timeout(
         &mut self,
         now: Millis,
         held: u64,
+        ready: bool,
         own: impl FnOnce() -> OwnLinks,
     ) -> Option<Vec<(TopoRecord, Option<NodeId>)>> {
         let mut own = Some(own);
@@ -240,7 +250,7 @@ impl Map {
                     let (_, min_interval) = self.pace();
                     self.timers.insert(now + min_interval, Timer::Check);
                     self.view.expire(now);
-                    if let Some(own) = own.take() {
+                    if let Some(own) = own.take().filter(|_| ready) {
                         self.check_own(own(), held, now);
                     }
                 }
@@ -268,7 +278,9 @@ impl Map {
                     != (&links.links, links.clients, links.seeds);
                 // The tree changes as it is rebuilt; that alone is told at a slower pace.
                 let tree_changed = last.eager != links.eager && now >= at + 3 * min_interval;
-                changed || tree_changed || now >= at + interval
+                // Renewals spread by id, so a network started at once does not renew at once.
+                let renewal = at + interval + self.me.spread(interval / 4);
+                changed || tree_changed || now >= renewal
             }
         };
         if !due {
@@ -380,7 +392,7 @@ mod tests {
         for step in 0..20u8 {
             now += 1_250;
             m.received(id(7), vec![rec(20 + step, 1, &[])], now);
-            if let Some(batch) = m.handle_timeout(now, 0, || links(&[2, 3 + step])) {
+            if let Some(batch) = m.handle_timeout(now, 0, true, || links(&[2, 3 + step])) {
                 announced += batch.iter().filter(|(r, _)| r.node == id(1)).count();
                 heard += batch.iter().filter(|(r, _)| r.node != id(1)).count();
                 flushes += 1;
@@ -395,7 +407,7 @@ mod tests {
         let mut quiet = 0;
         for _ in 0..15 {
             now += 5_000;
-            if let Some(batch) = m.handle_timeout(now, 0, || links(&[2, 40])) {
+            if let Some(batch) = m.handle_timeout(now, 0, true, || links(&[2, 40])) {
                 quiet += batch.iter().filter(|(r, _)| r.node == id(1)).count();
             }
         }
@@ -411,7 +423,7 @@ mod tests {
                 eager: vec![id(2)],
                 ..links(&[2, 40])
             };
-            if let Some(batch) = m.handle_timeout(now, 0, own) {
+            if let Some(batch) = m.handle_timeout(now, 0, true, own) {
                 eager_only += batch.iter().filter(|(r, _)| r.node == id(1)).count();
             }
         }

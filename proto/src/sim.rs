@@ -1015,9 +1015,10 @@ impl Scenario {
         sim.wire(self.topology);
 
         // Warm-up: until the links have stopped growing (their count changed by less than
-        // 1% over five seconds), every node knows the same root of the broadcast tree, and
-        // the tree has gone a beacon round without a graft; at most two minutes. (Shuffles go
-        // on reshaping views forever, so "no change" would never come in a large network.)
+        // 1% over five seconds), every node knows the same root of the broadcast tree, the
+        // tree has gone a beacon round without a graft, and every node's map knows 99% of the
+        // nodes; at most two minutes. (Shuffles go on reshaping views forever, so "no change"
+        // would never come in a large network.)
         let start = sim.now;
         let mut history: Vec<(usize, u64)> = Vec::new();
         loop {
@@ -1031,7 +1032,12 @@ impl Scenario {
                 let then = then as f64;
                 (links as f64 - then).abs() <= then * 0.01 && grafts == grafts_then
             };
-            if (settled && sim.one_root()) || sim.now >= start + 120_000 {
+            let mapped = sim
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine())
+                .all(|e| e.map_size() * 100 >= self.nodes * 99);
+            if (settled && mapped && sim.one_root()) || sim.now >= start + 120_000 {
                 break;
             }
         }
