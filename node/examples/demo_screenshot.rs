@@ -10,6 +10,22 @@ use common::wait_for;
 use hearsay::cli::DemoArgs;
 use hearsay::demo::Demo;
 
+/// Like `wait_for`, for a minute: records of the tree are renewed at a slow pace.
+async fn wait_for_long<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    let start = std::time::Instant::now();
+    while check().await.is_none() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     assert!(
@@ -29,6 +45,11 @@ async fn main() {
         (count(&page, "#map circle.mark.node").await == 8
             && count(&page, "#map circle.mark.me").await == 1)
             .then_some(())
+    })
+    .await;
+    // And the broadcast tree: seven links between the nodes and the page's own.
+    wait_for_long("the tree on the map", || async {
+        (count(&page, "#map line.link.tree").await >= 8).then_some(())
     })
     .await;
     send_from_page(&page, "hello, mesh!").await;
