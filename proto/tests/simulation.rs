@@ -367,12 +367,108 @@ fn browser_peers_relay_and_their_messages_reach_seeds_once() {
             ],
             "seed {seed}"
         );
-        // Each page links to its home and two more nodes.
+        // Each page links to its home and two more nodes, and messages are pushed to it
+        // over one of them.
         for &p in &pages {
-            let links = sim.nodes[p].engine().unwrap().peers().len();
-            assert_eq!(links, 3, "seed {seed}: page {p} has {links} links");
+            let peers = sim.nodes[p].engine().unwrap().peers();
+            assert_eq!(
+                peers.len(),
+                3,
+                "seed {seed}: page {p} has {} links",
+                peers.len()
+            );
+            let eager = peers.iter().filter(|x| x.eager).count();
+            assert_eq!(
+                eager, 1,
+                "seed {seed}: page {p} is pushed to over {eager} links"
+            );
         }
     }
+}
+
+/// A page gets each message once, pushed over one link and announced over the others; when
+/// the node it is pushed from dies, the others carry on.
+#[test]
+fn a_page_gets_each_message_once_and_outlives_its_parent() {
+    for seed in 0..6 {
+        let mut sim = Sim::new(seed);
+        for _ in 0..8 {
+            sim.add_hearsay(sim_config(Strategy::Plumtree));
+        }
+        sim.wire(Topology::Random);
+        let page = sim.add_browser(0);
+        sim.run_for(30_000);
+        let mut ids = Vec::new();
+        for m in 0..10 {
+            ids.push(sim.publish(1 + m % 7, &format!("to the page {m}")));
+            sim.run_for(200);
+        }
+        sim.run_for(5_000);
+        sim.check_exactly_once(&ids)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let e = sim.nodes[page].engine().unwrap();
+        assert_eq!(
+            e.stats().duplicates,
+            0,
+            "seed {seed}: a copy reached the page twice"
+        );
+        // Kill the node that pushes to the page: the page still gets what comes next.
+        let parent = e.peers().into_iter().find(|p| p.eager).unwrap().id.unwrap();
+        let index = sim
+            .nodes
+            .iter()
+            .position(|n| n.engine().is_some_and(|x| x.id() == parent))
+            .unwrap();
+        sim.kill(index);
+        sim.run_for(1_000);
+        let mut after = Vec::new();
+        for m in 0..5 {
+            let from = (1..8).find(|&i| i != index && sim.nodes[i].up).unwrap();
+            after.push(sim.publish(from, &format!("after the parent died {m}")));
+            sim.run_for(200);
+        }
+        sim.run_for(20_000);
+        sim.check_exactly_once(&after)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+/// One node holds a thousand pages beside its neighbours; every page gets every message
+/// exactly once.
+#[test]
+fn a_node_holds_a_thousand_pages() {
+    let mut sim = Sim::new(1000);
+    for _ in 0..4 {
+        sim.add_hearsay(sim_config(Strategy::Plumtree));
+    }
+    sim.wire(Topology::Full);
+    sim.run_for(10_000);
+    let pages: Vec<usize> = (0..1000).map(|_| sim.add_browser(0)).collect();
+    sim.run_for(30_000);
+    let home = sim.nodes[0].engine().unwrap();
+    assert!(
+        home.peers()
+            .iter()
+            .filter(|p| p.kind == Some(PeerKind::Browser))
+            .count()
+            >= 1000 / 3,
+        "pages spread over the four nodes, but many stay at their home"
+    );
+    let ids = vec![
+        sim.publish(1, "to a thousand pages"),
+        sim.publish(pages[500], "from one page to all"),
+    ];
+    sim.run_for(20_000);
+    sim.check_exactly_once(&ids).unwrap();
+    assert!(
+        sim.nodes[0]
+            .engine()
+            .unwrap()
+            .peers()
+            .iter()
+            .all(|p| p.kind != Some(PeerKind::Browser) || p.protocol == Protocol::V2),
+        "every page is a hearsay peer"
+    );
 }
 
 #[test]
@@ -434,8 +530,52 @@ fn a_healed_partition_converges() {
     }
 }
 
+/// A fifth of the nodes die while messages flow: every live node still delivers every
+/// message exactly once.
+fn churn(seed: u64, n: usize, topology: Topology) -> Result<(), String> {
+    let mut sim = Sim::new(seed);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for _ in 0..n {
+        sim.add_hearsay(sim_config(Strategy::Plumtree));
+    }
+    sim.wire(topology);
+    sim.run_for(15_000);
+    let mut ids = Vec::new();
+    for m in 0..20 {
+        if m == 10 {
+            for _ in 0..n / 5 {
+                let victim = rng.random_range(0..n);
+                sim.kill(victim);
+            }
+        }
+        let live: Vec<usize> = (0..n).filter(|&i| sim.nodes[i].up).collect();
+        let at = live[rng.random_range(0..live.len())];
+        ids.push(sim.publish(at, &format!("churn {m} at {at}")));
+        sim.run_for(rng.random_range(0..200));
+    }
+    sim.run_for(60_000);
+    // A message whose origin died before any node still up had it is gone with it; every
+    // other message must reach every node still up, exactly once.
+    let survived: Vec<MsgId> = ids
+        .into_iter()
+        .filter(|id| {
+            sim.nodes
+                .iter()
+                .any(|node| node.up && node.delivered.contains_key(id))
+        })
+        .collect();
+    sim.check_exactly_once(&survived)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn exactly_once_with_churn_over_seeds(seed in any::<u64>(), n in 10usize..120, topology in 0usize..5) {
+        if let Err(e) = churn(seed, n, Topology::ALL[topology]) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
 
     #[test]
     fn partitions_heal_over_seeds(seed in any::<u64>(), n in 4usize..30, topology in 0usize..4) {
