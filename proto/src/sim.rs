@@ -474,18 +474,9 @@ impl Sim {
             .copied()
             .collect();
         mine.sort();
+        // (The dead node's own half hears nothing: a node that is down ignores events.)
         for key in mine {
-            if let Some(link) = self.links.remove(&key) {
-                self.links.remove(&(link.to, link.to_conn));
-                let at = self.now + link.latency;
-                self.schedule(
-                    at,
-                    Event::Closed {
-                        to: link.to,
-                        conn: link.to_conn,
-                    },
-                );
-            }
+            self.drop_link(key);
         }
     }
 
