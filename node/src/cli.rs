@@ -88,7 +88,7 @@ pub struct DemoArgs {
     pub nodes: u16,
 
     /// How they are first linked: line, ring, star, random or full.
-    #[arg(long, default_value = "random", value_parser = topology)]
+    #[arg(long, default_value = "random", value_parser = parse::<Topology>)]
     pub topology: Topology,
 
     /// The first node's port; node i gets BASE+2i (0: any free ports).
@@ -96,7 +96,8 @@ pub struct DemoArgs {
     pub port: u16,
 }
 
-fn topology(s: &str) -> Result<Topology, String> {
+/// Parses a value whose `FromStr` error already says what was expected.
+fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
     s.parse()
 }
 
@@ -132,16 +133,16 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// Who publishes: one (node 0) or random.
-    #[arg(long, default_value = "random", value_parser = senders)]
+    #[arg(long, default_value = "random", value_parser = parse::<Senders>)]
     pub senders: Senders,
     /// Fraction of the nodes killed halfway through the messages.
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
     /// plumtree or flood.
-    #[arg(long, default_value = "plumtree", value_parser = strategy)]
+    #[arg(long, default_value = "plumtree", value_parser = parse::<Strategy>)]
     pub strategy: Strategy,
     /// The nodes' first links: line, ring, star, random or full.
-    #[arg(long, default_value = "random", value_parser = topology)]
+    #[arg(long, default_value = "random", value_parser = parse::<Topology>)]
     pub topology: Topology,
     /// Print one JSON line instead of a table.
     #[arg(long)]
@@ -156,14 +157,6 @@ fn latency(s: &str) -> Result<(u64, u64), String> {
         return Err(err());
     }
     Ok((a, b))
-}
-
-fn senders(s: &str) -> Result<Senders, String> {
-    s.parse()
-}
-
-fn strategy(s: &str) -> Result<Strategy, String> {
-    s.parse()
 }
 
 /// Where the seed-compatible port should go.

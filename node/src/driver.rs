@@ -171,10 +171,16 @@ impl Shared {
             let found = tokio::task::spawn_blocking(move || store.get_many(&ids)).await;
             match found {
                 Ok(Ok(messages)) => shared.drive(|engine, _| engine.provide(conn, messages)),
+                // Answer with nothing rather than not at all: the peer waits for the end of
+                // an answer before it asks again.
                 Ok(Err(e)) => {
-                    tracing::warn!(%conn, error = %e, "cannot load messages a peer asked for")
+                    tracing::warn!(%conn, error = %e, "cannot load messages a peer asked for");
+                    shared.drive(|engine, _| engine.provide(conn, Vec::new()));
                 }
-                Err(e) => tracing::warn!(%conn, error = %e, "message load task failed"),
+                Err(e) => {
+                    tracing::warn!(%conn, error = %e, "message load task failed");
+                    shared.drive(|engine, _| engine.provide(conn, Vec::new()));
+                }
             }
         });
     }

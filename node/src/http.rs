@@ -8,7 +8,8 @@
 use crate::conn;
 use crate::driver::Shared;
 use crate::page;
-use crate::store::{PageError, StoreError};
+use crate::store::{FEED_BACKLOG, PageError, StoreError};
+use hearsay_proto::dedup::Recent;
 use hearsay_proto::{MsgId, PeerInfo, canonical_address};
 use serde::Serialize;
 use serde_json::json;
@@ -107,10 +108,15 @@ pub fn routes(
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
         .map(|shared: Arc<Shared>| {
-            let (stats, peers) = shared.read(|s| (s.engine.stats().clone(), s.engine.peers()));
-            let text = shared
-                .metrics
-                .render(&stats, &peers, shared.store.len().unwrap_or(0));
+            let (stats, broadcast, peers) = shared.read(|s| {
+                (
+                    s.engine.stats().clone(),
+                    s.engine.broadcast_stats().clone(),
+                    s.engine.peers(),
+                )
+            });
+            let stored = shared.store.len().unwrap_or(0);
+            let text = shared.metrics.render(&stats, &broadcast, &peers, stored);
             warp::reply::with_header(
                 text,
                 "content-type",
@@ -251,7 +257,7 @@ async fn stream_messages(
         cursor: after,
         replaying: after.is_some(),
         backlog: std::collections::VecDeque::new(),
-        replayed: std::collections::HashSet::new(),
+        replayed: Recent::new(2 * FEED_BACKLOG, u64::MAX),
         live,
     };
     let events = futures_util::stream::unfold(state, Feed::next);
@@ -264,8 +270,9 @@ struct Feed {
     cursor: Option<MsgId>,
     replaying: bool,
     backlog: std::collections::VecDeque<hearsay_proto::Message>,
-    /// Ids sent while replaying: the live feed may repeat the newest of them.
-    replayed: std::collections::HashSet<MsgId>,
+    /// The newest ids sent while replaying: the live feed may repeat them (no more than its
+    /// backlog: further behind, it reports a lag and the stream replays again).
+    replayed: Recent<MsgId>,
     live: tokio::sync::broadcast::Receiver<Arc<hearsay_proto::Message>>,
 }
 
@@ -288,7 +295,7 @@ impl Feed {
                 }
                 if let Some(msg) = self.backlog.pop_front() {
                     self.cursor = Some(msg.id);
-                    self.replayed.insert(msg.id);
+                    self.replayed.insert(msg.id, (), 0);
                     return Some((Ok(event(&msg)), self));
                 }
                 continue;

@@ -2,6 +2,7 @@
 //! `prometheus-client` crate. The engine keeps plain counters (it is sans-IO and also runs in
 //! browsers); on each scrape they are copied into the registry's counters and gauges.
 
+use hearsay_proto::broadcast::BroadcastStats;
 use hearsay_proto::{PeerInfo, PeerKind, Protocol, Stats};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -24,6 +25,11 @@ pub struct Metrics {
     published: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
+    frames_out: Counter,
+    ihave_frames: Counter,
+    grafts: Counter,
+    prunes: Counter,
+    beacons: Counter,
     queue_drops: Counter,
     peers: Family<Labels, Gauge>,
     stored: Gauge,
@@ -51,6 +57,11 @@ impl Metrics {
             published: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
+            frames_out: Counter::default(),
+            ihave_frames: Counter::default(),
+            grafts: Counter::default(),
+            prunes: Counter::default(),
+            beacons: Counter::default(),
             queue_drops: Counter::default(),
             peers: Family::default(),
             stored: Gauge::default(),
@@ -102,6 +113,31 @@ impl Metrics {
             m.bytes_out.clone(),
         );
         r.register(
+            "frames_out",
+            "WebSocket text frames queued to send",
+            m.frames_out.clone(),
+        );
+        r.register(
+            "broadcast_ihave_frames",
+            "IHAVE frames sent: message ids announced to lazy links",
+            m.ihave_frames.clone(),
+        );
+        r.register(
+            "broadcast_grafts",
+            "Links made part of the broadcast tree (a missed message asked for, or a new parent)",
+            m.grafts.clone(),
+        );
+        r.register(
+            "broadcast_prunes",
+            "Links taken out of the broadcast tree",
+            m.prunes.clone(),
+        );
+        r.register(
+            "broadcast_beacons",
+            "Beacons sent or passed on (they rebuild the tree)",
+            m.beacons.clone(),
+        );
+        r.register(
             "queue_drops",
             "Peers dropped because their send queue was full",
             m.queue_drops.clone(),
@@ -121,7 +157,13 @@ impl Metrics {
     }
 
     /// The text exposition of the current figures.
-    pub fn render(&self, stats: &Stats, peers: &[PeerInfo], stored: u64) -> String {
+    pub fn render(
+        &self,
+        stats: &Stats,
+        broadcast: &BroadcastStats,
+        peers: &[PeerInfo],
+        stored: u64,
+    ) -> String {
         let set = |c: &Counter, v: u64| {
             c.inc_by(v.saturating_sub(c.get()));
         };
@@ -134,6 +176,11 @@ impl Metrics {
         set(&self.published, stats.published);
         set(&self.bytes_in, stats.bytes_in);
         set(&self.bytes_out, stats.bytes_out);
+        set(&self.frames_out, stats.frames_out);
+        set(&self.ihave_frames, broadcast.ihave_frames);
+        set(&self.grafts, broadcast.grafts);
+        set(&self.prunes, broadcast.prunes);
+        set(&self.beacons, broadcast.beacons);
         set(
             &self.queue_drops,
             self.queue_drops_seen.load(Ordering::Relaxed),

@@ -165,6 +165,7 @@ struct Missing {
 /// Counters for metrics and the simulator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BroadcastStats {
+    /// Messages pushed whole (each peer a push went to counts).
     pub pushed: u64,
     pub ihave_frames: u64,
     pub grafts: u64,
@@ -243,10 +244,6 @@ impl Broadcast {
         self.parent
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn stats(&self) -> &BroadcastStats {
         &self.stats
     }
@@ -288,8 +285,7 @@ impl Broadcast {
                 self.out.push_back(Out::Send(peer, Control::Prune));
             }
         } else {
-            self.lazy.remove(&peer);
-            self.eager.insert(peer);
+            self.make_eager(peer);
         }
     }
 
@@ -343,13 +339,13 @@ impl Broadcast {
     ) {
         let id = msg.id;
         self.missing.remove(&id);
+        self.cache.expire(now);
         if let Some(f) = from
             && self.lazy.contains(&f)
             && self.config.strategy == Strategy::Plumtree
         {
             // It pushed to us: it thinks the link is eager, and now so do we.
-            self.lazy.remove(&f);
-            self.eager.insert(f);
+            self.make_eager(f);
         }
         self.cache.insert(id, (Arc::clone(&msg), hops), now);
         let to: Vec<NodeId> = self
@@ -375,7 +371,8 @@ impl Broadcast {
             self.out.push_back(Out::Push {
                 to,
                 msg,
-                hops: hops + 1,
+                // A hop count comes from the wire: it may be anything.
+                hops: hops.saturating_add(1),
             });
         }
     }
@@ -399,7 +396,7 @@ impl Broadcast {
         if self.config.strategy != Strategy::Plumtree {
             return;
         }
-        let neighbor = self.eager.contains(&from) || self.lazy.contains(&from);
+        let neighbor = self.is_neighbor(&from);
         match control {
             Control::IHave(ids) => {
                 // What it announces it has, it need not be told of.
@@ -432,8 +429,7 @@ impl Broadcast {
                 if !neighbor {
                     return;
                 }
-                self.lazy.remove(&from);
-                self.eager.insert(from);
+                self.make_eager(from);
                 for id in ids.into_iter().take(self.config.max_ids_per_frame) {
                     if let Some((msg, hops)) = self.cache.get(&id) {
                         let (msg, hops) = (Arc::clone(msg), *hops);
@@ -532,6 +528,11 @@ impl Broadcast {
         self.eager.contains(peer) || self.lazy.contains(peer)
     }
 
+    fn make_eager(&mut self, peer: NodeId) {
+        self.lazy.remove(&peer);
+        self.eager.insert(peer);
+    }
+
     fn send_beacon(&mut self, except: &[Option<NodeId>], root: NodeId, seq: u64) {
         for &peer in self.eager.iter().chain(&self.lazy) {
             if !except.contains(&Some(peer)) {
@@ -612,8 +613,7 @@ impl Broadcast {
             if !(self.eager.contains(&peer) || self.lazy.contains(&peer)) {
                 continue;
             }
-            self.lazy.remove(&peer);
-            self.eager.insert(peer);
+            self.make_eager(peer);
             self.stats.grafts += 1;
             self.out.push_back(Out::Send(peer, Control::Graft(ids)));
         }

@@ -109,10 +109,6 @@ impl Conn {
         self.hearsay().map(|h| h.id)
     }
 
-    pub fn is_v1(&self) -> bool {
-        matches!(self.state, State::V1)
-    }
-
     pub fn is_v2(&self) -> bool {
         matches!(self.state, State::V2(_))
     }
@@ -131,16 +127,6 @@ impl Conn {
             State::V2(h) => h.record.as_ref().map(|r| r.address.as_str()),
             _ => self.dialed.as_deref(),
         }
-    }
-
-    /// Every address this connection is known under: the one dialed and those its peer
-    /// announced.
-    pub fn addresses(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.dialed.iter().cloned().collect();
-        if let Some(r) = self.hearsay().and_then(|h| h.record.as_ref()) {
-            all.extend(r.addresses().cloned());
-        }
-        all
     }
 }
 
@@ -179,12 +165,23 @@ impl Conns {
         Some(c)
     }
 
-    /// The handshake on `id` completed with `peer`.
-    pub fn established(&mut self, id: ConnId, peer: Hearsay) {
-        self.by_node.insert(peer.id, id);
+    /// The handshake on `id` completed with `peer`; it becomes the node's connection unless
+    /// `register` is false (a second connection from a node that already has one).
+    pub fn established(&mut self, id: ConnId, peer: Hearsay, register: bool) {
+        if register {
+            self.by_node.insert(peer.id, id);
+        }
         if let Some(c) = self.conns.get_mut(&id) {
             c.state = State::V2(peer);
         }
+    }
+
+    /// Takes the frames queued on `id` for after its handshake.
+    pub fn take_queued(&mut self, id: ConnId) -> Vec<Arc<str>> {
+        self.conns
+            .get_mut(&id)
+            .map(|c| std::mem::take(&mut c.queued))
+            .unwrap_or_default()
     }
 
     /// Forgets which connection `node` is on (one is about to replace it).
@@ -199,10 +196,6 @@ impl Conns {
 
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
         self.conns.iter().map(|(&id, c)| (id, c))
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.conns.keys().copied()
     }
 
     pub fn len(&self) -> usize {

@@ -1,7 +1,7 @@
-//! [`Recent`]: the one bounded, expiring keyed set the engine uses wherever it must remember
-//! something for a while — message ids it has received and the payloads it can still serve
-//! (broadcast), connections' recent ids (sync), and anything else that must not grow without
-//! limit.
+//! [`Recent`]: the one bounded, expiring keyed set used wherever something must be remembered
+//! for a while and must not grow without limit — the payloads broadcast can still serve to a
+//! `GRAFT`, the nodes membership leaves alone after a failed dial, the ids a node's event
+//! stream has just replayed.
 //!
 //! Entries are kept in insertion order beside a hash map, so expiry and eviction pop from the
 //! front in O(1).
@@ -78,13 +78,13 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
     }
 
-    /// When the oldest entry expires, if there is one.
-    pub fn next_expiry(&self) -> Option<Millis> {
-        self.order.front().map(|&(at, _)| at + self.ttl)
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     fn pop_front(&mut self) {

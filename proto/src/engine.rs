@@ -218,11 +218,7 @@ impl Engine {
         if config.kind == PeerKind::Browser {
             config.listen_addresses.clear();
         }
-        let own = config.listen_addresses.first().map(|address| PeerRecord {
-            id: me,
-            address: address.clone(),
-            aliases: config.listen_addresses[1..].to_vec(),
-        });
+        let own = record_of(me, &config.listen_addresses);
         let mut rng = SmallRng::seed_from_u64(seed);
         let book = AddressBook::new(
             &config.listen_addresses,
@@ -364,11 +360,6 @@ impl Engine {
         self.index.insert(key);
     }
 
-    /// How many messages this engine knows it holds.
-    pub fn held(&self) -> usize {
-        self.index.len()
-    }
-
     // ----- events -----
 
     /// The operator asked to connect to `address` (`--peer`, `/add`). It is pinned: dialed now
@@ -501,12 +492,9 @@ impl Engine {
                 frame @ (Frame::Message { .. } | Frame::Sockets { .. }) => {
                     // Read the seed's first frame (its SOCKETS: what it has dialed) before
                     // answering, so the answer can take it into account.
-                    if let Some(c) = self.conns.get_mut(conn) {
-                        c.state = State::V1;
-                    }
-                    self.seeds.opened(conn, c_dialed(&self.conns, conn));
+                    self.start_v1(conn, now);
                     self.on_v1_frame(conn, frame, now);
-                    self.become_v1(conn, now);
+                    self.answer_v1(conn, now);
                 }
                 _ => self.close(conn, CloseReason::ExpectedHello, now),
             },
@@ -704,11 +692,10 @@ impl Engine {
             return;
         }
         self.ack_if_page_published(conn, from, kind, &msg);
-        if self.index.contains(&msg.id) {
+        if !self.index.insert(sync::key_of(&msg)) {
             self.stats.duplicates += 1;
             return;
         }
-        self.index.insert(sync::key_of(&msg));
         self.stats.delivered += 1;
         if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.origin))
         {
@@ -739,11 +726,10 @@ impl Engine {
             if !self.valid(conn, &msg, now) {
                 continue;
             }
-            if self.index.contains(&msg.id) {
+            if !self.index.insert(sync::key_of(&msg)) {
                 self.stats.duplicates += 1;
                 continue;
             }
-            self.index.insert(sync::key_of(&msg));
             self.stats.delivered += 1;
             self.stats.synced += 1;
             new += 1;
@@ -773,11 +759,10 @@ impl Engine {
                     return;
                 }
                 let id = MsgId::v1(&data);
-                if self.index.contains(&id) {
+                if !self.index.insert((0, id)) {
                     self.stats.duplicates += 1;
                     return;
                 }
-                self.index.insert((0, id));
                 let msg = Message {
                     id,
                     origin: V1_ORIGIN.to_owned(),
@@ -815,16 +800,25 @@ impl Engine {
         }
     }
 
-    fn become_v1(&mut self, conn: ConnId, now: Millis) {
+    /// The peer on `conn` is a seed.
+    fn start_v1(&mut self, conn: ConnId, now: Millis) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.state = State::V1;
         c.last_heard = now;
         let dialed = c.dialed.clone();
-        self.timers
-            .insert(now + self.config.ping_interval, Timer::Conn(conn));
-        let own = self.membership_own_record();
+        self.seeds.opened(conn, dialed);
+    }
+
+    /// Answers a seed's first frame (or its silence): introduces us and hangs up if we
+    /// dialed it, or tells it the nodes we know.
+    fn answer_v1(&mut self, conn: ConnId, now: Millis) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let dialed = c.dialed.clone();
+        let own = self.own_record();
         match (dialed, own) {
             (Some(address), Some(own)) => {
                 // We dialed a seed. It will dial every address it hears of, ours included
@@ -847,15 +841,8 @@ impl Engine {
         }
     }
 
-    fn membership_own_record(&self) -> Option<PeerRecord> {
-        self.config
-            .listen_addresses
-            .first()
-            .map(|address| PeerRecord {
-                id: self.me,
-                address: address.clone(),
-                aliases: self.config.listen_addresses[1..].to_vec(),
-            })
+    fn own_record(&self) -> Option<PeerRecord> {
+        record_of(self.me, &self.config.listen_addresses)
     }
 
     fn send_sockets(&mut self, conn: ConnId) {
@@ -929,8 +916,10 @@ impl Engine {
 
         // Never two connections to one node. With links in both directions, the one dialed by
         // the lower id survives (both ends compute the same answer). With two links in the same
-        // direction, only the dialer acts, closing the newer one.
+        // direction, only the dialer acts, closing the newer one; the acceptor keeps the older
+        // one as the node's until then.
         let mut replaced = false;
+        let mut second = false;
         if let Some(other) = self.conns.to_node(hello.id).filter(|&o| o != conn) {
             let other_dir = self.conns.get(other).map(|c| c.direction);
             let drop_new = match (direction, other_dir) {
@@ -946,12 +935,16 @@ impl Engine {
                     let frame = self.hello_frame();
                     self.send(conn, frame);
                 }
+                // The address we dialed is that node's: the book learns it (so a pinned
+                // address is revisited, not counted as failing), and membership is not told
+                // of a failure: the node is linked.
+                self.book
+                    .established(conn, dialed.as_deref(), hello.id, &[]);
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.intended = None;
+                }
                 // What we meant to send on this connection goes on the surviving one.
-                let queued = self
-                    .conns
-                    .get_mut(conn)
-                    .map(|c| std::mem::take(&mut c.queued))
-                    .unwrap_or_default();
+                let queued = self.conns.take_queued(conn);
                 self.close(conn, CloseReason::DuplicateConnection, now);
                 for frame in queued {
                     self.send(other, frame);
@@ -959,11 +952,7 @@ impl Engine {
                 return;
             } else if Some(direction) != other_dir {
                 // The surviving connection takes over what the other one had queued.
-                let queued = self
-                    .conns
-                    .get_mut(other)
-                    .map(|c| std::mem::take(&mut c.queued))
-                    .unwrap_or_default();
+                let queued = self.conns.take_queued(other);
                 if let Some(c) = self.conns.get_mut(conn) {
                     c.queued.extend(queued);
                 }
@@ -972,6 +961,8 @@ impl Engine {
                 self.conns.unregister(hello.id);
                 replaced = true;
                 self.close(other, CloseReason::DuplicateConnection, now);
+            } else {
+                second = true;
             }
         }
 
@@ -979,11 +970,7 @@ impl Engine {
             let frame = self.hello_frame();
             self.send(conn, frame);
         }
-        let record = addresses.first().map(|address| PeerRecord {
-            id: hello.id,
-            address: address.clone(),
-            aliases: addresses[1..].to_vec(),
-        });
+        let record = record_of(hello.id, &addresses);
         self.book
             .established(conn, dialed.as_deref(), hello.id, &addresses);
         self.conns.established(
@@ -994,14 +981,14 @@ impl Engine {
                 record: record.clone(),
                 home: hello.home,
             },
+            !second,
         );
-        let queued = self
-            .conns
-            .get_mut(conn)
-            .map(|c| std::mem::take(&mut c.queued))
-            .unwrap_or_default();
-        for frame in queued {
+        for frame in self.conns.take_queued(conn) {
             self.send(conn, frame);
+        }
+        if second {
+            // The node dialed us twice; its dialer closes the newer connection.
+            return;
         }
         if let Some(intended) = intended
             && intended != hello.id
@@ -1010,8 +997,7 @@ impl Engine {
             self.membership.connect_failed(intended, now);
         }
         let pinned = dialed.as_deref().is_some_and(|a| self.book.is_pinned(a));
-        self.timers
-            .insert(now + self.config.transient_idle, Timer::Conn(conn));
+        // (The handshake's timer goes on as this connection's keepalive and transient check.)
         if replaced && self.membership.is_neighbor(hello.id) {
             self.sync.open(conn, direction == Direction::Outbound, now);
         }
@@ -1241,8 +1227,12 @@ impl Engine {
             State::Handshake { since } => {
                 let since = *since;
                 if now >= since + self.config.hello_timeout {
-                    self.seeds.opened(conn, c.dialed.clone());
-                    self.become_v1(conn, now);
+                    self.start_v1(conn, now);
+                    self.answer_v1(conn, now);
+                    if self.conns.get(conn).is_some() {
+                        self.timers
+                            .insert(now + self.config.ping_interval, Timer::Conn(conn));
+                    }
                     return;
                 }
                 Some(since + self.config.hello_timeout)
@@ -1364,8 +1354,13 @@ impl Engine {
     }
 }
 
-fn c_dialed(conns: &Conns, conn: ConnId) -> Option<String> {
-    conns.get(conn).and_then(|c| c.dialed.clone())
+/// How a node with these (canonical) addresses is dialed, if it can be.
+fn record_of(id: NodeId, addresses: &[String]) -> Option<PeerRecord> {
+    addresses.first().map(|address| PeerRecord {
+        id,
+        address: address.clone(),
+        aliases: addresses[1..].to_vec(),
+    })
 }
 
 impl fmt::Debug for Engine {

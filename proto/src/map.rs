@@ -26,12 +26,12 @@ use std::collections::BTreeMap;
 
 /// Most pages a node lists among its links.
 pub const LISTED_CLIENTS: usize = 32;
+/// Most records kept: beyond this, records of peers not yet known are dropped (a bound on
+/// memory, whatever peers send).
+pub const MAX_RECORDS: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Whether this peer announces its own record (records heard are kept and passed on
-    /// regardless, so a page still gets the map).
-    pub enabled: bool,
     /// A record is renewed this often; it lives three times as long.
     pub interval: Millis,
     /// A changed record is announced at most this often.
@@ -53,7 +53,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            enabled: true,
             interval: 60_000,
             min_interval: 5_000,
             flush_interval: 1_000,
@@ -195,10 +194,6 @@ impl Map {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn view(&self) -> &TopologyView {
         &self.view
     }
@@ -223,6 +218,9 @@ impl Map {
             if record.node == self.me || record.ttl > 24 * 3_600_000 {
                 continue;
             }
+            if self.view.len() >= MAX_RECORDS && self.view.get(&record.node).is_none() {
+                continue;
+            }
             if self.view.accept(record.clone(), now) {
                 self.outbox.push((record, Some(from)));
             }
@@ -230,8 +228,8 @@ impl Map {
         self.schedule_flush(now);
     }
 
-    /// What timers are due. `own` gives our links as they are now, asked for only when our
-    /// record may be due; `ready` says there is a way to send it (a node that starts with
+    /// What timers are due. `own` gives our links as they are now (called when our record
+    /// may be due); `ready` says there is a way to send it (a node that starts with
     /// the network waits for the broadcast tree to form, so its first record does not go out
     /// over links that are about to be pruned and miss part of the network). Returns the
     /// records to pass on, if a flush is due.
@@ -266,9 +264,6 @@ impl Map {
     }
 
     fn check_own(&mut self, links: OwnLinks, held: u64, now: Millis) {
-        if !self.config.enabled {
-            return;
-        }
         let (interval, min_interval) = self.pace();
         let due = match &self.announced {
             // Nothing to say before our first link.

@@ -128,6 +128,8 @@ pub enum Out {
 
 /// Below this many neighbours a node keeps trying its passive view on a timer.
 const MIN_ACTIVE: usize = 2;
+/// A page short of nodes to link to asks its nodes for more at most this often.
+const ASK_EVERY: Millis = 30_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
@@ -158,8 +160,10 @@ pub struct Membership {
     candidates: Vec<PeerRecord>,
     /// What our last `SHUFFLE` sent, evicted first when its reply fills the passive view.
     last_shuffled: Vec<NodeId>,
-    /// Nodes whose dial failed lately: not retried from the passive view for a while.
+    /// Nodes whose dial failed, or that refused us, lately: not asked again for a while.
     failed: Recent<NodeId>,
+    /// When a page last asked its nodes for more to link to.
+    asked_at: Option<Millis>,
     timers: Timers<Timer>,
     repair_scheduled: bool,
     /// A client's repair on its timer may ask its nodes for more candidates.
@@ -205,6 +209,7 @@ impl Membership {
             timers,
             repair_scheduled: false,
             asking: false,
+            asked_at: None,
             out: VecDeque::new(),
         }
     }
@@ -215,10 +220,6 @@ impl Membership {
 
     pub fn poll_timeout(&self) -> Option<Millis> {
         self.timers.next()
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The active view (nodes), or a client's linked nodes.
@@ -649,6 +650,7 @@ impl Membership {
     /// Fills the active view from the passive one (a client's links from its candidates),
     /// and keeps trying every [`Config::repair_interval`] while it is not full.
     fn repair(&mut self, now: Millis) {
+        self.failed.expire(now);
         let tried = match self.kind {
             PeerKind::Node => {
                 while self.room() {
@@ -691,7 +693,9 @@ impl Membership {
                     let Some(&i) = choices.choose(&mut self.rng) else {
                         // Out of candidates: try again later, and then ask the linked nodes
                         // for more (a node that knew no one when we came may know some now).
-                        if self.asking {
+                        let due = self.asked_at.is_none_or(|at| now >= at + ASK_EVERY);
+                        if self.asking && due {
+                            self.asked_at = Some(now);
                             for &(node, _) in &self.links {
                                 self.out.push_back(Out::Send(
                                     node,

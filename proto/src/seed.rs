@@ -16,8 +16,8 @@
 //!   ([`Seeds::introduction`]).
 //!
 //! A seed sends its text to every node it is linked to, so seed text enters the network at
-//! many places at once; broadcast is told so, and does not mistake those copies for a
-//! redundant tree link.
+//! many places at once and travels several parts of the tree; that costs copies, never a
+//! wrong tree, as only beacons prune (see `broadcast`).
 
 use crate::conns::ConnId;
 use crate::id::{NodeId, V1_ORIGIN};
@@ -69,20 +69,16 @@ impl Seeds {
     }
 
     /// The seed on `conn` says it has dialed `addresses`: remember it, so we never name a
-    /// node to it that it already reached under another address. Returns them canonical.
-    pub fn sockets_received(&mut self, conn: ConnId, addresses: &[String]) -> Vec<String> {
-        let canonical: Vec<String> = addresses
-            .iter()
-            .filter_map(|a| canonical_address(a))
-            .collect();
-        if let Some(c) = self.conns.get_mut(&conn) {
-            for a in &canonical {
-                if !c.seed_dialed.contains(a) {
-                    c.seed_dialed.push(a.clone());
-                }
+    /// node to it that it already reached under another address.
+    pub fn sockets_received(&mut self, conn: ConnId, addresses: &[String]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for a in addresses.iter().filter_map(|a| canonical_address(a)) {
+            if !c.seed_dialed.contains(&a) {
+                c.seed_dialed.push(a);
             }
         }
-        canonical
     }
 
     /// What to tell the seed on `conn`: the canonical address of each hearsay node in

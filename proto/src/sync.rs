@@ -23,7 +23,7 @@ use crate::id::{MsgId, V1_ORIGIN};
 use crate::message::Message;
 use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
 /// A position in the key space: `(timestamp, id)`. Seed (v1) messages use timestamp 0, as
@@ -42,6 +42,8 @@ pub fn sync_timestamp(origin: &str, timestamp: u64) -> u64 {
 
 /// Most ids in one `WANT`.
 pub const MAX_WANT: usize = 256;
+/// Most ids queued to ask one peer for.
+const MAX_QUEUED: usize = 200_000;
 /// A `MESSAGES` page is cut once its texts pass this many bytes.
 pub const MESSAGES_PAGE_BYTES: usize = 256 * 1024;
 
@@ -225,8 +227,10 @@ struct Session {
     /// The coming round was brought forward by news: follow it with one more once what is
     /// in flight has settled (the round itself leaves out the newest messages).
     follow_up: bool,
-    /// Ids this peer has and we lack, still to ask for.
+    /// Ids this peer has and we lack, still to ask for (and the same as a set, to keep
+    /// each once without a scan).
     wants: VecDeque<MsgId>,
+    wanted: HashSet<MsgId>,
     /// A `WANT` is out and its last `MESSAGES` page has not come back.
     in_flight: bool,
 }
@@ -248,10 +252,6 @@ impl<P: Ord + Copy> Reconciler<P> {
         }
     }
 
-    pub fn config(&self) -> &SyncConfig {
-        &self.config
-    }
-
     /// A link to `peer` is up. The dialer reconciles now, once more when what was in flight
     /// has settled, and then every interval.
     pub fn open(&mut self, peer: P, initiator: bool, now: Millis) {
@@ -263,6 +263,7 @@ impl<P: Ord + Copy> Reconciler<P> {
                 rounds: 0,
                 follow_up: false,
                 wants: VecDeque::new(),
+                wanted: HashSet::new(),
                 in_flight: false,
             },
         );
@@ -339,7 +340,8 @@ impl<P: Ord + Copy> Reconciler<P> {
     ) -> Option<Vec<MsgId>> {
         let s = self.sessions.get_mut(&peer)?;
         for id in ids {
-            if !held(&id) && !s.wants.contains(&id) {
+            // A peer can only make us queue so much; the rest is found by a later round.
+            if s.wants.len() < MAX_QUEUED && !held(&id) && s.wanted.insert(id) {
                 s.wants.push_back(id);
             }
         }
@@ -368,10 +370,10 @@ impl<P: Ord + Copy> Reconciler<P> {
         }
         let mut ids = Vec::new();
         while ids.len() < MAX_WANT {
-            match s.wants.pop_front() {
-                Some(id) if !held(&id) => ids.push(id),
-                Some(_) => {}
-                None => break,
+            let Some(id) = s.wants.pop_front() else { break };
+            s.wanted.remove(&id);
+            if !held(&id) {
+                ids.push(id);
             }
         }
         if ids.is_empty() {

@@ -5,7 +5,8 @@
 //! Start-up ([`start`]): ask the serving node who it is (`/api/status`) and what it holds
 //! (`/api/messages`, the first simple catch-up), then start an engine of kind `browser` whose
 //! home is that node, pinned to `ws(s)://<page host>/ws`. Nodes tell it of others (`PEERS`);
-//! it keeps its home plus two more links, and relays between them like any peer.
+//! it keeps its home plus two more links: messages are pushed to it over one and announced
+//! over the others, and it gives any of them what they ask it for (a leaf of the tree).
 //!
 //! Everything runs on the page's one thread, so the engine lives in a `RefCell`; callbacks to
 //! the page are collected while it is borrowed and sent after. Outputs are drained through

@@ -37,7 +37,8 @@ pub struct State {
     pub home: Option<NodeId>,
     pub links: Vec<LinkInfo>,
     pub peers: Vec<PeerInfo>,
-    /// Newest first (by origin timestamp, then id, so every page agrees on the order).
+    /// Newest first (by origin timestamp, then the origin's sequence, then id, so every page
+    /// agrees on the order).
     pub messages: Vec<Entry>,
     /// Set once the first message list (history included) has been shown.
     pub history_loaded: bool,
