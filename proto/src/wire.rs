@@ -79,9 +79,9 @@ pub enum Frame {
     /// Stop pushing to me.
     #[serde(rename = "PRUNE")]
     Prune,
-    /// The broadcast tree's root, in its round `seq` (see `broadcast`).
+    /// The broadcast tree's root, elected in `term`, in its round `seq` (see `broadcast`).
     #[serde(rename = "BEACON")]
-    Beacon { root: NodeId, seq: u64 },
+    Beacon { root: NodeId, term: u64, seq: u64 },
     #[serde(rename = "JOIN")]
     Join,
     #[serde(rename = "FORWARD_JOIN")]
@@ -145,7 +145,7 @@ impl From<Control> for Frame {
             Control::IHave(ids) => Frame::IHave { ids },
             Control::Graft(ids) => Frame::Graft { ids },
             Control::Prune => Frame::Prune,
-            Control::Beacon { root, seq } => Frame::Beacon { root, seq },
+            Control::Beacon { root, term, seq } => Frame::Beacon { root, term, seq },
         }
     }
 }
@@ -174,7 +174,9 @@ impl Frame {
             Frame::IHave { ids } => Part::Broadcast(Control::IHave(ids)),
             Frame::Graft { ids } => Part::Broadcast(Control::Graft(ids)),
             Frame::Prune => Part::Broadcast(Control::Prune),
-            Frame::Beacon { root, seq } => Part::Broadcast(Control::Beacon { root, seq }),
+            Frame::Beacon { root, term, seq } => {
+                Part::Broadcast(Control::Beacon { root, term, seq })
+            }
             other => Part::Other(other),
         }
     }
@@ -301,6 +303,8 @@ impl Frame {
         #[derive(Deserialize)]
         struct Beacon {
             root: NodeId,
+            #[serde(default)]
+            term: u64,
             seq: u64,
         }
         #[derive(Deserialize)]
@@ -344,6 +348,7 @@ impl Frame {
                 let b: Beacon = body(&kind, text)?;
                 Frame::Beacon {
                     root: b.root,
+                    term: b.term,
                     seq: b.seq,
                 }
             }
@@ -556,7 +561,11 @@ mod tests {
             },
             Frame::Graft { ids: vec![msg.id] },
             Frame::Prune,
-            Frame::Beacon { root: id, seq: 3 },
+            Frame::Beacon {
+                root: id,
+                term: 2,
+                seq: 3,
+            },
             Frame::Join,
             Frame::ForwardJoin {
                 peer: record.clone(),
