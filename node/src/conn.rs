@@ -1,13 +1,15 @@
 //! One task per WebSocket: it writes what the driver queued for the peer and hands what the
 //! peer sends to the engine; and the dialer, which opens the WebSockets the engine asks for.
 //!
-//! The queue is bounded ([`QUEUE_CAPACITY`]); a peer that lets it fill is dropped by the
-//! engine. Frames arrive as `Arc<str>` encoded once for every peer they go to. Accepted
+//! A task reads its peer only while no send queue presses (see `driver`'s flow control), so a
+//! fast sender is slowed, never dropped. It writes in batches, flushing once per batch. A
+//! peer that takes nothing for [`STALL`] is closed with that reason. The queue is bounded
+//! ([`QUEUE_CAPACITY`]) as a last line for memory. Frames arrive as `Arc<str>` encoded once for every peer they go to. Accepted
 //! sockets (warp) and dialed ones (tokio-tungstenite) are different types, so the loop is
 //! generic over [`WsMessage`]. This module uses the driver; the driver never calls in here
 //! (it asks for dials through a channel), so the two do not depend on each other in a circle.
 
-use crate::driver::{ConnHandle, Outgoing, Shared};
+use crate::driver::{ConnHandle, Flow, Outgoing, SLOW_AFTER, Shared};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hearsay_proto::ConnId;
 use std::sync::{Arc, Mutex};
@@ -15,8 +17,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Frames queued for one peer before it counts as too slow.
-pub const QUEUE_CAPACITY: usize = 1024;
+/// Most frames queued for one peer. A backed-up peer is only told of new messages, so its
+/// queue grows slowly; one that fills it anyway is dropped, to bound memory.
+pub const QUEUE_CAPACITY: usize = 16_384;
+
+/// A peer that takes no frame for this long is closed.
+pub const STALL: Duration = Duration::from_secs(30);
+
+/// Most frames written before a flush.
+const BATCH: usize = 64;
 
 /// How long a dial may take before it counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,7 +159,8 @@ where
     let (tx, mut rx) = mpsc::channel(QUEUE_CAPACITY);
     let kill = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
-    let handle = ConnHandle::new(tx, kill.clone(), Arc::clone(&reason));
+    let flow = Arc::new(Flow::default());
+    let handle = ConnHandle::new(tx, kill.clone(), Arc::clone(&reason), Arc::clone(&flow));
     let conn = match dialed {
         Some(conn) => {
             shared.opened(conn, handle);
@@ -158,26 +168,63 @@ where
         }
         None => shared.accept(handle),
     };
+    let mut pressure = shared.pressure.subscribe();
+    // While some queue presses: when readers stop waiting for it.
+    let mut patience: Option<tokio::time::Instant> = None;
     let (mut sink, mut stream) = socket.split();
     let end = loop {
+        let paused = *pressure.borrow_and_update() > 0;
+        if !paused {
+            patience = None;
+        } else if patience.is_none() {
+            patience = Some(tokio::time::Instant::now() + SLOW_AFTER);
+        }
+        let give_up = patience.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             _ = kill.cancelled() => {
                 break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take());
             }
             _ = shared.shutdown.cancelled() => break End::WeClose(Some("node shutting down".to_owned())),
             out = rx.recv() => {
-                let msg = match out {
-                    Some(Outgoing::Text(frame)) => M::text(&frame),
-                    Some(Outgoing::Ping) => M::ping(),
-                    // The driver dropped its handle: it closed this peer (a reason is set) or
-                    // the node is going away.
-                    None => break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take()),
+                // The driver dropped its handle: it closed this peer (a reason is set) or
+                // the node is going away.
+                let Some(first) = out else {
+                    break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take());
                 };
-                if let Err(e) = sink.send(msg).await {
-                    break End::Lost(e.to_string());
+                let write = async {
+                    sink.feed(first.into_message()).await?;
+                    for _ in 1..BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => sink.feed(more.into_message()).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                };
+                // A peer that reads nothing blocks the write: the engine may close it
+                // meanwhile (keepalive), and the node may stop.
+                let written = tokio::select! {
+                    w = tokio::time::timeout(STALL, write) => w,
+                    _ = kill.cancelled() => {
+                        break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take());
+                    }
+                    _ = shared.shutdown.cancelled() => break End::WeClose(Some("node shutting down".to_owned())),
+                };
+                match written {
+                    Ok(Ok(())) => shared.drained(conn, &flow, rx.len()),
+                    Ok(Err(e)) => break End::Lost(e.to_string()),
+                    Err(_) => break End::WeClose(Some(format!(
+                        "peer stopped reading: nothing could be sent for {} s",
+                        STALL.as_secs()
+                    ))),
                 }
             }
-            incoming = stream.next() => match incoming {
+            _ = pressure.changed(), if paused => {}
+            _ = tokio::time::sleep_until(give_up), if paused => {
+                shared.mark_slow();
+                patience = None;
+            }
+            incoming = stream.next(), if !paused => match incoming {
                 Some(Ok(msg)) => match msg.classify() {
                     Incoming::Text(text) => shared.drive(|e, now| e.frame(conn, &text, now)),
                     Incoming::Pong => shared.drive(|e, now| e.transport_pong(conn, now)),
@@ -205,6 +252,15 @@ where
     shared.closed(conn, reason.as_deref());
 }
 
+impl Outgoing {
+    fn into_message<M: WsMessage>(self) -> M {
+        match self {
+            Outgoing::Text(frame) => M::text(&frame),
+            Outgoing::Ping => M::ping(),
+        }
+    }
+}
+
 /// How a connection task's loop ended.
 enum End {
     /// We are closing it (the engine closed the peer, or the node is stopping).
@@ -230,11 +286,10 @@ async fn close_gracefully<Si, St, M, E>(
 {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
         while let Ok(out) = rx.try_recv() {
-            let msg = match out {
-                Outgoing::Text(frame) => M::text(&frame),
-                Outgoing::Ping => continue,
-            };
-            if sink.feed(msg).await.is_err() {
+            if matches!(out, Outgoing::Ping) {
+                continue;
+            }
+            if sink.feed(out.into_message()).await.is_err() {
                 return;
             }
         }

@@ -9,17 +9,32 @@
 //! of `hearsay_proto::Driver` (the contract is in `hearsay_proto`'s docs). The timer task
 //! sleeps until the engine's next deadline, and is woken early when a call brings that
 //! deadline forward.
+//!
+//! *Flow control.* A peer's send queue that holds more than [`BACKLOG`] frames *presses*:
+//! while any queue presses, connection tasks stop reading (see `conn`), so a sender is slowed
+//! to the pace at which its traffic can be passed on, instead of its traffic piling up. A queue
+//! that still presses after [`SLOW_AFTER`] belongs to a peer slower than the rest: the engine
+//! is told it is backed up (it is then only told of new messages) and the others stop waiting
+//! for it, until its queue is down to [`DRAINED`]. Nobody is dropped for being slow; a peer
+//! that takes nothing for [`crate::conn::STALL`] is closed, with that reason.
 
 use crate::clock::Clock;
 use crate::store::{Ack, Store, StoreError};
 use hearsay_proto::{CloseReason, ConnId, Driver, Engine, Message, MsgId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A send queue holding more frames than this presses: readers wait for it.
+pub const BACKLOG: usize = 256;
+/// A queue that presses this long is backed up: its peer is slower than the rest.
+pub const SLOW_AFTER: Duration = Duration::from_millis(250);
+/// A backed-up queue is drained again at this many frames.
+pub const DRAINED: usize = 32;
 
 pub struct State {
     pub engine: Engine,
@@ -42,6 +57,8 @@ pub struct Shared {
     wake: Notify,
     /// Dials the engine asked for, for `conn::dialer` to open.
     dials: mpsc::UnboundedSender<(ConnId, String)>,
+    /// How many send queues press (see the module docs); readers wait while any does.
+    pub pressure: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -67,6 +84,7 @@ impl Shared {
             wake_at: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
             dials,
+            pressure: watch::Sender::new(0),
         });
         (shared, dial_rx)
     }
@@ -133,9 +151,49 @@ impl Shared {
     pub fn closed(self: &Arc<Self>, conn: ConnId, reason: Option<&str>) {
         let now = self.clock.now();
         let mut state = self.lock();
-        state.conns.remove(&conn);
+        if let Some(handle) = state.conns.remove(&conn) {
+            handle.flow.release(&self.pressure);
+        }
         state.engine.closed(conn, reason, now);
         self.execute(&mut state, now, None);
+    }
+
+    /// Readers have waited [`SLOW_AFTER`]: the queues that have pressed that long are backed
+    /// up, and nobody waits for them any more — if they are a few. When many peers are
+    /// behind at once, the bottleneck is this node (or the sender outpaces everyone): they are
+    /// not slower than the rest, and readers go on waiting for them.
+    pub fn mark_slow(self: &Arc<Self>) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let slow: Vec<ConnId> = state
+            .conns
+            .iter()
+            .filter(|(_, h)| h.flow.pressing_since(now, SLOW_AFTER))
+            .map(|(&conn, _)| conn)
+            .collect();
+        if slow.len() > (state.conns.len() / 8).max(2) {
+            return;
+        }
+        for conn in slow {
+            if let Some(h) = state.conns.get(&conn) {
+                h.flow.release(&self.pressure);
+                h.flow.backed_up.store(true, Ordering::Relaxed);
+                tracing::debug!(%conn, "send queue backed up; the peer is told of messages");
+            }
+            state.engine.backed_up(conn, true, now);
+        }
+        self.execute(&mut state, now, None);
+    }
+
+    /// The queue of `conn` has drained to `queued` frames: it stops pressing, and if it was
+    /// backed up and is down to [`DRAINED`], its peer gets messages pushed again.
+    pub fn drained(self: &Arc<Self>, conn: ConnId, flow: &Flow, queued: usize) {
+        if queued <= BACKLOG / 2 {
+            flow.release(&self.pressure);
+        }
+        if queued <= DRAINED && flow.backed_up.swap(false, Ordering::Relaxed) {
+            self.drive(|engine, now| engine.backed_up(conn, false, now));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -153,6 +211,7 @@ impl Shared {
             shared: self,
             conns,
             ack,
+            now,
         };
         engine.drain(&mut driver, now);
         // A call may have brought the next deadline forward: wake the timer if so.
@@ -215,12 +274,49 @@ pub enum Outgoing {
     Ping,
 }
 
+/// How a connection's send queue stands, shared by its task and the driver.
+#[derive(Debug, Default)]
+pub struct Flow {
+    /// Whether the queue presses (counted in [`Shared::pressure`]).
+    pressing: AtomicBool,
+    /// Since when, in the clock's milliseconds.
+    since: AtomicU64,
+    /// Whether the engine was told the peer is backed up.
+    backed_up: AtomicBool,
+}
+
+impl Flow {
+    /// The queue holds `queued` frames after a send at `now`.
+    fn sent(&self, queued: usize, now: u64, pressure: &watch::Sender<usize>) {
+        if queued > BACKLOG
+            && !self.backed_up.load(Ordering::Relaxed)
+            && !self.pressing.swap(true, Ordering::Relaxed)
+        {
+            self.since.store(now, Ordering::Relaxed);
+            pressure.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Stops pressing, if it did.
+    fn release(&self, pressure: &watch::Sender<usize>) {
+        if self.pressing.swap(false, Ordering::Relaxed) {
+            pressure.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    fn pressing_since(&self, now: u64, at_least: Duration) -> bool {
+        self.pressing.load(Ordering::Relaxed)
+            && now.saturating_sub(self.since.load(Ordering::Relaxed)) >= at_least.as_millis() as u64
+    }
+}
+
 /// The driver's end of a connection task.
 #[derive(Debug)]
 pub struct ConnHandle {
     tx: mpsc::Sender<Outgoing>,
     kill: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
+    flow: Arc<Flow>,
 }
 
 impl ConnHandle {
@@ -230,8 +326,18 @@ impl ConnHandle {
         tx: mpsc::Sender<Outgoing>,
         kill: CancellationToken,
         reason: Arc<Mutex<Option<String>>>,
+        flow: Arc<Flow>,
     ) -> Self {
-        Self { tx, kill, reason }
+        Self {
+            tx,
+            kill,
+            reason,
+            flow,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Queues a frame; false if the queue is full.
@@ -257,13 +363,19 @@ struct NodeDriver<'a> {
     shared: &'a Arc<Shared>,
     conns: &'a mut HashMap<ConnId, ConnHandle>,
     ack: Option<(MsgId, Ack)>,
+    now: u64,
 }
 
 impl Driver for NodeDriver<'_> {
     fn send(&mut self, conn: ConnId, frame: Arc<str>) -> bool {
-        self.conns
-            .get(&conn)
-            .is_none_or(|h| h.try_send(Outgoing::Text(frame)))
+        let Some(h) = self.conns.get(&conn) else {
+            return true;
+        };
+        if !h.try_send(Outgoing::Text(frame)) {
+            return false;
+        }
+        h.flow.sent(h.queued(), self.now, &self.shared.pressure);
+        true
     }
 
     fn ping(&mut self, conn: ConnId) {
@@ -279,8 +391,10 @@ impl Driver for NodeDriver<'_> {
 
     fn close(&mut self, conn: ConnId, reason: CloseReason) {
         if let Some(handle) = self.conns.remove(&conn) {
+            handle.flow.release(&self.shared.pressure);
             if reason == CloseReason::SendQueueFull {
-                // A peer that cannot keep up is dropped rather than allowed to grow memory.
+                // Only a peer that let a backed-up queue fill (it is told of messages, not
+                // pushed them) gets here: memory stays bounded.
                 tracing::warn!(%conn, "send queue full; dropping peer");
                 self.shared
                     .metrics

@@ -212,6 +212,10 @@ pub struct Broadcast {
     lazy: BTreeSet<NodeId>,
     /// Neighbours that are pages held here: leaves, never a way to the rest of the tree.
     clients: BTreeSet<NodeId>,
+    /// Neighbours whose send queue is backed up (the driver says so): they are told of
+    /// messages (`IHAVE`) instead of being pushed them, whatever their link, and take what
+    /// they want at their own pace (`GRAFT`, reconciliation).
+    slow: BTreeSet<NodeId>,
     root: Option<Root>,
     own_seq: u64,
     /// Whether the current round is the first of its root (a new tree forming).
@@ -253,6 +257,7 @@ impl Broadcast {
             eager: BTreeSet::new(),
             lazy: BTreeSet::new(),
             clients: BTreeSet::new(),
+            slow: BTreeSet::new(),
             root: None,
             own_seq: 0,
             fresh_root: false,
@@ -300,6 +305,25 @@ impl Broadcast {
         self.eager.contains(peer)
     }
 
+    /// The driver's word on `peer`'s send queue: backed up (`true`) or drained again. A slow
+    /// peer keeps its place in the tree but is only told of new messages until it catches
+    /// up, so one slow reader neither holds the others back nor makes its queue grow with
+    /// everything published meanwhile.
+    pub fn set_slow(&mut self, peer: NodeId, slow: bool) {
+        if !self.is_neighbor(&peer) {
+            return;
+        }
+        if slow {
+            self.slow.insert(peer);
+        } else {
+            self.slow.remove(&peer);
+        }
+    }
+
+    pub fn slow(&self) -> usize {
+        self.slow.len()
+    }
+
     /// A new neighbour. `client` says it is a page held here (it starts eager: a page
     /// prunes what it does not need). Other links start eager until there is a tree, and
     /// lazy after: the next beacon (or a graft, if a message is missed first) puts them in
@@ -328,6 +352,7 @@ impl Broadcast {
         self.eager.remove(&peer);
         self.lazy.remove(&peer);
         self.clients.remove(&peer);
+        self.slow.remove(&peer);
         if self.challenger == Some(peer) {
             self.challenger = None;
         }
@@ -388,12 +413,13 @@ impl Broadcast {
             .eager
             .iter()
             .copied()
-            .filter(|p| Some(*p) != from)
+            .filter(|p| Some(*p) != from && !self.slow.contains(p))
             .collect();
         if self.config.strategy == Strategy::Plumtree {
             let lazy: Vec<NodeId> = self
                 .lazy
                 .iter()
+                .chain(self.eager.iter().filter(|p| self.slow.contains(p)))
                 .copied()
                 .filter(|p| Some(*p) != from)
                 .collect();
@@ -994,6 +1020,33 @@ mod tests {
         assert_eq!(
             drain(&mut b).last(),
             Some(&Out::Send(node(3), Control::Prune))
+        );
+    }
+
+    #[test]
+    fn a_slow_peer_is_told_of_messages_until_it_catches_up() {
+        let mut b = with_neighbors(&[1, 2, 3]);
+        b.set_slow(node(3), true);
+        b.received_new(Some(node(1)), msg(1), 1, 0);
+        let out = drain(&mut b);
+        assert!(
+            matches!(&out[..], [Out::Push { to, .. }] if to == &vec![node(2)]),
+            "{out:?}"
+        );
+        b.handle_timeout(250);
+        assert_eq!(
+            drain(&mut b),
+            vec![Out::Send(node(3), Control::IHave(vec![(msg(1).id, 1)]))]
+        );
+        // What it asks for, it gets, at its own pace.
+        b.control(node(3), Control::Graft(vec![msg(1).id]), |_| false, 300);
+        assert!(matches!(&drain(&mut b)[..], [Out::Push { to, .. }] if to == &vec![node(3)]));
+        b.set_slow(node(3), false);
+        b.received_new(Some(node(1)), msg(2), 1, 400);
+        let out = drain(&mut b);
+        assert!(
+            matches!(&out[..], [Out::Push { to, .. }] if to == &vec![node(2), node(3)]),
+            "{out:?}"
         );
     }
 

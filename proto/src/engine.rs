@@ -162,6 +162,8 @@ pub struct Stats {
     pub bytes_in: u64,
     pub dials: u64,
     pub dial_failures: u64,
+    /// Times a peer's send queue backed up (see [`Engine::backed_up`]).
+    pub backed_up: u64,
 }
 
 /// Why the application's publish was refused.
@@ -434,6 +436,22 @@ impl Engine {
             c.last_heard = now;
             c.ping_sent = None;
         }
+    }
+
+    /// The driver's word that the send queue of `conn` is backed up (`true`: the peer reads
+    /// more slowly than we send) or has drained again (`false`). A backed-up peer is only
+    /// told of new messages until it drains (see `broadcast`): it is never dropped for it,
+    /// and the other peers never wait for it.
+    pub fn backed_up(&mut self, conn: ConnId, backed_up: bool, now: Millis) {
+        if let Some(node) = self.conns.get(conn).and_then(Conn::node_id)
+            && self.conns.to_node(node) == Some(conn)
+        {
+            self.broadcast.set_slow(node, backed_up);
+        }
+        if backed_up {
+            self.stats.backed_up += 1;
+        }
+        self.after(now);
     }
 
     /// A frame the protocol has no use for arrived (a binary WebSocket message): counted as
