@@ -1,8 +1,9 @@
 //! One task per WebSocket: it writes what the driver queued for the peer and hands what the
 //! peer sends to the engine; and the dialer, which opens the WebSockets the engine asks for.
 //!
-//! A task reads its peer only while no send queue presses (see `driver`'s flow control), so a
-//! fast sender is slowed, never dropped. It writes in batches, flushing once per batch. A
+//! A task reads its peer only while no send queue presses (see `driver`'s flow control), and
+//! only as fast as the peer's frame and byte rates allow (`Limits::peer_frames`,
+//! `peer_bytes`), so a fast sender is slowed, never dropped. It writes in batches, flushing once per batch. A
 //! peer that takes nothing for [`STALL`] is closed with that reason. The queue is bounded
 //! ([`QUEUE_CAPACITY`]) as a last line for memory. Frames arrive as `Arc<str>` encoded once for every peer they go to. Accepted
 //! sockets (warp) and dialed ones (tokio-tungstenite) are different types, so the loop is
@@ -11,7 +12,7 @@
 
 use crate::driver::{ConnHandle, Flow, Outgoing, SLOW_AFTER, Shared};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use hearsay_proto::ConnId;
+use hearsay_proto::{ConnId, TokenBucket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -169,6 +170,16 @@ where
         None => shared.accept(handle),
     };
     let mut pressure = shared.pressure.subscribe();
+    // What this peer may send; beyond it, its socket is read later (see `limit`).
+    let limits = shared.read(|s| s.engine.config().limits.clone());
+    let (mut frames, mut bytes) = {
+        let now = shared.clock.now();
+        (
+            TokenBucket::new(limits.peer_frames, now),
+            TokenBucket::new(limits.peer_bytes, now),
+        )
+    };
+    let mut read_after = tokio::time::Instant::now();
     // While some queue presses: when readers stop waiting for it.
     let mut patience: Option<tokio::time::Instant> = None;
     let (mut sink, mut stream) = socket.split();
@@ -180,6 +191,7 @@ where
             patience = Some(tokio::time::Instant::now() + SLOW_AFTER);
         }
         let give_up = patience.unwrap_or_else(tokio::time::Instant::now);
+        let over_rate = read_after > tokio::time::Instant::now();
         tokio::select! {
             _ = kill.cancelled() => {
                 break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -224,9 +236,19 @@ where
                 shared.mark_slow();
                 patience = None;
             }
-            incoming = stream.next(), if !paused => match incoming {
+            _ = tokio::time::sleep_until(read_after), if over_rate && !paused => {}
+            incoming = stream.next(), if !paused && !over_rate => match incoming {
                 Some(Ok(msg)) => match msg.classify() {
-                    Incoming::Text(text) => shared.drive(|e, now| e.frame(conn, &text, now)),
+                    Incoming::Text(text) => {
+                        let now = shared.clock.now();
+                        let wait = frames
+                            .charge(1.0, now)
+                            .max(bytes.charge(text.len() as f64, now));
+                        if wait > 0 {
+                            read_after = tokio::time::Instant::now() + Duration::from_millis(wait);
+                        }
+                        shared.drive(|e, now| e.frame(conn, &text, now))
+                    }
                     Incoming::Pong => shared.drive(|e, now| e.transport_pong(conn, now)),
                     Incoming::Binary => shared.drive(|e, now| e.unsupported_frame(conn, now)),
                     Incoming::Close(why) => break End::PeerClosed(why),

@@ -59,6 +59,8 @@ pub struct Shared {
     dials: mpsc::UnboundedSender<(ConnId, String)>,
     /// How many send queues press (see the module docs); readers wait while any does.
     pub pressure: watch::Sender<usize>,
+    /// What HTTP clients may publish, per address.
+    pub http_limit: crate::limit::PerAddress,
 }
 
 impl Shared {
@@ -68,6 +70,7 @@ impl Shared {
         store: Arc<dyn Store>,
         clock: Clock,
         shutdown: CancellationToken,
+        http_limit: crate::limit::PerAddress,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<(ConnId, String)>) {
         let (dials, dial_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Self {
@@ -85,6 +88,7 @@ impl Shared {
             wake: Notify::new(),
             dials,
             pressure: watch::Sender::new(0),
+            http_limit,
         });
         (shared, dial_rx)
     }

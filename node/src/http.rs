@@ -31,6 +31,8 @@ const MAX_BODY: u64 = 256 * 1024;
 struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds, for a `Retry-After` header (429).
+    retry_after: Option<u64>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -39,6 +41,7 @@ fn bad_request(message: impl Into<String>) -> Rejection {
     warp::reject::custom(ApiError {
         status: StatusCode::BAD_REQUEST,
         message: message.into(),
+        retry_after: None,
     })
 }
 
@@ -100,6 +103,7 @@ pub fn routes(
         .and(warp::path("commit"))
         .and(warp::path::end())
         .and(query())
+        .and(warp::addr::remote())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(commit);
     let api = warp::path("api").and(api(Arc::clone(&shared)));
@@ -196,6 +200,7 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
         .and(warp::path::end())
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
+        .and(warp::addr::remote())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(post_message);
     let topology = warp::get()
@@ -247,6 +252,7 @@ async fn stream_messages(
                 return Err(warp::reject::custom(ApiError {
                     status: StatusCode::NOT_FOUND,
                     message: e.to_string(),
+                    retry_after: None,
                 }));
             }
             Err(PageError::Store(e)) => return Err(unavailable(e)),
@@ -399,10 +405,15 @@ async fn add(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
     Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")))
 }
 
-async fn commit(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+async fn commit(
+    q: Query,
+    client: Option<std::net::SocketAddr>,
+    shared: Arc<Shared>,
+) -> Result<impl Reply, Rejection> {
     let msg = q
         .get("msg")
         .ok_or_else(|| bad_request("missing `msg`: try /commit?msg=hello"))?;
+    charge(&shared, client)?;
     publish(&shared, msg).await?;
     Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")))
 }
@@ -420,6 +431,7 @@ fn unavailable(e: StoreError) -> Rejection {
     warp::reject::custom(ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: e.to_string(),
+        retry_after: None,
     })
 }
 
@@ -448,12 +460,38 @@ async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Reje
         Err(e @ PageError::UnknownAfter(_)) => Err(warp::reject::custom(ApiError {
             status: StatusCode::NOT_FOUND,
             message: e.to_string(),
+            retry_after: None,
         })),
         Err(PageError::Store(e)) => Err(unavailable(e)),
     }
 }
 
-async fn post_message(body: bytes::Bytes, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+/// Charges a publish to the client's address: 429, saying when to try again, if it is over
+/// its limit.
+fn charge(shared: &Shared, client: Option<std::net::SocketAddr>) -> Result<(), Rejection> {
+    let now = shared.clock.now();
+    shared
+        .http_limit
+        .take(client.map(|c| c.ip()), now)
+        .map_err(|wait_ms| {
+            let rate = shared.http_limit.rate();
+            let secs = wait_ms.div_ceil(1_000).max(1);
+            warp::reject::custom(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "rate limited: one address may publish {} messages at once and {} a second; try again in {secs} s",
+                    rate.burst, rate.per_second
+                ),
+                retry_after: Some(secs),
+            })
+        })
+}
+
+async fn post_message(
+    body: bytes::Bytes,
+    client: Option<std::net::SocketAddr>,
+    shared: Arc<Shared>,
+) -> Result<impl Reply, Rejection> {
     #[derive(serde::Deserialize)]
     struct Post {
         data: String,
@@ -463,6 +501,7 @@ async fn post_message(body: bytes::Bytes, shared: Arc<Shared>) -> Result<impl Re
             "body must be JSON like {{\"data\":\"hello\"}}: {e}"
         ))
     })?;
+    charge(&shared, client)?;
     let msg = publish(&shared, &post.data).await?;
     Ok(warp::reply::with_status(
         warp::reply::json(&json!({ "id": msg.id })),
@@ -528,6 +567,7 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
 async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     // Most specific first: a route that matched the path and then refused the request says
     // more than the other routes' "wrong method".
+    let retry_after = err.find::<ApiError>().and_then(|e| e.retry_after);
     let (status, message) = if let Some(e) = err.find::<ApiError>() {
         (e.status, e.message.clone())
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
@@ -560,8 +600,12 @@ async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
     } else {
         (StatusCode::BAD_REQUEST, format!("bad request: {err:?}"))
     };
-    Ok(warp::reply::with_status(
-        warp::reply::json(&json!({ "error": message })),
-        status,
-    ))
+    let reply = warp::reply::with_status(warp::reply::json(&json!({ "error": message })), status);
+    let mut response = reply.into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(warp::http::header::RETRY_AFTER, secs.into());
+    }
+    Ok(response)
 }

@@ -16,6 +16,8 @@
 //!   closes, deliveries into the store; wakes the engine at its next deadline.
 //! - [`conn`]: one task per WebSocket, accepted or dialed: bounded queue out, frames in; and
 //!   the dialer. It calls the driver, never the other way round.
+//! - [`limit`]: the rate limits the node applies itself (HTTP publishers per address; the
+//!   engine limits pages and seeds).
 //! - [`store`]: the message history behind the [`store::Store`] interface, with a feed of
 //!   what it stores.
 //! - [`clock`]: monotonic Unix-epoch milliseconds for the engine.
@@ -31,6 +33,7 @@ pub mod conn;
 pub mod demo;
 pub mod driver;
 pub mod http;
+pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod server;

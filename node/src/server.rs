@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// Folder for the message store; `None` keeps messages in memory only.
     pub data: Option<PathBuf>,
+    /// Apply the per-address HTTP rate limit to loopback clients too (by default the
+    /// operator, `hearsay demo` and benchmarks on this machine are not limited).
+    pub limit_loopback: bool,
 }
 
 /// Why a node could not start.
@@ -122,7 +125,9 @@ pub fn start(
     for key in &held {
         engine.note_held(*key);
     }
-    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone());
+    let http_limit =
+        crate::limit::PerAddress::new(config.engine.limits.http_messages, config.limit_loopback);
+    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), http_limit);
 
     for peer in &config.peers {
         if let Err(e) = shared.drive(|engine, now| engine.add_peer(peer, now)) {

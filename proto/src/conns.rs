@@ -79,6 +79,8 @@ pub struct Conn {
     pub wanted: bool,
     /// Since when membership has had no use for this peer.
     pub unwanted_since: Option<Millis>,
+    /// What it may still publish, for peers whose messages are charged (pages, seeds).
+    pub messages: Option<crate::limits::TokenBucket>,
 }
 
 impl Conn {
@@ -91,6 +93,7 @@ impl Conn {
             last_heard: now,
             ping_sent: None,
             bad_frames: 0,
+            messages: None,
             queued: Vec::new(),
             intended: None,
             wanted: false,

@@ -24,6 +24,7 @@ use crate::broadcast::{self, Broadcast, BroadcastStats};
 use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
+use crate::limits::{Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
 use crate::membership::{self, Membership};
 use crate::message::Message;
@@ -75,6 +76,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Bad frames tolerated from one peer before it is closed.
     pub max_bad_frames: u32,
+    /// Rate limits (see `limits`).
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             seed_exchange_interval: 10_000,
             max_message_bytes: 64 * 1024,
             max_bad_frames: 32,
+            limits: Limits::default(),
         }
     }
 }
@@ -120,6 +124,13 @@ pub enum Output {
     Deliver { msg: Message, hops: Option<u32> },
     /// A node confirmed it holds message `id`, which this peer published (browsers only).
     Acked { id: MsgId, by: NodeId },
+    /// A peer refused something we sent (an `ERROR` frame): a page shows it.
+    Refused {
+        by: NodeId,
+        reason: String,
+        id: Option<MsgId>,
+        retry_after_ms: Option<u64>,
+    },
     /// The peer on `conn` asked for these messages: load the ones held and hand them to
     /// [`Engine::provide`].
     Fetch { conn: ConnId, ids: Vec<MsgId> },
@@ -164,6 +175,8 @@ pub struct Stats {
     pub dial_failures: u64,
     /// Times a peer's send queue backed up (see [`Engine::backed_up`]).
     pub backed_up: u64,
+    /// Messages refused because a page or seed sent more than its rate limit allows.
+    pub rate_limited: u64,
 }
 
 /// Why the application's publish was refused.
@@ -632,6 +645,16 @@ impl Engine {
                 Frame::Ping { nonce } => self.send(conn, Frame::Pong { nonce }.encode().into()),
                 Frame::Pong { .. } => {}
                 Frame::Ack { id } => self.outputs.push_back(Output::Acked { id, by: from }),
+                Frame::Error {
+                    reason,
+                    id,
+                    retry_after_ms,
+                } => self.outputs.push_back(Output::Refused {
+                    by: from,
+                    reason,
+                    id,
+                    retry_after_ms,
+                }),
                 Frame::Sync(f) => {
                     let reply = sync::respond(&self.index, &f);
                     for f in reply.frames {
@@ -681,6 +704,50 @@ impl Engine {
         }
     }
 
+    /// Charges a new message to the connection it entered by, if that is a page's (`kind`
+    /// browser, at a node) or a seed's (`kind` none); false if it is over its limit. A page
+    /// is told, with when to try again; nothing is marked as seen, so the message can come
+    /// again later (by reconciliation, once the page's bucket has refilled).
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        kind: Option<PeerKind>,
+        id: Option<MsgId>,
+        now: Millis,
+    ) -> bool {
+        let limits = &self.config.limits;
+        let (rate, who) = match kind {
+            Some(PeerKind::Browser) if self.config.kind == PeerKind::Node => {
+                (limits.page_messages, "a page")
+            }
+            None => (limits.seed_messages, "a seed"),
+            Some(_) => return true,
+        };
+        let Some(c) = self.conns.get_mut(conn) else {
+            return false;
+        };
+        let bucket = c
+            .messages
+            .get_or_insert_with(|| TokenBucket::new(rate, now));
+        let Err(wait) = bucket.take(1.0, now) else {
+            return true;
+        };
+        self.stats.rate_limited += 1;
+        if kind.is_some() {
+            let reason = format!(
+                "rate limited: {who} may send {} messages at once and {} a second; try again in {} ms",
+                rate.burst, rate.per_second, wait
+            );
+            let frame = Frame::Error {
+                reason,
+                id,
+                retry_after_ms: Some(wait),
+            };
+            self.send(conn, frame.encode().into());
+        }
+        false
+    }
+
     fn valid(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
         if !msg.id_is_valid()
             || msg.data.is_empty()
@@ -709,11 +776,16 @@ impl Engine {
         if !self.valid(conn, &msg, now) {
             return;
         }
-        self.ack_if_page_published(conn, from, kind, &msg);
-        if !self.index.insert(sync::key_of(&msg)) {
+        if self.index.contains(&msg.id) {
+            self.ack_if_page_published(conn, from, kind, &msg);
             self.stats.duplicates += 1;
             return;
         }
+        if !self.admit(conn, Some(kind), Some(msg.id), now) {
+            return;
+        }
+        self.ack_if_page_published(conn, from, kind, &msg);
+        self.index.insert(sync::key_of(&msg));
         self.stats.delivered += 1;
         if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.origin))
         {
@@ -744,10 +816,14 @@ impl Engine {
             if !self.valid(conn, &msg, now) {
                 continue;
             }
-            if !self.index.insert(sync::key_of(&msg)) {
+            if self.index.contains(&msg.id) {
                 self.stats.duplicates += 1;
                 continue;
             }
+            if !self.admit(conn, Some(kind), Some(msg.id), now) {
+                continue;
+            }
+            self.index.insert(sync::key_of(&msg));
             self.stats.delivered += 1;
             self.stats.synced += 1;
             new += 1;
@@ -777,10 +853,16 @@ impl Engine {
                     return;
                 }
                 let id = MsgId::v1(&data);
-                if !self.index.insert((0, id)) {
+                if self.index.contains(&id) {
                     self.stats.duplicates += 1;
                     return;
                 }
+                // A seed has no error frame: what it sends over its limit is dropped, and
+                // counted.
+                if !self.admit(conn, None, None, now) {
+                    return;
+                }
+                self.index.insert((0, id));
                 let msg = Message {
                     id,
                     origin: V1_ORIGIN.to_owned(),
@@ -1403,6 +1485,15 @@ pub trait Driver {
     fn close(&mut self, conn: ConnId, reason: CloseReason);
     fn deliver(&mut self, msg: Message, hops: Option<u32>);
     fn acked(&mut self, _id: MsgId, _by: NodeId) {}
+    /// A peer refused something (an `ERROR` frame); see [`Output::Refused`].
+    fn refused(
+        &mut self,
+        _by: NodeId,
+        _reason: &str,
+        _id: Option<MsgId>,
+        _retry_after_ms: Option<u64>,
+    ) {
+    }
     /// The messages held of `ids`, if they can be had at once; `None` means the driver will
     /// call [`Engine::provide`] itself later.
     fn fetch(&mut self, conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>>;
@@ -1426,6 +1517,12 @@ impl Engine {
                     Output::Close { conn, reason } => driver.close(conn, reason),
                     Output::Deliver { msg, hops } => driver.deliver(msg, hops),
                     Output::Acked { id, by } => driver.acked(id, by),
+                    Output::Refused {
+                        by,
+                        reason,
+                        id,
+                        retry_after_ms,
+                    } => driver.refused(by, &reason, id, retry_after_ms),
                     Output::Fetch { conn, ids } => {
                         if let Some(found) = driver.fetch(conn, ids) {
                             self.provide(conn, found);

@@ -11,6 +11,8 @@
 //! - [`seed`]: what seed (v1) nodes of the tutorial network get and are told.
 //! - [`sync`]: range-based set reconciliation, the safety net under broadcast.
 //! - [`map`]: the network map, from records each peer sends at a bounded rate.
+//! - [`limits`]: token buckets and the default rate limits (what a page, a seed, an HTTP
+//!   client and any peer may send).
 //! - [`engine`]: composes them with the connection table ([`conns`]), the address book
 //!   ([`book`]) and the handshake; [`Engine`] is what drivers hold.
 //!
@@ -29,7 +31,9 @@
 //!    inbound socket (the engine names it), [`Engine::opened`] or [`Engine::dial_failed`]
 //!    for a dial it asked for, [`Engine::frame`] for each text frame,
 //!    [`Engine::transport_pong`], [`Engine::closed`], [`Engine::publish`],
-//!    [`Engine::add_peer`].
+//!    [`Engine::add_peer`], and [`Engine::backed_up`] when a peer's send queue backs up or
+//!    drains (a driver with bounded queues should read its peers only as fast as it can
+//!    pass their traffic on).
 //! 2. After every call, drain every [`Output`] — [`Engine::drain`] does it through a
 //!    [`Driver`], including the follow-ups: answering a [`Output::Fetch`] with
 //!    [`Engine::provide`] and closing a peer whose send queue is full.
@@ -48,6 +52,7 @@ pub mod conns;
 pub mod dedup;
 pub mod engine;
 pub mod id;
+pub mod limits;
 pub mod map;
 pub mod membership;
 pub mod message;
@@ -64,6 +69,7 @@ pub use close::CloseReason;
 pub use conns::{ConnId, Direction, Protocol};
 pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
 pub use id::{MsgId, NodeId, V1_ORIGIN};
+pub use limits::{Limits, Rate, TokenBucket};
 pub use message::Message;
 pub use peer::{PeerKind, PeerRecord, canonical_address};
 pub use wire::Frame;

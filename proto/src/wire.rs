@@ -9,7 +9,8 @@
 //!   `SHUFFLE_REPLY`, and `PEERS` (nodes a page may link to);
 //! - keepalive: `PING`/`PONG`; a node's receipt for a page's message: `ACK`;
 //! - reconciliation: `SYNC`, `WANT`, `MESSAGES`;
-//! - the network map: `MAP` (a batch of records).
+//! - the network map: `MAP` (a batch of records);
+//! - refusals: `ERROR` (why, the message id, when to try again).
 //!
 //! A frame is decoded into [`Frame`]; anything that is not JSON, has the wrong shape or an
 //! unknown type is a [`DecodeError`], never a panic. The payloads of the protocol's parts are
@@ -122,6 +123,16 @@ pub enum Frame {
     /// Records for the network map (see `map`).
     #[serde(rename = "MAP")]
     Map { records: Vec<TopoRecord> },
+    /// Something the peer sent was refused: `reason` for people, the message's `id` if it
+    /// was one, and when to try again if waiting helps (a rate limit).
+    #[serde(rename = "ERROR")]
+    Error {
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<MsgId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
 }
 
 impl From<membership::Message> for Frame {
@@ -403,6 +414,22 @@ impl Frame {
             "MAP" => Frame::Map {
                 records: body::<Records>(&kind, text)?.records,
             },
+            "ERROR" => {
+                #[derive(Deserialize)]
+                struct Error {
+                    reason: String,
+                    #[serde(default)]
+                    id: Option<MsgId>,
+                    #[serde(default)]
+                    retry_after_ms: Option<u64>,
+                }
+                let e: Error = body(&kind, text)?;
+                Frame::Error {
+                    reason: e.reason,
+                    id: e.id,
+                    retry_after_ms: e.retry_after_ms,
+                }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         })
     }
@@ -593,6 +620,11 @@ mod tests {
                 done: true,
             },
             Frame::Map { records: vec![] },
+            Frame::Error {
+                reason: "rate limited".to_owned(),
+                id: Some(msg.id),
+                retry_after_ms: Some(200),
+            },
         ];
         for f in frames {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);

@@ -91,6 +91,14 @@ impl Driver for PageDriver<'_> {
     fn acked(&mut self, id: MsgId, by: NodeId) {
         self.actions.push(Action::Acked { id, by });
     }
+    fn refused(&mut self, _by: NodeId, reason: &str, id: Option<MsgId>, _retry: Option<u64>) {
+        if let Some(id) = id {
+            self.actions.push(Action::Refused {
+                id,
+                reason: reason.to_owned(),
+            });
+        }
+    }
     fn fetch(&mut self, _conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>> {
         Some(
             ids.iter()

@@ -27,6 +27,9 @@ pub struct Entry {
     pub mine: bool,
     /// For our own messages: a node confirmed it holds it.
     pub stored_by: Option<NodeId>,
+    /// For our own messages: a node refused it for now (a rate limit), and why. The page
+    /// keeps it, and reconciliation hands it over once the node takes it.
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -119,6 +122,11 @@ pub enum Action {
         id: MsgId,
         by: NodeId,
     },
+    /// A node refused one of our messages for now, saying why.
+    Refused {
+        id: MsgId,
+        reason: String,
+    },
     /// The network map changed.
     Topology(Vec<TopoRecord>),
 }
@@ -137,6 +145,7 @@ impl State {
                 msg,
                 mine,
                 stored_by: None,
+                refused: None,
             },
         );
     }
@@ -184,6 +193,14 @@ impl Reducible for State {
                 Some(e) if e.stored_by.is_none() => e.stored_by = Some(by),
                 _ => return self,
             },
+            Action::Refused { id, reason } => {
+                match s.messages.iter_mut().find(|e| e.msg.id == id) {
+                    Some(e) if e.stored_by.is_none() && e.refused.as_ref() != Some(&reason) => {
+                        e.refused = Some(reason)
+                    }
+                    _ => return self,
+                }
+            }
         }
         Rc::new(s)
     }
@@ -244,6 +261,15 @@ mod tests {
             }],
         );
         assert!(s.messages[0].mine && s.messages[0].stored_by.is_none());
+        // Held back by a rate limit first; reconciliation hands it over later.
+        let s = apply(
+            s,
+            vec![Action::Refused {
+                id: m.id,
+                reason: "rate limited".to_owned(),
+            }],
+        );
+        assert_eq!(s.messages[0].refused.as_deref(), Some("rate limited"));
         let s = apply(s, vec![Action::Acked { id: m.id, by: node }]);
         assert_eq!(s.messages[0].stored_by, Some(node));
     }

@@ -21,6 +21,7 @@ fn entry(text: &str, mine: bool, stored: bool) -> Entry {
         },
         mine,
         stored_by: stored.then_some(NodeId::from_bytes([1; 16])),
+        refused: None,
     }
 }
 
@@ -56,18 +57,27 @@ async fn message_text_is_shown_as_text_never_as_html() {
 }
 
 #[wasm_bindgen_test]
-async fn own_messages_show_whether_a_node_has_them() {
+async fn own_messages_show_whether_a_node_has_them_or_held_them_back() {
     let root = render(Props {
         messages: vec![
             entry("stored one", true, true),
             entry("pending one", true, false),
+            Entry {
+                refused: Some("rate limited: try again in 200 ms".to_owned()),
+                ..entry("held back", true, false)
+            },
         ],
         me: None,
         loaded: true,
     })
     .await;
     let items = root.query_selector_all("li.message.mine").unwrap();
-    assert_eq!(items.length(), 2);
+    assert_eq!(items.length(), 3);
+    let held = root.query_selector("li.message .refused").unwrap().unwrap();
+    assert_eq!(
+        held.get_attribute("title").as_deref(),
+        Some("rate limited: try again in 200 ms")
+    );
     assert!(root.query_selector("li.message .stored").unwrap().is_some());
     assert!(
         root.query_selector("li.message .pending")

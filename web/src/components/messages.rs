@@ -34,9 +34,10 @@ pub fn message_list(props: &Props) -> Html {
                 } else {
                     short(&e.msg.origin)
                 };
-                let mark = match (e.mine, e.stored_by) {
-                    (true, Some(by)) => html! { <span class="stored" title={format!("stored by node {by}")}>{ "✓ stored" }</span> },
-                    (true, None) => html! { <span class="pending">{ "sending…" }</span> },
+                let mark = match (e.mine, e.stored_by, &e.refused) {
+                    (true, Some(by), _) => html! { <span class="stored" title={format!("stored by node {by}")}>{ "✓ stored" }</span> },
+                    (true, None, Some(why)) => html! { <span class="refused" title={why.clone()}>{ "held back: too many at once; sent when the node takes it" }</span> },
+                    (true, None, None) => html! { <span class="pending">{ "sending…" }</span> },
                     _ => html! {},
                 };
                 html! {

@@ -1,0 +1,243 @@
+//! Rate limits on real nodes, each crossed, with what a person sees: a page that publishes a
+//! burst gets its allowance through and an `ERROR` frame for the rest; an HTTP client gets
+//! 429 with `Retry-After`; a seed's excess is dropped and counted.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use hearsay::server::NodeConfig;
+use hearsay_proto::{Limits, Message as HsMessage, MsgId, NodeId};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+fn random_id() -> NodeId {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hex.parse().unwrap()
+}
+
+async fn page(
+    ws_url: &str,
+    id: NodeId,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let hello = json!({
+        "type": "HELLO", "protocol": "hearsay",
+        "version": hearsay_proto::wire::PROTOCOL_VERSION,
+        "id": id.to_string(), "kind": "browser", "addresses": []
+    });
+    ws.send(Message::text(hello.to_string())).await.unwrap();
+    ws
+}
+
+fn gossip(origin: NodeId, seq: u64, data: &str) -> String {
+    let msg = HsMessage {
+        id: MsgId::v2(&origin, seq, 1_700_000_000_000 + seq, data),
+        origin: origin.to_string(),
+        seq,
+        timestamp: 1_700_000_000_000 + seq,
+        data: data.to_owned(),
+    };
+    hearsay_proto::wire::Frame::encode_gossip(&msg, 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() {
+    const LISTENERS: usize = 100;
+    const BURST: u64 = 5_000;
+    let allowance = Limits::default().page_messages;
+    let n = start_node(&[]).await;
+    let ws_url = format!("{}/ws", n.ws_url());
+    // Listeners read until the marker the test publishes once the burst is answered.
+    let mut listeners = Vec::new();
+    for _ in 0..LISTENERS {
+        let mut ws = page(&ws_url, random_id()).await;
+        listeners.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(t) = msg else { continue };
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("GOSSIP") if v["data"] == "end" => return ids,
+                    Some("GOSSIP") => ids.push(v["id"].as_str().unwrap().to_owned()),
+                    Some("PING") => {
+                        let pong = json!({ "type": "PONG", "nonce": v["nonce"] });
+                        ws.send(Message::text(pong.to_string())).await.unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            ids
+        }));
+    }
+    wait_for("every listener is held", || async {
+        (status(&n.http_url()).await["peers"].as_u64() == Some(LISTENERS as u64)).then_some(())
+    })
+    .await;
+
+    let me = random_id();
+    let (mut tx, mut rx) = page(&ws_url, me).await.split();
+    let started = Instant::now();
+    let sender = tokio::spawn(async move {
+        for seq in 1..=BURST {
+            tx.feed(Message::text(gossip(me, seq, &format!("paste {seq}"))))
+                .await
+                .unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+    // Every message is answered: ACK if taken, ERROR if refused.
+    let (mut acked, mut refused) = (HashSet::new(), 0u64);
+    let mut reason = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acked.len() as u64 + refused < BURST {
+            let Some(Ok(Message::Text(t))) = rx.next().await else {
+                panic!("the page's socket ended");
+            };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("ACK") => {
+                    acked.insert(v["id"].as_str().unwrap().to_owned());
+                }
+                Some("ERROR") => {
+                    refused += 1;
+                    assert!(
+                        v["id"].is_string() && v["retry_after_ms"].as_u64() > Some(0),
+                        "{v}"
+                    );
+                    reason = v["reason"].as_str().unwrap().to_owned();
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("every message of the burst is answered");
+    let elapsed = started.elapsed().as_secs_f64();
+    let _tx = sender.await.unwrap();
+    let taken = acked.len() as f64;
+    assert!(
+        taken >= allowance.burst
+            && taken <= allowance.burst + allowance.per_second * (elapsed + 1.0),
+        "{taken} taken in {elapsed:.1} s"
+    );
+    assert!(
+        reason.contains("rate limited") && reason.contains("try again"),
+        "{reason}"
+    );
+
+    post_message(&n, "end").await;
+    for (i, l) in listeners.into_iter().enumerate() {
+        let ids = l.await.unwrap();
+        let distinct: HashSet<String> = ids.iter().cloned().collect();
+        assert_eq!(
+            ids.len(),
+            distinct.len(),
+            "listener {i} got a message twice"
+        );
+        assert_eq!(
+            distinct, acked,
+            "listener {i} got exactly what the node took"
+        );
+    }
+    let s = status(&n.http_url()).await;
+    assert_eq!(s["stats"]["rate_limited"].as_u64(), Some(refused), "{s}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn an_http_publisher_over_its_limit_gets_429_with_retry_after() {
+    let n = start_node_with(NodeConfig {
+        limit_loopback: true,
+        ..NodeConfig::default()
+    })
+    .await;
+    let rate = Limits::default().http_messages;
+    let burst = rate.burst as usize;
+    let url = format!("{}/api/messages", n.http_url());
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    // The allowance, then on until the limit answers (the bucket refills meanwhile).
+    let last = loop {
+        let r = client()
+            .post(&url)
+            .json(&json!({ "data": format!("line {}", statuses.len()) }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() != 201 || statuses.len() > 10 * burst {
+            break r;
+        }
+    };
+    assert!(statuses[..burst].iter().all(|&s| s == 201), "{statuses:?}");
+    assert_eq!(last.status().as_u16(), 429, "{statuses:?}");
+    let taken = statuses.len() as f64 - 1.0;
+    assert!(
+        taken <= rate.burst + rate.per_second * (started.elapsed().as_secs_f64() + 1.0),
+        "{taken}"
+    );
+    let retry: u64 = last.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = last.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("rate limited") && error.contains("try again"),
+        "{error}"
+    );
+    // The seed's path too, for the same address.
+    let mut committed = 0.0;
+    let r = loop {
+        let r = client()
+            .get(format!("{}/commit?msg=more {committed}", n.http_url()))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 429 || committed > 20.0 {
+            break r;
+        }
+        committed += 1.0;
+    };
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let s = status(&n.http_url()).await;
+    assert_eq!(s["messages"].as_f64(), Some(taken + committed), "{s}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn a_seeds_excess_is_dropped_and_counted() {
+    let n = start_node(&[]).await;
+    let allowance = Limits::default().seed_messages;
+    let (mut ws, _) = tokio_tungstenite::connect_async(n.ws_url()).await.unwrap();
+    let started = Instant::now();
+    const SENT: u64 = 400;
+    for i in 0..SENT {
+        let frame = json!({ "type": "MESSAGE", "data": format!("seed line {i}") });
+        ws.feed(Message::text(frame.to_string())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let counted = wait_for("every seed line is taken or counted", || async {
+        let s = status(&n.http_url()).await;
+        let taken = s["messages"].as_u64().unwrap();
+        let dropped = s["stats"]["rate_limited"].as_u64().unwrap();
+        (taken + dropped == SENT).then_some((taken, dropped))
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (taken, dropped) = counted;
+    assert!(
+        taken as f64 >= allowance.burst
+            && taken as f64 <= allowance.burst + allowance.per_second * (elapsed + 1.0),
+        "{taken} taken, {dropped} dropped in {elapsed:.1} s"
+    );
+    n.stop().await;
+}
