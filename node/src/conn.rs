@@ -45,7 +45,14 @@ pub async fn dialer(shared: Arc<Shared>, mut dials: mpsc::UnboundedReceiver<(Con
 }
 
 async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
-    let attempt = tokio::time::timeout(DIAL_TIMEOUT, tokio_tungstenite::connect_async(&address));
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let limits = WebSocketConfig::default()
+        .max_message_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES))
+        .max_frame_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES));
+    let attempt = tokio::time::timeout(
+        DIAL_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(&address, Some(limits), true),
+    );
     let result = tokio::select! {
         r = attempt => r,
         _ = shared.shutdown.cancelled() => return,
@@ -256,7 +263,9 @@ where
                 },
                 Some(Err(e)) => {
                     tracing::debug!(%conn, error = %e, "socket error");
-                    break End::Lost(e.to_string());
+                    // Say why, if the socket still takes it (a frame over the size limit
+                    // leaves it open; a reset does not, and the close is then dropped).
+                    break End::WeClose(Some(format!("socket error: {e}")));
                 }
                 None => break End::Lost("connection lost".to_owned()),
             },

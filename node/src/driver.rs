@@ -61,6 +61,8 @@ pub struct Shared {
     pub pressure: watch::Sender<usize>,
     /// What HTTP clients may publish, per address.
     pub http_limit: crate::limit::PerAddress,
+    /// How many inbound connections there may be.
+    pub caps: Arc<crate::limit::ConnectionCaps>,
 }
 
 impl Shared {
@@ -71,6 +73,7 @@ impl Shared {
         clock: Clock,
         shutdown: CancellationToken,
         http_limit: crate::limit::PerAddress,
+        caps: crate::limit::ConnectionCaps,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<(ConnId, String)>) {
         let (dials, dial_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Self {
@@ -89,6 +92,7 @@ impl Shared {
             dials,
             pressure: watch::Sender::new(0),
             http_limit,
+            caps: Arc::new(caps),
         });
         (shared, dial_rx)
     }

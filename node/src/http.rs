@@ -166,14 +166,32 @@ fn websocket(
     shared: Arc<Shared>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::ws()
+        .and(warp::addr::remote())
         .and(with_shared(shared))
-        .map(|ws: warp::ws::Ws, shared: Arc<Shared>| {
-            ws.max_message_size(1 << 20).on_upgrade(move |socket| {
-                let tracker = shared.tracker.clone();
-                // Tracked so that shutdown waits for every connection to close.
-                tracker.track_future(conn::run(shared, None, socket))
-            })
-        })
+        .and_then(
+            |ws: warp::ws::Ws, client: Option<std::net::SocketAddr>, shared: Arc<Shared>| async move {
+                let place = shared.caps.open(client.map(|c| c.ip())).map_err(|message| {
+                    warp::reject::custom(ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message,
+                        retry_after: Some(10),
+                    })
+                })?;
+                let upgrade = ws
+                    .max_message_size(hearsay_proto::wire::MAX_FRAME_BYTES)
+                    .max_frame_size(hearsay_proto::wire::MAX_FRAME_BYTES)
+                    .on_upgrade(move |socket| {
+                        let tracker = shared.tracker.clone();
+                        // Tracked so that shutdown waits for every connection to close; the
+                        // place is given back when it has.
+                        tracker.track_future(async move {
+                            conn::run(shared, None, socket).await;
+                            drop(place);
+                        })
+                    });
+                Ok::<_, Rejection>(upgrade)
+            },
+        )
 }
 
 fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {

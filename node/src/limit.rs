@@ -72,3 +72,93 @@ mod tests {
         assert!(strict.take(lo, 0).is_err());
     }
 }
+
+/// Caps on inbound connections: in total, and per client address (loopback exempt unless
+/// told otherwise, like the HTTP limit). A connection holds its place until it ends.
+#[derive(Debug)]
+pub struct ConnectionCaps {
+    total: usize,
+    per_address: usize,
+    limit_loopback: bool,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A place among the open connections, given back when dropped.
+#[derive(Debug)]
+pub struct Place {
+    caps: std::sync::Arc<ConnectionCaps>,
+    addr: Option<IpAddr>,
+}
+
+impl ConnectionCaps {
+    pub fn new(total: usize, per_address: usize, limit_loopback: bool) -> Self {
+        Self {
+            total,
+            per_address,
+            limit_loopback,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A place for a connection from `addr`, or why there is none.
+    pub fn open(self: &std::sync::Arc<Self>, addr: Option<IpAddr>) -> Result<Place, String> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.0 >= self.total {
+            return Err(format!(
+                "this node holds its most connections ({}); try again later",
+                self.total
+            ));
+        }
+        let capped = addr.filter(|a| self.limit_loopback || !a.is_loopback());
+        if let Some(a) = capped {
+            let n = open.1.entry(a).or_default();
+            if *n >= self.per_address {
+                return Err(format!(
+                    "too many connections from your address (at most {})",
+                    self.per_address
+                ));
+            }
+            *n += 1;
+        }
+        open.0 += 1;
+        Ok(Place {
+            caps: std::sync::Arc::clone(self),
+            addr: capped,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(a) = self.addr
+            && let Some(n) = open.1.get_mut(&a)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn places_are_capped_per_address_and_in_total_and_given_back() {
+        let caps = Arc::new(ConnectionCaps::new(3, 2, false));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let p1 = caps.open(Some(a)).unwrap();
+        let _p2 = caps.open(Some(a)).unwrap();
+        assert!(caps.open(Some(a)).unwrap_err().contains("your address"));
+        let _p3 = caps.open(Some(b)).unwrap();
+        assert!(caps.open(Some(b)).unwrap_err().contains("most connections"));
+        drop(p1);
+        let _p4 = caps.open(Some(a)).unwrap();
+    }
+}

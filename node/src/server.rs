@@ -27,6 +27,10 @@ pub struct NodeConfig {
     /// Apply the per-address HTTP rate limit to loopback clients too (by default the
     /// operator, `hearsay demo` and benchmarks on this machine are not limited).
     pub limit_loopback: bool,
+    /// Most inbound WebSocket connections at once, and from one address (0: the defaults,
+    /// 4,096 and 64).
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
 }
 
 /// Why a node could not start.
@@ -127,7 +131,12 @@ pub fn start(
     }
     let http_limit =
         crate::limit::PerAddress::new(config.engine.limits.http_messages, config.limit_loopback);
-    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), http_limit);
+    let caps = crate::limit::ConnectionCaps::new(
+        nonzero_or(config.max_connections, 4_096),
+        nonzero_or(config.max_connections_per_address, 64),
+        config.limit_loopback,
+    );
+    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), http_limit, caps);
 
     for peer in &config.peers {
         if let Err(e) = shared.drive(|engine, now| engine.add_peer(peer, now)) {
@@ -168,4 +177,8 @@ pub fn start(
         shutdown,
         task,
     })
+}
+
+fn nonzero_or(n: usize, default: usize) -> usize {
+    if n == 0 { default } else { n }
 }

@@ -183,3 +183,26 @@ async fn a_v2_frame_before_hello_is_a_protocol_error() {
     assert!(reason.contains("expected HELLO"), "{reason:?}");
     n.stop().await;
 }
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_closed_with_a_reason() {
+    let n = start_node(&[]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
+        .await
+        .unwrap();
+    let hello = json!({
+        "type": "HELLO", "protocol": "hearsay", "version": hearsay_proto::wire::PROTOCOL_VERSION,
+        "id": "11".repeat(16), "kind": "node", "addresses": []
+    });
+    ws.send(Message::text(hello.to_string())).await.unwrap();
+    let huge = "x".repeat(hearsay_proto::wire::MAX_FRAME_BYTES + 1);
+    let _ = ws.send(Message::text(huge)).await;
+    let reason = close_reason(&mut ws).await;
+    assert!(
+        reason.contains("too long") || reason.contains("limit"),
+        "{reason:?}"
+    );
+    // The node is fine.
+    post_message(&n, "still here").await;
+    n.stop().await;
+}

@@ -241,3 +241,67 @@ async fn a_seeds_excess_is_dropped_and_counted() {
     );
     n.stop().await;
 }
+
+/// A WebSocket to `node` from the local address `from` (any of 127.0.0.0/8).
+async fn ws_from(
+    from: &str,
+    node: std::net::SocketAddr,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(node).await.unwrap();
+    tokio_tungstenite::client_async(format!("ws://{node}/ws"), tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_capped_while_others_are_served() {
+    let n = start_node_with(NodeConfig {
+        limit_loopback: true,
+        max_connections_per_address: 64,
+        ..NodeConfig::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    let mut last_error = String::new();
+    for _ in 0..2_000 {
+        match ws_from("127.0.0.1", n.addr).await {
+            Ok(ws) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                refused += 1;
+                assert_eq!(response.status().as_u16(), 503);
+                let body = response.body().as_deref().unwrap_or_default();
+                last_error = String::from_utf8_lossy(body).into_owned();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (64, 2_000 - 64));
+    assert!(
+        last_error.contains("too many connections from your address"),
+        "{last_error}"
+    );
+    // Another address is served, and so is HTTP.
+    let mut other = ws_from("127.0.0.2", n.addr)
+        .await
+        .expect("another address connects");
+    let hello = json!({
+        "type": "HELLO", "protocol": "hearsay",
+        "version": hearsay_proto::wire::PROTOCOL_VERSION,
+        "id": random_id().to_string(), "kind": "browser", "addresses": []
+    });
+    other.send(Message::text(hello.to_string())).await.unwrap();
+    post_message(&n, "still serving").await;
+    // A place is given back when its connection ends.
+    drop(open.pop());
+    wait_for("a place comes free", || async {
+        ws_from("127.0.0.1", n.addr).await.ok().map(|_| ())
+    })
+    .await;
+    n.stop().await;
+}

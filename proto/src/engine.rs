@@ -33,7 +33,8 @@ use crate::seed::{self, Seeds};
 use crate::sync::{self, MessageIndex, Reconciler, SyncConfig};
 use crate::timers::{Timers, earliest};
 use crate::wire::{
-    Frame, Hello, MAX_WANT, MESSAGES_PAGE_BYTES, PROTOCOL_NAME, PROTOCOL_VERSION, Part,
+    Frame, Hello, MAX_ADDRESSES, MAX_FRAME_BYTES, MAX_WANT, MESSAGES_PAGE_BYTES, PROTOCOL_NAME,
+    PROTOCOL_VERSION, Part,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -99,7 +100,7 @@ impl Default for Config {
             backoff_max: 10_000,
             revisit_interval: 30_000,
             seed_exchange_interval: 10_000,
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: crate::wire::MAX_MESSAGE_BYTES,
             max_bad_frames: 32,
             limits: Limits::default(),
         }
@@ -482,7 +483,10 @@ impl Engine {
         let mut page: Vec<Message> = Vec::new();
         let mut bytes = 0;
         for m in messages {
-            if bytes + m.data.len() > MESSAGES_PAGE_BYTES && !page.is_empty() {
+            // Counted as encoded (escapes can make a text's JSON six times its length), so
+            // a page always fits in a frame (`MAX_FRAME_BYTES`).
+            let size = serde_json::to_string(&m).map_or(m.data.len(), |j| j.len());
+            if bytes + size > MESSAGES_PAGE_BYTES && !page.is_empty() {
                 let frame = Frame::Messages {
                     messages: std::mem::take(&mut page),
                     done: false,
@@ -490,7 +494,7 @@ impl Engine {
                 self.send(conn, frame.encode().into());
                 bytes = 0;
             }
-            bytes += m.data.len();
+            bytes += size;
             page.push(m);
         }
         let last = Frame::Messages {
@@ -508,6 +512,12 @@ impl Engine {
         };
         c.last_heard = now;
         c.ping_sent = None;
+        if text.len() > MAX_FRAME_BYTES {
+            // A driver should refuse it at the transport already; the page cannot.
+            self.bad_frame(conn, "frame larger than the limit", now);
+            self.after(now);
+            return;
+        }
         let frame = match Frame::decode(text) {
             Ok(frame) => frame,
             Err(_) => {
@@ -516,6 +526,11 @@ impl Engine {
                 return;
             }
         };
+        if frame.address_count() > MAX_ADDRESSES {
+            self.bad_frame(conn, "too many addresses in one frame", now);
+            self.after(now);
+            return;
+        }
         match &c.state {
             State::Dialing => {}
             State::Handshake { .. } => match frame {

@@ -212,6 +212,18 @@ impl Frame {
 
 pub use crate::sync::{MAX_WANT, MESSAGES_PAGE_BYTES};
 
+/// The largest frame any peer accepts, node or page. Every frame the protocol makes fits:
+/// the largest is a `MESSAGES` page (256 KiB of encoded messages plus one more, itself at most
+/// 6 × 64 KiB when every character of its text needs an escape). strfry allows 128 KiB per
+/// frame and 64 KiB per event; gossipsub 64 KiB per RPC; ours is larger only because history
+/// is sent in pages.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// The longest message text, in bytes (the engine's `max_message_bytes` defaults to it).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most addresses in one frame (`SOCKETS`, `PEERS`, `SHUFFLE`, a `HELLO`…), aliases
+/// included. Ours carry a handful; more is a peer trying to make us work or remember.
+pub const MAX_ADDRESSES: usize = 64;
+
 /// Why a text frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -236,6 +248,23 @@ fn to_json<T: Serialize>(value: &T) -> String {
 
 impl Frame {
     /// Encodes a frame as JSON text. Encoding our own types cannot fail.
+    /// How many addresses the frame carries, aliases included (see [`MAX_ADDRESSES`]).
+    pub fn address_count(&self) -> usize {
+        fn records(r: &[PeerRecord]) -> usize {
+            r.iter().map(|p| 1 + p.aliases.len()).sum()
+        }
+        match self {
+            Frame::Sockets { addresses } => addresses.len(),
+            Frame::Hello(h) => h.addresses.len(),
+            Frame::ForwardJoin { peer, .. } => records(std::slice::from_ref(peer)),
+            Frame::Shuffle { origin, peers, .. } => {
+                records(std::slice::from_ref(origin)) + records(peers)
+            }
+            Frame::ShuffleReply { peers } | Frame::Peers { peers } => records(peers),
+            _ => 0,
+        }
+    }
+
     pub fn encode(&self) -> String {
         to_json(self)
     }

@@ -3,7 +3,7 @@
 
 use hearsay_proto::wire::{Hello, PROTOCOL_VERSION};
 use hearsay_proto::{
-    CloseReason, Config, ConnId, Engine, Frame, MsgId, NodeId, Output, PeerKind, Protocol,
+    CloseReason, Config, ConnId, Engine, Frame, Message, MsgId, NodeId, Output, PeerKind, Protocol,
 };
 
 const T0: u64 = 1_000_000;
@@ -480,4 +480,53 @@ fn links_say_why_they_are_down() {
     assert!(matches!(link.state, hearsay_proto::LinkState::Retrying { at } if at > T0 + 10));
     assert_eq!(link.last_error.as_deref(), Some("connection refused"));
     assert!(link.pinned);
+}
+
+#[test]
+fn frames_over_the_size_or_address_limit_are_bad_and_a_large_history_fits_in_frames() {
+    let mut e = engine(1);
+    let c = join(&mut e, 2, &["ws://b:3000"], T0);
+    drain(&mut e);
+    let huge = "x".repeat(hearsay_proto::wire::MAX_FRAME_BYTES + 1);
+    e.frame(c, &huge, T0);
+    assert_eq!(e.stats().bad_frames, 1);
+    // So is a frame with more addresses than any of ours carries.
+    let many: Vec<hearsay_proto::PeerRecord> = (0..=hearsay_proto::wire::MAX_ADDRESSES)
+        .map(|i| hearsay_proto::PeerRecord {
+            id: node(100),
+            address: format!("ws://10.0.0.1:{}", 1000 + i),
+            aliases: vec![],
+        })
+        .collect();
+    e.frame(c, &Frame::ShuffleReply { peers: many }.encode(), T0);
+    assert_eq!(e.stats().bad_frames, 2);
+    // The largest history a peer can ask for at once, every character an escape: each
+    // MESSAGES frame still fits within the limit.
+    let origin = node(9);
+    let text = "\u{1}".repeat(hearsay_proto::wire::MAX_MESSAGE_BYTES);
+    let messages: Vec<Message> = (0..hearsay_proto::wire::MAX_WANT as u64)
+        .map(|seq| Message {
+            id: MsgId::v2(&origin, seq, T0, &text),
+            origin: origin.to_string(),
+            seq,
+            timestamp: T0,
+            data: text.clone(),
+        })
+        .collect();
+    e.provide(c, messages);
+    let out = drain(&mut e);
+    let frames: Vec<usize> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, frame } if *conn == c => Some(frame.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(frames.len() > 1);
+    assert!(
+        frames
+            .iter()
+            .all(|&len| len <= hearsay_proto::wire::MAX_FRAME_BYTES),
+        "{frames:?}"
+    );
 }
