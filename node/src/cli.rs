@@ -20,6 +20,9 @@ Examples:
       Keep this node's messages in /tmp/hearsay-3004 (they survive restarts).
   hearsay 4000 --host 0.0.0.0 --advertise 192.168.1.20
       Listen on every interface and tell peers to dial 192.168.1.20.
+  hearsay --config /etc/hearsay.toml
+      Take every setting and limit from a file (flags given as well override it); the
+      settings in effect are logged at start and shown in /api/status.
 
 Logs: RUST_LOG=hearsay=debug hearsay 3000";
 
@@ -32,17 +35,21 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Port for HTTP and WebSockets (0 picks a free one).
-    #[arg(required = true)]
+    /// Port for HTTP and WebSockets (0 picks a free one). Required unless the config file
+    /// sets `port`.
     pub port: Option<u16>,
+
+    /// Settings file (TOML): every setting and limit; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 
     /// A node to connect to and keep connected to, e.g. ws://127.0.0.1:3000 (repeatable).
     #[arg(long = "peer", value_name = "WS_URL")]
     pub peers: Vec<String>,
 
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
-    pub host: String,
+    /// Address to listen on (default: 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
 
     /// Host name or IP other nodes should dial (default: --host, or 127.0.0.1 for 0.0.0.0).
     #[arg(long, value_name = "HOST")]
@@ -166,9 +173,10 @@ pub enum V1Port {
     At(u16),
 }
 
-impl Args {
-    pub fn v1_port(&self, main_port: u16) -> Result<V1Port, String> {
-        match self.v1_port.as_deref() {
+impl V1Port {
+    /// The seed-compatible port from its setting (`None`: PORT+1).
+    pub fn from_setting(setting: Option<&str>, main_port: u16) -> Result<V1Port, String> {
+        match setting {
             None => Ok(match main_port.checked_add(1) {
                 Some(p) if main_port != 0 => V1Port::At(p),
                 _ => V1Port::Off,

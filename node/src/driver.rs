@@ -63,6 +63,8 @@ pub struct Shared {
     pub http_limit: crate::limit::PerAddress,
     /// How many inbound connections there may be.
     pub caps: Arc<crate::limit::ConnectionCaps>,
+    /// The settings the node was started with, as `/api/status` shows them.
+    pub settings: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
             pressure: watch::Sender::new(0),
             http_limit,
             caps: Arc::new(caps),
+            settings: std::sync::OnceLock::new(),
         });
         (shared, dial_rx)
     }

@@ -401,6 +401,8 @@ fn status(shared: &Shared) -> serde_json::Value {
             "links": s.engine.links(),
             "messages": shared.store.len().unwrap_or(0),
             "stats": s.engine.stats(),
+            "limits": s.engine.config().limits,
+            "settings": shared.settings.get(),
             "started_at": shared.started_at,
             "uptime_ms": shared.clock.now().saturating_sub(shared.started_at),
         })

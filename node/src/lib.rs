@@ -1,6 +1,7 @@
 //! The native hearsay node: warp + tokio driving the `hearsay-proto` engine.
 //!
 //! - [`cli`]: command-line arguments (`hearsay PORT [--peer WS_URL]...`).
+//! - [`config`]: `--config FILE` (TOML), the flags over it, and the settings in effect.
 //! - [`demo`]: `hearsay demo`, a whole network in one process.
 //! - [`simulate`]: `hearsay sim`, the protocol's simulator with figures.
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
@@ -29,6 +30,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod driver;

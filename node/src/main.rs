@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use hearsay::cli::{Args, Command, V1Port};
+use hearsay::config;
 use hearsay::server::{self, NodeConfig};
 use std::io::Write;
 use tokio::net::TcpListener;
@@ -10,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Colour only for a person at a terminal, never escape codes in a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "hearsay=info,warn".into()),
@@ -23,15 +27,22 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Sim(sim)) => return hearsay::simulate::run(&sim),
         None => {}
     }
-    let port = args.port.expect("clap requires PORT without a subcommand");
-    let v1_port = args.v1_port(port).map_err(anyhow::Error::msg)?;
+    let file = match &args.config {
+        Some(path) => config::load(path).unwrap_or_else(|e| usage(&e)),
+        None => config::File::default(),
+    };
+    let settings = config::effective(&args, file).unwrap_or_else(|e| usage(&e));
+    let port = settings.port;
+    let v1_port =
+        V1Port::from_setting(settings.v1_port.as_deref(), port).unwrap_or_else(|e| usage(&e));
+    let host = settings.host.clone();
 
-    let listener = TcpListener::bind((args.host.as_str(), port))
+    let listener = TcpListener::bind((host.as_str(), port))
         .await
-        .with_context(|| format!("cannot listen on {}:{port}", args.host))?;
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
     let v1_listener = match v1_port {
         V1Port::Off => None,
-        V1Port::At(port) => match TcpListener::bind((args.host.as_str(), port)).await {
+        V1Port::At(port) => match TcpListener::bind((host.as_str(), port)).await {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!(port, error = %e, "seed-compatible port unavailable; going on without it");
@@ -42,16 +53,26 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let port = listener.local_addr()?.port();
-    let data = args
+    let data = settings
         .data
         .clone()
         .unwrap_or_else(|| hearsay::store::default_dir(port));
-    let config = NodeConfig {
-        peers: args.peers,
-        advertise_host: args.advertise,
+    let mut shown = settings.clone();
+    shown.port = port;
+    shown.data = Some(data.clone());
+    let shown = serde_json::to_value(&shown)?;
+    tracing::info!(settings = %shown, "starting");
+    let mut config = NodeConfig {
+        peers: settings.peers,
+        advertise_host: settings.advertise,
         data: Some(data.clone()),
+        limit_loopback: settings.connections.limit_loopback,
+        max_connections: settings.connections.max,
+        max_connections_per_address: settings.connections.max_per_address,
+        shown,
         ..NodeConfig::default()
     };
+    config.engine.limits = settings.limits;
     let node = server::start(listener, v1_listener, config, shutdown.clone())?;
     // Whoever started us may have stopped reading our output; that is no reason to stop.
     let mut out = std::io::stdout();
@@ -75,4 +96,10 @@ async fn main() -> anyhow::Result<()> {
     }
     node.stop().await;
     Ok(())
+}
+
+/// A setting that cannot be used: said the way clap says it, with its exit status.
+fn usage(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("error: {e}\n\nFor more information, try '--help'.");
+    std::process::exit(2)
 }

@@ -31,6 +31,9 @@ pub struct NodeConfig {
     /// 4,096 and 64).
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// The settings as the operator gave them, for `/api/status` (null when started as a
+    /// library).
+    pub shown: serde_json::Value,
 }
 
 /// Why a node could not start.
@@ -137,6 +140,7 @@ pub fn start(
         config.limit_loopback,
     );
     let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), http_limit, caps);
+    let _ = shared.settings.set(config.shown.clone());
 
     for peer in &config.peers {
         if let Err(e) = shared.drive(|engine, now| engine.add_peer(peer, now)) {

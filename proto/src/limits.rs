@@ -8,10 +8,11 @@
 //! `Retry-After`) and every peer's frames and bytes, by reading its socket later.
 
 use crate::Millis;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A sustained rate with a burst allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rate {
     pub per_second: f64,
     pub burst: f64,
@@ -25,7 +26,8 @@ impl Rate {
 
 /// Every rate limit, with defaults that let a person paste a hundred lines at once but not
 /// let one client fill every node's disk.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Messages a page may publish (and hand over by reconciliation), per connection.
     pub page_messages: Rate,

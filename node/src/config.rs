@@ -1,0 +1,189 @@
+//! `hearsay --config FILE`: every setting in one TOML file, with the command line's flags
+//! over it. The effective settings are logged at start and shown in `/api/status`.
+//!
+//! ```toml
+//! port = 3000
+//! host = "0.0.0.0"
+//! advertise = "192.168.1.20"
+//! data = "/var/lib/hearsay"
+//! peers = ["ws://192.168.1.21:3000"]
+//! v1_port = "off"              # or a port number
+//!
+//! [limits]                     # burst, then per second (see the README)
+//! page_messages = { burst = 100, per_second = 5 }
+//! seed_messages = { burst = 100, per_second = 10 }
+//! http_messages = { burst = 100, per_second = 10 }
+//! peer_frames = { burst = 20000, per_second = 5000 }
+//! peer_bytes = { burst = 33554432, per_second = 8388608 }
+//!
+//! [connections]
+//! max = 4096
+//! max_per_address = 64
+//! limit_loopback = false
+//! ```
+
+use crate::cli::Args;
+use hearsay_proto::Limits;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What a file may set. Unknown keys are an error, so a typo is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub advertise: Option<String>,
+    pub data: Option<PathBuf>,
+    pub peers: Option<Vec<String>>,
+    pub v1_port: Option<V1PortSetting>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub connections: Connections,
+}
+
+/// `v1_port = 3001` or `v1_port = "off"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum V1PortSetting {
+    Port(u16),
+    Word(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Connections {
+    pub max: usize,
+    pub max_per_address: usize,
+    /// Apply per-address limits (HTTP publishing, connections) to loopback clients too.
+    pub limit_loopback: bool,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            max: 4_096,
+            max_per_address: 64,
+            limit_loopback: false,
+        }
+    }
+}
+
+/// The settings a node runs with, after the file and the flags.
+#[derive(Debug, Clone, Serialize)]
+pub struct Effective {
+    pub port: u16,
+    pub host: String,
+    pub advertise: Option<String>,
+    pub data: Option<PathBuf>,
+    pub peers: Vec<String>,
+    /// A port number, or "off"; none means PORT+1.
+    pub v1_port: Option<String>,
+    pub limits: Limits,
+    pub connections: Connections,
+}
+
+/// Why the settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no port: give PORT on the command line or `port` in the config file")]
+    NoPort,
+    #[error("--peer {0:?} is not a ws:// or wss:// URL")]
+    BadPeer(String),
+}
+
+pub fn load(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The file's settings with the flags' over them (a flag given replaces the file's value;
+/// `--peer` flags replace its `peers`).
+pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
+    let port = args.port.or(file.port).ok_or(ConfigError::NoPort)?;
+    let peers = if args.peers.is_empty() {
+        file.peers.unwrap_or_default()
+    } else {
+        args.peers.clone()
+    };
+    if let Some(bad) = peers
+        .iter()
+        .find(|p| hearsay_proto::canonical_address(p).is_none())
+    {
+        return Err(ConfigError::BadPeer(bad.clone()));
+    }
+    let v1_port = args.v1_port.clone().or(file.v1_port.map(|v| match v {
+        V1PortSetting::Port(p) => p.to_string(),
+        V1PortSetting::Word(w) => w,
+    }));
+    Ok(Effective {
+        port,
+        host: args
+            .host
+            .clone()
+            .or(file.host)
+            .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        advertise: args.advertise.clone().or(file.advertise),
+        data: args.data.clone().or(file.data),
+        peers,
+        v1_port,
+        limits: file.limits,
+        connections: file.connections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_override_the_file_and_unset_limits_keep_their_defaults() {
+        let file: File = toml::from_str(
+            r#"
+            port = 4000
+            host = "0.0.0.0"
+            peers = ["ws://10.0.0.2:4000"]
+            [limits]
+            page_messages = { burst = 10, per_second = 1 }
+            [connections]
+            max_per_address = 8
+            "#,
+        )
+        .unwrap();
+        let args = Args::parse_from(["hearsay", "--peer", "ws://10.0.0.3:4000", "--config", "x"]);
+        let e = effective(&args, file).unwrap();
+        assert_eq!(e.port, 4000);
+        assert_eq!(e.host, "0.0.0.0");
+        assert_eq!(e.peers, ["ws://10.0.0.3:4000"]);
+        assert_eq!(e.limits.page_messages.burst, 10.0);
+        assert_eq!(e.limits.http_messages, Limits::default().http_messages);
+        assert_eq!(e.connections.max_per_address, 8);
+        assert_eq!(e.connections.max, 4_096);
+    }
+
+    #[test]
+    fn a_typo_or_a_bad_peer_is_an_error_that_says_so() {
+        let err = toml::from_str::<File>("prot = 3000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prot"), "{err}");
+        let args = Args::parse_from(["hearsay", "3000", "--peer", "localhost:3000"]);
+        let err = effective(&args, File::default()).unwrap_err().to_string();
+        assert!(err.contains("localhost:3000"), "{err}");
+    }
+}
