@@ -305,3 +305,65 @@ async fn connections_from_one_address_are_capped_while_others_are_served() {
     .await;
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spam_from_one_connection_is_bounded_and_a_good_message_still_crosses_at_once() {
+    let a = start_node(&[]).await;
+    let b = start_node(&[a.ws_url()]).await;
+    let c = start_node(&[b.ws_url()]).await;
+    wait_for("the mesh is linked", || async {
+        (node_neighbors(&a.http_url()).await >= 1 && node_neighbors(&c.http_url()).await >= 1)
+            .then_some(())
+    })
+    .await;
+    // An anonymous page floods node a with 20,000 messages of 1 KB.
+    let me = random_id();
+    let (mut tx, mut rx) = page(&format!("{}/ws", a.ws_url()), me).await.split();
+    let filler = "x".repeat(1_000);
+    let spammer = tokio::spawn(async move {
+        for seq in 1..=20_000u64 {
+            if tx
+                .feed(Message::text(gossip(me, seq, &format!("{seq} {filler}"))))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = tx.flush().await;
+        tx
+    });
+    // It reads what it is told (mostly refusals), as a page would.
+    tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+    // Meanwhile (once a is refusing spam) a good message published at c reaches a within a
+    // second.
+    wait_for("a refuses spam", || async {
+        (status(&a.http_url()).await["stats"]["rate_limited"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    let published = Instant::now();
+    post_message(&c, "good").await;
+    wait_for("the good message reaches a", || async {
+        message_texts(&a.http_url())
+            .await
+            .contains(&"good".to_owned())
+            .then_some(())
+    })
+    .await;
+    let crossed = published.elapsed();
+    let _tx = spammer.await.unwrap();
+    let spam_at = |url: String| async move {
+        message_texts(&url)
+            .await
+            .iter()
+            .filter(|t| t.ends_with(&"x".repeat(10)))
+            .count()
+    };
+    let (at_a, at_c) = (spam_at(a.http_url()).await, spam_at(c.http_url()).await);
+    eprintln!("good message crossed in {crossed:?}; spam kept: {at_a} at a, {at_c} at c");
+    assert!(crossed < Duration::from_secs(1), "{crossed:?}");
+    assert!(at_a <= 1_000 && at_c <= 1_000, "{at_a} at a, {at_c} at c");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
