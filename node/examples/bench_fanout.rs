@@ -13,10 +13,13 @@
 //! Printed: deliveries a second (messages × K / time from the first send to the last
 //! subscriber's last frame), best of ROUNDS, and each relay against the raw one.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::raw::{Ws, connect_as, gossip, neighbour, random_id};
 use futures_util::{SinkExt, StreamExt};
 use hearsay::server::{self, NodeConfig};
-use hearsay_proto::{Message as HsMessage, MsgId, NodeId, Rate};
-use serde_json::json;
+use hearsay_proto::{NodeId, Rate};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -24,27 +27,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 #[derive(Clone, Copy, PartialEq)]
 enum Relay {
     Hearsay,
     Raw,
     Node,
-}
-
-fn random_id() -> NodeId {
-    NodeId::from_bytes(rand::random())
-}
-
-fn hello(id: NodeId, kind: &str, addresses: &[&str]) -> String {
-    json!({
-        "type": "HELLO", "protocol": "hearsay",
-        "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": id.to_string(), "kind": kind, "addresses": addresses
-    })
-    .to_string()
 }
 
 /// Message `seq` as the relay carries it; `measured` ones are marked so subscribers tell
@@ -54,16 +41,7 @@ fn frame(relay: Relay, origin: NodeId, seq: u64, measured: bool) -> String {
     // 64 bytes of text.
     let data = format!("{mark}{seq:0>62}");
     match relay {
-        Relay::Hearsay => {
-            let msg = HsMessage {
-                id: MsgId::v2(&origin, seq, 1_700_000_000_000, &data),
-                origin: origin.to_string(),
-                seq,
-                timestamp: 1_700_000_000_000,
-                data,
-            };
-            hearsay_proto::wire::Frame::encode_gossip(&msg, 0)
-        }
+        Relay::Hearsay => gossip(origin, seq, &data),
         Relay::Raw | Relay::Node => data,
     }
 }
@@ -101,26 +79,19 @@ async fn measure(relay: Relay, url: &str, k: usize, messages: usize) -> f64 {
     let (first_tx, mut first_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     for _ in 0..k {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        if relay == Relay::Hearsay {
-            ws.send(Message::text(hello(random_id(), "browser", &[])))
-                .await
-                .unwrap();
-        }
+        let ws = if relay == Relay::Hearsay {
+            connect_as(url, random_id(), "browser", &[]).await
+        } else {
+            tokio_tungstenite::connect_async(url).await.unwrap().0
+        };
         tokio::spawn(subscribe(ws, messages, first_tx.clone(), done_tx.clone()));
     }
-    let (mut publisher, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let origin = random_id();
-    if relay == Relay::Hearsay {
-        publisher
-            .send(Message::text(hello(origin, "node", &["ws://127.0.0.1:9"])))
-            .await
-            .unwrap();
-        publisher
-            .send(Message::text(r#"{"type":"JOIN"}"#))
-            .await
-            .unwrap();
-    }
+    let mut publisher = if relay == Relay::Hearsay {
+        neighbour(url, origin).await
+    } else {
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    };
     // Warm up until every subscriber is reached, so that only relaying is timed.
     let mut reached = 0;
     let mut seq = 0;

@@ -3,87 +3,26 @@
 
 mod common;
 
+use common::raw::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use hearsay::server::NodeConfig;
-use hearsay_proto::{Message as HsMessage, MsgId, NodeId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A raw v3 peer of `kind` ("node" or "browser") on the node at `ws_url`, past its handshake.
-async fn peer(ws_url: &str, id: NodeId, kind: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let hello = json!({
-        "type": "HELLO", "protocol": "hearsay",
-        "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": id.to_string(), "kind": kind, "addresses": []
-    });
-    ws.send(Message::text(hello.to_string())).await.unwrap();
-    ws
-}
-
-fn random_id() -> NodeId {
-    let bytes: [u8; 16] = rand::random();
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-fn gossip(origin: NodeId, seq: u64) -> String {
-    gossip_of(origin, seq, format!("burst {seq}"))
-}
-
-fn gossip_of(origin: NodeId, seq: u64, data: String) -> String {
-    let msg = HsMessage {
-        id: MsgId::v2(&origin, seq, 1_700_000_000_000, &data),
-        origin: origin.to_string(),
-        seq,
-        timestamp: 1_700_000_000_000,
-        data,
-    };
-    hearsay_proto::wire::Frame::encode_gossip(&msg, 0)
-}
-
-/// A page's answer to an `IHAVE`: a `GRAFT` for the ids it has not had.
-fn graft_for(frame: &Value, have: impl Fn(&str) -> bool) -> Option<String> {
-    if frame["type"] != "IHAVE" {
-        return None;
+/// Relays `count` messages of one origin, padded with `pad` bytes, as fast as the socket
+/// takes them; returns the socket, still open.
+async fn relay_burst(mut relay: Ws, count: u64, pad: usize) -> Ws {
+    let origin = random_id();
+    let pad = "x".repeat(pad);
+    for seq in 1..=count {
+        let frame = gossip(origin, seq, &format!("burst {seq} {pad}"));
+        relay.feed(Message::text(frame)).await.unwrap();
     }
-    let missing: Vec<&Value> = frame["ids"]
-        .as_array()?
-        .iter()
-        .map(|pair| &pair[0])
-        .filter(|id| !id.as_str().is_some_and(&have))
-        .collect();
-    (!missing.is_empty()).then(|| json!({ "type": "GRAFT", "ids": missing }).to_string())
-}
-
-/// A peer's answer to the node's keepalive `PING`.
-fn pong_for(frame: &Value) -> Option<String> {
-    (frame["type"] == "PING")
-        .then(|| json!({ "type": "PONG", "nonce": frame["nonce"] }).to_string())
-}
-
-/// A node peer in the node's active view (it joins, as a node would), so the node keeps its
-/// link however long a burst takes.
-async fn neighbour(ws_url: &str, id: NodeId) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let hello = json!({
-        "type": "HELLO", "protocol": "hearsay",
-        "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": id.to_string(), "kind": "node", "addresses": ["ws://127.0.0.1:9"]
-    });
-    ws.send(Message::text(hello.to_string())).await.unwrap();
-    ws.send(Message::text(r#"{"type":"JOIN"}"#)).await.unwrap();
-    ws
+    relay.flush().await.unwrap();
+    relay
 }
 
 /// What a listening peer saw: every GOSSIP id, in order, and how its socket ended.
@@ -198,7 +137,7 @@ async fn a_burst_relayed_by_a_node_peer_reaches_every_listener_once_and_drops_no
     let ws_url = format!("{}/ws", n.ws_url());
     let mut listeners = Vec::new();
     for _ in 0..LISTENERS {
-        let ws = peer(&ws_url, random_id(), "browser").await;
+        let ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
         listeners.push(tokio::spawn(listen(ws, BURST as usize)));
     }
     wait_for("every listener is held", || async {
@@ -207,18 +146,8 @@ async fn a_burst_relayed_by_a_node_peer_reaches_every_listener_once_and_drops_no
     .await;
 
     // A node peer relays a burst as fast as its socket lets it.
-    let origin = random_id();
-    let mut relay = neighbour(&ws_url, random_id()).await;
-    let sender = tokio::spawn(async move {
-        for seq in 1..=BURST {
-            relay
-                .feed(Message::text(gossip(origin, seq)))
-                .await
-                .unwrap();
-        }
-        relay.flush().await.unwrap();
-        relay
-    });
+    let relay = neighbour(&ws_url, random_id()).await;
+    let sender = tokio::spawn(relay_burst(relay, BURST, 0));
     for (i, l) in listeners.into_iter().enumerate() {
         assert_exactly_once(&l.await.unwrap(), BURST as usize, i);
     }
@@ -237,26 +166,19 @@ async fn a_peer_that_stops_reading_is_closed_with_a_reason_and_nobody_else_is() 
     let ws_url = format!("{}/ws", n.ws_url());
     // This one never reads (not even the node's pings).
     let stuck_id = random_id();
-    let stuck = peer(&ws_url, stuck_id, "browser").await;
+    let stuck = connect_as(&ws_url, stuck_id, "browser", &[]).await;
     const BURST: u64 = 2_000;
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        let ws = peer(&ws_url, random_id(), "browser").await;
+        let ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
         listeners.push(tokio::spawn(listen(ws, BURST as usize)));
     }
     wait_for("every peer is held", || async {
         (status(&n.http_url()).await["peers"].as_u64() == Some(4)).then_some(())
     })
     .await;
-    let origin = random_id();
-    let mut relay = neighbour(&ws_url, random_id()).await;
-    for seq in 1..=BURST {
-        relay
-            .feed(Message::text(gossip(origin, seq)))
-            .await
-            .unwrap();
-    }
-    relay.flush().await.unwrap();
+    let relay = neighbour(&ws_url, random_id()).await;
+    let _relay = relay_burst(relay, BURST, 0).await;
     for (i, l) in listeners.into_iter().enumerate() {
         assert_exactly_once(&l.await.unwrap(), BURST as usize, i);
     }
@@ -286,23 +208,17 @@ async fn a_slow_reader_is_told_of_messages_and_catches_up_without_holding_the_ot
     let ws_url = format!("{}/ws", n.ws_url());
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        let ws = peer(&ws_url, random_id(), "browser").await;
+        let ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
         listeners.push(tokio::spawn(listen(ws, BURST as usize)));
     }
-    let slow = peer(&ws_url, random_id(), "browser").await;
+    let slow = connect_as(&ws_url, random_id(), "browser", &[]).await;
     let slow = tokio::spawn(listen_slowly(slow, BURST as usize, 500));
     wait_for("every peer is held", || async {
         (status(&n.http_url()).await["peers"].as_u64() == Some(4)).then_some(())
     })
     .await;
-    let origin = random_id();
-    let mut relay = neighbour(&ws_url, random_id()).await;
-    let pad = "x".repeat(16 * 1024);
-    for seq in 1..=BURST {
-        let frame = gossip_of(origin, seq, format!("{seq} {pad}"));
-        relay.feed(Message::text(frame)).await.unwrap();
-    }
-    relay.flush().await.unwrap();
+    let relay = neighbour(&ws_url, random_id()).await;
+    let _relay = relay_burst(relay, BURST, 16 * 1024).await;
     for (i, l) in listeners.into_iter().enumerate() {
         assert_exactly_once(&l.await.unwrap(), BURST as usize, i);
     }

@@ -4,45 +4,15 @@
 
 mod common;
 
+use common::raw::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use hearsay::server::NodeConfig;
-use hearsay_proto::{Limits, Message as HsMessage, MsgId, NodeId};
+use hearsay_proto::Limits;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-
-fn random_id() -> NodeId {
-    let bytes: [u8; 16] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    hex.parse().unwrap()
-}
-
-async fn page(
-    ws_url: &str,
-    id: NodeId,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let hello = json!({
-        "type": "HELLO", "protocol": "hearsay",
-        "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": id.to_string(), "kind": "browser", "addresses": []
-    });
-    ws.send(Message::text(hello.to_string())).await.unwrap();
-    ws
-}
-
-fn gossip(origin: NodeId, seq: u64, data: &str) -> String {
-    let msg = HsMessage {
-        id: MsgId::v2(&origin, seq, 1_700_000_000_000 + seq, data),
-        origin: origin.to_string(),
-        seq,
-        timestamp: 1_700_000_000_000 + seq,
-        data: data.to_owned(),
-    };
-    hearsay_proto::wire::Frame::encode_gossip(&msg, 0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() {
@@ -54,7 +24,7 @@ async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() 
     // Listeners read until the marker the test publishes once the burst is answered.
     let mut listeners = Vec::new();
     for _ in 0..LISTENERS {
-        let mut ws = page(&ws_url, random_id()).await;
+        let mut ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
         listeners.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             while let Some(Ok(msg)) = ws.next().await {
@@ -63,11 +33,11 @@ async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() 
                 match v["type"].as_str() {
                     Some("GOSSIP") if v["data"] == "end" => return ids,
                     Some("GOSSIP") => ids.push(v["id"].as_str().unwrap().to_owned()),
-                    Some("PING") => {
-                        let pong = json!({ "type": "PONG", "nonce": v["nonce"] });
-                        ws.send(Message::text(pong.to_string())).await.unwrap();
+                    _ => {
+                        if let Some(pong) = pong_for(&v) {
+                            ws.send(Message::text(pong)).await.unwrap();
+                        }
                     }
-                    _ => {}
                 }
             }
             ids
@@ -79,7 +49,7 @@ async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() 
     .await;
 
     let me = random_id();
-    let (mut tx, mut rx) = page(&ws_url, me).await.split();
+    let (mut tx, mut rx) = connect_as(&ws_url, me, "browser", &[]).await.split();
     let started = Instant::now();
     let sender = tokio::spawn(async move {
         for seq in 1..=BURST {
@@ -318,7 +288,8 @@ async fn spam_from_one_connection_is_bounded_and_a_good_message_still_crosses_at
     .await;
     // An anonymous page floods node a with 20,000 messages of 1 KB.
     let me = random_id();
-    let (mut tx, mut rx) = page(&format!("{}/ws", a.ws_url()), me).await.split();
+    let a_ws = format!("{}/ws", a.ws_url());
+    let (mut tx, mut rx) = connect_as(&a_ws, me, "browser", &[]).await.split();
     let filler = "x".repeat(1_000);
     let spammer = tokio::spawn(async move {
         for seq in 1..=20_000u64 {

@@ -1,9 +1,11 @@
 //! Test helpers: real nodes on 127.0.0.1 (listeners bound to port 0 and passed in), an HTTP
-//! client, waiting on conditions with a deadline, and a seed (v1) peer written here.
+//! client, waiting on conditions with a deadline, a seed (v1) peer written here, and raw
+//! hearsay peers (`raw`).
 
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod raw;
 pub mod seed;
 
 use hearsay::server::{self, NodeConfig, RunningNode};
