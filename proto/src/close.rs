@@ -38,6 +38,10 @@ pub enum CloseReason {
     BrowserCannotAccept,
     /// The driver could not queue a frame for this peer.
     SendQueueFull,
+    /// The peer was closed for bad frames lately and is refused until then.
+    Refused {
+        seconds: u64,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -63,6 +67,10 @@ impl fmt::Display for CloseReason {
             Self::TooManyClients => f.write_str("too many browser peers at this node"),
             Self::BrowserCannotAccept => f.write_str("a browser peer does not accept links"),
             Self::SendQueueFull => f.write_str("send queue full: peer too slow"),
+            Self::Refused { seconds } => write!(
+                f,
+                "refused for another {seconds} s: closed lately for too many bad frames"
+            ),
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::book::{AddressBook, AddressError, Backoff, LinkInfo};
 use crate::broadcast::{self, Broadcast, BroadcastStats};
 use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
+use crate::dedup::Recent;
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
 use crate::limits::{Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
@@ -77,6 +78,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Bad frames tolerated from one peer before it is closed.
     pub max_bad_frames: u32,
+    /// How long a peer closed for bad frames is refused when it comes back.
+    pub refuse_for: Millis,
     /// Rate limits (see `limits`).
     pub limits: Limits,
 }
@@ -102,6 +105,7 @@ impl Default for Config {
             seed_exchange_interval: 10_000,
             max_message_bytes: crate::wire::MAX_MESSAGE_BYTES,
             max_bad_frames: 32,
+            refuse_for: 10 * 60_000,
             limits: Limits::default(),
         }
     }
@@ -178,6 +182,8 @@ pub struct Stats {
     pub backed_up: u64,
     /// Messages refused because a page or seed sent more than its rate limit allows.
     pub rate_limited: u64,
+    /// Handshakes refused from peers closed lately for bad frames.
+    pub refused: u64,
 }
 
 /// Why the application's publish was refused.
@@ -213,6 +219,8 @@ pub struct Engine {
     map: Map,
     /// Every message held (by key), for reconciliation and lasting dedup.
     index: MessageIndex,
+    /// Peers closed for bad frames lately, with when they may come back.
+    refused: Recent<NodeId, Millis>,
     timers: Timers<Timer>,
     dial_timer: Option<Millis>,
     seed_timer: bool,
@@ -226,6 +234,7 @@ impl Engine {
     /// simulation with the same seeds replays exactly.
     pub fn new(config: Config, me: NodeId, seed: u64, now: Millis) -> Self {
         let mut config = config;
+        let refuse_for = config.refuse_for;
         config.listen_addresses = config
             .listen_addresses
             .iter()
@@ -277,6 +286,7 @@ impl Engine {
             seeds: Seeds::default(),
             map,
             index: MessageIndex::default(),
+            refused: Recent::new(10_000, refuse_for),
             timers: Timers::default(),
             dial_timer: None,
             seed_timer: false,
@@ -1008,6 +1018,13 @@ impl Engine {
             self.close(conn, reason, now);
             return;
         }
+        self.refused.expire(now);
+        if let Some(&until) = self.refused.get(&hello.id) {
+            self.stats.refused += 1;
+            let seconds = until.saturating_sub(now).div_ceil(1_000);
+            self.close(conn, CloseReason::Refused { seconds }, now);
+            return;
+        }
         let Some(c) = self.conns.get(conn) else {
             return;
         };
@@ -1425,6 +1442,12 @@ impl Engine {
         };
         c.bad_frames += 1;
         if c.bad_frames >= self.config.max_bad_frames {
+            // A node or page that comes back under the same id is refused for a while (a
+            // seed has no id: it is only closed).
+            if let Some(node) = c.node_id() {
+                let until = now + self.config.refuse_for;
+                self.refused.insert(node, until, now);
+            }
             let reason = CloseReason::TooManyBadFrames {
                 last: why.to_owned(),
             };

@@ -530,3 +530,31 @@ fn frames_over_the_size_or_address_limit_are_bad_and_a_large_history_fits_in_fra
         "{frames:?}"
     );
 }
+
+#[test]
+fn a_peer_closed_for_bad_frames_is_refused_for_a_while_when_it_comes_back() {
+    let mut e = engine(1);
+    let c = join(&mut e, 2, &["ws://b:3000"], T0);
+    drain(&mut e);
+    for _ in 0..Config::default().max_bad_frames {
+        e.frame(c, "not json", T0);
+    }
+    assert!(matches!(
+        closed(&drain(&mut e), c),
+        Some(CloseReason::TooManyBadFrames { .. })
+    ));
+    e.closed(c, None, T0);
+    // Back under the same id: refused, saying for how long.
+    let again = e.accepted(T0 + 1_000);
+    e.frame(again, &hello(2, &["ws://b:3000"]), T0 + 1_000);
+    let reason = closed(&drain(&mut e), again).expect("refused");
+    assert_eq!(reason, CloseReason::Refused { seconds: 599 });
+    assert!(reason.to_string().contains("599 s"), "{reason}");
+    assert_eq!(e.stats().refused, 1);
+    e.closed(again, None, T0 + 1_000);
+    // Once the time is up, it is taken again.
+    let later = T0 + Config::default().refuse_for + 1;
+    let back = e.accepted(later);
+    e.frame(back, &hello(2, &["ws://b:3000"]), later);
+    assert_eq!(closed(&drain(&mut e), back), None);
+}
