@@ -15,6 +15,7 @@
 //! http_messages = { burst = 100, per_second = 10 }
 //! peer_frames = { burst = 20000, per_second = 5000 }
 //! peer_bytes = { burst = 33554432, per_second = 8388608 }
+//! dials = { burst = 32, per_second = 4 }
 //!
 //! [connections]
 //! max = 4096

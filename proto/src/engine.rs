@@ -184,6 +184,8 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Handshakes refused from peers closed lately for bad frames.
     pub refused: u64,
+    /// Dials membership asked for beyond the dial rate limit (told they failed).
+    pub dials_limited: u64,
 }
 
 /// Why the application's publish was refused.
@@ -221,6 +223,8 @@ pub struct Engine {
     index: MessageIndex,
     /// Peers closed for bad frames lately, with when they may come back.
     refused: Recent<NodeId, Millis>,
+    /// Dials to addresses learned from peers (see `Limits::dials`).
+    dial_bucket: TokenBucket,
     timers: Timers<Timer>,
     dial_timer: Option<Millis>,
     seed_timer: bool,
@@ -235,6 +239,7 @@ impl Engine {
     pub fn new(config: Config, me: NodeId, seed: u64, now: Millis) -> Self {
         let mut config = config;
         let refuse_for = config.refuse_for;
+        let dial_rate = config.limits.dials;
         config.listen_addresses = config
             .listen_addresses
             .iter()
@@ -287,6 +292,7 @@ impl Engine {
             map,
             index: MessageIndex::default(),
             refused: Recent::new(10_000, refuse_for),
+            dial_bucket: TokenBucket::new(dial_rate, now),
             timers: Timers::default(),
             dial_timer: None,
             seed_timer: false,
@@ -1181,7 +1187,14 @@ impl Engine {
                 }
                 let conn = match self.book.dialing(&peer.address, Some(peer.id)) {
                     Some(conn) => conn,
-                    None => self.dial(peer.address.clone(), Some(peer.id), now),
+                    None => {
+                        if self.dial_bucket.take(1.0, now).is_err() {
+                            self.stats.dials_limited += 1;
+                            self.membership.connect_failed(peer.id, now);
+                            return;
+                        }
+                        self.dial(peer.address.clone(), Some(peer.id), now)
+                    }
                 };
                 if let (Some(frame), Some(c)) = (frame, self.conns.get_mut(conn)) {
                     c.queued.push(frame);

@@ -4,8 +4,9 @@
 //! one. The engine charges what enters the network through a connection it cannot slow down
 //! by reading later: messages a page publishes (over the limit: refused with an `ERROR` frame
 //! saying when to try again) and messages a seed sends (it has no error frame: the excess is
-//! dropped and counted). The node charges HTTP publishers per client address (429 with
-//! `Retry-After`) and every peer's frames and bytes, by reading its socket later.
+//! dropped and counted), and the dials peers make it make. The node charges HTTP publishers
+//! per client address (429 with `Retry-After`) and every peer's frames and bytes, by reading
+//! its socket later.
 
 use crate::Millis;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,10 @@ pub struct Limits {
     pub peer_frames: Rate,
     /// Bytes any peer may send; beyond, its socket is read later.
     pub peer_bytes: Rate,
+    /// Dials to addresses learned from peers (the operator's own are not counted): beyond,
+    /// membership is told the dial failed and tries again later, so no peer can make a node
+    /// dial without bound.
+    pub dials: Rate,
 }
 
 impl Default for Limits {
@@ -49,6 +54,7 @@ impl Default for Limits {
             http_messages: Rate::new(10.0, 100.0),
             peer_frames: Rate::new(5_000.0, 20_000.0),
             peer_bytes: Rate::new(8.0 * 1024.0 * 1024.0, 32.0 * 1024.0 * 1024.0),
+            dials: Rate::new(4.0, 32.0),
         }
     }
 }

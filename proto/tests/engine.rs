@@ -558,3 +558,34 @@ fn a_peer_closed_for_bad_frames_is_refused_for_a_while_when_it_comes_back() {
     e.frame(back, &hello(2, &["ws://b:3000"]), later);
     assert_eq!(closed(&drain(&mut e), back), None);
 }
+
+#[test]
+fn a_peer_cannot_make_a_node_dial_without_bound() {
+    let mut config = Config {
+        listen_addresses: vec![ME.into()],
+        ..Config::default()
+    };
+    config.limits.dials = hearsay_proto::Rate::new(1.0, 2.0);
+    let mut e = Engine::new(config, node(1), 1, T0);
+    let c = join(&mut e, 2, &["ws://b:3000"], T0);
+    drain(&mut e);
+    // Each FORWARD_JOIN at the end of its walk asks us to link to a node we do not know.
+    for i in 0..6u8 {
+        let peer = hearsay_proto::PeerRecord {
+            id: node(10 + i),
+            address: format!("ws://10.0.0.{i}:3000"),
+            aliases: vec![],
+        };
+        e.frame(c, &Frame::ForwardJoin { peer, ttl: 0 }.encode(), T0);
+    }
+    assert_eq!(dial_of(&drain(&mut e)).len(), 2, "the burst allowance");
+    assert_eq!(e.stats().dials_limited, 4);
+    // A second later, one more token.
+    let peer = hearsay_proto::PeerRecord {
+        id: node(30),
+        address: "ws://10.0.0.30:3000".into(),
+        aliases: vec![],
+    };
+    e.frame(c, &Frame::ForwardJoin { peer, ttl: 0 }.encode(), T0 + 1_000);
+    assert_eq!(dial_of(&drain(&mut e)).len(), 1);
+}
