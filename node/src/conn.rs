@@ -221,8 +221,12 @@ where
                     sink.flush().await
                 };
                 // A peer that reads nothing blocks the write: the engine may close it
-                // meanwhile (keepalive), and the node may stop.
+                // meanwhile (keepalive), and the node may stop. The write is polled first, so
+                // what it takes is in the socket's buffer before a close can interrupt it (a
+                // seed must get the SOCKETS we send just before hanging up), and the graceful
+                // close below flushes it.
                 let written = tokio::select! {
+                    biased;
                     w = tokio::time::timeout(STALL, write) => w,
                     _ = kill.cancelled() => {
                         break End::WeClose(reason.lock().unwrap_or_else(|p| p.into_inner()).take());
