@@ -312,16 +312,27 @@ async fn spam_from_one_connection_is_bounded_and_a_good_message_still_crosses_at
         (status(&a.http_url()).await["stats"]["rate_limited"].as_u64() > Some(0)).then_some(())
     })
     .await;
+    // Followed on a's event stream, which has each message the moment a stores it.
+    let mut stream = client()
+        .get(format!("{}/api/stream", a.http_url()))
+        .send()
+        .await
+        .unwrap();
     let published = Instant::now();
     post_message(&c, "good").await;
-    wait_for("the good message reaches a", || async {
-        message_texts(&a.http_url())
-            .await
-            .contains(&"good".to_owned())
-            .then_some(())
+    let arrived = tokio::time::timeout(DEADLINE, async {
+        let mut seen = String::new();
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+            if seen.contains(r#""data":"good""#) {
+                return Instant::now();
+            }
+        }
+        panic!("a's stream ended");
     })
-    .await;
-    let crossed = published.elapsed();
+    .await
+    .expect("the good message reaches a");
+    let crossed = arrived.duration_since(published);
     let _tx = spammer.await.unwrap();
     let spam_at = |url: String| async move {
         message_texts(&url)
