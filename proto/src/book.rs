@@ -56,7 +56,8 @@ pub enum AddressError {
 pub struct Backoff {
     pub initial: Millis,
     pub max: Millis,
-    /// After a contact, when to dial a pinned address again if it is not linked.
+    /// After a contact, when to dial a pinned address again if it is not linked (a quarter
+    /// of it the first time after a link ends, then half, then all of it).
     pub revisit: Millis,
 }
 
@@ -70,6 +71,8 @@ struct Entry {
     /// Our own address (configured, or found by dialing ourselves).
     is_self: bool,
     failures: u32,
+    /// Revisits since the node there was last linked.
+    revisits: u32,
     next_attempt: Millis,
     conn: Option<ConnId>,
     /// The handshake on `conn` completed.
@@ -160,6 +163,7 @@ impl AddressBook {
             }
             if let Some(id) = e.node {
                 if linked(id) {
+                    e.revisits = 0;
                     e.next_attempt = now + self.backoff.revisit;
                     continue;
                 }
@@ -292,7 +296,12 @@ impl AddressBook {
         } else if failure {
             now + backoff(&self.backoff, 0, rng)
         } else {
-            now + self.backoff.revisit
+            // A link that ended may have been the last between two parts of the network
+            // (nodes that joined at once can wall themselves off from the rest before any
+            // root is elected); the first revisits, soon, find out (`membership`, `merge`).
+            let shift = 2u32.saturating_sub(e.revisits);
+            e.revisits = e.revisits.saturating_add(1);
+            now + (self.backoff.revisit >> shift)
         };
     }
 
@@ -374,21 +383,33 @@ mod tests {
         let peer = NodeId::from_bytes([2; 16]);
         b.established(ConnId(2), Some(&a), peer, std::slice::from_ref(&a));
         assert_eq!(b.links(|_| false)[0].state, LinkState::Open);
-        // It left our view: back in 30 s, and not shown as an error.
-        b.closed(
-            ConnId(2),
-            Some(&a),
-            Some(&CloseReason::NotANeighbour),
-            "x",
-            1_000,
-            &mut rng,
-        );
-        assert_eq!(b.next_due(), Some(31_000));
+        // It left our view: back in 7.5 s, then 15 s, then every 30 s, and not shown as an
+        // error.
+        let mut at = 1_000;
+        for (conn, wait) in [(2, 7_500), (3, 15_000), (4, 30_000), (5, 30_000)] {
+            if conn > 2 {
+                assert_eq!(b.due(at, |_| false), vec![a.clone()]);
+                b.dial_started(&a, ConnId(conn), None);
+                b.established(ConnId(conn), Some(&a), peer, std::slice::from_ref(&a));
+            }
+            let reason = CloseReason::NotANeighbour;
+            b.closed(ConnId(conn), Some(&a), Some(&reason), "x", at, &mut rng);
+            assert_eq!(b.next_due(), Some(at + wait));
+            at += wait;
+        }
         assert_eq!(b.links(|_| false)[0].last_error, None);
         assert_eq!(b.links(|id| id == peer)[0].state, LinkState::Open);
-        // Linked over another connection: not dialed, looked at again later.
-        assert!(b.due(31_000, |id| id == peer).is_empty());
-        assert_eq!(b.next_due(), Some(61_000));
+        // Linked over another connection: not dialed, looked at again later; once linked,
+        // the next loss is looked at soon again.
+        assert!(b.due(at, |id| id == peer).is_empty());
+        assert_eq!(b.next_due(), Some(at + 30_000));
+        at += 30_000;
+        assert_eq!(b.due(at, |_| false), vec![a.clone()]);
+        b.dial_started(&a, ConnId(6), None);
+        b.established(ConnId(6), Some(&a), peer, std::slice::from_ref(&a));
+        let reason = CloseReason::NotANeighbour;
+        b.closed(ConnId(6), Some(&a), Some(&reason), "x", at, &mut rng);
+        assert_eq!(b.next_due(), Some(at + 7_500));
     }
 
     #[test]

@@ -39,7 +39,14 @@
 //! what they publish to their parent only, so it enters the tree at one place.
 //!
 //! **Flooding** ([`Strategy::Flood`]) pushes every new message to every neighbour but the
-//! sender. It is kept for tiny networks and as the simulator's baseline.
+//! sender. It is kept for tiny networks and as the simulator's baseline. It elects a root the
+//! same way (beacons flooded, shaping nothing), because the root is also how a cut in the
+//! overlay is found.
+//!
+//! *Cuts.* Beacons carry the root's address. The node that takes over from a silent root
+//! asks membership to join through the old one ([`Out::RootLost`]): if it still runs, it is
+//! on the other side of a cut, and the walks of that join merge the two parts (one dial per
+//! part, since the first to take over is heard by the rest before their own patience ends).
 //!
 //! The engine decides what is new (its index of held messages is the authority) and calls
 //! [`Broadcast::received_new`]; this module decides who gets what and emits [`Out`]s.
@@ -141,8 +148,14 @@ pub enum Control {
     Graft(Vec<MsgId>),
     /// Stop pushing to me; announce instead.
     Prune,
-    /// The tree's root is `root`, elected in `term`, in its round `seq`.
-    Beacon { root: NodeId, term: u64, seq: u64 },
+    /// The tree's root is `root`, elected in `term`, in its round `seq`; it is dialed at
+    /// `address` (so that a part of the network that stops hearing it can look for it).
+    Beacon {
+        root: NodeId,
+        term: u64,
+        seq: u64,
+        address: Option<Arc<str>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +167,13 @@ pub enum Out {
         hops: u32,
     },
     Send(NodeId, Control),
+    /// The root fell silent and this node takes over: the network may be cut in two, and
+    /// the old root, if it still runs, is on the other side. Link to it (one dial, from the
+    /// one node that takes over) so that the parts join again.
+    RootLost {
+        root: NodeId,
+        address: Arc<str>,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -217,6 +237,10 @@ pub struct Broadcast {
     /// they want at their own pace (`GRAFT`, reconciliation).
     slow: BTreeSet<NodeId>,
     root: Option<Root>,
+    /// How the root is dialed, as its beacons say; ours if we are root.
+    root_address: Option<Arc<str>>,
+    /// How this node is dialed (none for a page, or a node that cannot be dialed).
+    address: Option<Arc<str>>,
     own_seq: u64,
     /// Whether the current round is the first of its root (a new tree forming).
     fresh_root: bool,
@@ -242,7 +266,7 @@ impl Broadcast {
     /// Broadcast for peer `me`; `relay` for a node, not for a page.
     pub fn new(config: Config, me: NodeId, relay: bool, seed: u64, now: Millis) -> Self {
         let mut timers = Timers::default();
-        if relay && config.strategy == Strategy::Plumtree {
+        if relay {
             // Lower ids beacon first, so the lowest is usually heard before anyone else
             // starts: the network does not flood with candidates' beacons.
             let first = config.beacon_interval / 2 + me.spread(config.beacon_interval);
@@ -259,6 +283,8 @@ impl Broadcast {
             clients: BTreeSet::new(),
             slow: BTreeSet::new(),
             root: None,
+            root_address: None,
+            address: None,
             own_seq: 0,
             fresh_root: false,
             recent_publishers: VecDeque::new(),
@@ -272,6 +298,12 @@ impl Broadcast {
             stats: BroadcastStats::default(),
             out: VecDeque::new(),
         }
+    }
+
+    /// Says how this node is dialed, for its beacons to carry.
+    pub fn with_address(mut self, address: Option<String>) -> Self {
+        self.address = address.map(Arc::from);
+        self
     }
 
     /// The root of the tree as this peer knows it.
@@ -455,10 +487,35 @@ impl Broadcast {
         held: impl Fn(&MsgId) -> bool,
         now: Millis,
     ) {
+        let neighbor = self.is_neighbor(&from);
         if self.config.strategy != Strategy::Plumtree {
+            // Flooding has no tree, but it elects a root all the same: a different root in
+            // a peer's handshake, or a root gone silent, is how a cut in the overlay shows.
+            if let Control::Beacon {
+                root,
+                term,
+                seq,
+                address,
+            } = control
+                && neighbor
+                && self.root.is_none_or(|r| r.superseded_by(root, term, seq))
+            {
+                if address.is_some() || self.root.is_none_or(|r| r.id != root) {
+                    self.root_address = address;
+                }
+                self.root = Some(Root {
+                    id: root,
+                    term,
+                    seq,
+                    heard: now,
+                });
+                if self.relay {
+                    let address = self.root_address.clone();
+                    self.send_beacon(&[Some(from)], root, term, seq, address);
+                }
+            }
             return;
         }
-        let neighbor = self.is_neighbor(&from);
         match control {
             Control::IHave(ids) => {
                 // What it announces it has, it need not be told of.
@@ -509,21 +566,37 @@ impl Broadcast {
                     self.lazy.insert(from);
                 }
             }
-            Control::Beacon { root, term, seq } => {
+            Control::Beacon {
+                root,
+                term,
+                seq,
+                address,
+            } => {
                 if neighbor {
-                    self.on_beacon(from, root, term, seq, now);
+                    self.on_beacon(from, root, term, seq, address, now);
                 }
             }
         }
     }
 
     /// A beacon of round `seq` of root `root` elected in `term`, from `from`.
-    fn on_beacon(&mut self, from: NodeId, root: NodeId, term: u64, seq: u64, now: Millis) {
+    fn on_beacon(
+        &mut self,
+        from: NodeId,
+        root: NodeId,
+        term: u64,
+        seq: u64,
+        address: Option<Arc<str>>,
+        now: Millis,
+    ) {
         let newer = self.root.is_none_or(|r| r.superseded_by(root, term, seq));
         if newer {
             // The first copy of a new round: it came the fastest way from the root. Pass it
             // on at once; keep the parent if its copy follows closely.
             let same_root = self.root.is_some_and(|r| r.id == root && r.term == term);
+            if address.is_some() || self.root.is_none_or(|r| r.id != root) {
+                self.root_address = address;
+            }
             self.root = Some(Root {
                 id: root,
                 term,
@@ -550,7 +623,8 @@ impl Broadcast {
                 // Not back to the parent either, even one kept while we wait or one being
                 // left: a copy from a child would make it prune the link at once.
                 let except = [Some(from), self.parent];
-                self.send_beacon(&except, root, term, seq);
+                let address = self.root_address.clone();
+                self.send_beacon(&except, root, term, seq, address);
             }
         } else if self
             .root
@@ -610,12 +684,24 @@ impl Broadcast {
         self.eager.insert(peer);
     }
 
-    fn send_beacon(&mut self, except: &[Option<NodeId>], root: NodeId, term: u64, seq: u64) {
+    fn send_beacon(
+        &mut self,
+        except: &[Option<NodeId>],
+        root: NodeId,
+        term: u64,
+        seq: u64,
+        address: Option<Arc<str>>,
+    ) {
         for &peer in self.eager.iter().chain(&self.lazy) {
             if !except.contains(&Some(peer)) {
                 self.stats.beacons += 1;
-                self.out
-                    .push_back(Out::Send(peer, Control::Beacon { root, term, seq }));
+                let beacon = Control::Beacon {
+                    root,
+                    term,
+                    seq,
+                    address: address.clone(),
+                };
+                self.out.push_back(Out::Send(peer, beacon));
             }
         }
     }
@@ -632,8 +718,9 @@ impl Broadcast {
         });
         self.parent = None;
         self.challenger = None;
+        self.root_address = self.address.clone();
         let seq = self.own_seq;
-        self.send_beacon(&[], self.me, term, seq);
+        self.send_beacon(&[], self.me, term, seq, self.address.clone());
     }
 
     /// Notes who published the message just seen. A node that publishes nearly everything
@@ -678,6 +765,15 @@ impl Broadcast {
                         Some(r) if r.id == self.me => self.originate(r.term, now),
                         // A silent root is replaced in a new term.
                         Some(r) if now.saturating_sub(r.heard) > patience => {
+                            // Everyone who stops hearing the root waits, lower ids less, and
+                            // the first to take over is heard by the rest before they do:
+                            // one node per cut-off part looks for the old root.
+                            if let Some(address) = self.root_address.take() {
+                                self.out.push_back(Out::RootLost {
+                                    root: r.id,
+                                    address,
+                                });
+                            }
                             self.originate(r.term.saturating_add(1), now)
                         }
                         Some(_) => {}
@@ -790,6 +886,7 @@ mod tests {
             root: node(root),
             term: 0,
             seq,
+            address: None,
         }
     }
 
@@ -923,6 +1020,40 @@ mod tests {
     }
 
     #[test]
+    fn the_node_that_takes_over_from_a_silent_root_looks_for_it_once() {
+        let mut b = with_neighbors(&[1, 2]).with_address(Some("ws://me:50".into()));
+        let at = |n: u8| Some(Arc::<str>::from(format!("ws://node{n}:3000")));
+        let beacon_at = |root: u8, seq: u64| Control::Beacon {
+            root: node(root),
+            term: 0,
+            seq,
+            address: at(root),
+        };
+        b.control(node(1), beacon_at(3, 1), |_| false, 0);
+        // Relayed with the root's address.
+        assert!(drain(&mut b).contains(&Out::Send(node(2), beacon_at(3, 1))));
+        let mut now = 0;
+        let mut lost = Vec::new();
+        for _ in 0..8 {
+            now += 5_000;
+            b.handle_timeout(now);
+            for o in drain(&mut b) {
+                match o {
+                    Out::RootLost { root, address } => lost.push((root, address)),
+                    Out::Send(_, Control::Beacon { root, address, .. }) => {
+                        // Our own beacons say how to dial us.
+                        assert_eq!(root, node(50));
+                        assert_eq!(address.as_deref(), Some("ws://me:50"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(b.root(), Some(node(50)));
+        assert_eq!(lost, vec![(node(3), at(3).unwrap())]);
+    }
+
+    #[test]
     fn a_node_that_publishes_nearly_everything_claims_the_root_in_a_new_term() {
         let mut b = with_neighbors(&[1, 2]);
         b.control(node(1), beacon(0, 4), |_| false, 0);
@@ -980,6 +1111,7 @@ mod tests {
             root: node(7),
             term: 1,
             seq: 1,
+            address: None,
         };
         b.control(node(2), new_root.clone(), |_| false, 1_000);
         assert_eq!(b.parent(), Some(node(2)));
@@ -1011,6 +1143,7 @@ mod tests {
             root: node(7),
             term: 1,
             seq: 2,
+            address: None,
         };
         b.control(node(2), next.clone(), |_| false, 6_000);
         b.control(node(3), next.clone(), |_| false, 6_010);
@@ -1162,7 +1295,7 @@ mod tests {
     }
 
     #[test]
-    fn flooding_pushes_to_everyone_and_ignores_beacons() {
+    fn flooding_pushes_to_everyone_and_relays_beacons_without_shaping_anything() {
         let mut b = Broadcast::new(
             Config {
                 strategy: Strategy::Flood,
@@ -1177,16 +1310,21 @@ mod tests {
             b.neighbor_up(node(p), false);
         }
         b.control(node(3), beacon(0, 1), |_| false, 0);
-        b.received_new(Some(node(2)), msg(1), 1, 0);
+        b.control(node(1), beacon(0, 1), |_| false, 5);
+        b.received_new(Some(node(2)), msg(1), 1, 10);
         assert_eq!(
             drain(&mut b),
-            vec![Out::Push {
-                to: vec![node(1), node(3)],
-                msg: msg(1),
-                hops: 2
-            }]
+            vec![
+                Out::Send(node(1), beacon(0, 1)),
+                Out::Send(node(2), beacon(0, 1)),
+                Out::Push {
+                    to: vec![node(1), node(3)],
+                    msg: msg(1),
+                    hops: 2
+                }
+            ]
         );
-        b.handle_timeout(100_000);
-        assert!(drain(&mut b).is_empty());
+        assert_eq!(b.root(), Some(node(0)));
+        assert!([1, 2, 3].iter().all(|&p| b.is_eager(&node(p))));
     }
 }

@@ -272,7 +272,8 @@ impl Engine {
             // A page joins a network that has formed: it shows itself at once.
             map_config.first_check = map_config.first_check.min(1_000);
         }
-        let map = Map::new(me, config.kind, own.map(|r| r.address), map_config, now);
+        let address = own.map(|r| r.address);
+        let map = Map::new(me, config.kind, address.clone(), map_config, now);
         Self {
             broadcast: Broadcast::new(
                 config.broadcast.clone(),
@@ -280,7 +281,8 @@ impl Engine {
                 config.kind == PeerKind::Node,
                 rng.random(),
                 now,
-            ),
+            )
+            .with_address(address),
             sync: Reconciler::new(config.sync.clone()),
             config,
             me,
@@ -1157,7 +1159,7 @@ impl Engine {
             }
             while let Some(out) = self.broadcast.poll() {
                 any = true;
-                self.on_broadcast(out);
+                self.on_broadcast(out, now);
             }
             if !any {
                 break;
@@ -1240,7 +1242,7 @@ impl Engine {
         }
     }
 
-    fn on_broadcast(&mut self, out: broadcast::Out) {
+    fn on_broadcast(&mut self, out: broadcast::Out, now: Millis) {
         match out {
             broadcast::Out::Push { to, msg, hops } => {
                 let frame: Arc<str> = Frame::encode_gossip(&msg, hops).into();
@@ -1257,6 +1259,19 @@ impl Engine {
             broadcast::Out::Send(node, control) => {
                 if let Some(conn) = self.conns.to_node(node) {
                     self.send(conn, Frame::from(control).encode().into());
+                }
+            }
+            broadcast::Out::RootLost { root, address } => {
+                let record = PeerRecord {
+                    id: root,
+                    address: address.to_string(),
+                    aliases: Vec::new(),
+                };
+                // A peer's claim: only a WebSocket URL that is not our own is dialed.
+                if let Some(record) = record.canonical()
+                    && self.conns.to_node(root).is_none()
+                {
+                    self.membership.reach(record, now);
                 }
             }
         }

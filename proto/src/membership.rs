@@ -565,6 +565,21 @@ impl Membership {
         }
     }
 
+    /// Joins again through `peer`, which may be in a part of the network we are cut off
+    /// from (the root we lost): as with a pinned peer found in another overlay, its random
+    /// walks link us to its part, which merges the two.
+    pub fn reach(&mut self, peer: PeerRecord, now: Millis) {
+        let busy = self.pending.iter().any(|&(p, _)| p == peer.id);
+        if self.kind != PeerKind::Node || peer.id == self.me || self.is_neighbor(peer.id) || busy {
+            return;
+        }
+        self.await_answer(peer.id, now);
+        self.out.push_back(Out::Connect {
+            peer,
+            then: Some(Message::Join),
+        });
+    }
+
     // ----- views -----
 
     fn room(&self) -> bool {

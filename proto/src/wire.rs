@@ -25,6 +25,7 @@ use crate::message::Message;
 use crate::peer::{PeerKind, PeerRecord};
 use crate::sync::SyncFrame;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The version this build speaks. A peer of any other version is closed with a reason that
 /// names both.
@@ -82,7 +83,13 @@ pub enum Frame {
     Prune,
     /// The broadcast tree's root, elected in `term`, in its round `seq` (see `broadcast`).
     #[serde(rename = "BEACON")]
-    Beacon { root: NodeId, term: u64, seq: u64 },
+    Beacon {
+        root: NodeId,
+        term: u64,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<Arc<str>>,
+    },
     #[serde(rename = "JOIN")]
     Join,
     #[serde(rename = "FORWARD_JOIN")]
@@ -156,7 +163,17 @@ impl From<Control> for Frame {
             Control::IHave(ids) => Frame::IHave { ids },
             Control::Graft(ids) => Frame::Graft { ids },
             Control::Prune => Frame::Prune,
-            Control::Beacon { root, term, seq } => Frame::Beacon { root, term, seq },
+            Control::Beacon {
+                root,
+                term,
+                seq,
+                address,
+            } => Frame::Beacon {
+                root,
+                term,
+                seq,
+                address,
+            },
         }
     }
 }
@@ -185,9 +202,17 @@ impl Frame {
             Frame::IHave { ids } => Part::Broadcast(Control::IHave(ids)),
             Frame::Graft { ids } => Part::Broadcast(Control::Graft(ids)),
             Frame::Prune => Part::Broadcast(Control::Prune),
-            Frame::Beacon { root, term, seq } => {
-                Part::Broadcast(Control::Beacon { root, term, seq })
-            }
+            Frame::Beacon {
+                root,
+                term,
+                seq,
+                address,
+            } => Part::Broadcast(Control::Beacon {
+                root,
+                term,
+                seq,
+                address,
+            }),
             other => Part::Other(other),
         }
     }
@@ -346,6 +371,8 @@ impl Frame {
             #[serde(default)]
             term: u64,
             seq: u64,
+            #[serde(default)]
+            address: Option<Arc<str>>,
         }
         #[derive(Deserialize)]
         struct Batch {
@@ -390,6 +417,7 @@ impl Frame {
                     root: b.root,
                     term: b.term,
                     seq: b.seq,
+                    address: b.address,
                 }
             }
             "JOIN" => Frame::Join,
@@ -621,6 +649,7 @@ mod tests {
                 root: id,
                 term: 2,
                 seq: 3,
+                address: Some("ws://example.org:3000".into()),
             },
             Frame::Join,
             Frame::ForwardJoin {

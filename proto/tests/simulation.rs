@@ -530,6 +530,44 @@ fn a_healed_partition_converges() {
     }
 }
 
+/// A short cut splits the overlay after the tree has a root, and no operator's `--peer` spans
+/// it (pinned addresses are not revisited here): the part that lost the root elects its own,
+/// whose first act is to join through the old one, so the overlay is one again.
+fn lost_root_found_again(seed: u64) -> Result<(), String> {
+    let n = 30;
+    let mut sim = Sim::new(seed);
+    for _ in 0..n {
+        let mut config = sim_config(Strategy::Plumtree);
+        config.revisit_interval = 3_600_000;
+        sim.add_hearsay(config);
+    }
+    sim.wire(Topology::Random);
+    sim.run_for(20_000);
+    let root = sim.nodes[0].engine().unwrap().root().ok_or("no root")?;
+    let side: Vec<usize> = (0..n)
+        .filter(|&i| sim.nodes[i].engine().unwrap().id() != root)
+        .filter(|&i| i % 2 == 0)
+        .collect();
+    sim.partition(&side);
+    sim.run_for(1_000);
+    sim.heal();
+    sim.run_for(40_000);
+    check_views(&sim)?;
+    if !sim.one_root() {
+        return Err("two roots".into());
+    }
+    let id = sim.publish(1, "after the cut");
+    sim.run_for(5_000);
+    sim.check_exactly_once(&[id])
+}
+
+#[test]
+fn a_part_that_loses_the_root_joins_through_it_again() {
+    for seed in 1..=5 {
+        lost_root_found_again(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
 /// A fifth of the nodes die while messages flow: every live node still delivers every
 /// message exactly once.
 fn churn(seed: u64, n: usize, topology: Topology) -> Result<(), String> {
