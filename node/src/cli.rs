@@ -62,6 +62,12 @@ pub struct Args {
     /// Seed-compatible WebSocket port: a number, or `off` (default: PORT+1).
     #[arg(long = "v1-port", value_name = "N|off")]
     pub v1_port: Option<String>,
+
+    /// How long messages are kept, by their own timestamps: e.g. `30d` (the default), `12h`,
+    /// or `off` to keep everything. Give every node of a network the same window; older
+    /// messages are refused and evicted.
+    #[arg(long, value_name = "SPAN|off")]
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -8,6 +8,7 @@
 //! data = "/var/lib/hearsay"
 //! peers = ["ws://192.168.1.21:3000"]
 //! v1_port = "off"              # or a port number
+//! retention = "30d"            # d, h, min or s; "off" keeps everything
 //!
 //! [limits]                     # burst, then per second (see the README)
 //! page_messages = { burst = 100, per_second = 5 }
@@ -38,6 +39,7 @@ pub struct File {
     pub data: Option<PathBuf>,
     pub peers: Option<Vec<String>>,
     pub v1_port: Option<V1PortSetting>,
+    pub retention: Option<String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -81,6 +83,11 @@ pub struct Effective {
     pub peers: Vec<String>,
     /// A port number, or "off"; none means PORT+1.
     pub v1_port: Option<String>,
+    /// How long messages are kept, as given (`30d`, `off`).
+    pub retention: String,
+    /// The same in milliseconds; `None` keeps everything.
+    #[serde(skip)]
+    pub retention_ms: Option<u64>,
     pub limits: Limits,
     pub connections: Connections,
 }
@@ -99,6 +106,31 @@ pub enum ConfigError {
     NoPort,
     #[error("--peer {0:?} is not a ws:// or wss:// URL")]
     BadPeer(String),
+    #[error("retention {0:?} is not a span: a number with d, h, min or s (30d, 12h), or off")]
+    BadRetention(String),
+}
+
+/// `30d`, `12h`, `90min`, `45s` in milliseconds; `off` is `None`.
+pub fn parse_span(text: &str) -> Result<Option<u64>, ConfigError> {
+    let bad = || ConfigError::BadRetention(text.to_owned());
+    let t = text.trim();
+    if t == "off" {
+        return Ok(None);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let size = match unit.trim() {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "min" | "m" => 60_000,
+        "s" => 1_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(size) {
+        Some(ms) if ms > 0 => Ok(Some(ms)),
+        _ => Err(bad()),
+    }
 }
 
 pub fn load(path: &Path) -> Result<File, ConfigError> {
@@ -131,7 +163,15 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
         V1PortSetting::Port(p) => p.to_string(),
         V1PortSetting::Word(w) => w,
     }));
+    let retention = args
+        .retention
+        .clone()
+        .or(file.retention)
+        .unwrap_or_else(|| "30d".to_owned());
+    let retention_ms = parse_span(&retention)?;
     Ok(Effective {
+        retention,
+        retention_ms,
         port,
         host: args
             .host
@@ -175,6 +215,17 @@ mod tests {
         assert_eq!(e.limits.http_messages, Limits::default().http_messages);
         assert_eq!(e.connections.max_per_address, 8);
         assert_eq!(e.connections.max, 4_096);
+        assert_eq!(e.retention, "30d");
+        assert_eq!(e.retention_ms, Some(30 * 86_400_000));
+        let file: File = toml::from_str(r#"retention = "12h""#).unwrap();
+        let args = Args::parse_from(["hearsay", "3000"]);
+        assert_eq!(
+            effective(&args, file).unwrap().retention_ms,
+            Some(12 * 3_600_000)
+        );
+        let file: File = toml::from_str(r#"retention = "12h""#).unwrap();
+        let args = Args::parse_from(["hearsay", "3000", "--retention", "off"]);
+        assert_eq!(effective(&args, file).unwrap().retention_ms, None);
     }
 
     #[test]
@@ -186,5 +237,10 @@ mod tests {
         let args = Args::parse_from(["hearsay", "3000", "--peer", "localhost:3000"]);
         let err = effective(&args, File::default()).unwrap_err().to_string();
         assert!(err.contains("localhost:3000"), "{err}");
+        for bad in ["30", "30 days", "1.5d", "0s", "d"] {
+            let args = Args::parse_from(["hearsay", "3000", "--retention", bad]);
+            let err = effective(&args, File::default()).unwrap_err().to_string();
+            assert!(err.starts_with("retention"), "{bad}: {err}");
+        }
     }
 }

@@ -65,6 +65,8 @@ pub struct Shared {
     pub caps: Arc<crate::limit::ConnectionCaps>,
     /// The settings the node was started with, as `/api/status` shows them.
     pub settings: std::sync::OnceLock<serde_json::Value>,
+    /// The retention window (the engine's), for how long evicted ids are remembered.
+    pub retention: Option<u64>,
 }
 
 impl Shared {
@@ -78,7 +80,9 @@ impl Shared {
         caps: crate::limit::ConnectionCaps,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<(ConnId, String)>) {
         let (dials, dial_rx) = mpsc::unbounded_channel();
+        let retention = engine.config().history.retention;
         let shared = Arc::new(Self {
+            retention,
             state: Mutex::new(State {
                 engine,
                 conns: HashMap::new(),
@@ -434,5 +438,18 @@ impl Driver for NodeDriver<'_> {
         // The store is read off the engine's lock; the answer comes back through `provide`.
         self.shared.spawn_fetch(conn, ids);
         None
+    }
+
+    fn evict(&mut self, before: u64, count: usize) {
+        tracing::info!(
+            count,
+            before,
+            "evicting messages older than the retention window"
+        );
+        // Their ids are remembered one more window, for a 410 to a cursor naming one.
+        let window = self.shared.retention.unwrap_or(0);
+        self.shared
+            .store
+            .evict(before, before.saturating_sub(window), None);
     }
 }

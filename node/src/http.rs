@@ -264,17 +264,7 @@ async fn stream_messages(
     // Subscribe before reading the history, so nothing falls between the two.
     let live = shared.store.subscribe();
     if let Some(id) = &after {
-        match shared.store.page(Some(id), 1) {
-            Ok(_) => {}
-            Err(e @ PageError::UnknownAfter(_)) => {
-                return Err(warp::reject::custom(ApiError {
-                    status: StatusCode::NOT_FOUND,
-                    message: e.to_string(),
-                    retry_after: None,
-                }));
-            }
-            Err(PageError::Store(e)) => return Err(unavailable(e)),
-        }
+        shared.store.page(Some(id), 1).map_err(page_error)?;
     }
     let state = Feed {
         shared,
@@ -475,15 +465,26 @@ async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Reje
             ))
         })?),
     };
-    match shared.store.page(after.as_ref(), limit) {
-        Ok(messages) => Ok(warp::reply::json(&json!({ "messages": messages }))),
-        Err(e @ PageError::UnknownAfter(_)) => Err(warp::reject::custom(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: e.to_string(),
-            retry_after: None,
-        })),
-        Err(PageError::Store(e)) => Err(unavailable(e)),
-    }
+    let messages = shared
+        .store
+        .page(after.as_ref(), limit)
+        .map_err(page_error)?;
+    Ok(warp::reply::json(&json!({ "messages": messages })))
+}
+
+/// A cursor this node never held is 404; one it held and evicted as it aged out of the
+/// retention window is 410, so a client knows to start again from the oldest held.
+fn page_error(e: PageError) -> Rejection {
+    let status = match &e {
+        PageError::UnknownAfter(_) => StatusCode::NOT_FOUND,
+        PageError::Evicted(_) => StatusCode::GONE,
+        PageError::Store(e) => return unavailable(e.clone()),
+    };
+    warp::reject::custom(ApiError {
+        status,
+        message: e.to_string(),
+        retry_after: None,
+    })
 }
 
 /// Charges a publish to the client's address: 429, saying when to try again, if it is over

@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     config.engine.limits = settings.limits;
+    config.engine.history.retention = settings.retention_ms;
     let node = server::start(listener, v1_listener, config, shutdown.clone())?;
     // Whoever started us may have stopped reading our output; that is no reason to stop.
     let mut out = std::io::stdout();

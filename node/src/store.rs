@@ -30,6 +30,13 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// Message id → (local sequence number, reconciliation timestamp), for dedup, `after` cursors
 /// and the engine's index at start.
 const IDS: TableDefinition<[u8; 16], (u64, u64)> = TableDefinition::new("ids");
+/// (Reconciliation timestamp, id) → local sequence number: what ages out first, first.
+const BY_TIME: TableDefinition<(u64, [u8; 16]), u64> = TableDefinition::new("by_time");
+/// Evicted ids, kept one more window so that a cursor naming one is told it was evicted (410)
+/// rather than that it never was (404): id → timestamp, and the same by time to forget them.
+const EVICTED: TableDefinition<[u8; 16], u64> = TableDefinition::new("evicted");
+const EVICTED_BY_TIME: TableDefinition<(u64, [u8; 16]), ()> =
+    TableDefinition::new("evicted_by_time");
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -53,6 +60,10 @@ pub enum StoreError {
 pub enum PageError {
     #[error("no message with id {0} (the `after` cursor must be an id this node holds)")]
     UnknownAfter(MsgId),
+    #[error(
+        "message {0} is older than this network's retention window and was evicted; start from the oldest held (no cursor)"
+    )]
+    Evicted(MsgId),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,6 +71,9 @@ pub enum PageError {
 /// Told once a write is durable: `Ok(true)` if the message was new, `Ok(false)` if it was
 /// already stored.
 pub type Ack = oneshot::Sender<Result<bool, StoreError>>;
+
+/// Told once an eviction is durable: how many messages it removed.
+pub type Evicted = oneshot::Sender<Result<u64, StoreError>>;
 
 /// The node's message history, in the order this node received it.
 pub trait Store: Send + Sync {
@@ -79,6 +93,10 @@ pub trait Store: Send + Sync {
     fn get_many(&self, ids: &[MsgId]) -> Result<Vec<Message>, StoreError>;
     /// Every message stored from now on, once durable, in the order stored.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Message>>;
+    /// Queues the removal of every message stamped (by its reconciliation timestamp) before
+    /// `before`, remembering their ids as evicted, and forgets evicted ids stamped before
+    /// `forget_before`. `done`, if given, is told once durable.
+    fn evict(&self, before: u64, forget_before: u64, done: Option<Evicted>);
     /// Finishes queued writes and releases the store.
     fn close(&self);
 }
@@ -87,6 +105,8 @@ pub trait Store: Send + Sync {
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<(Vec<Message>, HashMap<MsgId, usize>)>,
+    /// Evicted ids and their timestamps.
+    evicted: Mutex<HashMap<MsgId, u64>>,
     feed: broadcast::Sender<Arc<Message>>,
 }
 
@@ -94,6 +114,7 @@ impl Default for MemoryStore {
     fn default() -> Self {
         Self {
             inner: Mutex::default(),
+            evicted: Mutex::default(),
             feed: broadcast::channel(FEED_BACKLOG).0,
         }
     }
@@ -119,7 +140,10 @@ impl Store for MemoryStore {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let start = match after {
             None => 0,
-            Some(id) => inner.1.get(id).ok_or(PageError::UnknownAfter(*id))? + 1,
+            Some(id) => match inner.1.get(id) {
+                Some(i) => i + 1,
+                None => return Err(self.unknown(id)),
+            },
         };
         Ok(inner.0.iter().skip(start).take(limit).cloned().collect())
     }
@@ -156,19 +180,63 @@ impl Store for MemoryStore {
         self.feed.subscribe()
     }
 
+    fn evict(&self, before: u64, forget_before: u64, done: Option<Evicted>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut evicted = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+        let (messages, position) = &mut *inner;
+        let count = messages.len();
+        messages.retain(|m| {
+            let ts = key_of(m).0;
+            let keep = ts >= before;
+            if !keep {
+                evicted.insert(m.id, ts);
+            }
+            keep
+        });
+        let count = (count - messages.len()) as u64;
+        *position = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, i))
+            .collect();
+        evicted.retain(|_, ts| *ts >= forget_before);
+        if let Some(done) = done {
+            let _ = done.send(Ok(count));
+        }
+    }
+
     fn close(&self) {}
 }
 
-struct Write {
-    msg: Message,
-    ack: Option<Ack>,
+impl MemoryStore {
+    fn unknown(&self, id: &MsgId) -> PageError {
+        let evicted = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+        if evicted.contains_key(id) {
+            PageError::Evicted(*id)
+        } else {
+            PageError::UnknownAfter(*id)
+        }
+    }
+}
+
+/// What the writer thread is asked to do.
+enum Job {
+    Write {
+        msg: Message,
+        ack: Option<Ack>,
+    },
+    Evict {
+        before: u64,
+        forget_before: u64,
+        done: Option<Evicted>,
+    },
 }
 
 /// Messages in a redb file, written by one group-committing thread.
 pub struct DiskStore {
     db: Arc<Database>,
     path: PathBuf,
-    writer: Mutex<Option<(mpsc::Sender<Write>, std::thread::JoinHandle<()>)>>,
+    writer: Mutex<Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>>,
     feed: broadcast::Sender<Arc<Message>>,
 }
 
@@ -191,10 +259,13 @@ impl DiskStore {
                 detail: other.to_string(),
             },
         })?;
-        // Make both tables exist, so reads never meet a missing table.
+        // Make every table exist, so reads never meet a missing table.
         let txn = db.begin_write().map_err(io)?;
         txn.open_table(MESSAGES).map_err(io)?;
         txn.open_table(IDS).map_err(io)?;
+        txn.open_table(EVICTED).map_err(io)?;
+        txn.open_table(EVICTED_BY_TIME).map_err(io)?;
+        index_by_time(&txn)?;
         txn.commit().map_err(io)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -218,14 +289,104 @@ impl DiskStore {
     }
 }
 
+/// A store written before the time index existed gets one, and its seed texts (reconciled
+/// under timestamp 0 then) their stamps rounded to the hour, as every node now keys them.
+fn index_by_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut by_time = txn.open_table(BY_TIME).map_err(io)?;
+    if !by_time.is_empty().map_err(io)? {
+        return Ok(());
+    }
+    let messages = txn.open_table(MESSAGES).map_err(io)?;
+    let mut ids = txn.open_table(IDS).map_err(io)?;
+    for row in messages.iter().map_err(io)? {
+        let (seq, v) = row.map_err(io)?;
+        let msg = decode(v.value())?;
+        let (ts, id) = key_of(&msg);
+        ids.insert(*id.as_bytes(), (seq.value(), ts)).map_err(io)?;
+        by_time
+            .insert((ts, *id.as_bytes()), seq.value())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Removes every message stamped before `before`, noting each id as evicted, and forgets
+/// evicted ids stamped before `forget_before`.
+fn evict_before(db: &Database, before: u64, forget_before: u64) -> Result<u64, StoreError> {
+    let txn = db.begin_write().map_err(io)?;
+    let mut count = 0;
+    {
+        let mut by_time = txn.open_table(BY_TIME).map_err(io)?;
+        let mut ids = txn.open_table(IDS).map_err(io)?;
+        let mut messages = txn.open_table(MESSAGES).map_err(io)?;
+        let mut evicted = txn.open_table(EVICTED).map_err(io)?;
+        let mut evicted_by_time = txn.open_table(EVICTED_BY_TIME).map_err(io)?;
+        let aged: Vec<((u64, [u8; 16]), u64)> = by_time
+            .range(..(before, [0u8; 16]))
+            .map_err(io)?
+            .map(|row| row.map(|(k, v)| (k.value(), v.value())))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        for ((ts, id), seq) in aged {
+            by_time.remove((ts, id)).map_err(io)?;
+            ids.remove(id).map_err(io)?;
+            messages.remove(seq).map_err(io)?;
+            evicted.insert(id, ts).map_err(io)?;
+            evicted_by_time.insert((ts, id), ()).map_err(io)?;
+            count += 1;
+        }
+        let forgotten: Vec<(u64, [u8; 16])> = evicted_by_time
+            .range(..(forget_before, [0u8; 16]))
+            .map_err(io)?
+            .map(|row| row.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        for (ts, id) in forgotten {
+            evicted_by_time.remove((ts, id)).map_err(io)?;
+            evicted.remove(id).map_err(io)?;
+        }
+    }
+    txn.commit().map_err(io)?;
+    Ok(count)
+}
+
 /// Takes every write waiting, commits them in one transaction, then acknowledges them all
-/// and tells subscribers what was new.
-fn write_loop(db: &Database, rx: mpsc::Receiver<Write>, feed: &broadcast::Sender<Arc<Message>>) {
-    while let Ok(first) = rx.recv() {
+/// and tells subscribers what was new. An eviction runs in a transaction of its own, in turn.
+fn write_loop(db: &Database, rx: mpsc::Receiver<Job>, feed: &broadcast::Sender<Arc<Message>>) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Job::Write { msg, ack } => Write { msg, ack },
+            Job::Evict {
+                before,
+                forget_before,
+                done,
+            } => {
+                let result = evict_before(db, before, forget_before);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "store eviction failed");
+                }
+                if let Some(done) = done {
+                    let _ = done.send(result);
+                }
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(Job::Write { msg, ack }) => batch.push(Write { msg, ack }),
+                Ok(evict) => {
+                    next = Some(evict);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -247,12 +408,18 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Write>, feed: &broadcast::Sender
     }
 }
 
+struct Write {
+    msg: Message,
+    ack: Option<Ack>,
+}
+
 fn commit_batch(db: &Database, batch: &[Write]) -> Result<Vec<bool>, StoreError> {
     let txn = db.begin_write().map_err(io)?;
     let mut new = Vec::with_capacity(batch.len());
     {
         let mut messages = txn.open_table(MESSAGES).map_err(io)?;
         let mut ids = txn.open_table(IDS).map_err(io)?;
+        let mut by_time = txn.open_table(BY_TIME).map_err(io)?;
         let mut next = messages
             .last()
             .map_err(io)?
@@ -265,8 +432,10 @@ fn commit_batch(db: &Database, batch: &[Write]) -> Result<Vec<bool>, StoreError>
                 continue;
             }
             let json = serde_json::to_vec(&w.msg).map_err(io)?;
+            let ts = key_of(&w.msg).0;
             messages.insert(next, json.as_slice()).map_err(io)?;
-            ids.insert(key, (next, key_of(&w.msg).0)).map_err(io)?;
+            ids.insert(key, (next, ts)).map_err(io)?;
+            by_time.insert((ts, key), next).map_err(io)?;
             next += 1;
             new.push(true);
         }
@@ -286,8 +455,8 @@ impl Store for DiskStore {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match writer.as_ref() {
             Some((tx, _)) => {
-                if let Err(mpsc::SendError(Write { ack: Some(ack), .. })) =
-                    tx.send(Write { msg, ack })
+                if let Err(mpsc::SendError(Job::Write { ack: Some(ack), .. })) =
+                    tx.send(Job::Write { msg, ack })
                 {
                     let _ = ack.send(Err(StoreError::Closed));
                 }
@@ -307,12 +476,17 @@ impl Store for DiskStore {
             None => 0,
             Some(id) => {
                 let ids = txn.open_table(IDS).map_err(io)?;
-                ids.get(*id.as_bytes())
-                    .map_err(io)?
-                    .ok_or(PageError::UnknownAfter(*id))?
-                    .value()
-                    .0
-                    + 1
+                match ids.get(*id.as_bytes()).map_err(io)? {
+                    Some(v) => v.value().0 + 1,
+                    None => {
+                        let evicted = txn.open_table(EVICTED).map_err(io)?;
+                        return Err(if evicted.get(*id.as_bytes()).map_err(io)?.is_some() {
+                            PageError::Evicted(*id)
+                        } else {
+                            PageError::UnknownAfter(*id)
+                        });
+                    }
+                }
             }
         };
         let mut out = Vec::new();
@@ -367,6 +541,22 @@ impl Store for DiskStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Message>> {
         self.feed.subscribe()
+    }
+
+    fn evict(&self, before: u64, forget_before: u64, done: Option<Evicted>) {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let job = Job::Evict {
+            before,
+            forget_before,
+            done,
+        };
+        let refused = match writer.as_ref() {
+            Some((tx, _)) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(Job::Evict { done: Some(d), .. }) = refused {
+            let _ = d.send(Err(StoreError::Closed));
+        }
     }
 
     fn close(&self) {
@@ -463,6 +653,98 @@ mod tests {
         );
         assert!(insert(&s, msg(5)).await);
         assert_eq!(s.page(Some(&msg(4).id), 10).unwrap(), vec![msg(5)]);
+    }
+
+    async fn evict(store: &dyn Store, before: u64, forget_before: u64) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        store.evict(before, forget_before, Some(tx));
+        rx.await.unwrap().unwrap()
+    }
+
+    /// Eviction by timestamp (not arrival order), with the evicted ids remembered until
+    /// they are forgotten in turn.
+    async fn evicts_by_timestamp_and_remembers_what_it_evicted(s: &dyn Store) {
+        for n in [5, 1, 7, 3, 9] {
+            assert!(insert(s, msg(n)).await);
+        }
+        assert_eq!(evict(s, 4, 0).await, 2);
+        assert_eq!(s.page(None, 10).unwrap(), vec![msg(5), msg(7), msg(9)]);
+        assert_eq!(s.keys().unwrap().len(), 3);
+        assert_eq!(
+            s.page(Some(&msg(3).id), 1),
+            Err(PageError::Evicted(msg(3).id))
+        );
+        assert_eq!(s.page(Some(&msg(7).id), 1).unwrap(), vec![msg(9)]);
+        // Evicting again forgets ids stamped before 2: msg 1 is now unknown, msg 3 evicted.
+        assert_eq!(evict(s, 6, 2).await, 1);
+        assert_eq!(
+            s.page(Some(&msg(1).id), 1),
+            Err(PageError::UnknownAfter(msg(1).id))
+        );
+        assert_eq!(
+            s.page(Some(&msg(3).id), 1),
+            Err(PageError::Evicted(msg(3).id))
+        );
+        assert_eq!(
+            s.page(Some(&msg(5).id), 1),
+            Err(PageError::Evicted(msg(5).id))
+        );
+        assert_eq!(s.page(None, 10).unwrap(), vec![msg(7), msg(9)]);
+    }
+
+    #[tokio::test]
+    async fn memory_store_evicts_by_timestamp() {
+        evicts_by_timestamp_and_remembers_what_it_evicted(&MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn disk_store_evicts_by_timestamp_and_keeps_that_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = DiskStore::open(dir.path()).unwrap();
+            evicts_by_timestamp_and_remembers_what_it_evicted(&s).await;
+        }
+        let s = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(s.page(None, 10).unwrap(), vec![msg(7), msg(9)]);
+        assert_eq!(
+            s.page(Some(&msg(3).id), 1),
+            Err(PageError::Evicted(msg(3).id))
+        );
+    }
+
+    /// A store written before the time index existed (seed texts keyed at 0) is indexed on
+    /// opening, seed texts under their stamp rounded to the hour, and evicts like any other.
+    #[tokio::test]
+    async fn an_older_store_is_indexed_by_time_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed_text = Message {
+            id: MsgId::v1("from a seed"),
+            origin: hearsay_proto::V1_ORIGIN.into(),
+            seq: 0,
+            timestamp: 7_200_123,
+            data: "from a seed".into(),
+        };
+        {
+            let db = Database::create(dir.path().join("messages.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut messages = txn.open_table(MESSAGES).unwrap();
+                let mut ids = txn.open_table(IDS).unwrap();
+                for (seq, m) in [msg(5), seed_text.clone()].iter().enumerate() {
+                    let json = serde_json::to_vec(m).unwrap();
+                    messages.insert(seq as u64, json.as_slice()).unwrap();
+                    let old_key = if m.origin == "v1" { 0 } else { m.timestamp };
+                    ids.insert(*m.id.as_bytes(), (seq as u64, old_key)).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let s = DiskStore::open(dir.path()).unwrap();
+        let mut keys = s.keys().unwrap();
+        keys.sort();
+        assert_eq!(keys, vec![(5, msg(5).id), (7_200_000, seed_text.id)]);
+        assert_eq!(evict(&s, 100, 0).await, 1);
+        assert_eq!(s.page(None, 10).unwrap(), vec![seed_text]);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use crate::broadcast::{self, Broadcast, BroadcastStats};
 use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
 use crate::dedup::Recent;
+use crate::history::History;
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
 use crate::limits::{Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
@@ -82,6 +83,8 @@ pub struct Config {
     pub refuse_for: Millis,
     /// Rate limits (see `limits`).
     pub limits: Limits,
+    /// How long messages are kept (see `history`).
+    pub history: History,
 }
 
 impl Default for Config {
@@ -107,6 +110,7 @@ impl Default for Config {
             max_bad_frames: 32,
             refuse_for: 10 * 60_000,
             limits: Limits::default(),
+            history: History::default(),
         }
     }
 }
@@ -139,6 +143,10 @@ pub enum Output {
     /// The peer on `conn` asked for these messages: load the ones held and hand them to
     /// [`Engine::provide`].
     Fetch { conn: ConnId, ids: Vec<MsgId> },
+    /// Messages stamped (by their reconciliation timestamp) before `before` have aged out of
+    /// the retention window: drop them from the store. The engine has forgotten them, and
+    /// refuses them if they come again.
+    Evict { before: Millis, count: usize },
 }
 
 /// A connected peer, as the API and the page show it.
@@ -186,6 +194,13 @@ pub struct Stats {
     pub refused: u64,
     /// Dials membership asked for beyond the dial rate limit (told they failed).
     pub dials_limited: u64,
+    /// Messages refused as older than the retention window, or stamped too far ahead.
+    pub too_old: u64,
+    pub from_future: u64,
+    /// Messages evicted as they aged out of the window.
+    pub evicted: u64,
+    /// Reconciliations this peer started.
+    pub sync_rounds: u64,
 }
 
 /// Why the application's publish was refused.
@@ -201,6 +216,8 @@ pub enum PublishError {
 enum Timer {
     /// Handshake, keepalive and transient-link checks for one connection.
     Conn(ConnId),
+    /// What has aged out of the window is evicted.
+    Evict,
     /// Pinned addresses may be due for a dial.
     Dial,
     /// Tell seeds about nodes they have not heard of.
@@ -240,6 +257,7 @@ impl Engine {
         let mut config = config;
         let refuse_for = config.refuse_for;
         let dial_rate = config.limits.dials;
+        let evict_every = config.history.evict_every.max(1);
         config.listen_addresses = config
             .listen_addresses
             .iter()
@@ -295,7 +313,13 @@ impl Engine {
             index: MessageIndex::default(),
             refused: Recent::new(10_000, refuse_for),
             dial_bucket: TokenBucket::new(dial_rate, now),
-            timers: Timers::default(),
+            timers: {
+                // The first eviction soon after start, once the driver has noted what its
+                // store holds (`note_held`).
+                let mut timers = Timers::default();
+                timers.insert(now + evict_every.min(1_000), Timer::Evict);
+                timers
+            },
             dial_timer: None,
             seed_timer: false,
             seq: 0,
@@ -614,6 +638,17 @@ impl Engine {
                     self.dial_timer = None;
                     self.dial_pinned(now);
                 }
+                Timer::Evict => {
+                    self.timers
+                        .insert(now + self.config.history.evict_every, Timer::Evict);
+                    if let Some(before) = self.config.history.cutoff(now) {
+                        let count = self.index.evict_before(before);
+                        if count > 0 {
+                            self.stats.evicted += count as u64;
+                            self.outputs.push_back(Output::Evict { before, count });
+                        }
+                    }
+                }
                 Timer::SeedExchange => {
                     self.seed_timer = false;
                     let conns: Vec<ConnId> = self.seeds.conns().collect();
@@ -643,9 +678,11 @@ impl Engine {
         }
         if self.sync.poll_timeout().is_some_and(|t| t <= now) {
             let due = self.sync.due(now);
+            self.stats.sync_rounds += due.len() as u64;
             if !due.is_empty() {
                 let upper = self.sync.upper_bound(now);
-                let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index, Some(upper)))
+                let floor = self.config.history.sync_floor(now).map(sync::key_at);
+                let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index, floor, Some(upper)))
                     .encode()
                     .into();
                 for conn in due {
@@ -689,7 +726,8 @@ impl Engine {
                     retry_after_ms,
                 }),
                 Frame::Sync(f) => {
-                    let reply = sync::respond(&self.index, &f);
+                    let floor = self.config.history.cutoff(now).map(sync::key_at);
+                    let reply = sync::respond(&self.index, &f, floor);
                     for f in reply.frames {
                         self.send(conn, Frame::Sync(f).encode().into());
                     }
@@ -781,6 +819,34 @@ impl Engine {
         false
     }
 
+    /// Whether `msg` is inside the retention window. A page is told why not (its clock may
+    /// be wrong); a node's copy is dropped and counted.
+    fn in_window(
+        &mut self,
+        conn: ConnId,
+        kind: Option<PeerKind>,
+        msg: &Message,
+        now: Millis,
+    ) -> bool {
+        let ts = sync::key_of(msg).0;
+        let Err(outside) = self.config.history.check(ts, now) else {
+            return true;
+        };
+        match outside {
+            crate::history::Outside::TooOld { .. } => self.stats.too_old += 1,
+            crate::history::Outside::Future { .. } => self.stats.from_future += 1,
+        }
+        if kind == Some(PeerKind::Browser) && self.config.kind == PeerKind::Node {
+            let frame = Frame::Error {
+                reason: outside.to_string(),
+                id: Some(msg.id),
+                retry_after_ms: None,
+            };
+            self.send(conn, frame.encode().into());
+        }
+        false
+    }
+
     fn valid(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
         if !msg.id_is_valid()
             || msg.data.is_empty()
@@ -814,7 +880,9 @@ impl Engine {
             self.stats.duplicates += 1;
             return;
         }
-        if !self.admit(conn, Some(kind), Some(msg.id), now) {
+        if !self.in_window(conn, Some(kind), &msg, now)
+            || !self.admit(conn, Some(kind), Some(msg.id), now)
+        {
             return;
         }
         self.ack_if_page_published(conn, from, kind, &msg);
@@ -853,7 +921,9 @@ impl Engine {
                 self.stats.duplicates += 1;
                 continue;
             }
-            if !self.admit(conn, Some(kind), Some(msg.id), now) {
+            if !self.in_window(conn, Some(kind), &msg, now)
+                || !self.admit(conn, Some(kind), Some(msg.id), now)
+            {
                 continue;
             }
             self.index.insert(sync::key_of(&msg));
@@ -895,7 +965,6 @@ impl Engine {
                 if !self.admit(conn, None, None, now) {
                     return;
                 }
-                self.index.insert((0, id));
                 let msg = Message {
                     id,
                     origin: V1_ORIGIN.to_owned(),
@@ -903,6 +972,7 @@ impl Engine {
                     timestamp: now,
                     data,
                 };
+                self.index.insert(sync::key_of(&msg));
                 self.stats.delivered += 1;
                 self.outputs.push_back(Output::Deliver {
                     msg: msg.clone(),
@@ -1563,6 +1633,9 @@ pub trait Driver {
     /// The messages held of `ids`, if they can be had at once; `None` means the driver will
     /// call [`Engine::provide`] itself later.
     fn fetch(&mut self, conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>>;
+    /// Messages stamped before `before` aged out: drop them from the store (see
+    /// [`Output::Evict`]).
+    fn evict(&mut self, before: Millis, count: usize);
 }
 
 impl Engine {
@@ -1589,6 +1662,7 @@ impl Engine {
                         id,
                         retry_after_ms,
                     } => driver.refused(by, &reason, id, retry_after_ms),
+                    Output::Evict { before, count } => driver.evict(before, count),
                     Output::Fetch { conn, ids } => {
                         if let Some(found) = driver.fetch(conn, ids) {
                             self.provide(conn, found);

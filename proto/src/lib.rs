@@ -13,6 +13,8 @@
 //! - [`map`]: the network map, from records each peer sends at a bounded rate.
 //! - [`limits`]: token buckets and the default rate limits (what a page, a seed, an HTTP
 //!   client and any peer may send).
+//! - [`history`]: the retention window — which messages are refused as too old or stamped
+//!   in the future, when held ones are evicted, where reconciliation starts.
 //! - [`engine`]: composes them with the connection table ([`conns`]), the address book
 //!   ([`book`]) and the handshake; [`Engine`] is what drivers hold.
 //!
@@ -51,6 +53,7 @@ pub mod close;
 pub mod conns;
 pub mod dedup;
 pub mod engine;
+pub mod history;
 pub mod id;
 pub mod limits;
 pub mod map;
@@ -68,6 +71,7 @@ pub use broadcast::Strategy;
 pub use close::CloseReason;
 pub use conns::{ConnId, Direction, Protocol};
 pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
+pub use history::History;
 pub use id::{MsgId, NodeId, V1_ORIGIN};
 pub use limits::{Limits, Rate, TokenBucket};
 pub use message::Message;

@@ -733,13 +733,20 @@ impl Sim {
             actions: std::mem::take(&mut node.pending),
             delivered: Vec::new(),
             held: &node.held,
+            evict_before: None,
         };
         if let NodeKind::Hearsay(e) = &mut node.kind {
             e.drain(&mut effects, now);
         }
         let Effects {
-            actions, delivered, ..
+            actions,
+            delivered,
+            evict_before,
+            ..
         } = effects;
+        if let Some(before) = evict_before {
+            node.held.retain(|_, m| crate::sync::key_of(m).0 >= before);
+        }
         for (msg, hops) in delivered {
             self.delivered(i, msg, hops);
         }
@@ -847,6 +854,7 @@ struct Effects<'a> {
     actions: Vec<Action>,
     delivered: Vec<(Message, Option<u32>)>,
     held: &'a HashMap<MsgId, Message>,
+    evict_before: Option<Millis>,
 }
 
 impl Driver for Effects<'_> {
@@ -872,6 +880,9 @@ impl Driver for Effects<'_> {
                 .filter_map(|id| self.held.get(id).cloned())
                 .collect(),
         )
+    }
+    fn evict(&mut self, before: Millis, _count: usize) {
+        self.evict_before = Some(before);
     }
 }
 

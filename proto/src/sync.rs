@@ -26,18 +26,33 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
-/// A position in the key space: `(timestamp, id)`. Seed (v1) messages use timestamp 0, as
-/// every node records its own arrival time for them and the key must be the same everywhere.
+/// A position in the key space: `(timestamp, id)`. Seed (v1) messages use their stamp rounded
+/// down to the hour (see [`sync_timestamp`]).
 pub type Key = (u64, MsgId);
+
+/// The first key at timestamp `ts`.
+pub fn key_at(ts: u64) -> Key {
+    (ts, MsgId::from_bytes([0; 16]))
+}
+
+/// Seed (v1) texts are reconciled under their stamp rounded down to this.
+pub const V1_STAMP_GRAIN: u64 = 3_600_000;
 
 /// The sort key of a message.
 pub fn key_of(msg: &Message) -> Key {
     (sync_timestamp(&msg.origin, msg.timestamp), msg.id)
 }
 
-/// The timestamp a message is reconciled under (see [`Key`]).
+/// The timestamp a message is reconciled under (see [`Key`]). A seed's text is stamped by the
+/// first hearsay node that hears it, and two nodes may hear it from two seeds a moment apart:
+/// rounded down to the hour, their stamps agree but for texts heard across an hour's turn
+/// (which then only cost reconciliation a few frames more when it meets them).
 pub fn sync_timestamp(origin: &str, timestamp: u64) -> u64 {
-    if origin == V1_ORIGIN { 0 } else { timestamp }
+    if origin == V1_ORIGIN {
+        timestamp - timestamp % V1_STAMP_GRAIN
+    } else {
+        timestamp
+    }
 }
 
 /// Most ids in one `WANT`.
@@ -82,6 +97,16 @@ impl MessageIndex {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Forgets every message stamped before `ts`; returns how many.
+    pub fn evict_before(&mut self, ts: u64) -> usize {
+        let kept = self.keys.split_off(&key_at(ts));
+        let evicted = std::mem::replace(&mut self.keys, kept);
+        for (_, id) in &evicted {
+            self.by_id.remove(id);
+        }
+        evicted.len()
     }
 
     fn range(&self, from: Option<Key>, to: Option<Key>) -> impl Iterator<Item = &Key> {
@@ -182,15 +207,23 @@ pub struct Reply {
     pub want: Vec<MsgId>,
 }
 
-/// The opening frame of a reconciliation: one fingerprint over everything we hold below
-/// `upper` (everything, if `None`); the rest of the key space is skipped.
-pub fn initiate(index: &MessageIndex, upper: Option<Key>) -> SyncFrame {
-    let fp = Fingerprint::of(index.range(None, upper));
-    let mut ranges = vec![Range {
+/// The opening frame of a reconciliation: one fingerprint over everything we hold from
+/// `lower` to `upper` (`None`: the bottom and the top of the key space); the rest of the key
+/// space is skipped.
+pub fn initiate(index: &MessageIndex, lower: Option<Key>, upper: Option<Key>) -> SyncFrame {
+    let mut ranges = Vec::new();
+    if lower.is_some() {
+        ranges.push(Range {
+            to: wire(lower),
+            ..Range::default()
+        });
+    }
+    let fp = Fingerprint::of(index.range(lower, upper));
+    ranges.push(Range {
         to: wire(upper),
         fp: Some(fp.encode()),
         ..Range::default()
-    }];
+    });
     if upper.is_some() {
         ranges.push(Range::default());
     }
@@ -393,8 +426,9 @@ impl<P: Ord + Copy> Reconciler<P> {
     }
 }
 
-/// Answers one `SYNC` frame from our own set.
-pub fn respond(index: &MessageIndex, frame: &SyncFrame) -> Reply {
+/// Answers one `SYNC` frame from our own set. Nothing below `floor` (where our window starts)
+/// is compared, offered or asked for, whatever the peer's window.
+pub fn respond(index: &MessageIndex, frame: &SyncFrame, floor: Option<Key>) -> Reply {
     let mut out: Vec<(Option<Key>, Range)> = Vec::new(); // (lower bound, range)
     let mut want = Vec::new();
     let mut lower = key(frame.from);
@@ -409,6 +443,22 @@ pub fn respond(index: &MessageIndex, frame: &SyncFrame) -> Reply {
     };
     for r in &frame.ranges {
         let upper = key(r.to);
+        if let Some(f) = floor {
+            // Below our window nothing is compared, offered or asked for: a range wholly
+            // below it is skipped, one that straddles it is answered from the floor up.
+            if upper.is_some_and(|u| u <= f) {
+                skip(lower, upper, &mut out);
+                lower = upper;
+                continue;
+            }
+            if lower.is_none_or(|l| l < f) {
+                skip(lower, Some(f), &mut out);
+                lower = Some(f);
+            }
+        }
+        let want_of = |ids: &[MsgId], want: &mut Vec<MsgId>| {
+            want.extend(ids.iter().filter(|id| !index.contains(id)).copied());
+        };
         let mine: Vec<&Key> = index.range(lower, upper).collect();
         if let Some(theirs) = r.fp.as_deref().and_then(Fingerprint::decode) {
             if Fingerprint::of(mine.iter().copied()) == theirs {
@@ -449,7 +499,7 @@ pub fn respond(index: &MessageIndex, frame: &SyncFrame) -> Reply {
             }
         } else if let Some(theirs) = &r.ids {
             let theirs_set: std::collections::HashSet<&MsgId> = theirs.iter().collect();
-            want.extend(theirs.iter().filter(|id| !index.contains(id)).copied());
+            want_of(theirs, &mut want);
             let have: Vec<MsgId> = mine
                 .iter()
                 .map(|(_, id)| *id)
@@ -468,7 +518,7 @@ pub fn respond(index: &MessageIndex, frame: &SyncFrame) -> Reply {
                 ));
             }
         } else if let Some(have) = &r.have {
-            want.extend(have.iter().filter(|id| !index.contains(id)).copied());
+            want_of(have, &mut want);
             skip(lower, upper, &mut out);
         } else {
             skip(lower, upper, &mut out);
@@ -533,7 +583,7 @@ mod tests {
         a: &MessageIndex,
         b: &MessageIndex,
     ) -> (Vec<MsgId>, Vec<MsgId>, usize, usize) {
-        let mut to_b = vec![initiate(a, None)];
+        let mut to_b = vec![initiate(a, None, None)];
         let mut bytes = serde_json::to_string(&to_b[0]).unwrap().len();
         let (mut a_wants, mut b_wants) = (Vec::new(), Vec::new());
         let mut rounds = 0;
@@ -542,14 +592,14 @@ mod tests {
             assert!(rounds < 100, "reconciliation does not settle");
             let mut to_a = Vec::new();
             for f in &to_b {
-                let r = respond(b, f);
+                let r = respond(b, f, None);
                 b_wants.extend(r.want);
                 to_a.extend(r.frames);
             }
             to_b = Vec::new();
             for f in &to_a {
                 bytes += serde_json::to_string(f).unwrap().len();
-                let r = respond(a, f);
+                let r = respond(a, f, None);
                 a_wants.extend(r.want);
                 to_b.extend(r.frames);
             }
@@ -605,25 +655,62 @@ mod tests {
         let a = index(0..300);
         let b = index((0..200).chain(250..260));
         let upper = Some((2000, MsgId::from_bytes([0; 16])));
-        let mut to_b = vec![initiate(&a, upper)];
+        let mut to_b = vec![initiate(&a, None, upper)];
         let mut b_wants = Vec::new();
         let mut a_wants = Vec::new();
         for _ in 0..20 {
             let mut to_a = Vec::new();
             for f in &to_b {
-                let r = respond(&b, f);
+                let r = respond(&b, f, None);
                 b_wants.extend(r.want);
                 to_a.extend(r.frames);
             }
             to_b.clear();
             for f in &to_a {
-                let r = respond(&a, f);
+                let r = respond(&a, f, None);
                 a_wants.extend(r.want);
                 to_b.extend(r.frames);
             }
         }
         assert!(to_b.is_empty(), "settles");
         assert!(a_wants.is_empty() && b_wants.is_empty(), "{b_wants:?}");
+    }
+
+    #[test]
+    fn a_windowed_reconciliation_never_asks_for_what_lies_before_either_window() {
+        // a evicted everything before item 100 (key 1000); b still holds it all. Started by
+        // a from its floor, nothing older is compared; started by b from the bottom, a asks
+        // for nothing wholly below its floor.
+        let mut a = index(0..300);
+        assert_eq!(a.evict_before(1000), 100);
+        assert_eq!(a.len(), 200);
+        assert!(!a.contains(&id(99)) && a.contains(&id(100)));
+        let b = index(0..300);
+        let floor = Some(key_at(1000));
+        // `to_b`/`to_a`: the first frame's way (a started it, or b did).
+        let run = |mut to_b: Vec<SyncFrame>, mut to_a: Vec<SyncFrame>, a_floor| {
+            let (mut a_wants, mut b_wants) = (Vec::new(), Vec::new());
+            for _ in 0..20 {
+                for f in std::mem::take(&mut to_b) {
+                    let r = respond(&b, &f, None);
+                    b_wants.extend(r.want);
+                    to_a.extend(r.frames);
+                }
+                for f in std::mem::take(&mut to_a) {
+                    let r = respond(&a, &f, a_floor);
+                    a_wants.extend(r.want);
+                    to_b.extend(r.frames);
+                }
+            }
+            (a_wants, b_wants)
+        };
+        let (a_wants, b_wants) = run(vec![initiate(&a, floor, None)], vec![], floor);
+        assert!(a_wants.is_empty() && b_wants.is_empty(), "{a_wants:?}");
+        // Without the floor a would ask for all 100 it evicted; with it, for none.
+        let (a_wants, _) = run(vec![], vec![initiate(&b, None, None)], None);
+        assert_eq!(a_wants.len(), 100);
+        let (a_wants, b_wants) = run(vec![], vec![initiate(&b, None, None)], floor);
+        assert!(a_wants.is_empty() && b_wants.is_empty(), "{a_wants:?}");
     }
 
     #[test]
@@ -670,6 +757,6 @@ mod tests {
                 },
             ],
         };
-        let _ = respond(&a, &frame);
+        let _ = respond(&a, &frame, None);
     }
 }

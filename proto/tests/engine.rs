@@ -589,3 +589,125 @@ fn a_peer_cannot_make_a_node_dial_without_bound() {
     e.frame(c, &Frame::ForwardJoin { peer, ttl: 0 }.encode(), T0 + 1_000);
     assert_eq!(dial_of(&drain(&mut e)).len(), 1);
 }
+
+/// The retention window: what ages out is evicted (the driver is told to drop it) and
+/// refused if it comes again; a copy stamped too far ahead is refused too; neither is
+/// delivered nor marked as seen.
+#[test]
+fn messages_outside_the_window_are_refused_and_aged_ones_evicted() {
+    let mut n = Engine::new(
+        Config {
+            listen_addresses: vec![ME.into()],
+            history: hearsay_proto::History {
+                retention: Some(10_000),
+                evict_every: 1_000,
+                ..hearsay_proto::History::default()
+            },
+            ..Config::default()
+        },
+        node(1),
+        1,
+        T0,
+    );
+    let c = join(&mut n, 2, &["ws://b:3000"], T0);
+    drain(&mut n);
+    let mine = n.publish("kept for 10 s", T0).unwrap();
+    drain(&mut n);
+    let mut now = T0;
+    let mut evicted = Vec::new();
+    while now < T0 + 12_000 {
+        now = n.poll_timeout().unwrap().max(now + 1);
+        n.handle_timeout(now);
+        evicted.extend(drain(&mut n).into_iter().filter_map(|o| match o {
+            Output::Evict { before, count } => Some((before, count)),
+            _ => None,
+        }));
+    }
+    assert!(
+        matches!(evicted[..], [(before, 1)] if before > T0 && before <= now - 10_000),
+        "{evicted:?}"
+    );
+    assert_eq!(n.stats().evicted, 1);
+    let gossip = |msg: &Message| Frame::encode_gossip(msg, 1);
+    let stamped = |ts: u64, text: &str| Message {
+        id: MsgId::v2(&node(2), 1, ts, text),
+        origin: node(2).to_string(),
+        seq: 1,
+        timestamp: ts,
+        data: text.into(),
+    };
+    // What aged out comes back from a neighbour, with one more too old and one from the
+    // future: none is delivered.
+    for msg in [
+        mine,
+        stamped(now - 20_000, "too old"),
+        stamped(now + 3_600_000, "from the future"),
+    ] {
+        n.frame(c, &gossip(&msg), now);
+        let out = drain(&mut n);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Deliver { .. })),
+            "{} was delivered",
+            msg.data
+        );
+    }
+    assert_eq!((n.stats().too_old, n.stats().from_future), (2, 1));
+    assert_eq!(n.stats().bad_frames, 0, "a wrong clock is not a bad frame");
+    // One stamped now is delivered.
+    n.frame(c, &gossip(&stamped(now, "now")), now);
+    assert!(
+        drain(&mut n)
+            .iter()
+            .any(|o| matches!(o, Output::Deliver { .. }))
+    );
+}
+
+/// A page whose clock runs an hour ahead is told why its message was refused.
+#[test]
+fn a_page_with_a_clock_far_ahead_is_told_to_check_it() {
+    let ahead = 3_600_000;
+    let mut page = Engine::new(
+        Config {
+            kind: PeerKind::Browser,
+            transport_ping: false,
+            ..Config::default()
+        },
+        node(7),
+        3,
+        T0 + ahead,
+    );
+    let mut n = engine(1);
+    page.add_peer("ws://me:3000", T0 + ahead).unwrap();
+    let (pc, _) = dial_of(&drain(&mut page))[0].clone();
+    page.opened(pc, T0 + ahead);
+    let nc = n.accepted(T0);
+    let mut refused = Vec::new();
+    let mut pump = |page: &mut Engine, n: &mut Engine| loop {
+        let (po, no) = (drain(page), drain(n));
+        if po.is_empty() && no.is_empty() {
+            return;
+        }
+        for f in sent_to(&po, pc) {
+            n.frame(nc, &f.encode(), T0 + 1);
+        }
+        for f in sent_to(&no, nc) {
+            page.frame(pc, &f.encode(), T0 + ahead + 1);
+        }
+        refused.extend(po.into_iter().filter_map(|o| match o {
+            Output::Refused { reason, id, .. } => Some((reason, id)),
+            _ => None,
+        }));
+    };
+    pump(&mut page, &mut n);
+    let msg = page.publish("from the future", T0 + ahead + 2).unwrap();
+    pump(&mut page, &mut n);
+    assert_eq!(
+        refused,
+        vec![(
+            "message is stamped 1 h ahead of this node's clock (at most 5 min); check the clock"
+                .to_string(),
+            Some(msg.id)
+        )]
+    );
+    assert_eq!(n.stats().delivered, 0);
+}

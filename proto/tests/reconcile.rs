@@ -37,7 +37,7 @@ fn size(frames: &[SyncFrame]) -> usize {
 }
 
 fn reconcile(a: &MessageIndex, b: &MessageIndex) -> Outcome {
-    let mut to_b = vec![initiate(a, None)];
+    let mut to_b = vec![initiate(a, None, None)];
     let mut o = Outcome {
         a_wants: BTreeSet::new(),
         b_wants: BTreeSet::new(),
@@ -49,14 +49,14 @@ fn reconcile(a: &MessageIndex, b: &MessageIndex) -> Outcome {
         assert!(o.rounds < 50, "does not settle");
         let mut to_a = Vec::new();
         for f in &to_b {
-            let r = respond(b, f);
+            let r = respond(b, f, None);
             o.b_wants.extend(r.want);
             to_a.extend(r.frames);
         }
         o.bytes += size(&to_a);
         to_b.clear();
         for f in &to_a {
-            let r = respond(a, f);
+            let r = respond(a, f, None);
             o.a_wants.extend(r.want);
             to_b.extend(r.frames);
         }

@@ -702,3 +702,39 @@ fn every_view_of_the_map_converges_to_the_real_links() {
         }
     }
 }
+
+/// Retention: a node that keeps a minute evicts what ages out and never takes it back, not
+/// even from neighbours that keep an hour (a network should agree on its window; this is the
+/// worst case) and reconcile with it all along.
+#[test]
+fn what_ages_out_is_evicted_and_never_fetched_back() {
+    let mut sim = Sim::new(3);
+    let mut short = sim_config(Strategy::Plumtree);
+    short.history.retention = Some(60_000);
+    short.history.evict_every = 5_000;
+    short.history.edge = 5_000;
+    let mut long = sim_config(Strategy::Plumtree);
+    long.history.retention = Some(3_600_000);
+    let a = sim.add_hearsay(short);
+    sim.add_hearsay(long.clone());
+    sim.add_hearsay(long);
+    sim.wire(Topology::Ring);
+    sim.run_for(5_000);
+    let old = sim.publish(1, "old news");
+    sim.run_for(10_000);
+    assert!(sim.nodes[a].held.contains_key(&old));
+    sim.run_for(180_000);
+    let fresh = sim.publish(2, "fresh news");
+    sim.run_for(10_000);
+    let e = sim.nodes[a].engine().unwrap();
+    assert!(!sim.nodes[a].held.contains_key(&old), "evicted");
+    assert!(
+        sim.nodes[1].held.contains_key(&old),
+        "kept where the window is longer"
+    );
+    assert_eq!(e.stats().evicted, 1);
+    assert_eq!(e.stats().too_old, 0, "never even fetched");
+    assert!(e.stats().synced == 0 && e.stats().duplicates == 0);
+    // Delivered once everywhere, the evicted message included.
+    sim.check_exactly_once(&[old, fresh]).unwrap();
+}

@@ -106,6 +106,13 @@ impl Driver for PageDriver<'_> {
                 .collect(),
         )
     }
+    fn evict(&mut self, before: u64, _count: usize) {
+        // Aged out of the network's window: no longer offered to peers, nor saved. (What the
+        // list shows stays until the page is reloaded.)
+        self.held
+            .retain(|_, m| hearsay_proto::sync::key_of(m).0 >= before);
+        *self.unsaved = true;
+    }
 }
 
 /// Where the page keeps its messages between visits (per origin, so per node).

@@ -211,6 +211,19 @@ pub async fn wait_all_hold(urls: &[String], texts: &[String]) {
     }
 }
 
+/// A timestamp an hour ago, the same all through one test run: messages made from it have
+/// the same id wherever they are made, and sit well inside the retention window.
+pub fn stamp_base() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        now - 3_600_000
+    })
+}
+
 /// Fills a store folder with messages `from..to` of one origin, as if a node had received
 /// them (message `i` has the same id wherever it is made).
 pub async fn fill_store(dir: &std::path::Path, from: u64, to: u64) {
@@ -221,7 +234,7 @@ pub async fn fill_store(dir: &std::path::Path, from: u64, to: u64) {
     let mut waits = Vec::new();
     for i in from..to {
         let data = format!("old message {i}");
-        let ts = 1_767_225_600_000 + i;
+        let ts = stamp_base() + i;
         let msg = Message {
             id: MsgId::v2(&origin, i + 1, ts, &data),
             origin: origin.to_string(),

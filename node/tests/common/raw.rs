@@ -34,9 +34,10 @@ pub async fn neighbour(ws_url: &str, id: NodeId) -> Ws {
     ws
 }
 
-/// A valid `GOSSIP` frame: message `seq` of `origin` saying `data`.
+/// A valid `GOSSIP` frame: message `seq` of `origin` saying `data`, stamped inside the
+/// retention window (the same message wherever it is made in one test run).
 pub fn gossip(origin: NodeId, seq: u64, data: &str) -> String {
-    let timestamp = 1_700_000_000_000 + seq;
+    let timestamp = super::stamp_base() + seq;
     let msg = HsMessage {
         id: MsgId::v2(&origin, seq, timestamp, data),
         origin: origin.to_string(),

@@ -1,0 +1,142 @@
+//! The history budget: which messages a peer keeps, judged by the messages' own timestamps.
+//!
+//! Retention is a window of age, [`History::retention`], the same setting across a network so
+//! that every node agrees on what is inside it. A message older than the window is refused on
+//! receipt (so it is never delivered twice: whoever evicted it will not take it back), one
+//! stamped more than [`History::max_future`] ahead of our clock is refused too (it would
+//! otherwise stay for ever), and every [`History::evict_every`] the engine drops what has aged
+//! out of its index and tells its driver to drop it from the store
+//! ([`crate::Output::Evict`]). Reconciliation covers only the window, less
+//! [`History::edge`]: two peers whose clocks disagree by less than that never fetch from each
+//! other what one of them would refuse.
+//!
+//! Seed (v1) texts have no timestamp of their own (their id is a hash of the text alone);
+//! the first hearsay node to hear one stamps it, and it is reconciled under that stamp rounded
+//! down to the hour ([`crate::sync::sync_timestamp`]), which two nodes that stamp the same
+//! text independently almost always agree on.
+
+use crate::Millis;
+
+/// One day, in milliseconds.
+pub const DAY: Millis = 24 * 60 * 60_000;
+
+/// The history settings (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct History {
+    /// How old a message may be, by its own timestamp; `None` keeps everything.
+    pub retention: Option<Millis>,
+    /// How far ahead of our clock a message may be stamped.
+    pub max_future: Millis,
+    /// How much short of the window's start reconciliation stops.
+    pub edge: Millis,
+    /// How often what has aged out is evicted.
+    pub evict_every: Millis,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            retention: Some(30 * DAY),
+            max_future: 5 * 60_000,
+            edge: 10 * 60_000,
+            evict_every: 60_000,
+        }
+    }
+}
+
+/// Why a message is outside the window.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Outside {
+    #[error("message is {} old; this network keeps {}", span(*age), span(*retention))]
+    TooOld { age: Millis, retention: Millis },
+    #[error(
+        "message is stamped {} ahead of this node's clock (at most {}); check the clock",
+        span(*ahead),
+        span(*max)
+    )]
+    Future { ahead: Millis, max: Millis },
+}
+
+impl History {
+    /// Whether a message stamped `timestamp` (its reconciliation timestamp) is inside the
+    /// window at `now`.
+    pub fn check(&self, timestamp: Millis, now: Millis) -> Result<(), Outside> {
+        if timestamp > now.saturating_add(self.max_future) {
+            return Err(Outside::Future {
+                ahead: timestamp - now,
+                max: self.max_future,
+            });
+        }
+        match self.retention {
+            Some(retention) if timestamp.saturating_add(retention) < now => Err(Outside::TooOld {
+                age: now - timestamp,
+                retention,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Messages stamped before this are evicted at `now`.
+    pub fn cutoff(&self, now: Millis) -> Option<Millis> {
+        self.retention.map(|r| now.saturating_sub(r))
+    }
+
+    /// Where reconciliation starts at `now`: the window's start plus the edge.
+    pub fn sync_floor(&self, now: Millis) -> Option<Millis> {
+        self.cutoff(now).map(|c| c.saturating_add(self.edge))
+    }
+}
+
+/// A duration as a person reads it: in the largest unit it reaches, to a tenth below ten.
+pub fn span(ms: Millis) -> String {
+    const UNITS: [(Millis, &str); 4] =
+        [(DAY, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s")];
+    for (size, unit) in UNITS {
+        if ms >= size {
+            let v = ms as f64 / size as f64;
+            let text = if v >= 10.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}").trim_end_matches(".0").to_owned()
+            };
+            return format!("{text} {unit}");
+        }
+    }
+    format!("{ms} ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_refuses_the_old_and_the_future_with_reasons_a_person_reads() {
+        let h = History::default();
+        let now = 100 * DAY;
+        assert_eq!(h.check(now, now), Ok(()));
+        assert_eq!(h.check(now - 30 * DAY, now), Ok(()));
+        let old = h.check(now - 31 * DAY, now).unwrap_err();
+        assert_eq!(
+            old.to_string(),
+            "message is 31 d old; this network keeps 30 d"
+        );
+        assert_eq!(h.check(now + 4 * 60_000, now), Ok(()));
+        let ahead = h.check(now + 3_600_000, now).unwrap_err();
+        assert_eq!(
+            ahead.to_string(),
+            "message is stamped 1 h ahead of this node's clock (at most 5 min); check the clock"
+        );
+        assert_eq!(h.cutoff(now), Some(70 * DAY));
+        assert_eq!(h.sync_floor(now), Some(70 * DAY + 10 * 60_000));
+        let forever = History {
+            retention: None,
+            ..History::default()
+        };
+        assert_eq!(forever.check(0, now), Ok(()));
+        assert_eq!(forever.cutoff(now), None);
+        assert_eq!(span(90 * 60_000), "1.5 h");
+        assert_eq!(span(3_600_001), "1 h");
+        assert_eq!(span(250), "250 ms");
+    }
+}
