@@ -9,6 +9,8 @@
 //! peers = ["ws://192.168.1.21:3000"]
 //! v1_port = "off"              # or a port number
 //! retention = "30d"            # d, h, min or s; "off" keeps everything
+//! max_messages = 1000000       # the disk's safety net under the window: past either,
+//! max_bytes = 1073741824       # the oldest go (bytes of message text)
 //!
 //! [limits]                     # burst, then per second (see the README)
 //! page_messages = { burst = 100, per_second = 5 }
@@ -40,6 +42,8 @@ pub struct File {
     pub peers: Option<Vec<String>>,
     pub v1_port: Option<V1PortSetting>,
     pub retention: Option<String>,
+    pub max_messages: Option<usize>,
+    pub max_bytes: Option<u64>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -88,6 +92,8 @@ pub struct Effective {
     /// The same in milliseconds; `None` keeps everything.
     #[serde(skip)]
     pub retention_ms: Option<u64>,
+    pub max_messages: usize,
+    pub max_bytes: u64,
     pub limits: Limits,
     pub connections: Connections,
 }
@@ -169,9 +175,15 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
         .or(file.retention)
         .unwrap_or_else(|| "30d".to_owned());
     let retention_ms = parse_span(&retention)?;
+    let defaults = hearsay_proto::History::default();
     Ok(Effective {
         retention,
         retention_ms,
+        max_messages: file
+            .max_messages
+            .or(defaults.max_messages)
+            .unwrap_or(usize::MAX),
+        max_bytes: file.max_bytes.or(defaults.max_bytes).unwrap_or(u64::MAX),
         port,
         host: args
             .host

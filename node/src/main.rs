@@ -74,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
     };
     config.engine.limits = settings.limits;
     config.engine.history.retention = settings.retention_ms;
+    config.engine.history.max_messages = Some(settings.max_messages);
+    config.engine.history.max_bytes = Some(settings.max_bytes);
     let node = server::start(listener, v1_listener, config, shutdown.clone())?;
     // Whoever started us may have stopped reading our output; that is no reason to stop.
     let mut out = std::io::stdout();

@@ -129,8 +129,8 @@ pub fn start(
     // What the store holds is not new (a copy arriving again is neither stored nor delivered),
     // and it is what reconciliation offers peers.
     let held = store.keys()?;
-    for key in &held {
-        engine.note_held(*key);
+    for &(key, bytes) in &held {
+        engine.note_held(key, bytes);
     }
     let http_limit =
         crate::limit::PerAddress::new(config.engine.limits.http_messages, config.limit_loopback);

@@ -30,8 +30,9 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// Message id → (local sequence number, reconciliation timestamp), for dedup, `after` cursors
 /// and the engine's index at start.
 const IDS: TableDefinition<[u8; 16], (u64, u64)> = TableDefinition::new("ids");
-/// (Reconciliation timestamp, id) → local sequence number: what ages out first, first.
-const BY_TIME: TableDefinition<(u64, [u8; 16]), u64> = TableDefinition::new("by_time");
+/// (Reconciliation timestamp, id) → (local sequence number, bytes of text): what ages out
+/// first, first, and what the engine's index is built from at start.
+const BY_TIME: TableDefinition<(u64, [u8; 16]), (u64, u64)> = TableDefinition::new("by_time");
 /// Evicted ids, kept one more window so that a cursor naming one is told it was evicted (410)
 /// rather than that it never was (404): id → timestamp, and the same by time to forget them.
 const EVICTED: TableDefinition<[u8; 16], u64> = TableDefinition::new("evicted");
@@ -87,8 +88,9 @@ pub trait Store: Send + Sync {
     fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
-    /// The reconciliation key of every message held, for the engine to know at start.
-    fn keys(&self) -> Result<Vec<Key>, StoreError>;
+    /// The reconciliation key of every message held, with the bytes of its text, for the
+    /// engine to know at start.
+    fn keys(&self) -> Result<Vec<(Key, usize)>, StoreError>;
     /// The messages with these ids that are held (others are skipped).
     fn get_many(&self, ids: &[MsgId]) -> Result<Vec<Message>, StoreError>;
     /// Every message stored from now on, once durable, in the order stored.
@@ -157,14 +159,14 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.len() as u64)
     }
 
-    fn keys(&self) -> Result<Vec<Key>, StoreError> {
+    fn keys(&self) -> Result<Vec<(Key, usize)>, StoreError> {
         Ok(self
             .inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .0
             .iter()
-            .map(key_of)
+            .map(|m| (key_of(m), m.data.len()))
             .collect())
     }
 
@@ -303,8 +305,9 @@ fn index_by_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         let msg = decode(v.value())?;
         let (ts, id) = key_of(&msg);
         ids.insert(*id.as_bytes(), (seq.value(), ts)).map_err(io)?;
+        let bytes = msg.data.len() as u64;
         by_time
-            .insert((ts, *id.as_bytes()), seq.value())
+            .insert((ts, *id.as_bytes()), (seq.value(), bytes))
             .map_err(io)?;
     }
     Ok(())
@@ -324,7 +327,7 @@ fn evict_before(db: &Database, before: u64, forget_before: u64) -> Result<u64, S
         let aged: Vec<((u64, [u8; 16]), u64)> = by_time
             .range(..(before, [0u8; 16]))
             .map_err(io)?
-            .map(|row| row.map(|(k, v)| (k.value(), v.value())))
+            .map(|row| row.map(|(k, v)| (k.value(), v.value().0)))
             .collect::<Result<_, _>>()
             .map_err(io)?;
         for ((ts, id), seq) in aged {
@@ -435,7 +438,8 @@ fn commit_batch(db: &Database, batch: &[Write]) -> Result<Vec<bool>, StoreError>
             let ts = key_of(&w.msg).0;
             messages.insert(next, json.as_slice()).map_err(io)?;
             ids.insert(key, (next, ts)).map_err(io)?;
-            by_time.insert((ts, key), next).map_err(io)?;
+            let bytes = w.msg.data.len() as u64;
+            by_time.insert((ts, key), (next, bytes)).map_err(io)?;
             next += 1;
             new.push(true);
         }
@@ -513,13 +517,14 @@ impl Store for DiskStore {
         txn.open_table(MESSAGES).map_err(io)?.len().map_err(io)
     }
 
-    fn keys(&self) -> Result<Vec<Key>, StoreError> {
+    fn keys(&self) -> Result<Vec<(Key, usize)>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let ids = txn.open_table(IDS).map_err(io)?;
+        let by_time = txn.open_table(BY_TIME).map_err(io)?;
         let mut out = Vec::new();
-        for row in ids.iter().map_err(io)? {
+        for row in by_time.iter().map_err(io)? {
             let (k, v) = row.map_err(io)?;
-            out.push((v.value().1, MsgId::from_bytes(k.value())));
+            let (ts, id) = k.value();
+            out.push(((ts, MsgId::from_bytes(id)), v.value().1 as usize));
         }
         Ok(out)
     }
@@ -740,9 +745,11 @@ mod tests {
             txn.commit().unwrap();
         }
         let s = DiskStore::open(dir.path()).unwrap();
-        let mut keys = s.keys().unwrap();
-        keys.sort();
-        assert_eq!(keys, vec![(5, msg(5).id), (7_200_000, seed_text.id)]);
+        let keys = s.keys().unwrap();
+        assert_eq!(
+            keys,
+            vec![((5, msg(5).id), 2), ((7_200_000, seed_text.id), 11)]
+        );
         assert_eq!(evict(&s, 100, 0).await, 1);
         assert_eq!(s.page(None, 10).unwrap(), vec![seed_text]);
     }

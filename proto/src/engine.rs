@@ -242,6 +242,8 @@ pub struct Engine {
     refused: Recent<NodeId, Millis>,
     /// Dials to addresses learned from peers (see `Limits::dials`).
     dial_bucket: TokenBucket,
+    /// Nothing stamped before this is kept: where the storage cap last cut the history.
+    budget_floor: Option<Millis>,
     timers: Timers<Timer>,
     dial_timer: Option<Millis>,
     seed_timer: bool,
@@ -313,6 +315,7 @@ impl Engine {
             index: MessageIndex::default(),
             refused: Recent::new(10_000, refuse_for),
             dial_bucket: TokenBucket::new(dial_rate, now),
+            budget_floor: None,
             timers: {
                 // The first eviction soon after start, once the driver has noted what its
                 // store holds (`note_held`).
@@ -414,8 +417,8 @@ impl Engine {
 
     /// Records a message already held (the store's history at start, or history fetched out
     /// of band): it is reconciled with peers and never delivered again.
-    pub fn note_held(&mut self, key: sync::Key) {
-        self.index.insert(key);
+    pub fn note_held(&mut self, key: sync::Key, bytes: usize) {
+        self.index.insert(key, bytes);
     }
 
     // ----- events -----
@@ -614,7 +617,7 @@ impl Engine {
             timestamp: now,
             data: data.to_owned(),
         };
-        self.index.insert(sync::key_of(&msg));
+        self.index.insert(sync::key_of(&msg), msg.data.len());
         self.stats.published += 1;
         self.stats.delivered += 1;
         self.outputs.push_back(Output::Deliver {
@@ -641,7 +644,20 @@ impl Engine {
                 Timer::Evict => {
                     self.timers
                         .insert(now + self.config.history.evict_every, Timer::Evict);
-                    if let Some(before) = self.config.history.cutoff(now) {
+                    let window = self.config.history.cutoff(now);
+                    let h = &self.config.history;
+                    let cap = self.index.cut_for(
+                        h.max_messages.unwrap_or(usize::MAX),
+                        h.max_bytes.unwrap_or(u64::MAX),
+                    );
+                    if let Some(cap) = cap
+                        && window.is_none_or(|w| cap > w)
+                    {
+                        // Over the storage cap: the oldest go, and nothing older than what is
+                        // kept is taken or fetched again.
+                        self.budget_floor = self.budget_floor.max(Some(cap));
+                    }
+                    if let Some(before) = window.max(self.budget_floor) {
                         let count = self.index.evict_before(before);
                         if count > 0 {
                             self.stats.evicted += count as u64;
@@ -681,7 +697,12 @@ impl Engine {
             self.stats.sync_rounds += due.len() as u64;
             if !due.is_empty() {
                 let upper = self.sync.upper_bound(now);
-                let floor = self.config.history.sync_floor(now).map(sync::key_at);
+                let floor = self
+                    .config
+                    .history
+                    .sync_floor(now)
+                    .max(self.budget_floor)
+                    .map(sync::key_at);
                 let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index, floor, Some(upper)))
                     .encode()
                     .into();
@@ -726,7 +747,12 @@ impl Engine {
                     retry_after_ms,
                 }),
                 Frame::Sync(f) => {
-                    let floor = self.config.history.cutoff(now).map(sync::key_at);
+                    let floor = self
+                        .config
+                        .history
+                        .cutoff(now)
+                        .max(self.budget_floor)
+                        .map(sync::key_at);
                     let reply = sync::respond(&self.index, &f, floor);
                     for f in reply.frames {
                         self.send(conn, Frame::Sync(f).encode().into());
@@ -829,12 +855,20 @@ impl Engine {
         now: Millis,
     ) -> bool {
         let ts = sync::key_of(msg).0;
-        let Err(outside) = self.config.history.check(ts, now) else {
+        let checked = self
+            .config
+            .history
+            .check(ts, now)
+            .and(match self.budget_floor {
+                Some(floor) if ts < floor => Err(crate::history::Outside::OverBudget),
+                _ => Ok(()),
+            });
+        let Err(outside) = checked else {
             return true;
         };
         match outside {
-            crate::history::Outside::TooOld { .. } => self.stats.too_old += 1,
             crate::history::Outside::Future { .. } => self.stats.from_future += 1,
+            _ => self.stats.too_old += 1,
         }
         if kind == Some(PeerKind::Browser) && self.config.kind == PeerKind::Node {
             let frame = Frame::Error {
@@ -886,7 +920,7 @@ impl Engine {
             return;
         }
         self.ack_if_page_published(conn, from, kind, &msg);
-        self.index.insert(sync::key_of(&msg));
+        self.index.insert(sync::key_of(&msg), msg.data.len());
         self.stats.delivered += 1;
         if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.origin))
         {
@@ -926,7 +960,7 @@ impl Engine {
             {
                 continue;
             }
-            self.index.insert(sync::key_of(&msg));
+            self.index.insert(sync::key_of(&msg), msg.data.len());
             self.stats.delivered += 1;
             self.stats.synced += 1;
             new += 1;
@@ -972,7 +1006,7 @@ impl Engine {
                     timestamp: now,
                     data,
                 };
-                self.index.insert(sync::key_of(&msg));
+                self.index.insert(sync::key_of(&msg), msg.data.len());
                 self.stats.delivered += 1;
                 self.outputs.push_back(Output::Deliver {
                     msg: msg.clone(),

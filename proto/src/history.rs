@@ -32,6 +32,11 @@ pub struct History {
     pub edge: Millis,
     /// How often what has aged out is evicted.
     pub evict_every: Millis,
+    /// A safety net for the disk under the window: past this many messages or bytes of
+    /// text, the oldest are evicted, and nothing older than the oldest kept is taken or
+    /// fetched again (so the node holds less than the window, for as long as it runs).
+    pub max_messages: Option<usize>,
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for History {
@@ -41,6 +46,8 @@ impl Default for History {
             max_future: 5 * 60_000,
             edge: 10 * 60_000,
             evict_every: 60_000,
+            max_messages: Some(1_000_000),
+            max_bytes: Some(1 << 30),
         }
     }
 }
@@ -56,6 +63,8 @@ pub enum Outside {
         span(*max)
     )]
     Future { ahead: Millis, max: Millis },
+    #[error("message is older than the oldest this node keeps: its storage cap is reached")]
+    OverBudget,
 }
 
 impl History {

@@ -490,7 +490,7 @@ impl Sim {
         let mut held: Vec<&Message> = self.nodes[i].held.values().collect();
         held.sort_by_key(|m| m.id);
         for msg in held {
-            engine.note_held(crate::sync::key_of(msg));
+            engine.note_held(crate::sync::key_of(msg), msg.data.len());
         }
         self.nodes[i].kind = NodeKind::Hearsay(Box::new(engine));
         self.nodes[i].up = true;

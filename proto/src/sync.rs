@@ -23,7 +23,7 @@ use crate::id::{MsgId, V1_ORIGIN};
 use crate::message::Message;
 use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
 /// A position in the key space: `(timestamp, id)`. Seed (v1) messages use their stamp rounded
@@ -69,22 +69,51 @@ pub const SPLIT_INTO: usize = 16;
 /// Most ranges in one `SYNC` frame (a round with more is sent as several frames).
 pub const RANGES_PER_FRAME: usize = 256;
 
-/// Every message id this peer holds, ordered by key.
+/// Every message id this peer holds, ordered by key, with the size of each text (for the
+/// history's byte cap).
 #[derive(Debug, Default, Clone)]
 pub struct MessageIndex {
-    keys: BTreeSet<Key>,
+    keys: BTreeMap<Key, u32>,
     by_id: HashMap<MsgId, u64>,
+    bytes: u64,
 }
 
 impl MessageIndex {
-    /// Records a message; false if its id was already here.
-    pub fn insert(&mut self, (ts, id): Key) -> bool {
+    /// Records a message of `bytes` bytes of text; false if its id was already here.
+    pub fn insert(&mut self, (ts, id): Key, bytes: usize) -> bool {
         if self.by_id.contains_key(&id) {
             return false;
         }
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.by_id.insert(id, ts);
-        self.keys.insert((ts, id));
+        self.keys.insert((ts, id), bytes);
+        self.bytes += u64::from(bytes);
         true
+    }
+
+    /// Bytes of text held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The timestamp to evict before so that at most `count` messages and `bytes` bytes stay
+    /// (the oldest go first); `None` if they fit already.
+    pub fn cut_for(&self, count: usize, bytes: u64) -> Option<u64> {
+        let (mut n, mut b) = (self.keys.len(), self.bytes);
+        if n <= count && b <= bytes {
+            return None;
+        }
+        let mut keys = self.keys.iter().peekable();
+        while let Some((_, size)) = keys.next() {
+            n -= 1;
+            b -= u64::from(*size);
+            if n <= count && b <= bytes {
+                // Evicting is by timestamp: everything stamped like the last one goes too.
+                let last = keys.peek().map(|((ts, _), _)| *ts);
+                return Some(last.unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
     }
 
     pub fn contains(&self, id: &MsgId) -> bool {
@@ -103,8 +132,9 @@ impl MessageIndex {
     pub fn evict_before(&mut self, ts: u64) -> usize {
         let kept = self.keys.split_off(&key_at(ts));
         let evicted = std::mem::replace(&mut self.keys, kept);
-        for (_, id) in &evicted {
+        for ((_, id), size) in &evicted {
             self.by_id.remove(id);
+            self.bytes -= u64::from(*size);
         }
         evicted.len()
     }
@@ -124,7 +154,7 @@ impl MessageIndex {
             _ => true,
         };
         valid
-            .then(|| self.keys.range((lo, hi)))
+            .then(|| self.keys.range((lo, hi)).map(|(k, _)| k))
             .into_iter()
             .flatten()
     }
@@ -573,7 +603,7 @@ mod tests {
     fn index(items: impl IntoIterator<Item = u64>) -> MessageIndex {
         let mut ix = MessageIndex::default();
         for n in items {
-            ix.insert((n * 10, id(n)));
+            ix.insert((n * 10, id(n)), 10);
         }
         ix
     }
@@ -711,6 +741,19 @@ mod tests {
         assert_eq!(a_wants.len(), 100);
         let (a_wants, b_wants) = run(vec![], vec![initiate(&b, None, None)], floor);
         assert!(a_wants.is_empty() && b_wants.is_empty(), "{a_wants:?}");
+    }
+
+    #[test]
+    fn the_cut_for_a_cap_keeps_the_newest_within_count_and_bytes() {
+        let ix = index(0..10); // keys 0, 10, ..., 90; 10 bytes each
+        assert_eq!(ix.bytes(), 100);
+        assert_eq!(ix.cut_for(10, 100), None);
+        assert_eq!(ix.cut_for(7, 1_000), Some(30), "the three oldest go");
+        assert_eq!(ix.cut_for(100, 45), Some(60), "four fit in 45 bytes");
+        assert_eq!(ix.cut_for(0, 0), Some(u64::MAX));
+        let mut ix = ix;
+        assert_eq!(ix.evict_before(60), 6);
+        assert_eq!((ix.len(), ix.bytes()), (4, 40));
     }
 
     #[test]

@@ -711,3 +711,50 @@ fn a_page_with_a_clock_far_ahead_is_told_to_check_it() {
     );
     assert_eq!(n.stats().delivered, 0);
 }
+
+/// Over its storage cap a node keeps the newest, and refuses a copy older than the oldest it
+/// keeps, saying why.
+#[test]
+fn over_the_storage_cap_the_oldest_go_and_older_copies_are_refused() {
+    let mut n = Engine::new(
+        Config {
+            listen_addresses: vec![ME.into()],
+            history: hearsay_proto::History {
+                max_messages: Some(1),
+                evict_every: 1_000,
+                ..hearsay_proto::History::default()
+            },
+            ..Config::default()
+        },
+        node(1),
+        1,
+        T0,
+    );
+    let c = join(&mut n, 2, &["ws://b:3000"], T0);
+    n.publish("first", T0).unwrap();
+    n.publish("second", T0 + 10).unwrap();
+    drain(&mut n);
+    n.handle_timeout(T0 + 1_000);
+    let out = drain(&mut n);
+    assert!(
+        out.contains(&Output::Evict {
+            before: T0 + 10,
+            count: 1
+        }),
+        "{out:?}"
+    );
+    let older = Message {
+        id: MsgId::v2(&node(2), 1, T0 + 5, "older"),
+        origin: node(2).to_string(),
+        seq: 1,
+        timestamp: T0 + 5,
+        data: "older".into(),
+    };
+    n.frame(c, &Frame::encode_gossip(&older, 1), T0 + 1_001);
+    assert!(
+        !drain(&mut n)
+            .iter()
+            .any(|o| matches!(o, Output::Deliver { .. }))
+    );
+    assert_eq!(n.stats().too_old, 1);
+}

@@ -17,7 +17,7 @@ fn index(items: &BTreeSet<u64>) -> MessageIndex {
     let mut ix = MessageIndex::default();
     for &n in items {
         // Timestamps collide on purpose (several messages per millisecond).
-        ix.insert((n / 3, id(n)));
+        ix.insert((n / 3, id(n)), 10);
     }
     ix
 }

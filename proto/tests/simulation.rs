@@ -738,3 +738,34 @@ fn what_ages_out_is_evicted_and_never_fetched_back() {
     // Delivered once everywhere, the evicted message included.
     sim.check_exactly_once(&[old, fresh]).unwrap();
 }
+
+/// The storage cap under the window: a node capped at 3 messages keeps the newest 3, and
+/// neither takes nor fetches anything older again, from neighbours that keep everything.
+#[test]
+fn a_node_over_its_storage_cap_keeps_the_newest_and_fetches_nothing_older() {
+    let mut sim = Sim::new(4);
+    let mut capped = sim_config(Strategy::Plumtree);
+    capped.history.max_messages = Some(3);
+    capped.history.evict_every = 5_000;
+    let a = sim.add_hearsay(capped);
+    sim.add_hearsay(sim_config(Strategy::Plumtree));
+    sim.add_hearsay(sim_config(Strategy::Plumtree));
+    sim.wire(Topology::Ring);
+    sim.run_for(5_000);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(sim.publish(1 + i % 2, &format!("message {i}")));
+        sim.run_for(1_000);
+    }
+    sim.run_for(120_000);
+    let held: Vec<bool> = ids
+        .iter()
+        .map(|id| sim.nodes[a].held.contains_key(id))
+        .collect();
+    assert_eq!(held, [false, false, false, true, true, true]);
+    let e = sim.nodes[a].engine().unwrap();
+    assert_eq!(e.stats().evicted, 3);
+    assert_eq!(e.stats().too_old, 0, "nothing older was even offered");
+    assert_eq!(e.stats().synced, 0);
+    sim.check_exactly_once(&ids).unwrap();
+}

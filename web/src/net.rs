@@ -252,7 +252,7 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let mut held = HashMap::new();
     for m in &history {
         if held.insert(m.id, m.clone()).is_none() {
-            engine.note_held(hearsay_proto::sync::key_of(m));
+            engine.note_held(hearsay_proto::sync::key_of(m), m.data.len());
         }
     }
     report.emit(Action::Started {
