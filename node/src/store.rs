@@ -39,6 +39,9 @@ const EVICTED: TableDefinition<[u8; 16], u64> = TableDefinition::new("evicted");
 const EVICTED_BY_TIME: TableDefinition<(u64, [u8; 16]), ()> =
     TableDefinition::new("evicted_by_time");
 
+/// What redb may cache of the file in memory.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -254,13 +257,18 @@ impl DiskStore {
             detail: e.to_string(),
         })?;
         let path = dir.join("messages.redb");
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(dir.to_owned()),
-            other => StoreError::Open {
-                path: path.clone(),
-                detail: other.to_string(),
-            },
-        })?;
+        // redb caches up to 1 GiB of pages by default, and a node's memory would grow with
+        // its history up to that; the operating system caches the file as well.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(dir.to_owned()),
+                other => StoreError::Open {
+                    path: path.clone(),
+                    detail: other.to_string(),
+                },
+            })?;
         // Make every table exist, so reads never meet a missing table.
         let txn = db.begin_write().map_err(io)?;
         txn.open_table(MESSAGES).map_err(io)?;
