@@ -227,6 +227,7 @@ async fn main() {
     let mut config = NodeConfig::default();
     config.engine.limits.peer_frames = Rate::new(1e9, 1e9);
     config.engine.limits.peer_bytes = Rate::new(1e12, 1e12);
+    config.engine.limits.origin_messages = Rate::new(1e9, 1e9);
     let node = server::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         None,

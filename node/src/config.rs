@@ -19,6 +19,8 @@
 //! peer_frames = { burst = 20000, per_second = 5000 }
 //! peer_bytes = { burst = 33554432, per_second = 8388608 }
 //! dials = { burst = 32, per_second = 4 }
+//! origin_messages = { burst = 10000, per_second = 100 }
+//! over_quota = { burst = 100, per_second = 1 }
 //!
 //! [connections]
 //! max = 4096

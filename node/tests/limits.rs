@@ -212,6 +212,62 @@ async fn a_seeds_excess_is_dropped_and_counted() {
     n.stop().await;
 }
 
+/// A node peer that keeps pushing one origin's messages past its quota is closed with the
+/// reason in the close frame, and refused under the same id when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
+    let mut config = NodeConfig::default();
+    config.engine.limits.origin_messages = hearsay_proto::Rate::new(1.0, 200.0);
+    config.engine.limits.over_quota = hearsay_proto::Rate::new(0.1, 10.0);
+    let n = start_node_with(config).await;
+    let (me, origin) = (random_id(), random_id());
+    let (mut tx, mut rx) = neighbour(&n.ws_url(), me).await.split();
+    tokio::spawn(async move {
+        for seq in 1..=1_000 {
+            if tx
+                .send(Message::text(gossip(origin, seq, &format!("flood {seq}"))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(frame) = rx.next().await {
+            match frame {
+                Ok(Message::Close(Some(f))) => return f.reason.to_string(),
+                Ok(_) => {}
+                Err(e) => return e.to_string(),
+            }
+        }
+        "ended without a close frame".to_owned()
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(
+        reason,
+        "relayed too many messages over their origins' quotas"
+    );
+    let st = status(&n.http_url()).await;
+    assert_eq!(st["messages"], 200, "the quota's burst was taken");
+    assert_eq!(st["stats"]["closed_over_quota"], 1);
+    // Back under the same id: refused, told for how long.
+    let mut again = neighbour(&n.ws_url(), me).await;
+    let told = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(frame)) = again.next().await {
+            if let Message::Close(Some(f)) = frame {
+                return f.reason.to_string();
+            }
+        }
+        String::new()
+    })
+    .await
+    .unwrap();
+    assert!(told.starts_with("refused"), "{told}");
+    n.stop().await;
+}
+
 /// A WebSocket to `node` from the local address `from` (any of 127.0.0.0/8).
 async fn ws_from(
     from: &str,

@@ -38,7 +38,10 @@ pub enum CloseReason {
     BrowserCannotAccept,
     /// The driver could not queue a frame for this peer.
     SendQueueFull,
-    /// The peer was closed for bad frames lately and is refused until then.
+    /// A node peer kept relaying messages over their origins' quotas.
+    OverQuota,
+    /// The peer was closed for bad frames or relaying over quota lately, and is refused
+    /// until then.
     Refused {
         seconds: u64,
     },
@@ -60,6 +63,7 @@ impl fmt::Display for CloseReason {
             Self::HandshakeTimeout => f.write_str("handshake timeout: no HELLO or seed frame"),
             Self::TooManyBadFrames { last } => write!(f, "too many bad frames (last: {last})"),
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
+            Self::OverQuota => f.write_str("relayed too many messages over their origins' quotas"),
             Self::SeedDialsUs => f.write_str("hearsay nodes let seed nodes dial them"),
             Self::Disconnected => f.write_str("left the active view"),
             Self::ActiveViewFull => f.write_str("active view full"),
@@ -69,7 +73,7 @@ impl fmt::Display for CloseReason {
             Self::SendQueueFull => f.write_str("send queue full: peer too slow"),
             Self::Refused { seconds } => write!(
                 f,
-                "refused for another {seconds} s: closed lately for too many bad frames"
+                "refused for another {seconds} s: closed lately for bad frames or relaying over quota"
             ),
         }
     }

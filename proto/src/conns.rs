@@ -81,6 +81,8 @@ pub struct Conn {
     pub unwanted_since: Option<Millis>,
     /// What it may still publish, for peers whose messages are charged (pages, seeds).
     pub messages: Option<crate::limits::TokenBucket>,
+    /// For a node peer: how many more messages over their origins' quotas it may push.
+    pub over_quota: Option<crate::limits::TokenBucket>,
 }
 
 impl Conn {
@@ -94,6 +96,7 @@ impl Conn {
             ping_sent: None,
             bad_frames: 0,
             messages: None,
+            over_quota: None,
             queued: Vec::new(),
             intended: None,
             wanted: false,

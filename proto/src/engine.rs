@@ -45,6 +45,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+/// Origins whose quota is tracked at once (the least recently charged are forgotten).
+const ORIGINS_TRACKED: usize = 20_000;
+
 /// Tunables. The defaults suit a native node; a page sets `kind` and `home`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -190,7 +193,7 @@ pub struct Stats {
     pub backed_up: u64,
     /// Messages refused because a page or seed sent more than its rate limit allows.
     pub rate_limited: u64,
-    /// Handshakes refused from peers closed lately for bad frames.
+    /// Handshakes refused from peers closed lately for bad frames or relaying over quota.
     pub refused: u64,
     /// Dials membership asked for beyond the dial rate limit (told they failed).
     pub dials_limited: u64,
@@ -199,6 +202,10 @@ pub struct Stats {
     pub from_future: u64,
     /// Messages evicted as they aged out of the window.
     pub evicted: u64,
+    /// Messages node peers relayed over their origin's quota (dropped), and node peers
+    /// closed for doing it too often.
+    pub over_quota: u64,
+    pub closed_over_quota: u64,
     /// Reconciliations this peer started.
     pub sync_rounds: u64,
 }
@@ -244,6 +251,8 @@ pub struct Engine {
     dial_bucket: TokenBucket,
     /// Nothing stamped before this is kept: where the storage cap last cut the history.
     budget_floor: Option<Millis>,
+    /// What each origin may still have relayed to us (see `Limits::origin_messages`).
+    origins: Recent<String, TokenBucket>,
     timers: Timers<Timer>,
     dial_timer: Option<Millis>,
     seed_timer: bool,
@@ -316,6 +325,7 @@ impl Engine {
             refused: Recent::new(10_000, refuse_for),
             dial_bucket: TokenBucket::new(dial_rate, now),
             budget_floor: None,
+            origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
             timers: {
                 // The first eviction soon after start, once the driver has noted what its
                 // store holds (`note_held`).
@@ -644,6 +654,7 @@ impl Engine {
                 Timer::Evict => {
                     self.timers
                         .insert(now + self.config.history.evict_every, Timer::Evict);
+                    self.origins.expire(now);
                     let window = self.config.history.cutoff(now);
                     let h = &self.config.history;
                     let cap = self.index.cut_for(
@@ -881,6 +892,54 @@ impl Engine {
         false
     }
 
+    /// Charges a new message that a node peer relayed to its origin's quota. Over it, the
+    /// message is dropped, not marked as seen (it may come again once the quota refills).
+    /// If the peer pushed it (we did not fetch it), the peer's tolerance is charged too: it
+    /// applies the same quota before relaying, so it crosses ours only by a little unless it
+    /// floods; one that keeps on is closed and refused for a while, as for bad frames.
+    fn charge_origin(
+        &mut self,
+        conn: ConnId,
+        kind: PeerKind,
+        msg: &Message,
+        pushed: bool,
+        now: Millis,
+    ) -> bool {
+        if kind != PeerKind::Node || msg.origin == V1_ORIGIN {
+            return true;
+        }
+        let rate = self.config.limits.origin_messages;
+        let fits = match self.origins.get_mut(&msg.origin) {
+            Some(bucket) => bucket.take(1.0, now).is_ok(),
+            None => {
+                let mut bucket = TokenBucket::new(rate, now);
+                let fits = bucket.take(1.0, now).is_ok();
+                self.origins.insert(msg.origin.clone(), bucket, now);
+                fits
+            }
+        };
+        if fits {
+            return true;
+        }
+        self.stats.over_quota += 1;
+        let tolerance = self.config.limits.over_quota;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return false;
+        };
+        let bucket = c
+            .over_quota
+            .get_or_insert_with(|| TokenBucket::new(tolerance, now));
+        if pushed && bucket.take(1.0, now).is_err() {
+            self.stats.closed_over_quota += 1;
+            if let Some(node) = c.node_id() {
+                let until = now + self.config.refuse_for;
+                self.refused.insert(node, until, now);
+            }
+            self.close(conn, CloseReason::OverQuota, now);
+        }
+        false
+    }
+
     fn valid(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
         if !msg.id_is_valid()
             || msg.data.is_empty()
@@ -916,6 +975,7 @@ impl Engine {
         }
         if !self.in_window(conn, Some(kind), &msg, now)
             || !self.admit(conn, Some(kind), Some(msg.id), now)
+            || !self.charge_origin(conn, kind, &msg, true, now)
         {
             return;
         }
@@ -957,6 +1017,7 @@ impl Engine {
             }
             if !self.in_window(conn, Some(kind), &msg, now)
                 || !self.admit(conn, Some(kind), Some(msg.id), now)
+                || !self.charge_origin(conn, kind, &msg, false, now)
             {
                 continue;
             }

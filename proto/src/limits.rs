@@ -44,6 +44,15 @@ pub struct Limits {
     /// membership is told the dial failed and tries again later, so no peer can make a node
     /// dial without bound.
     pub dials: Rate,
+    /// New messages of one origin that node peers may relay to this node; beyond, they are
+    /// dropped (and may come again once the quota refills). Until messages are signed an
+    /// origin can be claimed by anyone, so this is advisory: it bounds a flood under one
+    /// name, not a relay that invents names.
+    pub origin_messages: Rate,
+    /// How many messages over their origin's quota a node peer may push before it is closed
+    /// and refused for a while (every node applies the same quota before relaying, so an
+    /// honest relay only crosses it by a little, when clocks and paths differ).
+    pub over_quota: Rate,
 }
 
 impl Default for Limits {
@@ -55,6 +64,8 @@ impl Default for Limits {
             peer_frames: Rate::new(5_000.0, 20_000.0),
             peer_bytes: Rate::new(8.0 * 1024.0 * 1024.0, 32.0 * 1024.0 * 1024.0),
             dials: Rate::new(4.0, 32.0),
+            origin_messages: Rate::new(100.0, 10_000.0),
+            over_quota: Rate::new(1.0, 100.0),
         }
     }
 }

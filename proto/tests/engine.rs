@@ -758,3 +758,72 @@ fn over_the_storage_cap_the_oldest_go_and_older_copies_are_refused() {
     );
     assert_eq!(n.stats().too_old, 1);
 }
+
+/// Per-origin quotas: what node peers relay of one origin beyond its quota is dropped (not
+/// marked as seen), and a peer that keeps pushing over quota is closed, told why, and refused
+/// under the same id when it comes back.
+#[test]
+fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
+    let mut config = Config {
+        listen_addresses: vec![ME.into()],
+        ..Config::default()
+    };
+    config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 20.0);
+    config.limits.over_quota = hearsay_proto::Rate::new(0.1, 5.0);
+    let mut n = Engine::new(config, node(1), 1, T0);
+    let c = join(&mut n, 2, &["ws://b:3000"], T0);
+    drain(&mut n);
+    let origin = node(9);
+    let msg = |seq: u64| {
+        let data = format!("flood {seq}");
+        Message {
+            id: MsgId::v2(&origin, seq, T0, &data),
+            origin: origin.to_string(),
+            seq,
+            timestamp: T0,
+            data,
+        }
+    };
+    let mut delivered = 0;
+    let mut ended = None;
+    for seq in 1..=40 {
+        n.frame(c, &Frame::encode_gossip(&msg(seq), 1), T0);
+        let out = drain(&mut n);
+        delivered += out
+            .iter()
+            .filter(|o| matches!(o, Output::Deliver { .. }))
+            .count();
+        if let Some(reason) = closed(&out, c) {
+            ended = Some((seq, reason));
+            break;
+        }
+    }
+    assert_eq!(delivered, 20, "the quota's burst");
+    assert_eq!(
+        ended,
+        Some((26, CloseReason::OverQuota)),
+        "5 over are tolerated"
+    );
+    assert_eq!(n.stats().over_quota, 6);
+    // Back under the same id: refused, told for how long.
+    let again = n.accepted(T0 + 1_000);
+    n.frame(again, &hello(2, &["ws://b:3000"]), T0 + 1_000);
+    assert!(matches!(
+        closed(&drain(&mut n), again),
+        Some(CloseReason::Refused { .. })
+    ));
+    // Another relay is not blamed for what the first did, and the origin's quota refills:
+    // ten seconds on, ten more of its messages are taken; two over are tolerated.
+    let d = join(&mut n, 3, &["ws://c:3000"], T0 + 10_000);
+    drain(&mut n);
+    let mut taken = 0;
+    for seq in 100..112 {
+        n.frame(d, &Frame::encode_gossip(&msg(seq), 1), T0 + 10_000);
+        taken += drain(&mut n)
+            .iter()
+            .filter(|o| matches!(o, Output::Deliver { .. }))
+            .count();
+    }
+    assert_eq!(taken, 10);
+    assert!(n.peers().iter().any(|p| p.id == Some(node(3))));
+}
