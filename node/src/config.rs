@@ -26,6 +26,7 @@
 //! max = 4096
 //! max_per_address = 64
 //! limit_loopback = false
+//! per_kind = { nodes = 8, pages = 64, seeds = 8 }   # from one address
 //! ```
 
 use crate::cli::Args;
@@ -67,6 +68,8 @@ pub struct Connections {
     pub max_per_address: usize,
     /// Apply per-address limits (HTTP publishing, connections) to loopback clients too.
     pub limit_loopback: bool,
+    /// Connections of each kind one address may hold.
+    pub per_kind: hearsay_proto::KindCaps,
 }
 
 impl Default for Connections {
@@ -75,6 +78,7 @@ impl Default for Connections {
             max: 4_096,
             max_per_address: 64,
             limit_loopback: false,
+            per_kind: hearsay_proto::KindCaps::default(),
         }
     }
 }

@@ -63,7 +63,7 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
                 let _ = tcp.set_nodelay(true);
             }
             tracing::debug!(%conn, %address, "dialed");
-            run(shared, Some(conn), ws).await;
+            run(shared, Some(conn), None, ws).await;
         }
         Ok(Err(e)) => {
             tracing::debug!(%conn, %address, error = %e, "dial failed");
@@ -157,9 +157,14 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
 }
 
 /// Runs one connection to its end. `dialed` is the engine's id for a dial we made; accepted
-/// sockets get theirs from the engine here.
-pub async fn run<S, M, E>(shared: Arc<Shared>, dialed: Option<ConnId>, socket: S)
-where
+/// sockets get theirs from the engine here, with the client address they are capped under
+/// (`from`; none if exempt).
+pub async fn run<S, M, E>(
+    shared: Arc<Shared>,
+    dialed: Option<ConnId>,
+    from: Option<std::net::IpAddr>,
+    socket: S,
+) where
     S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin + Send,
     M: WsMessage + Send,
     E: std::fmt::Display,
@@ -174,7 +179,7 @@ where
             shared.opened(conn, handle);
             conn
         }
-        None => shared.accept(handle),
+        None => shared.accept(handle, from),
     };
     let mut pressure = shared.pressure.subscribe();
     // What this peer may send; beyond it, its socket is read later (see `limit`).

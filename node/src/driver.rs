@@ -143,10 +143,12 @@ impl Shared {
 
     /// A peer connected to us: the engine names the connection and its queue is registered
     /// under the same lock, so no output for it can be missed.
-    pub fn accept(self: &Arc<Self>, handle: ConnHandle) -> ConnId {
+    pub fn accept(self: &Arc<Self>, handle: ConnHandle, from: Option<std::net::IpAddr>) -> ConnId {
         let now = self.clock.now();
         let mut state = self.lock();
-        let conn = state.engine.accepted(now);
+        let conn = state
+            .engine
+            .accepted_from(from.map(|ip| ip.to_string()), now);
         state.conns.insert(conn, handle);
         self.execute(&mut state, now, None);
         conn
@@ -446,8 +448,13 @@ impl Driver for NodeDriver<'_> {
             before,
             "evicting messages older than the retention window"
         );
-        // Their ids are remembered one more window, for a 410 to a cursor naming one.
-        let window = self.shared.retention.unwrap_or(0);
+        // Their ids are remembered one more window (at least a day), for a 410 to a cursor
+        // naming one.
+        let window = self
+            .shared
+            .retention
+            .unwrap_or(0)
+            .max(hearsay_proto::history::DAY);
         self.shared
             .store
             .evict(before, before.saturating_sub(window), None);

@@ -185,7 +185,8 @@ fn websocket(
                         // Tracked so that shutdown waits for every connection to close; the
                         // place is given back when it has.
                         tracker.track_future(async move {
-                            conn::run(shared, None, socket).await;
+                            let from = place.address();
+                            conn::run(shared, None, from, socket).await;
                             drop(place);
                         })
                     });
@@ -432,6 +433,13 @@ async fn commit(
 async fn publish(shared: &Arc<Shared>, text: &str) -> Result<hearsay_proto::Message, Rejection> {
     match shared.publish(text).await {
         Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e @ hearsay_proto::PublishError::OverQuota { retry_after_ms, .. })) => {
+            Err(warp::reject::custom(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: e.to_string(),
+                retry_after: Some(retry_after_ms.div_ceil(1_000).max(1)),
+            }))
+        }
         Ok(Err(e)) => Err(bad_request(e.to_string())),
         Err(e) => Err(unavailable(e)),
     }

@@ -128,6 +128,14 @@ impl ConnectionCaps {
     }
 }
 
+impl Place {
+    /// The client address this place is counted under (none if exempt), which per-kind caps
+    /// count under too.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.addr
+    }
+}
+
 impl Drop for Place {
     fn drop(&mut self) {
         let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());

@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     config.engine.limits = settings.limits;
+    config.engine.per_address = settings.connections.per_kind;
     config.engine.history.retention = settings.retention_ms;
     config.engine.history.max_messages = Some(settings.max_messages);
     config.engine.history.max_bytes = Some(settings.max_bytes);

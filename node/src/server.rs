@@ -132,6 +132,9 @@ pub fn start(
     for &(key, bytes) in &held {
         engine.note_held(key, bytes);
     }
+    if let Some(floor) = store.evicted_floor()? {
+        engine.note_floor(floor);
+    }
     let http_limit =
         crate::limit::PerAddress::new(config.engine.limits.http_messages, config.limit_loopback);
     let caps = crate::limit::ConnectionCaps::new(

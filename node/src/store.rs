@@ -8,7 +8,8 @@
 //!
 //! Every message stored is also told, once durable and in the order stored, to whoever
 //! subscribed ([`Store::subscribe`]): that is what `GET /api/stream` sends, so a client that
-//! resumes from an event id finds that id in the store.
+//! resumes from an event id finds that id in the store, unless it has since aged out of the
+//! retention window ([`Store::evict`]; the id is then remembered as evicted, for a 410).
 //!
 //! Why redb: pure Rust (nothing to build or install, so `cargo build` is all a user runs),
 //! ACID with a durable fsync'd commit by default, and it locks its file, so a second node
@@ -102,6 +103,9 @@ pub trait Store: Send + Sync {
     /// `before`, remembering their ids as evicted, and forgets evicted ids stamped before
     /// `forget_before`. `done`, if given, is told once durable.
     fn evict(&self, before: u64, forget_before: u64, done: Option<Evicted>);
+    /// Just above the newest timestamp of the ids it remembers evicting: nothing older may
+    /// be taken again (so a restart does not fetch back what the storage cap evicted).
+    fn evicted_floor(&self) -> Result<Option<u64>, StoreError>;
     /// Finishes queued writes and releases the store.
     fn close(&self);
 }
@@ -208,6 +212,11 @@ impl Store for MemoryStore {
         if let Some(done) = done {
             let _ = done.send(Ok(count));
         }
+    }
+
+    fn evicted_floor(&self) -> Result<Option<u64>, StoreError> {
+        let evicted = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(evicted.values().max().map(|ts| ts.saturating_add(1)))
     }
 
     fn close(&self) {}
@@ -556,6 +565,15 @@ impl Store for DiskStore {
         self.feed.subscribe()
     }
 
+    fn evicted_floor(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let evicted = txn.open_table(EVICTED_BY_TIME).map_err(io)?;
+        Ok(evicted
+            .last()
+            .map_err(io)?
+            .map(|(k, _)| k.value().0.saturating_add(1)))
+    }
+
     fn evict(&self, before: u64, forget_before: u64, done: Option<Evicted>) {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let job = Job::Evict {
@@ -703,6 +721,7 @@ mod tests {
             Err(PageError::Evicted(msg(5).id))
         );
         assert_eq!(s.page(None, 10).unwrap(), vec![msg(7), msg(9)]);
+        assert_eq!(s.evicted_floor().unwrap(), Some(6));
     }
 
     #[tokio::test]

@@ -217,8 +217,9 @@ async fn a_seeds_excess_is_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
     let mut config = NodeConfig::default();
-    config.engine.limits.origin_messages = hearsay_proto::Rate::new(1.0, 200.0);
-    config.engine.limits.over_quota = hearsay_proto::Rate::new(0.1, 10.0);
+    // (Refilling too slowly to matter however long the flood takes to arrive.)
+    config.engine.limits.origin_messages = hearsay_proto::Rate::new(0.001, 200.0);
+    config.engine.limits.over_quota = hearsay_proto::Rate::new(0.001, 10.0);
     let n = start_node_with(config).await;
     let (me, origin) = (random_id(), random_id());
     let (mut tx, mut rx) = neighbour(&n.ws_url(), me).await.split();
@@ -268,6 +269,63 @@ async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
     n.stop().await;
 }
 
+/// Per kind, from one address: a third node connection is closed saying why, while pages
+/// from the same address, and nodes from another, are still taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_connections_from_one_address_are_capped_per_kind() {
+    let mut config = NodeConfig {
+        limit_loopback: true,
+        ..NodeConfig::default()
+    };
+    config.engine.per_address.nodes = 2;
+    let n = start_node_with(config).await;
+    let hello = |kind: &str| {
+        json!({
+            "type": "HELLO", "protocol": "hearsay",
+            "version": hearsay_proto::wire::PROTOCOL_VERSION,
+            "id": random_id().to_string(), "kind": kind,
+            "addresses": if kind == "node" { vec!["ws://127.0.0.1:9"] } else { vec![] }
+        })
+        .to_string()
+    };
+    // Sends HELLO as `kind` from `from`; returns the socket once the node answered with its
+    // own HELLO, or the reason it closed with.
+    let join = |from: &'static str, kind: &'static str| {
+        let text = hello(kind);
+        let addr = n.addr;
+        async move {
+            let mut ws = ws_from(from, addr).await.unwrap();
+            ws.send(Message::text(text)).await.unwrap();
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"HELLO\"") => {
+                        return Ok(ws);
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return Err(f.map(|f| f.reason.to_string()).unwrap_or_default());
+                    }
+                    Some(Ok(_)) => {}
+                    other => return Err(format!("{other:?}")),
+                }
+            }
+        }
+    };
+    let _a = join("127.0.0.3", "node").await.expect("first node");
+    let _b = join("127.0.0.3", "node").await.expect("second node");
+    let third = join("127.0.0.3", "node").await.err();
+    assert_eq!(
+        third.as_deref(),
+        Some("too many node connections from your address (at most 2)")
+    );
+    let _page = join("127.0.0.3", "browser")
+        .await
+        .expect("a page from there");
+    let _elsewhere = join("127.0.0.4", "node")
+        .await
+        .expect("a node from elsewhere");
+    n.stop().await;
+}
+
 /// A WebSocket to `node` from the local address `from` (any of 127.0.0.0/8).
 async fn ws_from(
     from: &str,
@@ -286,12 +344,14 @@ async fn ws_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_from_one_address_are_capped_while_others_are_served() {
-    let n = start_node_with(NodeConfig {
+    let mut config = NodeConfig {
         limit_loopback: true,
         max_connections_per_address: 64,
         ..NodeConfig::default()
-    })
-    .await;
+    };
+    // Silent sockets are taken for seeds after a second; this test is about the address cap.
+    config.engine.per_address.seeds = 10_000;
+    let n = start_node_with(config).await;
     let mut open = Vec::new();
     let mut refused = 0;
     let mut last_error = String::new();

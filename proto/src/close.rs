@@ -40,6 +40,11 @@ pub enum CloseReason {
     SendQueueFull,
     /// A node peer kept relaying messages over their origins' quotas.
     OverQuota,
+    /// One client address holds as many connections of this kind as it may.
+    TooManyFromAddress {
+        kind: &'static str,
+        max: usize,
+    },
     /// The peer was closed for bad frames or relaying over quota lately, and is refused
     /// until then.
     Refused {
@@ -63,6 +68,12 @@ impl fmt::Display for CloseReason {
             Self::HandshakeTimeout => f.write_str("handshake timeout: no HELLO or seed frame"),
             Self::TooManyBadFrames { last } => write!(f, "too many bad frames (last: {last})"),
             Self::KeepaliveTimeout => f.write_str("keepalive timeout"),
+            Self::TooManyFromAddress { kind, max } => {
+                write!(
+                    f,
+                    "too many {kind} connections from your address (at most {max})"
+                )
+            }
             Self::OverQuota => f.write_str("relayed too many messages over their origins' quotas"),
             Self::SeedDialsUs => f.write_str("hearsay nodes let seed nodes dial them"),
             Self::Disconnected => f.write_str("left the active view"),

@@ -83,6 +83,9 @@ pub struct Conn {
     pub messages: Option<crate::limits::TokenBucket>,
     /// For a node peer: how many more messages over their origins' quotas it may push.
     pub over_quota: Option<crate::limits::TokenBucket>,
+    /// The client address an inbound connection came from, if it is capped (see
+    /// `limits::KindCaps`).
+    pub from: Option<String>,
 }
 
 impl Conn {
@@ -97,6 +100,7 @@ impl Conn {
             bad_frames: 0,
             messages: None,
             over_quota: None,
+            from: None,
             queued: Vec::new(),
             intended: None,
             wanted: false,

@@ -26,7 +26,7 @@ use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
 use crate::dedup::Recent;
 use crate::history::History;
 use crate::id::{MsgId, NodeId, V1_ORIGIN};
-use crate::limits::{Limits, TokenBucket};
+use crate::limits::{KindCaps, Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
 use crate::membership::{self, Membership};
 use crate::message::Message;
@@ -45,7 +45,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-/// Origins whose quota is tracked at once (the least recently charged are forgotten).
+/// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
 const ORIGINS_TRACKED: usize = 20_000;
 
 /// Tunables. The defaults suit a native node; a page sets `kind` and `home`.
@@ -88,6 +88,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long messages are kept (see `history`).
     pub history: History,
+    /// Inbound connections of each kind one client address may hold.
+    pub per_address: KindCaps,
 }
 
 impl Default for Config {
@@ -114,6 +116,7 @@ impl Default for Config {
             refuse_for: 10 * 60_000,
             limits: Limits::default(),
             history: History::default(),
+            per_address: KindCaps::default(),
         }
     }
 }
@@ -217,6 +220,16 @@ pub enum PublishError {
     Empty,
     #[error("message is {0} bytes; the limit is {1}")]
     TooLarge(usize, usize),
+    /// This peer published its origin's quota (see `Limits::origin_messages`): every other
+    /// node would drop the rest, and close us for pushing it.
+    #[error(
+        "this node may publish {burst} messages at once and {per_second} a second (its origin's quota); try again in {retry_after_ms} ms"
+    )]
+    OverQuota {
+        burst: u64,
+        per_second: u64,
+        retry_after_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -253,6 +266,9 @@ pub struct Engine {
     budget_floor: Option<Millis>,
     /// What each origin may still have relayed to us (see `Limits::origin_messages`).
     origins: Recent<String, TokenBucket>,
+    /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
+    /// (reconciliation fetches them once the quota refills), nor charged to a relay twice.
+    over_quota: Recent<MsgId, ()>,
     timers: Timers<Timer>,
     dial_timer: Option<Millis>,
     seed_timer: bool,
@@ -326,6 +342,7 @@ impl Engine {
             dial_bucket: TokenBucket::new(dial_rate, now),
             budget_floor: None,
             origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
+            over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
             timers: {
                 // The first eviction soon after start, once the driver has noted what its
                 // store holds (`note_held`).
@@ -431,6 +448,12 @@ impl Engine {
         self.index.insert(key, bytes);
     }
 
+    /// Nothing stamped before `ts` is to be taken again: the driver's store evicted up to
+    /// there before a restart (for its storage cap, or the window).
+    pub fn note_floor(&mut self, ts: Millis) {
+        self.budget_floor = self.budget_floor.max(Some(ts));
+    }
+
     // ----- events -----
 
     /// The operator asked to connect to `address` (`--peer`, `/add`). It is pinned: dialed now
@@ -443,12 +466,21 @@ impl Engine {
 
     /// A peer connected to us. Returns the handle to report its frames and close under.
     pub fn accepted(&mut self, now: Millis) -> ConnId {
-        let conn = self.conns.insert(Conn::new(
+        self.accepted_from(None, now)
+    }
+
+    /// An inbound socket from client address `from` (`None` if the driver exempts it from
+    /// per-address caps): once its kind is known, it is closed if that address holds as many
+    /// of that kind as [`Config::per_address`] allows.
+    pub fn accepted_from(&mut self, from: Option<String>, now: Millis) -> ConnId {
+        let mut c = Conn::new(
             Direction::Inbound,
             None,
             State::Handshake { since: now },
             now,
-        ));
+        );
+        c.from = from;
+        let conn = self.conns.insert(c);
         self.timers
             .insert(now + self.config.hello_timeout, Timer::Conn(conn));
         conn
@@ -619,6 +651,25 @@ impl Engine {
                 self.config.max_message_bytes,
             ));
         }
+        // Our own messages count against our origin's quota here as they will at every node
+        // that relays them (a page is charged by its node instead).
+        if self.config.kind == PeerKind::Node {
+            let rate = self.config.limits.origin_messages;
+            let origin = self.me.to_string();
+            if self.origins.get(&origin).is_none() {
+                self.origins
+                    .insert(origin.clone(), TokenBucket::new(rate, now), now);
+            }
+            if let Some(bucket) = self.origins.get_mut(&origin)
+                && let Err(wait) = bucket.take(1.0, now)
+            {
+                return Err(PublishError::OverQuota {
+                    burst: rate.burst as u64,
+                    per_second: rate.per_second as u64,
+                    retry_after_ms: wait,
+                });
+            }
+        }
         self.seq += 1;
         let msg = Message {
             id: MsgId::v2(&self.me, self.seq, now, data),
@@ -652,9 +703,10 @@ impl Engine {
                     self.dial_pinned(now);
                 }
                 Timer::Evict => {
-                    self.timers
-                        .insert(now + self.config.history.evict_every, Timer::Evict);
+                    let every = self.config.history.evict_every.max(1);
+                    self.timers.insert(now + every, Timer::Evict);
                     self.origins.expire(now);
+                    self.over_quota.expire(now);
                     let window = self.config.history.cutoff(now);
                     let h = &self.config.history;
                     let cap = self.index.cut_for(
@@ -738,9 +790,13 @@ impl Engine {
         match frame.part() {
             Part::Membership(m) => self.membership.message(from, m, now),
             Part::Broadcast(control) => {
-                let index = &self.index;
-                self.broadcast
-                    .control(from, control, |id| index.contains(id), now);
+                let (index, dropped) = (&self.index, &self.over_quota);
+                self.broadcast.control(
+                    from,
+                    control,
+                    |id| index.contains(id) || dropped.contains(id),
+                    now,
+                );
             }
             Part::Other(frame) => match frame {
                 Frame::Gossip { msg, hops } => self.on_gossip(conn, from, kind, msg, hops, now),
@@ -905,7 +961,8 @@ impl Engine {
         pushed: bool,
         now: Millis,
     ) -> bool {
-        if kind != PeerKind::Node || msg.origin == V1_ORIGIN {
+        // Seed texts relayed by nodes are charged too, under their one shared origin.
+        if kind != PeerKind::Node {
             return true;
         }
         let rate = self.config.limits.origin_messages;
@@ -922,6 +979,9 @@ impl Engine {
             return true;
         }
         self.stats.over_quota += 1;
+        // A copy of one already dropped (a relay answering our GRAFT, another relay) is not
+        // held against anyone again.
+        let again = !self.over_quota.insert(msg.id, (), now);
         let tolerance = self.config.limits.over_quota;
         let Some(c) = self.conns.get_mut(conn) else {
             return false;
@@ -929,7 +989,7 @@ impl Engine {
         let bucket = c
             .over_quota
             .get_or_insert_with(|| TokenBucket::new(tolerance, now));
-        if pushed && bucket.take(1.0, now).is_err() {
+        if pushed && !again && bucket.take(1.0, now).is_err() {
             self.stats.closed_over_quota += 1;
             if let Some(node) = c.node_id() {
                 let until = now + self.config.refuse_for;
@@ -1098,8 +1158,44 @@ impl Engine {
         }
     }
 
+    /// Whether `conn`'s client address already holds as many connections of `kind` (`None`:
+    /// a seed) as it may; if so, `conn` is closed, saying why.
+    fn over_address_cap(&mut self, conn: ConnId, kind: Option<PeerKind>, now: Millis) -> bool {
+        let Some(from) = self.conns.get(conn).and_then(|c| c.from.clone()) else {
+            return false;
+        };
+        let caps = self.config.per_address;
+        let (max, name) = match kind {
+            Some(PeerKind::Node) => (caps.nodes, "node"),
+            Some(PeerKind::Browser) => (caps.pages, "page"),
+            None => (caps.seeds, "seed"),
+        };
+        let held = self
+            .conns
+            .iter()
+            .filter(|&(other, c)| {
+                other != conn
+                    && c.from.as_deref() == Some(from.as_str())
+                    && match (&c.state, kind) {
+                        (State::V2(h), Some(k)) => h.kind == k,
+                        (State::V1, None) => true,
+                        _ => false,
+                    }
+            })
+            .count();
+        if held < max {
+            return false;
+        }
+        let reason = CloseReason::TooManyFromAddress { kind: name, max };
+        self.close(conn, reason, now);
+        true
+    }
+
     /// The peer on `conn` is a seed.
     fn start_v1(&mut self, conn: ConnId, now: Millis) {
+        if self.over_address_cap(conn, None, now) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -1196,6 +1292,9 @@ impl Engine {
             self.stats.refused += 1;
             let seconds = until.saturating_sub(now).div_ceil(1_000);
             self.close(conn, CloseReason::Refused { seconds }, now);
+            return;
+        }
+        if self.over_address_cap(conn, Some(hello.kind), now) {
             return;
         }
         let Some(c) = self.conns.get(conn) else {

@@ -63,7 +63,7 @@ pub enum Outside {
         span(*max)
     )]
     Future { ahead: Millis, max: Millis },
-    #[error("message is older than the oldest this node keeps: its storage cap is reached")]
+    #[error("message is older than the oldest this node keeps (its storage cap was reached)")]
     OverBudget,
 }
 
@@ -91,9 +91,11 @@ impl History {
         self.retention.map(|r| now.saturating_sub(r))
     }
 
-    /// Where reconciliation starts at `now`: the window's start plus the edge.
+    /// Where reconciliation starts at `now`: the window's start plus the edge (at most a
+    /// quarter of the window, so a short window still has most of it reconciled).
     pub fn sync_floor(&self, now: Millis) -> Option<Millis> {
-        self.cutoff(now).map(|c| c.saturating_add(self.edge))
+        let edge = self.edge.min(self.retention.unwrap_or(0) / 4);
+        self.cutoff(now).map(|c| c.saturating_add(edge))
     }
 }
 
@@ -144,6 +146,11 @@ mod tests {
         };
         assert_eq!(forever.check(0, now), Ok(()));
         assert_eq!(forever.cutoff(now), None);
+        let short = History {
+            retention: Some(8 * 60_000),
+            ..History::default()
+        };
+        assert_eq!(short.sync_floor(now), Some(now - 6 * 60_000));
         assert_eq!(span(90 * 60_000), "1.5 h");
         assert_eq!(span(3_600_001), "1 h");
         assert_eq!(span(250), "250 ms");

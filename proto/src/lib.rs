@@ -73,7 +73,7 @@ pub use conns::{ConnId, Direction, Protocol};
 pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
 pub use history::History;
 pub use id::{MsgId, NodeId, V1_ORIGIN};
-pub use limits::{Limits, Rate, TokenBucket};
+pub use limits::{KindCaps, Limits, Rate, TokenBucket};
 pub use message::Message;
 pub use peer::{PeerKind, PeerRecord, canonical_address};
 pub use wire::Frame;

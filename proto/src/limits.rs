@@ -70,6 +70,28 @@ impl Default for Limits {
     }
 }
 
+/// How many inbound connections of each kind one client address may hold (the driver says
+/// which address a connection came from, or none for addresses it exempts, such as loopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindCaps {
+    pub nodes: usize,
+    pub pages: usize,
+    pub seeds: usize,
+}
+
+impl Default for KindCaps {
+    fn default() -> Self {
+        // A machine runs a node or two, a seed or two; many people behind one address (an
+        // office, a phone network) open pages.
+        Self {
+            nodes: 8,
+            pages: 64,
+            seeds: 8,
+        }
+    }
+}
+
 /// A token bucket, full when made.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {

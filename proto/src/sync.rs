@@ -15,7 +15,9 @@
 //!
 //! A reconciliation covers only messages older than [`SyncConfig::settle`]: newer ones may
 //! still be on their way through the broadcast tree, and fetching them again would double
-//! their cost. [`Reconciler`] keeps, per peer, when to reconcile next and what is still to be
+//! their cost. Nor does it reach below a peer's *floor*, where its retention window starts
+//! (see `history`): it starts there, and answers from there up, whatever the other side
+//! asks. [`Reconciler`] keeps, per peer, when to reconcile next and what is still to be
 //! fetched.
 
 use crate::Millis;
@@ -103,14 +105,12 @@ impl MessageIndex {
         if n <= count && b <= bytes {
             return None;
         }
-        let mut keys = self.keys.iter().peekable();
-        while let Some((_, size)) = keys.next() {
+        for ((ts, _), size) in &self.keys {
             n -= 1;
             b -= u64::from(*size);
             if n <= count && b <= bytes {
                 // Evicting is by timestamp: everything stamped like the last one goes too.
-                let last = keys.peek().map(|((ts, _), _)| *ts);
-                return Some(last.unwrap_or(u64::MAX));
+                return Some(ts.saturating_add(1));
             }
         }
         Some(u64::MAX)
@@ -484,6 +484,21 @@ pub fn respond(index: &MessageIndex, frame: &SyncFrame, floor: Option<Key>) -> R
             if lower.is_none_or(|l| l < f) {
                 skip(lower, Some(f), &mut out);
                 lower = Some(f);
+                if r.ids.is_some() || r.have.is_some() {
+                    // Their list reaches below our floor: compare from the floor up instead
+                    // of asking for any of it.
+                    let fp = Fingerprint::of(index.range(lower, upper));
+                    out.push((
+                        lower,
+                        Range {
+                            to: r.to,
+                            fp: Some(fp.encode()),
+                            ..Range::default()
+                        },
+                    ));
+                    lower = upper;
+                    continue;
+                }
             }
         }
         let want_of = |ids: &[MsgId], want: &mut Vec<MsgId>| {
@@ -748,12 +763,20 @@ mod tests {
         let ix = index(0..10); // keys 0, 10, ..., 90; 10 bytes each
         assert_eq!(ix.bytes(), 100);
         assert_eq!(ix.cut_for(10, 100), None);
-        assert_eq!(ix.cut_for(7, 1_000), Some(30), "the three oldest go");
-        assert_eq!(ix.cut_for(100, 45), Some(60), "four fit in 45 bytes");
-        assert_eq!(ix.cut_for(0, 0), Some(u64::MAX));
+        assert_eq!(ix.cut_for(7, 1_000), Some(21), "the three oldest go");
+        assert_eq!(ix.cut_for(100, 45), Some(51), "four fit in 45 bytes");
+        assert_eq!(ix.cut_for(0, 0), Some(91), "all go");
         let mut ix = ix;
         assert_eq!(ix.evict_before(60), 6);
         assert_eq!((ix.len(), ix.bytes()), (4, 40));
+        // Ties: what shares the last evicted one's timestamp goes with it.
+        let mut ties = MessageIndex::default();
+        for (ts, n) in [(10, 1), (10, 2), (20, 3)] {
+            ties.insert((ts, id(n)), 5);
+        }
+        let cut = ties.cut_for(1, u64::MAX).unwrap();
+        assert_eq!(ties.evict_before(cut), 2);
+        assert_eq!(ties.len(), 1);
     }
 
     #[test]

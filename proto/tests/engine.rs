@@ -738,16 +738,17 @@ fn over_the_storage_cap_the_oldest_go_and_older_copies_are_refused() {
     let out = drain(&mut n);
     assert!(
         out.contains(&Output::Evict {
-            before: T0 + 10,
+            before: T0 + 1,
             count: 1
         }),
         "{out:?}"
     );
+    // Stamped like the one evicted: older than the oldest kept.
     let older = Message {
-        id: MsgId::v2(&node(2), 1, T0 + 5, "older"),
+        id: MsgId::v2(&node(2), 1, T0, "older"),
         origin: node(2).to_string(),
         seq: 1,
-        timestamp: T0 + 5,
+        timestamp: T0,
         data: "older".into(),
     };
     n.frame(c, &Frame::encode_gossip(&older, 1), T0 + 1_001);
@@ -826,4 +827,27 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
     }
     assert_eq!(taken, 10);
     assert!(n.peers().iter().any(|p| p.id == Some(node(3))));
+}
+
+/// A node's own publishes count against its origin's quota, as they will at every node that
+/// relays them: past it, publishing is refused with when to try again.
+#[test]
+fn a_node_publishing_past_its_origins_quota_is_told_to_wait() {
+    let mut config = Config::default();
+    config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 3.0);
+    let mut n = Engine::new(config, node(1), 1, T0);
+    for i in 0..3 {
+        n.publish(&format!("m{i}"), T0).unwrap();
+    }
+    let err = n.publish("one too many", T0).unwrap_err();
+    assert_eq!(
+        err,
+        hearsay_proto::PublishError::OverQuota {
+            burst: 3,
+            per_second: 1,
+            retry_after_ms: 1_000
+        }
+    );
+    assert!(err.to_string().contains("try again in 1000 ms"), "{err}");
+    n.publish("a second later", T0 + 1_000).unwrap();
 }
