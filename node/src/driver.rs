@@ -67,6 +67,9 @@ pub struct Shared {
     pub settings: std::sync::OnceLock<serde_json::Value>,
     /// The retention window (the engine's), for how long evicted ids are remembered.
     pub retention: Option<u64>,
+    /// Messages refused as from the future when the log last said so, and when that was.
+    future_seen: AtomicU64,
+    future_warned_at: AtomicU64,
 }
 
 impl Shared {
@@ -83,6 +86,8 @@ impl Shared {
         let retention = engine.config().history.retention;
         let shared = Arc::new(Self {
             retention,
+            future_seen: AtomicU64::new(0),
+            future_warned_at: AtomicU64::new(0),
             state: Mutex::new(State {
                 engine,
                 conns: HashMap::new(),
@@ -231,11 +236,30 @@ impl Shared {
             now,
         };
         engine.drain(&mut driver, now);
+        self.warn_of_clock(engine.stats().from_future, now);
         // A call may have brought the next deadline forward: wake the timer if so.
         if let Some(next) = engine.poll_timeout()
             && next < self.wake_at.load(Ordering::Relaxed)
         {
             self.wake.notify_one();
+        }
+    }
+
+    /// Messages refused as stamped in the future mean the peers' clocks run ahead of ours, or
+    /// ours behind theirs: said in the log, at most once a minute, since such a node refuses
+    /// everything new and its part of the network sees nothing.
+    fn warn_of_clock(&self, refused: u64, now: u64) {
+        let (seen, at) = (
+            self.future_seen.load(Ordering::Relaxed),
+            self.future_warned_at.load(Ordering::Relaxed),
+        );
+        if refused > seen && now >= at + 60_000 {
+            self.future_seen.store(refused, Ordering::Relaxed);
+            self.future_warned_at.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                refused,
+                "messages stamped more than 5 minutes in the future are being refused: this node's clock may be behind (keep it synchronised)"
+            );
         }
     }
 

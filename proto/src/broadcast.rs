@@ -311,6 +311,11 @@ impl Broadcast {
         self.root.map(|r| r.id)
     }
 
+    /// The root and the term it was elected in.
+    pub fn root_and_term(&self) -> Option<(NodeId, u64)> {
+        self.root.map(|r| (r.id, r.term))
+    }
+
     /// The neighbour this peer's beacons come from (none for the root).
     pub fn parent(&self) -> Option<NodeId> {
         self.parent
@@ -500,15 +505,7 @@ impl Broadcast {
                 && neighbor
                 && self.root.is_none_or(|r| r.superseded_by(root, term, seq))
             {
-                if address.is_some() || self.root.is_none_or(|r| r.id != root) {
-                    self.root_address = address;
-                }
-                self.root = Some(Root {
-                    id: root,
-                    term,
-                    seq,
-                    heard: now,
-                });
+                self.hear_root(root, term, seq, address, now);
                 if self.relay {
                     let address = self.root_address.clone();
                     self.send_beacon(&[Some(from)], root, term, seq, address);
@@ -594,15 +591,7 @@ impl Broadcast {
             // The first copy of a new round: it came the fastest way from the root. Pass it
             // on at once; keep the parent if its copy follows closely.
             let same_root = self.root.is_some_and(|r| r.id == root && r.term == term);
-            if address.is_some() || self.root.is_none_or(|r| r.id != root) {
-                self.root_address = address;
-            }
-            self.root = Some(Root {
-                id: root,
-                term,
-                seq,
-                heard: now,
-            });
+            self.hear_root(root, term, seq, address, now);
             self.challenger = None;
             self.fresh_root = !same_root;
             match self.parent {
@@ -654,6 +643,26 @@ impl Broadcast {
             }
         }
         // An older round, or a root with a higher id than ours: it dies out here.
+    }
+
+    /// Notes a newer round of the root (its address as well, unless a relay left it out).
+    fn hear_root(
+        &mut self,
+        root: NodeId,
+        term: u64,
+        seq: u64,
+        address: Option<Arc<str>>,
+        now: Millis,
+    ) {
+        if address.is_some() || self.root.is_none_or(|r| r.id != root) {
+            self.root_address = address;
+        }
+        self.root = Some(Root {
+            id: root,
+            term,
+            seq,
+            heard: now,
+        });
     }
 
     /// Makes `peer` the parent, grafting its link if it was lazy.

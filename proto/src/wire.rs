@@ -47,10 +47,13 @@ pub struct Hello {
     /// messages on to v1 peers, so a seed node sees each of them once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<NodeId>,
-    /// The root of the sender's broadcast tree, if it knows one: a different root marks a
-    /// peer from another overlay (see `membership`).
+    /// The root of the sender's broadcast tree, if it knows one, and the term it was
+    /// elected in: another root in the same term marks a peer from another overlay (see
+    /// `membership`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<NodeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
 }
 
 /// Every frame either protocol can carry. Encoded by serde; decoded by [`Frame::decode`].
@@ -635,6 +638,7 @@ mod tests {
                 addresses: vec!["ws://127.0.0.1:3000".into()],
                 home: None,
                 root: Some(id),
+                term: Some(2),
             }),
             Frame::Gossip {
                 msg: msg.clone(),

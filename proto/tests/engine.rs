@@ -55,6 +55,7 @@ fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
         home: None,
         root: None,
+        term: None,
     })
     .encode()
 }
@@ -590,25 +591,26 @@ fn a_peer_cannot_make_a_node_dial_without_bound() {
     assert_eq!(dial_of(&drain(&mut e)).len(), 1);
 }
 
+/// Node 1 with these history settings.
+fn engine_with_history(history: hearsay_proto::History) -> Engine {
+    let config = Config {
+        listen_addresses: vec![ME.into()],
+        history,
+        ..Config::default()
+    };
+    Engine::new(config, node(1), 1, T0)
+}
+
 /// The retention window: what ages out is evicted (the driver is told to drop it) and
 /// refused if it comes again; a copy stamped too far ahead is refused too; neither is
 /// delivered nor marked as seen.
 #[test]
 fn messages_outside_the_window_are_refused_and_aged_ones_evicted() {
-    let mut n = Engine::new(
-        Config {
-            listen_addresses: vec![ME.into()],
-            history: hearsay_proto::History {
-                retention: Some(10_000),
-                evict_every: 1_000,
-                ..hearsay_proto::History::default()
-            },
-            ..Config::default()
-        },
-        node(1),
-        1,
-        T0,
-    );
+    let mut n = engine_with_history(hearsay_proto::History {
+        retention: Some(10_000),
+        evict_every: 1_000,
+        ..hearsay_proto::History::default()
+    });
     let c = join(&mut n, 2, &["ws://b:3000"], T0);
     drain(&mut n);
     let mine = n.publish("kept for 10 s", T0).unwrap();
@@ -716,20 +718,11 @@ fn a_page_with_a_clock_far_ahead_is_told_to_check_it() {
 /// keeps, saying why.
 #[test]
 fn over_the_storage_cap_the_oldest_go_and_older_copies_are_refused() {
-    let mut n = Engine::new(
-        Config {
-            listen_addresses: vec![ME.into()],
-            history: hearsay_proto::History {
-                max_messages: Some(1),
-                evict_every: 1_000,
-                ..hearsay_proto::History::default()
-            },
-            ..Config::default()
-        },
-        node(1),
-        1,
-        T0,
-    );
+    let mut n = engine_with_history(hearsay_proto::History {
+        max_messages: Some(1),
+        evict_every: 1_000,
+        ..hearsay_proto::History::default()
+    });
     let c = join(&mut n, 2, &["ws://b:3000"], T0);
     n.publish("first", T0).unwrap();
     n.publish("second", T0 + 10).unwrap();
