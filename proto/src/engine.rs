@@ -760,12 +760,7 @@ impl Engine {
             self.stats.sync_rounds += due.len() as u64;
             if !due.is_empty() {
                 let upper = self.sync.upper_bound(now);
-                let floor = self
-                    .config
-                    .history
-                    .sync_floor(now)
-                    .max(self.budget_floor)
-                    .map(sync::key_at);
+                let floor = self.kept_from(self.config.history.sync_floor(now));
                 let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index, floor, Some(upper)))
                     .encode()
                     .into();
@@ -814,12 +809,7 @@ impl Engine {
                     retry_after_ms,
                 }),
                 Frame::Sync(f) => {
-                    let floor = self
-                        .config
-                        .history
-                        .cutoff(now)
-                        .max(self.budget_floor)
-                        .map(sync::key_at);
+                    let floor = self.kept_from(self.config.history.cutoff(now));
                     let reply = sync::respond(&self.index, &f, floor);
                     for f in reply.frames {
                         self.send(conn, Frame::Sync(f).encode().into());
@@ -910,6 +900,12 @@ impl Engine {
             self.send(conn, frame.encode().into());
         }
         false
+    }
+
+    /// Where the history this node keeps starts, as a key: the window's `start`, or the
+    /// storage cap's floor if that is later.
+    fn kept_from(&self, start: Option<Millis>) -> Option<sync::Key> {
+        start.max(self.budget_floor).map(sync::key_at)
     }
 
     /// Whether `msg` is inside the retention window. A page is told why not (its clock may
