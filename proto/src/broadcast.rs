@@ -182,10 +182,14 @@ enum Timer {
     FlushIHave,
     Beacon,
     /// The parent's copy of this round did not come in time: take the first one's link.
-    Switch(u64),
-    /// The old parent's link, kept while the new parent learns of its child.
-    LetGo(NodeId),
+    Switch(Round),
+    /// The old parent's link, kept while the new parent learns of its child. Only in the
+    /// round it was set in: by the next, that link may have become a child's.
+    LetGo(NodeId, Round),
 }
+
+/// A round of beacons: root, term, sequence number.
+type Round = (NodeId, u64, u64);
 
 /// The root as this peer knows it: who, in which term, its latest round, and when that was
 /// heard.
@@ -202,6 +206,10 @@ impl Root {
     /// term, or a later round of this root.
     fn superseded_by(&self, id: NodeId, term: u64, seq: u64) -> bool {
         (term, std::cmp::Reverse(id), seq) > (self.term, std::cmp::Reverse(self.id), self.seq)
+    }
+
+    fn round(&self) -> Round {
+        (self.id, self.term, self.seq)
     }
 }
 
@@ -562,6 +570,12 @@ impl Broadcast {
                 if self.eager.remove(&from) {
                     self.lazy.insert(from);
                 }
+                if self.parent == Some(from) {
+                    // A stale prune (it heard from us before we took it for our parent,
+                    // or its timer outlived the round that set it): the parent must push
+                    // to us, so graft it again at once.
+                    self.adopt(from);
+                }
             }
             Control::Beacon {
                 root,
@@ -597,8 +611,10 @@ impl Broadcast {
             match self.parent {
                 Some(p) if p != from && same_root && self.is_neighbor(&p) => {
                     self.challenger = Some(from);
-                    self.timers
-                        .insert(now + self.config.parent_stickiness, Timer::Switch(seq));
+                    self.timers.insert(
+                        now + self.config.parent_stickiness,
+                        Timer::Switch((root, term, seq)),
+                    );
                 }
                 Some(p) if p != from && !same_root && self.is_neighbor(&p) => {
                     // A new root: the old tree still carries messages sent before the
@@ -625,18 +641,23 @@ impl Broadcast {
                 if let Some(c) = self.challenger.take() {
                     self.prune(c);
                 }
+                self.adopt(from);
             } else if Some(from) == self.former_parent {
                 // The parent we left: let it go once the new one pushes to us.
                 self.former_parent = None;
-                self.timers
-                    .insert(now + self.config.switch_overlap, Timer::LetGo(from));
+                self.timers.insert(
+                    now + self.config.switch_overlap,
+                    Timer::LetGo(from, (root, term, seq)),
+                );
             } else if Some(from) != self.parent {
                 // A later copy of this round: that link is not the tree's. In a new root's
                 // first round it may still be the old tree's, carrying messages sent before
                 // the switch: it is let go a little later.
                 if self.fresh_root {
-                    self.timers
-                        .insert(now + self.config.switch_overlap, Timer::LetGo(from));
+                    self.timers.insert(
+                        now + self.config.switch_overlap,
+                        Timer::LetGo(from, (root, term, seq)),
+                    );
                 } else {
                     self.prune(from);
                 }
@@ -788,8 +809,8 @@ impl Broadcast {
                         Some(_) => {}
                     }
                 }
-                Timer::Switch(seq) => {
-                    if self.root.is_some_and(|r| r.seq == seq)
+                Timer::Switch(round) => {
+                    if self.root.is_some_and(|r| r.round() == round)
                         && let Some(c) = self.challenger.take()
                     {
                         // The old parent's copy is late (or lost): the tree goes the new
@@ -800,8 +821,8 @@ impl Broadcast {
                         }
                     }
                 }
-                Timer::LetGo(peer) => {
-                    if self.parent != Some(peer) {
+                Timer::LetGo(peer, round) => {
+                    if self.parent != Some(peer) && self.root.is_some_and(|r| r.round() == round) {
                         self.prune(peer);
                     }
                 }
@@ -956,6 +977,34 @@ mod tests {
         b.control(node(1), beacon(9, 100), |_| false, 400);
         assert!(drain(&mut b).is_empty());
         assert_eq!(b.parent(), Some(node(2)));
+    }
+
+    /// Found at 1,000 nodes (seed 2): while roots took over from each other at start-up, a
+    /// parent let its child go on a timer set in an earlier root's round, and the child kept
+    /// a parent that pushed nothing to it; each message then reached it by `GRAFT`, 1.2 s
+    /// late, round after round.
+    #[test]
+    fn a_link_let_go_in_an_old_round_is_kept_if_it_became_a_child_and_the_parent_always_pushes() {
+        // Root 9's first round: node 2's copy is later than node 1's, so it is to be let go.
+        let mut b = with_neighbors(&[1, 2]);
+        b.control(node(1), beacon(9, 1), |_| false, 0);
+        b.control(node(2), beacon(9, 1), |_| false, 5);
+        // Before that timer fires, a lower root's first beacon comes through node 1; node 2
+        // does not send it back: it is now a child.
+        b.control(node(1), beacon(3, 1), |_| false, 100);
+        drain(&mut b);
+        b.handle_timeout(5 + 250);
+        assert!(drain(&mut b).is_empty(), "the child is not pruned");
+        assert!(b.is_eager(&node(2)));
+
+        // The parent prunes us all the same (its own stale timer): we graft it back at once.
+        b.control(node(1), Control::Prune, |_| false, 300);
+        assert_eq!(b.parent(), Some(node(1)));
+        assert_eq!(
+            drain(&mut b),
+            vec![Out::Send(node(1), Control::Graft(Vec::new()))]
+        );
+        assert!(b.is_eager(&node(1)));
     }
 
     #[test]
