@@ -76,6 +76,36 @@ pub enum Command {
     Demo(DemoArgs),
     /// Simulate a network on a virtual clock and print what broadcasting costs in it.
     Sim(SimArgs),
+    /// Show, back up or restore a node's key (its identity: its id derives from it).
+    Key(KeyArgs),
+}
+
+/// `hearsay key`.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub action: KeyAction,
+    /// The node's data folder (default: that of the node on --port).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data: Option<std::path::PathBuf>,
+    /// Which node's default folder, when --data is not given.
+    #[arg(long, default_value_t = 3000, global = true)]
+    pub port: u16,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyAction {
+    /// Print the public key, its fingerprint and the node id it gives.
+    Show,
+    /// Print the secret key (64 hex digits) for a backup. Keep it private: whoever has it
+    /// can write as this node.
+    Export,
+    /// Restore a key from a backup: reads the 64 hex digits from standard input.
+    Import {
+        /// Replace a key the folder already holds (the node becomes another node).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 const DEMO_EXAMPLES: &str = "\

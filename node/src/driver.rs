@@ -146,6 +146,31 @@ impl Shared {
         }
     }
 
+    /// An app's own signed message, published through this node: new here (and stored,
+    /// once durable), or already held.
+    pub async fn publish_signed(
+        self: &Arc<Self>,
+        msg: hearsay_proto::Message,
+    ) -> Result<Result<bool, hearsay_proto::PublishError>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let now = self.clock.now();
+        let id = msg.id;
+        let published = {
+            let mut state = self.lock();
+            let published = state.engine.publish_signed(msg, now);
+            let ack = matches!(published, Ok(true)).then_some((id, tx));
+            self.execute(&mut state, now, ack);
+            published
+        };
+        match published {
+            Ok(true) => {
+                rx.await.map_err(|_| StoreError::Closed)??;
+                Ok(Ok(true))
+            }
+            other => Ok(other),
+        }
+    }
+
     /// A peer connected to us: the engine names the connection and its queue is registered
     /// under the same lock, so no output for it can be missed.
     pub fn accept(self: &Arc<Self>, handle: ConnHandle, from: Option<std::net::IpAddr>) -> ConnId {
@@ -449,7 +474,7 @@ impl Driver for NodeDriver<'_> {
     }
 
     fn deliver(&mut self, msg: Message, _hops: Option<u32>) {
-        tracing::debug!(id = %msg.id, origin = %msg.origin, "delivered");
+        tracing::debug!(id = %msg.id, author = %msg.author, "delivered");
         let waiting = match self.ack.take() {
             Some((id, tx)) if id == msg.id => Some(tx),
             other => {

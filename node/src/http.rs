@@ -381,6 +381,8 @@ fn status(shared: &Shared) -> serde_json::Value {
     shared.read(|s| {
         json!({
             "id": s.engine.id().to_string(),
+            "key": s.engine.public_key().to_string(),
+            "fingerprint": s.engine.public_key().fingerprint(),
             "version": env!("CARGO_PKG_VERSION"),
             "protocol": hearsay_proto::wire::PROTOCOL_VERSION,
             "addresses": s.engine.config().listen_addresses,
@@ -433,15 +435,21 @@ async fn commit(
 async fn publish(shared: &Arc<Shared>, text: &str) -> Result<hearsay_proto::Message, Rejection> {
     match shared.publish(text).await {
         Ok(Ok(msg)) => Ok(msg),
-        Ok(Err(e @ hearsay_proto::PublishError::OverQuota { retry_after_ms, .. })) => {
-            Err(warp::reject::custom(ApiError {
+        Ok(Err(e)) => Err(publish_error(e)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn publish_error(e: hearsay_proto::PublishError) -> Rejection {
+    match e {
+        hearsay_proto::PublishError::OverQuota { retry_after_ms, .. } => {
+            warp::reject::custom(ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: e.to_string(),
                 retry_after: Some(retry_after_ms.div_ceil(1_000).max(1)),
-            }))
+            })
         }
-        Ok(Err(e)) => Err(bad_request(e.to_string())),
-        Err(e) => Err(unavailable(e)),
+        e => bad_request(e.to_string()),
     }
 }
 
@@ -521,29 +529,80 @@ async fn post_message(
     client: Option<std::net::SocketAddr>,
     shared: Arc<Shared>,
 ) -> Result<impl Reply, Rejection> {
+    /// `{"data"}` for the node to sign, or a message an app signed with its own key.
     #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Post {
         data: String,
+        id: Option<MsgId>,
+        author: Option<hearsay_proto::Author>,
+        seq: Option<u64>,
+        timestamp: Option<u64>,
+        sig: Option<hearsay_proto::Signature>,
     }
     let post: Post = serde_json::from_slice(&body).map_err(|e| {
         bad_request(format!(
-            "body must be JSON like {{\"data\":\"hello\"}}: {e}"
+            "body must be JSON like {{\"data\":\"hello\"}}, or a signed message {{\"author\",\"seq\",\"timestamp\",\"data\",\"sig\"}}: {e}"
         ))
     })?;
     charge(&shared, client)?;
-    let msg = publish(&shared, &post.data).await?;
+    let signed = post.author.is_some() || post.sig.is_some() || post.seq.is_some();
+    if !signed {
+        if post.timestamp.is_some() || post.id.is_some() {
+            return Err(bad_request(
+                "`id` and `timestamp` come with a signed message (author, seq, timestamp, data, sig); to have this node sign, send only `data`",
+            ));
+        }
+        let msg = publish(&shared, &post.data).await?;
+        return Ok(warp::reply::with_status(
+            warp::reply::json(&json!({ "id": msg.id })),
+            StatusCode::CREATED,
+        ));
+    }
+    let (Some(author), Some(seq), Some(timestamp), Some(sig)) =
+        (post.author, post.seq, post.timestamp, post.sig)
+    else {
+        return Err(bad_request(
+            "a signed message needs all of author (64 hex digits), seq, timestamp, data and sig (128 hex digits)",
+        ));
+    };
+    let hearsay_proto::Author::Key(key) = author else {
+        return Err(bad_request(
+            "author must be a public key (64 hex digits): seed texts come only from seed nodes",
+        ));
+    };
+    let digest = hearsay_proto::message::digest(&key, seq, timestamp, &post.data);
+    let msg = hearsay_proto::Message {
+        id: post.id.unwrap_or_else(|| MsgId::from_digest(&digest)),
+        author,
+        seq,
+        timestamp,
+        data: post.data,
+        sig: Some(sig),
+    };
+    let id = msg.id;
+    let new = match shared.publish_signed(msg).await {
+        Ok(Ok(new)) => new,
+        Ok(Err(e)) => return Err(publish_error(e)),
+        Err(e) => return Err(unavailable(e)),
+    };
     Ok(warp::reply::with_status(
-        warp::reply::json(&json!({ "id": msg.id })),
-        StatusCode::CREATED,
+        warp::reply::json(&json!({ "id": id })),
+        if new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
     ))
 }
 
 fn status_page(shared: Arc<Shared>) -> impl Reply {
     use html_escape::encode_text as esc;
     use std::fmt::Write;
-    let (id, addresses, peers) = shared.read(|s| {
+    let (id, fingerprint, addresses, peers) = shared.read(|s| {
         (
             s.engine.id().to_string(),
+            s.engine.public_key().fingerprint(),
             s.engine.config().listen_addresses.clone(),
             s.engine.peers(),
         )
@@ -556,7 +615,12 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
          <style>body{font:15px/1.45 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}\
          code{font-size:90%}li{margin:.2rem 0}.m{color:#666;font-size:85%}</style></head><body>",
     );
-    let _ = write!(html, "<h1>hearsay node</h1><p>id <code>{}</code>", esc(&id));
+    let _ = write!(
+        html,
+        "<h1>hearsay node</h1><p>id <code>{}</code> · key <code>{}</code>",
+        esc(&id),
+        esc(&fingerprint)
+    );
     for a in &addresses {
         let _ = write!(html, " · <code>{}</code>", esc(a));
     }
@@ -585,11 +649,19 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
             html,
             "<li>{} <span class=\"m\">from {}</span></li>",
             esc(&m.data),
-            esc(&m.origin)
+            esc(&short_author(&m.author))
         );
     }
     html.push_str("</ul><p class=\"m\">JSON: <a href=\"/api/status\">/api/status</a> · <a href=\"/api/peers\">/api/peers</a> · <a href=\"/api/messages\">/api/messages</a></p></body></html>");
     warp::reply::html(html)
+}
+
+/// An author as people read it: a key's fingerprint, or "a seed node".
+fn short_author(author: &hearsay_proto::Author) -> String {
+    match author.key() {
+        Some(key) => key.fingerprint(),
+        None => "a seed node".to_owned(),
+    }
 }
 
 /// Turns every rejection into a JSON error with the right status.

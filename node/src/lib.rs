@@ -22,6 +22,8 @@
 //! - [`store`]: the message history behind the [`store::Store`] interface, with a feed of
 //!   what it stores.
 //! - [`clock`]: monotonic Unix-epoch milliseconds for the engine.
+//! - [`keyfile`]: the node's ed25519 key in its data folder (its id derives from it; every
+//!   message it publishes is signed with it), and `hearsay key show|export|import`.
 //!
 //! Data flow: socket → `conn` → `Shared::drive(engine.frame)` → outputs → other peers' queues
 //! and the store; HTTP handlers publish and read through the same `Shared`.
@@ -35,6 +37,7 @@ pub mod conn;
 pub mod demo;
 pub mod driver;
 pub mod http;
+pub mod keyfile;
 pub mod limit;
 pub mod metrics;
 pub mod page;

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Demo(demo)) => return hearsay::demo::run(demo).await,
         Some(Command::Sim(sim)) => return hearsay::simulate::run(&sim),
+        Some(Command::Key(key)) => return key_command(key),
         None => {}
     }
     let file = match &args.config {
@@ -106,4 +107,41 @@ async fn main() -> anyhow::Result<()> {
 fn usage(e: &dyn std::fmt::Display) -> ! {
     eprintln!("error: {e}\n\nFor more information, try '--help'.");
     std::process::exit(2)
+}
+
+/// `hearsay key show|export|import`.
+fn key_command(args: hearsay::cli::KeyArgs) -> anyhow::Result<()> {
+    use hearsay::cli::KeyAction;
+    use hearsay::keyfile;
+    let dir = args
+        .data
+        .unwrap_or_else(|| hearsay::store::default_dir(args.port));
+    let mut out = std::io::stdout();
+    match args.action {
+        KeyAction::Show => {
+            let key = keyfile::load(&dir)?.public();
+            writeln!(out, "key          {key}")?;
+            writeln!(out, "fingerprint  {}", key.fingerprint())?;
+            writeln!(out, "node id      {}", key.node_id())?;
+            writeln!(out, "file         {}", keyfile::path(&dir).display())?;
+        }
+        KeyAction::Export => {
+            let key = keyfile::load(&dir)?;
+            writeln!(out, "{}", hex::encode(key.secret()))?;
+        }
+        KeyAction::Import { force } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            let key = keyfile::parse(&text, "standard input")?;
+            keyfile::save(&dir, &key, force)?;
+            writeln!(
+                out,
+                "imported key {} (node id {}) into {}",
+                key.public().fingerprint(),
+                key.public().node_id(),
+                keyfile::path(&dir).display()
+            )?;
+        }
+    }
+    Ok(())
 }

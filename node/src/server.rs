@@ -43,6 +43,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] crate::keyfile::KeyError),
 }
 
 /// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
@@ -50,6 +52,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     pub v1_addr: Option<SocketAddr>,
     pub id: NodeId,
+    /// The key this node signs with (its id is the key's first half).
+    pub key: hearsay_proto::PublicKey,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -123,9 +127,27 @@ pub fn start(
         Some(dir) => Arc::new(DiskStore::open(dir)?),
         None => Arc::new(MemoryStore::default()),
     };
-    let id = NodeId::from_bytes(rand::random());
+    // The node's key is its identity: kept in the data folder, so a restarted node is the
+    // same node, and made afresh for a node that keeps nothing.
+    let key = match &config.data {
+        Some(dir) => {
+            let (key, created) = crate::keyfile::load_or_create(dir)?;
+            if created {
+                tracing::info!(path = %crate::keyfile::path(dir).display(), "created this node's key");
+            }
+            key
+        }
+        None => hearsay_proto::Keypair::from_secret(rand::random()),
+    };
+    let public = key.public();
+    let id = public.node_id();
     let clock = Clock::new();
-    let mut engine = Engine::new(engine_config, id, rand::random(), clock.now());
+    let mut engine = Engine::new(
+        engine_config,
+        hearsay_proto::Identity::node(key),
+        rand::random(),
+        clock.now(),
+    );
     // What the store holds is not new (a copy arriving again is neither stored nor delivered),
     // and it is what reconciliation offers peers.
     let held = store.keys()?;
@@ -166,7 +188,7 @@ pub fn start(
     }
     tracker.spawn(Arc::clone(&shared).run_timer());
     tracker.spawn(crate::conn::dialer(Arc::clone(&shared), dials));
-    tracing::info!(%id, %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
+    tracing::info!(%id, fingerprint = %public.fingerprint(), %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
 
     let task = tokio::spawn(async move {
         shared.shutdown.cancelled().await;
@@ -181,6 +203,7 @@ pub fn start(
         addr,
         v1_addr,
         id,
+        key: public,
         shutdown,
         task,
     })

@@ -40,6 +40,10 @@ const EVICTED: TableDefinition<[u8; 16], u64> = TableDefinition::new("evicted");
 const EVICTED_BY_TIME: TableDefinition<(u64, [u8; 16]), ()> =
     TableDefinition::new("evicted_by_time");
 
+/// The store's format: `format` → 4 once it holds only signed messages (and seed texts).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SIGNED_FORMAT: u64 = 4;
+
 /// What redb may cache of the file in memory.
 const CACHE_BYTES: usize = 16 << 20;
 
@@ -284,8 +288,16 @@ impl DiskStore {
         txn.open_table(IDS).map_err(io)?;
         txn.open_table(EVICTED).map_err(io)?;
         txn.open_table(EVICTED_BY_TIME).map_err(io)?;
+        let dropped = signed_only(&txn)?;
         index_by_time(&txn)?;
         txn.commit().map_err(io)?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                path = %path.display(),
+                "dropped messages stored before messages were signed (hearsay protocol 3 and older): their authors cannot be proven, and signed peers would refuse them; seed texts were kept"
+            );
+        }
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
@@ -306,6 +318,59 @@ impl DiskStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A store written before messages were signed holds messages with an `origin` and no
+/// signature. Their authors cannot be proven, and no signed peer would take them, so they
+/// are dropped (and counted, for the log); seed texts, which are unsigned by nature, are
+/// kept under the author `"v1"`. Runs once: the store then records its format.
+fn signed_only(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        id: MsgId,
+        origin: String,
+        timestamp: u64,
+        data: String,
+    }
+    let mut meta = txn.open_table(META).map_err(io)?;
+    if meta.get("format").map_err(io)?.map(|v| v.value()) == Some(SIGNED_FORMAT) {
+        return Ok(0);
+    }
+    let mut messages = txn.open_table(MESSAGES).map_err(io)?;
+    let mut ids = txn.open_table(IDS).map_err(io)?;
+    let mut by_time = txn.open_table(BY_TIME).map_err(io)?;
+    let mut dropped = 0;
+    let mut rewrite = Vec::new();
+    let mut drop = Vec::new();
+    for row in messages.iter().map_err(io)? {
+        let (seq, v) = row.map_err(io)?;
+        if serde_json::from_slice::<Message>(v.value()).is_ok() {
+            continue;
+        }
+        let legacy: Legacy = serde_json::from_slice(v.value())
+            .map_err(|e| StoreError::Io(format!("corrupt message record: {e}")))?;
+        if legacy.origin == "v1" && legacy.id == MsgId::v1(&legacy.data) {
+            rewrite.push((
+                seq.value(),
+                Message::from_seed(legacy.data, legacy.timestamp),
+            ));
+        } else {
+            drop.push((seq.value(), legacy.id));
+        }
+    }
+    for (seq, msg) in rewrite {
+        let json = serde_json::to_vec(&msg).map_err(io)?;
+        messages.insert(seq, json.as_slice()).map_err(io)?;
+    }
+    for (seq, id) in drop {
+        messages.remove(seq).map_err(io)?;
+        if let Some((_, ts)) = ids.remove(*id.as_bytes()).map_err(io)?.map(|v| v.value()) {
+            by_time.remove((ts, *id.as_bytes())).map_err(io)?;
+        }
+        dropped += 1;
+    }
+    meta.insert("format", SIGNED_FORMAT).map_err(io)?;
+    Ok(dropped)
 }
 
 /// A store written before the time index existed gets one, and its seed texts (reconciled
@@ -616,18 +681,10 @@ pub fn default_dir(port: u16) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearsay_proto::NodeId;
+    use hearsay_proto::Keypair;
 
     fn msg(n: u64) -> Message {
-        let origin = NodeId::from_bytes([1; 16]);
-        let data = format!("m{n}");
-        Message {
-            id: MsgId::v2(&origin, n, n, &data),
-            origin: origin.to_string(),
-            seq: n,
-            timestamp: n,
-            data,
-        }
+        Message::signed(&Keypair::from_secret([1; 32]), n, n, format!("m{n}"))
     }
 
     async fn insert(store: &dyn Store, m: Message) -> bool {
@@ -744,29 +801,41 @@ mod tests {
         );
     }
 
-    /// A store written before the time index existed (seed texts keyed at 0) is indexed on
-    /// opening, seed texts under their stamp rounded to the hour, and evicts like any other.
+    /// A store written before the time index existed (seed texts keyed at 0) and before
+    /// messages were signed: its unsigned messages are dropped, its seed texts kept (under
+    /// the author "v1"), and it is indexed by time on opening, seed texts under their stamp
+    /// rounded to the hour, and evicts like any other.
     #[tokio::test]
-    async fn an_older_store_is_indexed_by_time_on_opening() {
+    async fn an_older_store_is_migrated_on_opening() {
         let dir = tempfile::tempdir().unwrap();
-        let seed_text = Message {
-            id: MsgId::v1("from a seed"),
-            origin: hearsay_proto::V1_ORIGIN.into(),
-            seq: 0,
-            timestamp: 7_200_123,
-            data: "from a seed".into(),
+        let seed_text = Message::from_seed("from a seed".into(), 7_200_123);
+        let legacy = |id: &MsgId, origin: &str, ts: u64, data: &str| {
+            serde_json::json!({"id": id, "origin": origin, "seq": 0, "timestamp": ts, "data": data})
+                .to_string()
         };
+        let unsigned_id = MsgId::from_bytes([9; 16]);
+        let rows = [
+            (msg(5).id, serde_json::to_string(&msg(5)).unwrap(), 5),
+            (
+                seed_text.id,
+                legacy(&seed_text.id, "v1", 7_200_123, "from a seed"),
+                0,
+            ),
+            (
+                unsigned_id,
+                legacy(&unsigned_id, &"11".repeat(16), 6, "unsigned"),
+                6,
+            ),
+        ];
         {
             let db = Database::create(dir.path().join("messages.redb")).unwrap();
             let txn = db.begin_write().unwrap();
             {
                 let mut messages = txn.open_table(MESSAGES).unwrap();
                 let mut ids = txn.open_table(IDS).unwrap();
-                for (seq, m) in [msg(5), seed_text.clone()].iter().enumerate() {
-                    let json = serde_json::to_vec(m).unwrap();
-                    messages.insert(seq as u64, json.as_slice()).unwrap();
-                    let old_key = if m.origin == "v1" { 0 } else { m.timestamp };
-                    ids.insert(*m.id.as_bytes(), (seq as u64, old_key)).unwrap();
+                for (seq, (id, json, old_key)) in rows.iter().enumerate() {
+                    messages.insert(seq as u64, json.as_bytes()).unwrap();
+                    ids.insert(*id.as_bytes(), (seq as u64, *old_key)).unwrap();
                 }
             }
             txn.commit().unwrap();
@@ -777,7 +846,12 @@ mod tests {
             keys,
             vec![((5, msg(5).id), 2), ((7_200_000, seed_text.id), 11)]
         );
+        assert_eq!(s.len().unwrap(), 2);
         assert_eq!(evict(&s, 100, 0).await, 1);
+        assert_eq!(s.page(None, 10).unwrap(), vec![seed_text.clone()]);
+        drop(s);
+        // Once migrated, it opens as it is.
+        let s = DiskStore::open(dir.path()).unwrap();
         assert_eq!(s.page(None, 10).unwrap(), vec![seed_text]);
     }
 

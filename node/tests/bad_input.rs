@@ -134,10 +134,7 @@ async fn bad_frames_are_counted_and_a_flood_of_them_closes_with_a_reason() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
         .await
         .unwrap();
-    let hello = json!({
-        "type": "HELLO", "protocol": "hearsay", "version": hearsay_proto::wire::PROTOCOL_VERSION, "id": "11".repeat(16),
-        "kind": "node", "addresses": []
-    });
+    let hello = common::raw::hello(&common::raw::random_key(), "node", &[]);
     ws.send(Message::text(hello.to_string())).await.unwrap();
     for bad in [
         "not json",
@@ -150,7 +147,7 @@ async fn bad_frames_are_counted_and_a_flood_of_them_closes_with_a_reason() {
     ws.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
     // A message whose id does not match its content is refused, not delivered.
     let forged = json!({
-        "type": "GOSSIP", "id": "22".repeat(16), "origin": "11".repeat(16),
+        "type": "GOSSIP", "id": "22".repeat(16), "author": "11".repeat(32),
         "seq": 1, "timestamp": 1, "data": "forged"
     });
     ws.send(Message::text(forged.to_string())).await.unwrap();
@@ -190,10 +187,7 @@ async fn a_frame_over_the_limit_is_closed_with_a_reason() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
         .await
         .unwrap();
-    let hello = json!({
-        "type": "HELLO", "protocol": "hearsay", "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": "11".repeat(16), "kind": "node", "addresses": []
-    });
+    let hello = common::raw::hello(&common::raw::random_key(), "node", &[]);
     ws.send(Message::text(hello.to_string())).await.unwrap();
     let huge = "x".repeat(hearsay_proto::wire::MAX_FRAME_BYTES + 1);
     let _ = ws.send(Message::text(huge)).await;

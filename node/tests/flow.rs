@@ -15,10 +15,10 @@ use tokio_tungstenite::tungstenite::Message;
 /// Relays `count` messages of one origin, padded with `pad` bytes, as fast as the socket
 /// takes them; returns the socket, still open.
 async fn relay_burst(mut relay: Ws, count: u64, pad: usize) -> Ws {
-    let origin = random_id();
+    let origin = random_key();
     let pad = "x".repeat(pad);
     for seq in 1..=count {
-        let frame = gossip(origin, seq, &format!("burst {seq} {pad}"));
+        let frame = gossip(&origin, seq, &format!("burst {seq} {pad}"));
         relay.feed(Message::text(frame)).await.unwrap();
     }
     relay.flush().await.unwrap();
@@ -137,7 +137,7 @@ async fn a_burst_relayed_by_a_node_peer_reaches_every_listener_once_and_drops_no
     let ws_url = format!("{}/ws", n.ws_url());
     let mut listeners = Vec::new();
     for _ in 0..LISTENERS {
-        let ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
+        let ws = connect_as(&ws_url, &random_key(), "browser", &[]).await;
         listeners.push(tokio::spawn(listen(ws, BURST as usize)));
     }
     wait_for("every listener is held", || async {
@@ -146,7 +146,7 @@ async fn a_burst_relayed_by_a_node_peer_reaches_every_listener_once_and_drops_no
     .await;
 
     // A node peer relays a burst as fast as its socket lets it.
-    let relay = neighbour(&ws_url, random_id()).await;
+    let relay = neighbour(&ws_url, &random_key()).await;
     let sender = tokio::spawn(relay_burst(relay, BURST, 0));
     for (i, l) in listeners.into_iter().enumerate() {
         assert_exactly_once(&l.await.unwrap(), BURST as usize, i);
@@ -165,19 +165,19 @@ async fn a_peer_that_stops_reading_is_closed_with_a_reason_and_nobody_else_is() 
     let n = start_node_with(config).await;
     let ws_url = format!("{}/ws", n.ws_url());
     // This one never reads (not even the node's pings).
-    let stuck_id = random_id();
-    let stuck = connect_as(&ws_url, stuck_id, "browser", &[]).await;
+    let stuck_id = random_key();
+    let stuck = connect_as(&ws_url, &stuck_id, "browser", &[]).await;
     const BURST: u64 = 2_000;
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        let ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
+        let ws = connect_as(&ws_url, &random_key(), "browser", &[]).await;
         listeners.push(tokio::spawn(listen(ws, BURST as usize)));
     }
     wait_for("every peer is held", || async {
         (status(&n.http_url()).await["peers"].as_u64() == Some(4)).then_some(())
     })
     .await;
-    let relay = neighbour(&ws_url, random_id()).await;
+    let relay = neighbour(&ws_url, &random_key()).await;
     let _relay = relay_burst(relay, BURST, 0).await;
     for (i, l) in listeners.into_iter().enumerate() {
         assert_exactly_once(&l.await.unwrap(), BURST as usize, i);
@@ -190,7 +190,7 @@ async fn a_peer_that_stops_reading_is_closed_with_a_reason_and_nobody_else_is() 
             .iter()
             .filter_map(|p| p["id"].as_str())
             .collect();
-        (!ids.contains(&stuck_id.to_string().as_str())).then_some(())
+        (!ids.contains(&id_as(&stuck_id, "browser").to_string().as_str())).then_some(())
     })
     .await;
     // What it would have read: whatever was queued, then the close and its reason.
@@ -208,16 +208,16 @@ async fn a_slow_reader_is_told_of_messages_and_catches_up_without_holding_the_ot
     let ws_url = format!("{}/ws", n.ws_url());
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        let ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
+        let ws = connect_as(&ws_url, &random_key(), "browser", &[]).await;
         listeners.push(tokio::spawn(listen(ws, BURST as usize)));
     }
-    let slow = connect_as(&ws_url, random_id(), "browser", &[]).await;
+    let slow = connect_as(&ws_url, &random_key(), "browser", &[]).await;
     let slow = tokio::spawn(listen_slowly(slow, BURST as usize, 500));
     wait_for("every peer is held", || async {
         (status(&n.http_url()).await["peers"].as_u64() == Some(4)).then_some(())
     })
     .await;
-    let relay = neighbour(&ws_url, random_id()).await;
+    let relay = neighbour(&ws_url, &random_key()).await;
     let _relay = relay_burst(relay, BURST, 16 * 1024).await;
     for (i, l) in listeners.into_iter().enumerate() {
         assert_exactly_once(&l.await.unwrap(), BURST as usize, i);

@@ -24,7 +24,7 @@ async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() 
     // Listeners read until the marker the test publishes once the burst is answered.
     let mut listeners = Vec::new();
     for _ in 0..LISTENERS {
-        let mut ws = connect_as(&ws_url, random_id(), "browser", &[]).await;
+        let mut ws = connect_as(&ws_url, &random_key(), "browser", &[]).await;
         listeners.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             while let Some(Ok(msg)) = ws.next().await {
@@ -48,12 +48,12 @@ async fn a_page_bursting_gets_its_allowance_through_and_an_error_for_the_rest() 
     })
     .await;
 
-    let me = random_id();
-    let (mut tx, mut rx) = connect_as(&ws_url, me, "browser", &[]).await.split();
+    let me = random_key();
+    let (mut tx, mut rx) = connect_as(&ws_url, &me, "browser", &[]).await.split();
     let started = Instant::now();
     let sender = tokio::spawn(async move {
         for seq in 1..=BURST {
-            tx.feed(Message::text(gossip(me, seq, &format!("paste {seq}"))))
+            tx.feed(Message::text(gossip(&me, seq, &format!("paste {seq}"))))
                 .await
                 .unwrap();
         }
@@ -221,12 +221,12 @@ async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
     config.engine.limits.origin_messages = hearsay_proto::Rate::new(0.001, 200.0);
     config.engine.limits.over_quota = hearsay_proto::Rate::new(0.001, 10.0);
     let n = start_node_with(config).await;
-    let (me, origin) = (random_id(), random_id());
-    let (mut tx, mut rx) = neighbour(&n.ws_url(), me).await.split();
+    let (me, origin) = (random_key(), random_key());
+    let (mut tx, mut rx) = neighbour(&n.ws_url(), &me).await.split();
     tokio::spawn(async move {
         for seq in 1..=1_000 {
             if tx
-                .send(Message::text(gossip(origin, seq, &format!("flood {seq}"))))
+                .send(Message::text(gossip(&origin, seq, &format!("flood {seq}"))))
                 .await
                 .is_err()
             {
@@ -254,7 +254,7 @@ async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
     assert_eq!(st["messages"], 200, "the quota's burst was taken");
     assert_eq!(st["stats"]["closed_over_quota"], 1);
     // Back under the same id: refused, told for how long.
-    let mut again = neighbour(&n.ws_url(), me).await;
+    let mut again = neighbour(&n.ws_url(), &me).await;
     let told = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(Ok(frame)) = again.next().await {
             if let Message::Close(Some(f)) = frame {
@@ -280,13 +280,12 @@ async fn node_connections_from_one_address_are_capped_per_kind() {
     config.engine.per_address.nodes = 2;
     let n = start_node_with(config).await;
     let hello = |kind: &str| {
-        json!({
-            "type": "HELLO", "protocol": "hearsay",
-            "version": hearsay_proto::wire::PROTOCOL_VERSION,
-            "id": random_id().to_string(), "kind": kind,
-            "addresses": if kind == "node" { vec!["ws://127.0.0.1:9"] } else { vec![] }
-        })
-        .to_string()
+        let addresses: &[&str] = if kind == "node" {
+            &["ws://127.0.0.1:9"]
+        } else {
+            &[]
+        };
+        common::raw::hello(&random_key(), kind, addresses).to_string()
     };
     // Sends HELLO as `kind` from `from`; returns the socket once the node answered with its
     // own HELLO, or the reason it closed with.
@@ -376,11 +375,7 @@ async fn connections_from_one_address_are_capped_while_others_are_served() {
     let mut other = ws_from("127.0.0.2", n.addr)
         .await
         .expect("another address connects");
-    let hello = json!({
-        "type": "HELLO", "protocol": "hearsay",
-        "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": random_id().to_string(), "kind": "browser", "addresses": []
-    });
+    let hello = common::raw::hello(&random_key(), "browser", &[]);
     other.send(Message::text(hello.to_string())).await.unwrap();
     post_message(&n, "still serving").await;
     // A place is given back when its connection ends.
@@ -403,14 +398,14 @@ async fn spam_from_one_connection_is_bounded_and_a_good_message_still_crosses_at
     })
     .await;
     // An anonymous page floods node a with 20,000 messages of 1 KB.
-    let me = random_id();
+    let me = random_key();
     let a_ws = format!("{}/ws", a.ws_url());
-    let (mut tx, mut rx) = connect_as(&a_ws, me, "browser", &[]).await.split();
+    let (mut tx, mut rx) = connect_as(&a_ws, &me, "browser", &[]).await.split();
     let filler = "x".repeat(1_000);
     let spammer = tokio::spawn(async move {
         for seq in 1..=20_000u64 {
             if tx
-                .feed(Message::text(gossip(me, seq, &format!("{seq} {filler}"))))
+                .feed(Message::text(gossip(&me, seq, &format!("{seq} {filler}"))))
                 .await
                 .is_err()
             {

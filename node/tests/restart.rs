@@ -79,7 +79,10 @@ async fn a_killed_and_restarted_node_is_reconnected_without_help() {
     drop(b);
     let b = spawn_in(data, b_port, &[]);
     let new_b = status(&b.url).await["id"].as_str().unwrap().to_owned();
-    assert_ne!(new_b, old_b);
+    assert_eq!(
+        new_b, old_b,
+        "a restarted node is the same node: its key is kept in its folder"
+    );
     for p in [&a, &c] {
         wait_for("b to be redialed", || async {
             neighbor_ids(&p.url).await.contains(&new_b).then_some(())

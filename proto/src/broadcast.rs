@@ -445,7 +445,7 @@ impl Broadcast {
         let id = msg.id;
         self.missing.remove(&id);
         self.cache.expire(now);
-        self.note_publisher(from.is_none() && msg.origin == self.me.to_string(), now);
+        self.note_publisher(from.is_none() && !msg.author.is_seed(), now);
         if let Some(f) = from
             && self.lazy.contains(&f)
             && self.config.strategy == Strategy::Plumtree
@@ -887,15 +887,8 @@ mod tests {
     }
 
     fn msg(n: u8) -> Arc<Message> {
-        let origin = node(99);
-        let data = format!("m{n}");
-        Arc::new(Message {
-            id: MsgId::v2(&origin, n as u64, 1, &data),
-            origin: origin.to_string(),
-            seq: n as u64,
-            timestamp: 1,
-            data,
-        })
+        let author = crate::identity::Keypair::from_secret([99; 32]);
+        Arc::new(Message::signed(&author, n as u64, 1, format!("m{n}")))
     }
 
     fn drain(b: &mut Broadcast) -> Vec<Out> {
@@ -1117,17 +1110,8 @@ mod tests {
         b.control(node(1), beacon(0, 4), |_| false, 0);
         drain(&mut b);
         let origin = node(99).to_string();
-        let mine = |n: u8| {
-            let me = node(50);
-            let data = format!("mine {n}");
-            Arc::new(Message {
-                id: MsgId::v2(&me, n as u64, 1, &data),
-                origin: me.to_string(),
-                seq: n as u64,
-                timestamp: 1,
-                data,
-            })
-        };
+        let me = crate::identity::Keypair::from_secret([50; 32]);
+        let mine = |n: u8| Arc::new(Message::signed(&me, n as u64, 1, format!("mine {n}")));
         // Others publish too: no claim.
         for n in 0..5 {
             b.publish(mine(n), 10);

@@ -40,6 +40,12 @@ pub enum CloseReason {
     SendQueueFull,
     /// A node peer kept relaying messages over their origins' quotas.
     OverQuota,
+    /// The peer's id does not derive from the key in its `HELLO`, or it could not prove it
+    /// holds that key.
+    BadIdentity,
+    /// The peer sent a message whose signature is not its author's. An honest peer checks
+    /// every message before passing it on, so it never does.
+    BadSignature,
     /// One client address holds as many connections of this kind as it may.
     TooManyFromAddress {
         kind: &'static str,
@@ -74,6 +80,10 @@ impl fmt::Display for CloseReason {
                     "too many {kind} connections from your address (at most {max})"
                 )
             }
+            Self::BadIdentity => {
+                f.write_str("identity not proven: the id must derive from a key the peer holds")
+            }
+            Self::BadSignature => f.write_str("sent a message whose signature is not its author's"),
             Self::OverQuota => f.write_str("relayed too many messages over their origins' quotas"),
             Self::SeedDialsUs => f.write_str("hearsay nodes let seed nodes dial them"),
             Self::Disconnected => f.write_str("left the active view"),
@@ -84,7 +94,7 @@ impl fmt::Display for CloseReason {
             Self::SendQueueFull => f.write_str("send queue full: peer too slow"),
             Self::Refused { seconds } => write!(
                 f,
-                "refused for another {seconds} s: closed lately for bad frames or relaying over quota"
+                "refused for another {seconds} s: closed lately for bad frames, forged messages or relaying over quota"
             ),
         }
     }

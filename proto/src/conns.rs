@@ -5,6 +5,7 @@
 
 use crate::Millis;
 use crate::id::NodeId;
+use crate::identity::PublicKey;
 use crate::peer::{PeerKind, PeerRecord};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,8 @@ pub enum Protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hearsay {
     pub id: NodeId,
+    /// The key it proved it holds.
+    pub key: PublicKey,
     pub kind: PeerKind,
     /// How to dial it (nodes), canonical address first.
     pub record: Option<PeerRecord>,

@@ -25,7 +25,8 @@ use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
 use crate::dedup::Recent;
 use crate::history::History;
-use crate::id::{MsgId, NodeId, V1_ORIGIN};
+use crate::id::{MsgId, NodeId};
+use crate::identity::{Author, Identity, Keypair, Tab, id_of};
 use crate::limits::{KindCaps, Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
 use crate::membership::{self, Membership};
@@ -209,6 +210,10 @@ pub struct Stats {
     /// closed for doing it too often.
     pub over_quota: u64,
     pub closed_over_quota: u64,
+    /// Messages whose signature was not their author's (dropped, the sender closed), and
+    /// handshakes whose id did not derive from the key offered.
+    pub bad_signatures: u64,
+    pub bad_identities: u64,
     /// Reconciliations this peer started.
     pub sync_rounds: u64,
 }
@@ -230,6 +235,16 @@ pub enum PublishError {
         per_second: u64,
         retry_after_ms: u64,
     },
+    #[error("a message published through a node must be signed by its author (author and sig)")]
+    Unsigned,
+    #[error(
+        "id does not match the message: it is the first 16 bytes of SHA-256(\"hearsay/msg/v4\\0\" || author || seq || timestamp || text length || text), as hex"
+    )]
+    IdMismatch,
+    #[error("sig is not the author's signature of the message's digest")]
+    BadSignature,
+    #[error("{0}")]
+    Outside(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +263,9 @@ enum Timer {
 pub struct Engine {
     config: Config,
     me: NodeId,
+    /// What this peer signs its messages and proves its id with.
+    key: Keypair,
+    tab: Option<Tab>,
     rng: SmallRng,
     conns: Conns,
     book: AddressBook,
@@ -265,7 +283,7 @@ pub struct Engine {
     /// Nothing stamped before this is kept: where the storage cap last cut the history.
     budget_floor: Option<Millis>,
     /// What each origin may still have relayed to us (see `Limits::origin_messages`).
-    origins: Recent<String, TokenBucket>,
+    origins: Recent<Author, TokenBucket>,
     /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
     /// (reconciliation fetches them once the quota refills), nor charged to a relay twice.
     over_quota: Recent<MsgId, ()>,
@@ -278,9 +296,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine for peer `me`. `seed` drives every random choice (jitter, sampling), so a
-    /// simulation with the same seeds replays exactly.
-    pub fn new(config: Config, me: NodeId, seed: u64, now: Millis) -> Self {
+    /// A new engine for the peer with this identity. `seed` drives every random choice
+    /// (jitter, sampling), so a simulation with the same seeds replays exactly.
+    pub fn new(config: Config, identity: Identity, seed: u64, now: Millis) -> Self {
+        let me = identity.id();
         let mut config = config;
         let refuse_for = config.refuse_for;
         let dial_rate = config.limits.dials;
@@ -331,6 +350,8 @@ impl Engine {
             sync: Reconciler::new(config.sync.clone()),
             config,
             me,
+            key: identity.key,
+            tab: identity.tab,
             rng,
             conns: Conns::default(),
             book,
@@ -360,6 +381,11 @@ impl Engine {
 
     pub fn id(&self) -> NodeId {
         self.me
+    }
+
+    /// The key this peer signs its messages with.
+    pub fn public_key(&self) -> crate::identity::PublicKey {
+        self.key.public()
     }
 
     pub fn config(&self) -> &Config {
@@ -640,8 +666,47 @@ impl Engine {
         self.after(now);
     }
 
-    /// The application publishes `data`. Returns the message as delivered.
+    /// The application publishes `data`, signed with this peer's key. Returns the message
+    /// as delivered.
     pub fn publish(&mut self, data: &str, now: Millis) -> Result<Message, PublishError> {
+        self.check_size(data)?;
+        self.charge_own(Author::Key(self.key.public()), now)?;
+        self.seq = next_seq(self.seq, now, self.tab.as_ref());
+        let msg = Message::signed(&self.key, self.seq, now, data.to_owned());
+        self.stats.published += 1;
+        self.originate(msg.clone(), now);
+        Ok(msg)
+    }
+
+    /// An application publishes a message it signed with its own key, through this peer.
+    /// It is checked as any message from a peer would be (id, signature, size, window) and
+    /// charged to its author's quota. Returns whether it is new here (false: already held,
+    /// nothing done).
+    pub fn publish_signed(&mut self, msg: Message, now: Millis) -> Result<bool, PublishError> {
+        if msg.author.is_seed() {
+            return Err(PublishError::Unsigned);
+        }
+        self.check_size(&msg.data)?;
+        if !msg.id_is_valid() {
+            return Err(PublishError::IdMismatch);
+        }
+        if self.index.contains(&msg.id) {
+            return Ok(false);
+        }
+        if !msg.signature_is_valid() {
+            self.stats.bad_signatures += 1;
+            return Err(PublishError::BadSignature);
+        }
+        if let Err(outside) = self.config.history.check(sync::key_of(&msg).0, now) {
+            return Err(PublishError::Outside(outside.to_string()));
+        }
+        self.charge_own(msg.author, now)?;
+        self.stats.published += 1;
+        self.originate(msg, now);
+        Ok(true)
+    }
+
+    fn check_size(&self, data: &str) -> Result<(), PublishError> {
         if data.is_empty() {
             return Err(PublishError::Empty);
         }
@@ -651,35 +716,35 @@ impl Engine {
                 self.config.max_message_bytes,
             ));
         }
-        // Our own messages count against our origin's quota here as they will at every node
-        // that relays them (a page is charged by its node instead).
-        if self.config.kind == PeerKind::Node {
-            let rate = self.config.limits.origin_messages;
-            let origin = self.me.to_string();
-            if self.origins.get(&origin).is_none() {
-                self.origins
-                    .insert(origin.clone(), TokenBucket::new(rate, now), now);
-            }
-            if let Some(bucket) = self.origins.get_mut(&origin)
-                && let Err(wait) = bucket.take(1.0, now)
-            {
-                return Err(PublishError::OverQuota {
-                    burst: rate.burst as u64,
-                    per_second: rate.per_second as u64,
-                    retry_after_ms: wait,
-                });
-            }
+        Ok(())
+    }
+
+    /// Charges a message published here to its author's quota, as every node that relays it
+    /// will (a page is charged by its node instead).
+    fn charge_own(&mut self, author: Author, now: Millis) -> Result<(), PublishError> {
+        if self.config.kind != PeerKind::Node {
+            return Ok(());
         }
-        self.seq += 1;
-        let msg = Message {
-            id: MsgId::v2(&self.me, self.seq, now, data),
-            origin: self.me.to_string(),
-            seq: self.seq,
-            timestamp: now,
-            data: data.to_owned(),
-        };
+        let rate = self.config.limits.origin_messages;
+        if self.origins.get(&author).is_none() {
+            self.origins
+                .insert(author, TokenBucket::new(rate, now), now);
+        }
+        if let Some(bucket) = self.origins.get_mut(&author)
+            && let Err(wait) = bucket.take(1.0, now)
+        {
+            return Err(PublishError::OverQuota {
+                burst: rate.burst as u64,
+                per_second: rate.per_second as u64,
+                retry_after_ms: wait,
+            });
+        }
+        Ok(())
+    }
+
+    /// A message enters the network here: delivered, given to seeds, pushed.
+    fn originate(&mut self, msg: Message, now: Millis) {
         self.index.insert(sync::key_of(&msg), msg.data.len());
-        self.stats.published += 1;
         self.stats.delivered += 1;
         self.outputs.push_back(Output::Deliver {
             msg: msg.clone(),
@@ -688,9 +753,8 @@ impl Engine {
         if seed::should_receive(&msg, true, false) {
             self.send_to_seeds(&msg);
         }
-        self.broadcast.publish(Arc::new(msg.clone()), now);
+        self.broadcast.publish(Arc::new(msg), now);
         self.after(now);
-        Ok(msg)
     }
 
     /// Time has passed: runs whatever is due in every part.
@@ -827,7 +891,7 @@ impl Engine {
                     }
                 }
                 Frame::Messages { messages, done } => {
-                    self.on_messages(conn, from, kind, messages, done, now)
+                    self.on_messages(conn, kind, messages, done, now)
                 }
                 Frame::Map { records } => self.map.received(from, records, now),
                 _ => self.bad_frame(conn, "unexpected frame", now),
@@ -836,23 +900,25 @@ impl Engine {
     }
 
     /// Whether `origin` is a page homed at this node (we pass its messages to seeds).
-    fn homed_here(&self, origin: &str) -> bool {
-        let Ok(id) = origin.parse::<NodeId>() else {
+    fn homed_here(&self, author: &Author) -> bool {
+        let Some(key) = author.key() else {
             return false;
         };
-        self.conns
-            .to_node(id)
-            .and_then(|c| self.conns.get(c))
-            .and_then(Conn::hearsay)
-            .is_some_and(|h| h.kind == PeerKind::Browser && h.home == Some(self.me))
+        // Only looked at when seeds are linked: a scan of the pages held here.
+        self.conns.iter().any(|(_, c)| {
+            c.hearsay().is_some_and(|h| {
+                h.kind == PeerKind::Browser && h.home == Some(self.me) && &h.key == key
+            })
+        })
     }
 
     /// Acknowledges a page's own message to it (even a copy: the page wants to know that
     /// some node holds what it published).
-    fn ack_if_page_published(&mut self, conn: ConnId, from: NodeId, kind: PeerKind, msg: &Message) {
+    fn ack_if_page_published(&mut self, conn: ConnId, kind: PeerKind, msg: &Message) {
+        let key = self.conns.get(conn).and_then(Conn::hearsay).map(|h| h.key);
         if self.config.kind == PeerKind::Node
             && kind == PeerKind::Browser
-            && msg.origin == from.to_string()
+            && key.is_some_and(|k| msg.author == Author::Key(k))
         {
             self.send(conn, Frame::Ack { id: msg.id }.encode().into());
         }
@@ -962,12 +1028,12 @@ impl Engine {
             return true;
         }
         let rate = self.config.limits.origin_messages;
-        let fits = match self.origins.get_mut(&msg.origin) {
+        let fits = match self.origins.get_mut(&msg.author) {
             Some(bucket) => bucket.take(1.0, now).is_ok(),
             None => {
                 let mut bucket = TokenBucket::new(rate, now);
                 let fits = bucket.take(1.0, now).is_ok();
-                self.origins.insert(msg.origin.clone(), bucket, now);
+                self.origins.insert(msg.author, bucket, now);
                 fits
             }
         };
@@ -993,6 +1059,24 @@ impl Engine {
             }
             self.close(conn, CloseReason::OverQuota, now);
         }
+        false
+    }
+
+    /// Whether a message new here was signed by its author: checked once per id (after
+    /// dedup, as it is the costly check), before it is charged, stored or passed on. A copy
+    /// that fails is dropped without marking the id as seen, so a forged copy cannot keep
+    /// the real one out; its sender is closed and refused for a while, as an honest peer
+    /// checks what it passes on and never sends one.
+    fn signed(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
+        if msg.signature_is_valid() {
+            return true;
+        }
+        self.stats.bad_signatures += 1;
+        if let Some(node) = self.conns.get(conn).and_then(Conn::node_id) {
+            let until = now + self.config.refuse_for;
+            self.refused.insert(node, until, now);
+        }
+        self.close(conn, CloseReason::BadSignature, now);
         false
     }
 
@@ -1025,20 +1109,21 @@ impl Engine {
             return;
         }
         if self.index.contains(&msg.id) {
-            self.ack_if_page_published(conn, from, kind, &msg);
+            self.ack_if_page_published(conn, kind, &msg);
             self.stats.duplicates += 1;
             return;
         }
         if !self.in_window(conn, Some(kind), &msg, now)
             || !self.admit(conn, Some(kind), Some(msg.id), now)
+            || !self.signed(conn, &msg, now)
             || !self.charge_origin(conn, kind, &msg, true, now)
         {
             return;
         }
-        self.ack_if_page_published(conn, from, kind, &msg);
+        self.ack_if_page_published(conn, kind, &msg);
         self.index.insert(sync::key_of(&msg), msg.data.len());
         self.stats.delivered += 1;
-        if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.origin))
+        if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.author))
         {
             self.send_to_seeds(&msg);
         }
@@ -1055,7 +1140,6 @@ impl Engine {
     fn on_messages(
         &mut self,
         conn: ConnId,
-        from: NodeId,
         kind: PeerKind,
         messages: Vec<Message>,
         done: bool,
@@ -1073,6 +1157,7 @@ impl Engine {
             }
             if !self.in_window(conn, Some(kind), &msg, now)
                 || !self.admit(conn, Some(kind), Some(msg.id), now)
+                || !self.signed(conn, &msg, now)
                 || !self.charge_origin(conn, kind, &msg, false, now)
             {
                 continue;
@@ -1082,7 +1167,7 @@ impl Engine {
             self.stats.synced += 1;
             new += 1;
             // A page that published while offline hands its message over this way.
-            self.ack_if_page_published(conn, from, kind, &msg);
+            self.ack_if_page_published(conn, kind, &msg);
             self.broadcast
                 .received_otherwise(Arc::new(msg.clone()), now);
             self.outputs.push_back(Output::Deliver { msg, hops: None });
@@ -1116,13 +1201,7 @@ impl Engine {
                 if !self.admit(conn, None, None, now) {
                     return;
                 }
-                let msg = Message {
-                    id,
-                    origin: V1_ORIGIN.to_owned(),
-                    seq: 0,
-                    timestamp: now,
-                    data,
-                };
+                let msg = Message::from_seed(data, now);
                 self.index.insert(sync::key_of(&msg), msg.data.len());
                 self.stats.delivered += 1;
                 self.outputs.push_back(Output::Deliver {
@@ -1261,6 +1340,8 @@ impl Engine {
             protocol: PROTOCOL_NAME.to_owned(),
             version: PROTOCOL_VERSION,
             id: self.me,
+            key: Some(self.key.public()),
+            tab: self.tab,
             kind: self.config.kind,
             addresses: self.config.listen_addresses.clone(),
             home: self.config.home,
@@ -1284,6 +1365,15 @@ impl Engine {
             self.close(conn, reason, now);
             return;
         }
+        let Some(key) = hello
+            .key
+            .filter(|k| id_of(k, hello.tab.as_ref()) == hello.id)
+            .filter(|_| (hello.kind == PeerKind::Node) == hello.tab.is_none())
+        else {
+            self.stats.bad_identities += 1;
+            self.close(conn, CloseReason::BadIdentity, now);
+            return;
+        };
         self.refused.expire(now);
         if let Some(&until) = self.refused.get(&hello.id) {
             self.stats.refused += 1;
@@ -1378,6 +1468,7 @@ impl Engine {
             conn,
             Hearsay {
                 id: hello.id,
+                key,
                 kind: hello.kind,
                 record: record.clone(),
                 home: hello.home,
@@ -1513,7 +1604,7 @@ impl Engine {
         match out {
             broadcast::Out::Push { to, msg, hops } => {
                 let frame: Arc<str> = Frame::encode_gossip(&msg, hops).into();
-                let own = msg.origin == self.me.to_string();
+                let own = msg.author == Author::Key(self.key.public());
                 for node in to {
                     if let Some(conn) = self.conns.to_node(node) {
                         if !own {
@@ -1788,6 +1879,21 @@ impl Engine {
 }
 
 /// How a node with these (canonical) addresses is dialed, if it can be.
+/// How far apart the sequence numbers of one author's tabs are kept (see [`next_seq`]).
+const SEQ_SLOTS: u64 = 1024;
+
+/// The sequence number of an author's next message. It grows with the clock (the
+/// millisecond, times [`SEQ_SLOTS`]), so a restarted node never reuses one even if it kept
+/// nothing; within a millisecond it counts on. A page's tabs share one key: each starts from
+/// its own slot (drawn from its tab nonce), so two tabs repeat a number only if they publish
+/// in the same millisecond from the same slot.
+fn next_seq(last: u64, now: Millis, tab: Option<&Tab>) -> u64 {
+    let slot = tab.map_or(0, |t| {
+        u64::from(u16::from_le_bytes([t.as_bytes()[0], t.as_bytes()[1]])) % SEQ_SLOTS
+    });
+    (last + 1).max(now.saturating_mul(SEQ_SLOTS) + slot)
+}
+
 fn record_of(id: NodeId, addresses: &[String]) -> Option<PeerRecord> {
     addresses.first().map(|address| PeerRecord {
         id,

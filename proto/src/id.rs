@@ -1,9 +1,10 @@
-//! Identifiers: [`NodeId`] names a node for as long as it runs, [`MsgId`] names a message
-//! everywhere it travels.
+//! Identifiers: [`NodeId`] names a peer (derived from its key: see [`crate::identity`]),
+//! [`MsgId`] names a message everywhere it travels.
 //!
-//! Both are 16 bytes written as 32 lower-case hex digits on the wire. A message id is a hash
-//! over what the message *is* (origin, per-origin sequence, timestamp and text), so every node
-//! that sees the same message derives the same id and a forged id is detected by recomputing it.
+//! Both are 16 bytes written as 32 lower-case hex digits on the wire. A message id is cut from
+//! a hash over what the message *is* (author, sequence, timestamp and text: see
+//! [`crate::message`]), so every node that sees the same message derives the same id and a
+//! forged id is detected by recomputing it.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -65,7 +66,8 @@ macro_rules! hex_id {
     };
 }
 
-/// A node's identity for the lifetime of its process, drawn at random by the driver.
+/// A peer's id: a node's is the first half of its public key, a page's a hash of its key
+/// and its tab (see [`crate::identity`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId([u8; 16]);
 hex_id!(NodeId);
@@ -84,22 +86,13 @@ impl NodeId {
 pub struct MsgId([u8; 16]);
 hex_id!(MsgId);
 
-/// The origin recorded for messages that entered the network from a seed (v1) node, which has
-/// no node id of its own.
-pub const V1_ORIGIN: &str = "v1";
-
 impl MsgId {
-    /// The id of a message published by a hearsay node. Length-prefixing each field keeps
-    /// distinct field tuples from hashing the same bytes.
-    pub fn v2(origin: &NodeId, seq: u64, timestamp: u64, data: &str) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"hearsay/msg/v2\0");
-        h.update(origin.as_bytes());
-        h.update(seq.to_be_bytes());
-        h.update(timestamp.to_be_bytes());
-        h.update((data.len() as u64).to_be_bytes());
-        h.update(data.as_bytes());
-        Self::from_digest(h)
+    /// The id of a signed message: the first half of its digest (see
+    /// [`crate::message::digest`]).
+    pub fn from_digest(digest: &[u8; 32]) -> Self {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        Self(out)
     }
 
     /// The id of a message that came from a seed node. The seed sends its text with no id, one
@@ -109,14 +102,7 @@ impl MsgId {
         let mut h = Sha256::new();
         h.update(b"hearsay/msg/v1\0");
         h.update(data.as_bytes());
-        Self::from_digest(h)
-    }
-
-    fn from_digest(h: Sha256) -> Self {
-        let digest = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
-        Self(out)
+        Self::from_digest(&h.finalize().into())
     }
 }
 
@@ -152,14 +138,17 @@ mod tests {
 
     #[test]
     fn message_ids_depend_on_every_field() {
-        let a = NodeId::from_bytes([1; 16]);
-        let b = NodeId::from_bytes([2; 16]);
-        let base = MsgId::v2(&a, 1, 1000, "hi");
-        assert_eq!(base, MsgId::v2(&a, 1, 1000, "hi"));
-        assert_ne!(base, MsgId::v2(&b, 1, 1000, "hi"));
-        assert_ne!(base, MsgId::v2(&a, 2, 1000, "hi"));
-        assert_ne!(base, MsgId::v2(&a, 1, 1001, "hi"));
-        assert_ne!(base, MsgId::v2(&a, 1, 1000, "ho"));
+        use crate::identity::PublicKey;
+        use crate::message::digest;
+        let id = |a: u8, seq, ts, text| {
+            MsgId::from_digest(&digest(&PublicKey::from_bytes([a; 32]), seq, ts, text))
+        };
+        let base = id(1, 1, 1000, "hi");
+        assert_eq!(base, id(1, 1, 1000, "hi"));
+        assert_ne!(base, id(2, 1, 1000, "hi"));
+        assert_ne!(base, id(1, 2, 1000, "hi"));
+        assert_ne!(base, id(1, 1, 1001, "hi"));
+        assert_ne!(base, id(1, 1, 1000, "ho"));
         assert_eq!(MsgId::v1("hi"), MsgId::v1("hi"));
         assert_ne!(MsgId::v1("hi"), MsgId::v1("ho"));
     }

@@ -18,7 +18,8 @@
 //! - [`engine`]: composes them with the connection table ([`conns`]), the address book
 //!   ([`book`]) and the handshake; [`Engine`] is what drivers hold.
 //!
-//! Underneath: [`id`] (node and message ids), [`message`] (a message), [`peer`] (kinds of
+//! Underneath: [`id`] (node and message ids), [`identity`] (keys, signatures, authors, and
+//! the ids derived from keys), [`message`] (a signed message), [`peer`] (kinds of
 //! peer, dialable records, canonical addresses), [`wire`] (the JSON frames), [`close`]
 //! (typed close reasons), [`dedup`] (the one bounded expiring set), [`timers`] (typed
 //! deadlines). [`sim`] runs many engines on a virtual clock, for tests and `hearsay sim`.
@@ -55,6 +56,7 @@ pub mod dedup;
 pub mod engine;
 pub mod history;
 pub mod id;
+pub mod identity;
 pub mod limits;
 pub mod map;
 pub mod membership;
@@ -72,7 +74,8 @@ pub use close::CloseReason;
 pub use conns::{ConnId, Direction, Protocol};
 pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
 pub use history::History;
-pub use id::{MsgId, NodeId, V1_ORIGIN};
+pub use id::{MsgId, NodeId};
+pub use identity::{Author, Identity, Keypair, PublicKey, SEED_AUTHOR, Signature, Tab};
 pub use limits::{KindCaps, Limits, Rate, TokenBucket};
 pub use message::Message;
 pub use peer::{PeerKind, PeerRecord, canonical_address};

@@ -20,7 +20,7 @@
 //! wrong tree, as only beacons prune (see `broadcast`).
 
 use crate::conns::ConnId;
-use crate::id::{NodeId, V1_ORIGIN};
+use crate::id::NodeId;
 use crate::message::Message;
 use crate::peer::{PeerRecord, canonical_address};
 use std::collections::BTreeMap;
@@ -153,7 +153,7 @@ impl Seeds {
 /// Whether the seeds linked to this node get `msg`: what this node published (`own`), and
 /// what a page homed here published (`homed_here`); never what came from a seed.
 pub fn should_receive(msg: &Message, own: bool, homed_here: bool) -> bool {
-    own || (msg.origin != V1_ORIGIN && homed_here)
+    own || (!msg.author.is_seed() && homed_here)
 }
 
 #[cfg(test)]
@@ -192,16 +192,12 @@ mod tests {
 
     #[test]
     fn only_the_origin_or_a_pages_home_passes_a_message_to_seeds() {
-        let m = |origin: &str| Message {
-            id: crate::id::MsgId::v1("x"),
-            origin: origin.into(),
-            seq: 0,
-            timestamp: 0,
-            data: "x".into(),
-        };
-        assert!(should_receive(&m("ab"), true, false));
-        assert!(should_receive(&m("ab"), false, true));
-        assert!(!should_receive(&m("ab"), false, false));
-        assert!(!should_receive(&m(V1_ORIGIN), false, true));
+        let key = crate::identity::Keypair::from_secret([1; 32]);
+        let signed = Message::signed(&key, 1, 0, "x".into());
+        assert!(should_receive(&signed, true, false));
+        assert!(should_receive(&signed, false, true));
+        assert!(!should_receive(&signed, false, false));
+        let seed_text = Message::from_seed("x".into(), 0);
+        assert!(!should_receive(&seed_text, false, true));
     }
 }

@@ -18,7 +18,8 @@
 use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::engine::{Config, Driver, Engine};
-use crate::id::{MsgId, NodeId};
+use crate::id::MsgId;
+use crate::identity::{Identity, Keypair, Tab};
 use crate::message::Message;
 use crate::wire::Frame;
 use crate::{Millis, PeerKind, Strategy};
@@ -306,12 +307,21 @@ impl Sim {
         self.flush(seed);
     }
 
-    /// An engine with a fresh random id and seed, drawn from the simulation's one seed.
+    /// An engine with a fresh random key (and tab, for a page) and seed, drawn from the
+    /// simulation's one seed.
     fn new_engine(&mut self, config: Config) -> Engine {
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id);
+        let mut secret = [0u8; 32];
+        self.rng.fill(&mut secret);
+        let key = Keypair::from_secret(secret);
+        let identity = if config.kind == PeerKind::Browser {
+            let mut tab = [0u8; 16];
+            self.rng.fill(&mut tab);
+            Identity::page(key, Tab::from_bytes(tab))
+        } else {
+            Identity::node(key)
+        };
         let seed = self.rng.random();
-        Engine::new(config, NodeId::from_bytes(id), seed, self.now)
+        Engine::new(config, identity, seed, self.now)
     }
 
     fn push_node(&mut self, address: String, kind: NodeKind) -> usize {

@@ -21,7 +21,8 @@
 //! fetched.
 
 use crate::Millis;
-use crate::id::{MsgId, V1_ORIGIN};
+use crate::id::MsgId;
+use crate::identity::Author;
 use crate::message::Message;
 use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
@@ -42,15 +43,15 @@ pub const V1_STAMP_GRAIN: u64 = 3_600_000;
 
 /// The sort key of a message.
 pub fn key_of(msg: &Message) -> Key {
-    (sync_timestamp(&msg.origin, msg.timestamp), msg.id)
+    (sync_timestamp(&msg.author, msg.timestamp), msg.id)
 }
 
 /// The timestamp a message is reconciled under (see [`Key`]). A seed's text is stamped by the
 /// first hearsay node that hears it, and two nodes may hear it from two seeds a moment apart:
 /// rounded down to the hour, their stamps agree but for texts heard across an hour's turn
 /// (which then only cost reconciliation a few frames more when it meets them).
-pub fn sync_timestamp(origin: &str, timestamp: u64) -> u64 {
-    if origin == V1_ORIGIN {
+pub fn sync_timestamp(author: &Author, timestamp: u64) -> u64 {
+    if author.is_seed() {
         timestamp - timestamp % V1_STAMP_GRAIN
     } else {
         timestamp

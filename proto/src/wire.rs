@@ -19,6 +19,7 @@
 
 use crate::broadcast::Control;
 use crate::id::{MsgId, NodeId};
+use crate::identity::{Author, PublicKey, Signature, Tab};
 use crate::map::TopoRecord;
 use crate::membership;
 use crate::message::Message;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 /// The version this build speaks. A peer of any other version is closed with a reason that
 /// names both.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The `protocol` field of every `HELLO`, so a stray JSON peer is not mistaken for hearsay.
 pub const PROTOCOL_NAME: &str = "hearsay";
 
@@ -39,6 +40,14 @@ pub struct Hello {
     pub protocol: String,
     pub version: u32,
     pub id: NodeId,
+    /// The sender's public key: its id must derive from it (and, for a page, `tab`).
+    /// Optional only so that a peer of an older version, which sends none, is still read
+    /// far enough to be told which versions differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PublicKey>,
+    /// For a page: the nonce of its tab (tabs of one browser share a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab: Option<Tab>,
     pub kind: PeerKind,
     /// Canonical `ws://host:port` addresses this peer can be dialed at (none for browsers).
     #[serde(default)]
@@ -321,11 +330,15 @@ impl Frame {
         }
         #[derive(Deserialize)]
         struct Gossip {
+            // Field by field, not `flatten` (which buffers the whole frame first): this is
+            // the frame every message travels in.
             id: MsgId,
-            origin: String,
+            author: Author,
             seq: u64,
             timestamp: u64,
             data: String,
+            #[serde(default)]
+            sig: Option<Signature>,
             #[serde(default)]
             hops: u32,
         }
@@ -399,10 +412,11 @@ impl Frame {
                 Frame::Gossip {
                     msg: Message {
                         id: g.id,
-                        origin: g.origin,
+                        author: g.author,
                         seq: g.seq,
                         timestamp: g.timestamp,
                         data: g.data,
+                        sig: g.sig,
                     },
                     hops: g.hops,
                 }
@@ -622,18 +636,15 @@ mod tests {
             address: "ws://h:1".into(),
             aliases: vec!["ws://h:2".into()],
         };
-        let msg = Message {
-            id: MsgId::v2(&id, 1, 5, "x"),
-            origin: id.to_string(),
-            seq: 1,
-            timestamp: 5,
-            data: "x".into(),
-        };
+        let key = crate::identity::Keypair::from_secret([7; 32]);
+        let msg = Message::signed(&key, 1, 5, "x".into());
         let frames = [
             Frame::Hello(Hello {
                 protocol: PROTOCOL_NAME.into(),
                 version: PROTOCOL_VERSION,
                 id,
+                key: Some(key.public()),
+                tab: Some(Tab::from_bytes([1; 16])),
                 kind: PeerKind::Node,
                 addresses: vec!["ws://127.0.0.1:3000".into()],
                 home: None,
@@ -705,6 +716,12 @@ mod tests {
             "0a".repeat(16)
         );
         assert!(matches!(Frame::decode(&text).unwrap(), Frame::Hello(h) if h.version == 4));
+        // An older peer's HELLO (no key) is still read, so it can be told the versions.
+        let old = format!(
+            r#"{{"type":"HELLO","protocol":"hearsay","version":3,"id":"{}","kind":"node"}}"#,
+            "0a".repeat(16)
+        );
+        assert!(matches!(Frame::decode(&old).unwrap(), Frame::Hello(h) if h.version == 3));
     }
 
     #[test]

@@ -3,14 +3,29 @@
 
 use hearsay_proto::wire::{Hello, PROTOCOL_VERSION};
 use hearsay_proto::{
-    CloseReason, Config, ConnId, Engine, Frame, Message, MsgId, NodeId, Output, PeerKind, Protocol,
+    CloseReason, Config, ConnId, Engine, Frame, Identity, Keypair, Message, MsgId, NodeId, Output,
+    PeerKind, Protocol, Tab,
 };
 
 const T0: u64 = 1_000_000;
 const ME: &str = "ws://me:3000";
 
-fn node(id: u8) -> NodeId {
-    NodeId::from_bytes([id; 16])
+/// Node `n`'s key, and its id (which derives from the key).
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret([n; 32])
+}
+
+fn node(n: u8) -> NodeId {
+    key(n).public().node_id()
+}
+
+fn identity(n: u8) -> Identity {
+    Identity::node(key(n))
+}
+
+/// A page's identity: key `n`, in tab `n`.
+fn page_identity(n: u8) -> Identity {
+    Identity::page(key(n), Tab::from_bytes([n; 16]))
 }
 
 fn engine(id: u8) -> Engine {
@@ -18,7 +33,7 @@ fn engine(id: u8) -> Engine {
         listen_addresses: vec![ME.into(), "ws://me:3001".into()],
         ..Config::default()
     };
-    Engine::new(config, node(id), 1, T0)
+    Engine::new(config, identity(id), 1, T0)
 }
 
 fn drain(e: &mut Engine) -> Vec<Output> {
@@ -51,6 +66,8 @@ fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
         protocol: "hearsay".into(),
         version,
         id: node(id),
+        key: Some(key(id).public()),
+        tab: None,
         kind: PeerKind::Node,
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
         home: None,
@@ -258,8 +275,11 @@ fn dialing_ourselves_is_refused_or_detected() {
 
 #[test]
 fn crossing_dials_keep_the_link_dialed_by_the_lower_id() {
-    // We are node 5. Node 9 dials us while we dial it.
-    for (them, keep_outbound) in [(9u8, true), (2u8, false)] {
+    // We are node 5. Another node dials us while we dial it: one with a higher id, then
+    // one with a lower (ids derive from keys, so which is which is looked up).
+    let higher = (1..=20u8).find(|&n| n != 5 && node(n) > node(5)).unwrap();
+    let lower = (1..=20u8).find(|&n| n != 5 && node(n) < node(5)).unwrap();
+    for (them, keep_outbound) in [(higher, true), (lower, false)] {
         let mut e = engine(5);
         e.add_peer("ws://x:3000", T0).unwrap();
         let (out_conn, _) = dial_of(&drain(&mut e))[0].clone();
@@ -364,7 +384,7 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
         .collect();
     assert_eq!(delivered.len(), 1);
     assert!(
-        matches!(delivered[0], Output::Deliver { msg: m, .. } if m.id == MsgId::v1("from a seed") && m.origin == "v1")
+        matches!(delivered[0], Output::Deliver { msg: m, .. } if m.id == MsgId::v1("from a seed") && m.author.is_seed())
     );
     let gossip = |frames: Vec<Frame>| -> Vec<Frame> {
         frames
@@ -397,13 +417,7 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
         matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip { msg: m, .. }] if m.data == "mine")
     );
     // What another node published is not ours to give seeds.
-    let theirs = hearsay_proto::Message {
-        id: MsgId::v2(&node(2), 1, T0, "theirs"),
-        origin: node(2).to_string(),
-        seq: 1,
-        timestamp: T0,
-        data: "theirs".into(),
-    };
+    let theirs = Message::signed(&key(2), 1, T0, "theirs".into());
     e.frame(
         node_b,
         &Frame::Gossip {
@@ -433,7 +447,7 @@ fn a_node_acknowledges_what_a_browser_published() {
             transport_ping: false,
             ..Config::default()
         },
-        node(7),
+        page_identity(7),
         3,
         T0,
     );
@@ -503,16 +517,9 @@ fn frames_over_the_size_or_address_limit_are_bad_and_a_large_history_fits_in_fra
     assert_eq!(e.stats().bad_frames, 2);
     // The largest history a peer can ask for at once, every character an escape: each
     // MESSAGES frame still fits within the limit.
-    let origin = node(9);
     let text = "\u{1}".repeat(hearsay_proto::wire::MAX_MESSAGE_BYTES);
     let messages: Vec<Message> = (0..hearsay_proto::wire::MAX_WANT as u64)
-        .map(|seq| Message {
-            id: MsgId::v2(&origin, seq, T0, &text),
-            origin: origin.to_string(),
-            seq,
-            timestamp: T0,
-            data: text.clone(),
-        })
+        .map(|seq| Message::signed(&key(9), seq, T0, text.clone()))
         .collect();
     e.provide(c, messages);
     let out = drain(&mut e);
@@ -567,7 +574,7 @@ fn a_peer_cannot_make_a_node_dial_without_bound() {
         ..Config::default()
     };
     config.limits.dials = hearsay_proto::Rate::new(1.0, 2.0);
-    let mut e = Engine::new(config, node(1), 1, T0);
+    let mut e = Engine::new(config, identity(1), 1, T0);
     let c = join(&mut e, 2, &["ws://b:3000"], T0);
     drain(&mut e);
     // Each FORWARD_JOIN at the end of its walk asks us to link to a node we do not know.
@@ -598,7 +605,7 @@ fn engine_with_history(history: hearsay_proto::History) -> Engine {
         history,
         ..Config::default()
     };
-    Engine::new(config, node(1), 1, T0)
+    Engine::new(config, identity(1), 1, T0)
 }
 
 /// The retention window: what ages out is evicted (the driver is told to drop it) and
@@ -631,13 +638,7 @@ fn messages_outside_the_window_are_refused_and_aged_ones_evicted() {
     );
     assert_eq!(n.stats().evicted, 1);
     let gossip = |msg: &Message| Frame::encode_gossip(msg, 1);
-    let stamped = |ts: u64, text: &str| Message {
-        id: MsgId::v2(&node(2), 1, ts, text),
-        origin: node(2).to_string(),
-        seq: 1,
-        timestamp: ts,
-        data: text.into(),
-    };
+    let stamped = |ts: u64, text: &str| Message::signed(&key(2), 1, ts, text.into());
     // What aged out comes back from a neighbour, with one more too old and one from the
     // future: none is delivered.
     for msg in [
@@ -674,7 +675,7 @@ fn a_page_with_a_clock_far_ahead_is_told_to_check_it() {
             transport_ping: false,
             ..Config::default()
         },
-        node(7),
+        page_identity(7),
         3,
         T0 + ahead,
     );
@@ -737,13 +738,7 @@ fn over_the_storage_cap_the_oldest_go_and_older_copies_are_refused() {
         "{out:?}"
     );
     // Stamped like the one evicted: older than the oldest kept.
-    let older = Message {
-        id: MsgId::v2(&node(2), 1, T0, "older"),
-        origin: node(2).to_string(),
-        seq: 1,
-        timestamp: T0,
-        data: "older".into(),
-    };
+    let older = Message::signed(&key(2), 1, T0, "older".into());
     n.frame(c, &Frame::encode_gossip(&older, 1), T0 + 1_001);
     assert!(
         !drain(&mut n)
@@ -764,19 +759,12 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
     };
     config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 20.0);
     config.limits.over_quota = hearsay_proto::Rate::new(0.1, 5.0);
-    let mut n = Engine::new(config, node(1), 1, T0);
+    let mut n = Engine::new(config, identity(1), 1, T0);
     let c = join(&mut n, 2, &["ws://b:3000"], T0);
     drain(&mut n);
-    let origin = node(9);
     let msg = |seq: u64| {
         let data = format!("flood {seq}");
-        Message {
-            id: MsgId::v2(&origin, seq, T0, &data),
-            origin: origin.to_string(),
-            seq,
-            timestamp: T0,
-            data,
-        }
+        Message::signed(&key(9), seq, T0, data)
     };
     let mut delivered = 0;
     let mut ended = None;
@@ -828,7 +816,7 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
 fn a_node_publishing_past_its_origins_quota_is_told_to_wait() {
     let mut config = Config::default();
     config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 3.0);
-    let mut n = Engine::new(config, node(1), 1, T0);
+    let mut n = Engine::new(config, identity(1), 1, T0);
     for i in 0..3 {
         n.publish(&format!("m{i}"), T0).unwrap();
     }
@@ -843,4 +831,73 @@ fn a_node_publishing_past_its_origins_quota_is_told_to_wait() {
     );
     assert!(err.to_string().contains("try again in 1000 ms"), "{err}");
     n.publish("a second later", T0 + 1_000).unwrap();
+}
+
+/// A message whose id matches its fields but whose signature is not its author's (a forger
+/// wrote it under another's key) is dropped before it is stored or passed on, its sender is
+/// closed and refused, and the id is not marked as seen: the real message still gets in.
+#[test]
+fn a_forged_message_is_dropped_without_keeping_the_real_one_out() {
+    let mut e = engine(1);
+    let mallory = join(&mut e, 2, &["ws://m:3000"], T0);
+    let honest = join(&mut e, 3, &["ws://h:3000"], T0);
+    drain(&mut e);
+
+    let real = Message::signed(&key(9), 1, T0, "I owe you nothing".into());
+    let mut forged = real.clone();
+    forged.sig = Message::signed(&key(2), 1, T0, "I owe you nothing".into()).sig;
+    assert!(forged.id_is_valid() && !forged.signature_is_valid());
+    e.frame(mallory, &Frame::encode_gossip(&forged, 1), T0 + 1);
+    let out = drain(&mut e);
+    assert_eq!(closed(&out, mallory), Some(CloseReason::BadSignature));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Deliver { .. })),
+        "never delivered"
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Send { frame, .. } if frame.contains("GOSSIP"))),
+        "never passed on"
+    );
+    assert_eq!(e.stats().bad_signatures, 1);
+
+    e.frame(honest, &Frame::encode_gossip(&real, 1), T0 + 2);
+    let out = drain(&mut e);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Deliver { msg, .. } if *msg == real)),
+        "the real message is delivered"
+    );
+
+    // Mallory is refused for a while under its id.
+    e.closed(mallory, None, T0 + 3);
+    let again = e.accepted(T0 + 4);
+    e.frame(again, &hello(2, &["ws://m:3000"]), T0 + 4);
+    assert!(matches!(
+        closed(&drain(&mut e), again),
+        Some(CloseReason::Refused { .. })
+    ));
+}
+
+/// No peer can claim an id that does not derive from the key it offers.
+#[test]
+fn a_hello_whose_id_is_not_its_keys_is_closed() {
+    let mut e = engine(1);
+    let c = e.accepted(T0);
+    let claim = Frame::Hello(Hello {
+        protocol: "hearsay".into(),
+        version: PROTOCOL_VERSION,
+        id: node(3),
+        key: Some(key(2).public()),
+        tab: None,
+        kind: PeerKind::Node,
+        addresses: vec![],
+        home: None,
+        root: None,
+        term: None,
+    })
+    .encode();
+    e.frame(c, &claim, T0);
+    assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
+    assert_eq!(e.stats().bad_identities, 1);
 }

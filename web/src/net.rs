@@ -19,7 +19,8 @@ use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{Message as WsMessage, State as WsState, futures::WebSocket};
 use hearsay_proto::{
-    CloseReason, Config, ConnId, Driver, Engine, Message, MsgId, NodeId, PeerKind,
+    Author, CloseReason, Config, ConnId, Driver, Engine, Identity, Keypair, Message, MsgId, NodeId,
+    PeerKind, PublicKey, Tab,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -56,7 +57,8 @@ struct PageDriver<'a> {
     sockets: &'a mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
     held: &'a mut HashMap<MsgId, Message>,
     unsaved: &'a mut bool,
-    me: String,
+    /// This browser's key: what it wrote (in any of its tabs) is "mine".
+    me: Author,
     actions: Vec<Action>,
     dials: Vec<(ConnId, String)>,
 }
@@ -79,7 +81,7 @@ impl Driver for PageDriver<'_> {
         }
     }
     fn deliver(&mut self, msg: Message, hops: Option<u32>) {
-        let mine = msg.origin == self.me;
+        let mine = msg.author == self.me;
         self.held.insert(msg.id, msg.clone());
         *self.unsaved = true;
         self.actions.push(Action::Delivered {
@@ -167,8 +169,8 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let crypto = web_sys::window().and_then(|w| w.crypto().ok());
     match crypto {
         Some(c) if c.get_random_values_with_u8_array(&mut out).is_ok() => {}
-        // Without WebCrypto (very old browsers) fall back to Math.random: ids only need to be
-        // unique, not secret.
+        // Without WebCrypto (very old browsers) fall back to Math.random. That is no secret
+        // key, but such a browser has no WebCrypto to do better with.
         _ => out
             .iter_mut()
             .for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8),
@@ -190,6 +192,28 @@ pub fn home_ws_url() -> Option<String> {
 #[derive(serde::Deserialize)]
 struct Status {
     id: NodeId,
+    key: PublicKey,
+}
+
+/// Where this browser keeps its key (the secret, as hex): every tab of this site shares it,
+/// so a person is one author across tabs and reloads.
+const KEY_STORAGE: &str = "hearsay:key";
+
+/// This browser's key, made and saved on its first visit. Without storage (a private
+/// window that refuses it) the page still runs, under a key of its own for this visit.
+fn browser_key() -> Keypair {
+    let saved = storage().and_then(|s| s.get_item(KEY_STORAGE).ok().flatten());
+    if let Some(text) = saved {
+        let mut secret = [0u8; 32];
+        if hex::decode_to_slice(text.trim(), &mut secret).is_ok() {
+            return Keypair::from_secret(secret);
+        }
+    }
+    let key = Keypair::from_secret(random_bytes());
+    if let Some(s) = storage() {
+        let _ = s.set_item(KEY_STORAGE, &hex::encode(key.secret()));
+    }
+    key
 }
 
 #[derive(serde::Deserialize)]
@@ -246,9 +270,12 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
         backoff_max: 5_000,
         ..Config::default()
     };
-    let me = NodeId::from_bytes(random_bytes());
+    // One key per browser, one id per tab: two tabs are two peers of one author.
+    let identity = Identity::page(browser_key(), Tab::from_bytes(random_bytes()));
+    let me = identity.id();
+    let key = identity.key.public();
     let seed = u64::from_le_bytes(random_bytes());
-    let mut engine = Engine::new(config, me, seed, now());
+    let mut engine = Engine::new(config, identity, seed, now());
     let mut held = HashMap::new();
     for m in &history {
         if held.insert(m.id, m.clone()).is_none() {
@@ -257,7 +284,9 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     }
     report.emit(Action::Started {
         me,
+        key,
         home: status.id,
+        home_key: status.key,
     });
     report.emit(Action::History(history));
 
@@ -300,7 +329,7 @@ impl Network {
                 sockets: &mut inner.sockets,
                 held: &mut inner.held,
                 unsaved: &mut inner.unsaved,
-                me: inner.engine.id().to_string(),
+                me: Author::Key(inner.engine.public_key()),
                 actions: Vec::new(),
                 dials: Vec::new(),
             };

@@ -2,7 +2,7 @@
 //! [`Action`], and components render [`State`]. Pure, so it is tested on the host.
 
 use hearsay_proto::map::TopoRecord;
-use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo};
+use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo, PublicKey};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use yew::Reducible;
@@ -36,8 +36,11 @@ pub struct Entry {
 pub struct State {
     pub phase: Phase,
     pub me: Option<NodeId>,
-    /// The node that served the page.
+    /// This browser's key: the author of what it publishes.
+    pub key: Option<PublicKey>,
+    /// The node that served the page, and its key.
     pub home: Option<NodeId>,
+    pub home_key: Option<PublicKey>,
     pub links: Vec<LinkInfo>,
     pub peers: Vec<PeerInfo>,
     /// Newest first (by origin timestamp, then the origin's sequence, then id, so every page
@@ -101,7 +104,10 @@ pub fn journey(records: &[TopoRecord], origin: NodeId) -> Vec<Step> {
 pub enum Action {
     Started {
         me: NodeId,
+        /// This browser's key (its tabs share it), and the home node's.
+        key: PublicKey,
         home: NodeId,
+        home_key: PublicKey,
     },
     Failed(String),
     /// Messages the serving node already held when the page loaded.
@@ -157,9 +163,16 @@ impl Reducible for State {
     fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
         let mut s = (*self).clone();
         match action {
-            Action::Started { me, home } => {
+            Action::Started {
+                me,
+                key,
+                home,
+                home_key,
+            } => {
                 s.me = Some(me);
+                s.key = Some(key);
                 s.home = Some(home);
+                s.home_key = Some(home_key);
                 s.phase = Phase::Running;
             }
             Action::Failed(why) => s.phase = Phase::Failed(why),
@@ -178,7 +191,14 @@ impl Reducible for State {
             }
             Action::Delivered { msg, mine, live } => {
                 // The map follows the newest message that travelled here.
-                if live && let Ok(origin) = msg.origin.parse::<NodeId>() {
+                // It starts at its author: this page for ours, the node whose id is the
+                // key's first half for a node's (another page's cannot be placed).
+                let origin = if mine {
+                    s.me
+                } else {
+                    msg.author.key().map(PublicKey::node_id)
+                };
+                if live && let Some(origin) = origin {
                     s.latest = Some((msg.id, origin));
                 }
                 s.insert(msg, mine);
@@ -210,15 +230,12 @@ impl Reducible for State {
 mod tests {
     use super::*;
 
+    fn author() -> hearsay_proto::Keypair {
+        hearsay_proto::Keypair::from_secret([9; 32])
+    }
+
     fn msg(ts: u64, text: &str) -> Message {
-        let origin = NodeId::from_bytes([9; 16]);
-        Message {
-            id: MsgId::v2(&origin, ts, ts, text),
-            origin: origin.to_string(),
-            seq: ts,
-            timestamp: ts,
-            data: text.into(),
-        }
+        Message::signed(&author(), ts, ts, text.into())
     }
 
     fn apply(state: Rc<State>, actions: Vec<Action>) -> Rc<State> {
@@ -286,7 +303,7 @@ mod tests {
         );
         assert_eq!(
             s.latest,
-            Some((msg(1, "a").id, NodeId::from_bytes([9; 16])))
+            Some((msg(1, "a").id, author().public().node_id()))
         );
         let s = apply(
             s,
@@ -353,7 +370,16 @@ mod tests {
     fn start_and_failure_move_the_phase() {
         let me = NodeId::from_bytes([2; 16]);
         let home = NodeId::from_bytes([3; 16]);
-        let s = apply(Rc::default(), vec![Action::Started { me, home }]);
+        let (key, home_key) = (author().public(), author().public());
+        let s = apply(
+            Rc::default(),
+            vec![Action::Started {
+                me,
+                key,
+                home,
+                home_key,
+            }],
+        );
         assert_eq!(
             (s.phase.clone(), s.me, s.home),
             (Phase::Running, Some(me), Some(home))

@@ -2,7 +2,7 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use hearsay_proto::{Message, MsgId, NodeId};
+use hearsay_proto::{Identity, Keypair, Message, NodeId, Tab};
 use hearsay_web::components::messages::{MessageList, Props};
 use hearsay_web::state::Entry;
 use wasm_bindgen_test::*;
@@ -10,15 +10,9 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn entry(text: &str, mine: bool, stored: bool) -> Entry {
-    let origin = NodeId::from_bytes([4; 16]);
+    let author = Keypair::from_secret([4; 32]);
     Entry {
-        msg: Message {
-            id: MsgId::v2(&origin, 1, 1_767_225_600_000, text),
-            origin: origin.to_string(),
-            seq: 1,
-            timestamp: 1_767_225_600_000,
-            data: text.to_owned(),
-        },
+        msg: Message::signed(&author, 1, 1_767_225_600_000, text.to_owned()),
         mine,
         stored_by: stored.then_some(NodeId::from_bytes([1; 16])),
         refused: None,
@@ -107,10 +101,13 @@ fn the_clock_and_ids_come_from_the_browser() {
             kind: hearsay_proto::PeerKind::Browser,
             ..Default::default()
         },
-        NodeId::from_bytes([5; 16]),
+        Identity::page(Keypair::from_secret([5; 32]), Tab::from_bytes([5; 16])),
         1,
         t,
     );
     let msg = engine.publish("in wasm", t).unwrap();
-    assert!(msg.id_is_valid());
+    assert!(
+        msg.id_is_valid() && msg.signature_is_valid(),
+        "signed in wasm"
+    );
 }

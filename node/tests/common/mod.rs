@@ -228,20 +228,14 @@ pub fn stamp_base() -> u64 {
 /// them (message `i` has the same id wherever it is made).
 pub async fn fill_store(dir: &std::path::Path, from: u64, to: u64) {
     use hearsay::store::{DiskStore, Store};
-    use hearsay_proto::{Message, MsgId, NodeId};
+    use hearsay_proto::{Keypair, Message};
     let store = DiskStore::open(dir).unwrap();
-    let origin = NodeId::from_bytes([42; 16]);
+    let author = Keypair::from_secret([42; 32]);
     let mut waits = Vec::new();
     for i in from..to {
         let data = format!("old message {i}");
         let ts = stamp_base() + i;
-        let msg = Message {
-            id: MsgId::v2(&origin, i + 1, ts, &data),
-            origin: origin.to_string(),
-            seq: i + 1,
-            timestamp: ts,
-            data,
-        };
+        let msg = Message::signed(&author, i + 1, ts, data);
         let (tx, rx) = tokio::sync::oneshot::channel();
         store.insert(msg, Some(tx));
         waits.push(rx);

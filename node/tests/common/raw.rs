@@ -3,48 +3,67 @@
 //! to what a node sends it (`PONG`, `GRAFT`).
 
 use futures_util::SinkExt;
-use hearsay_proto::{Message as HsMessage, MsgId, NodeId};
+use hearsay_proto::{Keypair, Message as HsMessage, NodeId, Tab};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-pub fn random_id() -> NodeId {
-    NodeId::from_bytes(rand::random())
+pub fn random_key() -> Keypair {
+    Keypair::from_secret(rand::random())
 }
 
-/// A peer of `kind` ("node" or "browser") dialable at `addresses`, past its `HELLO`.
-pub async fn connect_as(ws_url: &str, id: NodeId, kind: &str, addresses: &[&str]) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let hello = json!({
+/// A page's tab, as these peers draw it: from its key, so one key is one page here.
+fn tab_of(key: &Keypair) -> Tab {
+    let mut tab = [0u8; 16];
+    tab.copy_from_slice(&key.public().as_bytes()[16..]);
+    Tab::from_bytes(tab)
+}
+
+/// The id a peer with `key` runs under as `kind` ("node" or "browser").
+pub fn id_as(key: &Keypair, kind: &str) -> NodeId {
+    let tab = (kind == "browser").then(|| tab_of(key));
+    hearsay_proto::identity::id_of(&key.public(), tab.as_ref())
+}
+
+/// The `HELLO` of a peer with `key`, of `kind`, dialable at `addresses`.
+pub fn hello(key: &Keypair, kind: &str, addresses: &[&str]) -> Value {
+    let mut hello = json!({
         "type": "HELLO", "protocol": "hearsay",
         "version": hearsay_proto::wire::PROTOCOL_VERSION,
-        "id": id.to_string(), "kind": kind, "addresses": addresses
+        "id": id_as(key, kind).to_string(), "key": key.public().to_string(),
+        "kind": kind, "addresses": addresses
     });
+    if kind == "browser" {
+        hello["tab"] = json!(tab_of(key).to_string());
+    }
+    hello
+}
+
+/// A peer with `key`, of `kind` ("node" or "browser"), dialable at `addresses`, past its
+/// `HELLO`.
+pub async fn connect_as(ws_url: &str, key: &Keypair, kind: &str, addresses: &[&str]) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let hello = hello(key, kind, addresses);
     ws.send(Message::text(hello.to_string())).await.unwrap();
     ws
 }
 
 /// A node peer in the node's active view (it joins, as a node would), so the node keeps its
 /// link however long a burst takes.
-pub async fn neighbour(ws_url: &str, id: NodeId) -> Ws {
-    let mut ws = connect_as(ws_url, id, "node", &["ws://127.0.0.1:9"]).await;
+pub async fn neighbour(ws_url: &str, key: &Keypair) -> Ws {
+    let mut ws = connect_as(ws_url, key, "node", &["ws://127.0.0.1:9"]).await;
     ws.send(Message::text(r#"{"type":"JOIN"}"#)).await.unwrap();
     ws
 }
 
-/// A valid `GOSSIP` frame: message `seq` of `origin` saying `data`, stamped inside the
-/// retention window (the same message wherever it is made in one test run).
-pub fn gossip(origin: NodeId, seq: u64, data: &str) -> String {
+/// A valid `GOSSIP` frame: message `seq` written and signed by `author` saying `data`,
+/// stamped inside the retention window (the same message wherever it is made in one test
+/// run).
+pub fn gossip(author: &Keypair, seq: u64, data: &str) -> String {
     let timestamp = super::stamp_base() + seq;
-    let msg = HsMessage {
-        id: MsgId::v2(&origin, seq, timestamp, data),
-        origin: origin.to_string(),
-        seq,
-        timestamp,
-        data: data.to_owned(),
-    };
+    let msg = HsMessage::signed(author, seq, timestamp, data.to_owned());
     hearsay_proto::wire::Frame::encode_gossip(&msg, 0)
 }
 

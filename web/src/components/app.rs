@@ -6,7 +6,6 @@ use super::links::LinkList;
 use super::map::NetworkMap;
 use super::messages::MessageList;
 use super::peers::PeerList;
-use super::short;
 use crate::net::{self, Network};
 use crate::state::{Action, Phase, State};
 use yew::prelude::*;
@@ -55,8 +54,8 @@ pub fn app() -> Html {
             <header>
                 <h1>{ "hearsay" }</h1>
                 <p class="who">
-                    { match state.me { Some(me) => format!("this page is peer {}", short(&me.to_string())), None => String::new() } }
-                    { match state.home { Some(h) => format!(" · served by node {}", short(&h.to_string())), None => String::new() } }
+                    { match state.key { Some(k) => format!("you are {}", k.fingerprint()), None => String::new() } }
+                    { match state.home_key { Some(k) => format!(" · served by node {}", k.fingerprint()), None => String::new() } }
                     <span class="count">{ format!(" · {open} open link{}", if open == 1 { "" } else { "s" }) }</span>
                 </p>
             </header>

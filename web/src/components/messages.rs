@@ -1,8 +1,8 @@
 //! The messages, newest first. Text is always rendered as text (yew escapes it), never HTML.
 
-use super::{clock_time, short};
+use super::clock_time;
 use crate::state::Entry;
-use hearsay_proto::{NodeId, V1_ORIGIN};
+use hearsay_proto::NodeId;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -29,10 +29,11 @@ pub fn message_list(props: &Props) -> Html {
             { for props.messages.iter().map(|e| {
                 let from = if e.mine {
                     "you".to_owned()
-                } else if e.msg.origin == V1_ORIGIN {
-                    "a seed node".to_owned()
                 } else {
-                    short(&e.msg.origin)
+                    match e.msg.author.key() {
+                        Some(key) => key.fingerprint(),
+                        None => "a seed node".to_owned(),
+                    }
                 };
                 let mark = match (e.mine, e.stored_by, &e.refused) {
                     (true, Some(by), _) => html! { <span class="stored" title={format!("stored by node {by}")}>{ "✓ stored" }</span> },
