@@ -134,8 +134,10 @@ async fn bad_frames_are_counted_and_a_flood_of_them_closes_with_a_reason() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
         .await
         .unwrap();
-    let hello = common::raw::hello(&common::raw::random_key(), "node", &[]);
+    let key = common::raw::random_key();
+    let hello = common::raw::hello(&key, "node", &[]);
     ws.send(Message::text(hello.to_string())).await.unwrap();
+    common::raw::prove(&mut ws, &key).await.unwrap();
     for bad in [
         "not json",
         "{}",
@@ -187,8 +189,10 @@ async fn a_frame_over_the_limit_is_closed_with_a_reason() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/ws", n.ws_url()))
         .await
         .unwrap();
-    let hello = common::raw::hello(&common::raw::random_key(), "node", &[]);
+    let key = common::raw::random_key();
+    let hello = common::raw::hello(&key, "node", &[]);
     ws.send(Message::text(hello.to_string())).await.unwrap();
+    common::raw::prove(&mut ws, &key).await.unwrap();
     let huge = "x".repeat(hearsay_proto::wire::MAX_FRAME_BYTES + 1);
     let _ = ws.send(Message::text(huge)).await;
     let reason = close_reason(&mut ws).await;

@@ -254,17 +254,13 @@ async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
     assert_eq!(st["messages"], 200, "the quota's burst was taken");
     assert_eq!(st["stats"]["closed_over_quota"], 1);
     // Back under the same id: refused, told for how long.
-    let mut again = neighbour(&n.ws_url(), &me).await;
-    let told = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(Ok(frame)) = again.next().await {
-            if let Message::Close(Some(f)) = frame {
-                return f.reason.to_string();
-            }
-        }
-        String::new()
-    })
-    .await
-    .unwrap();
+    let (mut again, _) = tokio_tungstenite::connect_async(n.ws_url()).await.unwrap();
+    let hello = common::raw::hello(&me, "node", &["ws://127.0.0.1:9"]);
+    again.send(Message::text(hello.to_string())).await.unwrap();
+    let told = tokio::time::timeout(Duration::from_secs(20), prove(&mut again, &me))
+        .await
+        .unwrap()
+        .expect_err("refused before its HELLO is answered");
     assert!(told.starts_with("refused"), "{told}");
     n.stop().await;
 }
@@ -279,34 +275,21 @@ async fn node_connections_from_one_address_are_capped_per_kind() {
     };
     config.engine.per_address.nodes = 2;
     let n = start_node_with(config).await;
-    let hello = |kind: &str| {
-        let addresses: &[&str] = if kind == "node" {
-            &["ws://127.0.0.1:9"]
-        } else {
-            &[]
-        };
-        common::raw::hello(&random_key(), kind, addresses).to_string()
-    };
-    // Sends HELLO as `kind` from `from`; returns the socket once the node answered with its
-    // own HELLO, or the reason it closed with.
+    // Says HELLO as `kind` from `from` and proves its key; returns the socket once the
+    // node answered with its own HELLO, or the reason it closed with.
     let join = |from: &'static str, kind: &'static str| {
-        let text = hello(kind);
         let addr = n.addr;
         async move {
+            let key = random_key();
+            let addresses: &[&str] = if kind == "node" {
+                &["ws://127.0.0.1:9"]
+            } else {
+                &[]
+            };
+            let hello = common::raw::hello(&key, kind, addresses).to_string();
             let mut ws = ws_from(from, addr).await.unwrap();
-            ws.send(Message::text(text)).await.unwrap();
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"HELLO\"") => {
-                        return Ok(ws);
-                    }
-                    Some(Ok(Message::Close(f))) => {
-                        return Err(f.map(|f| f.reason.to_string()).unwrap_or_default());
-                    }
-                    Some(Ok(_)) => {}
-                    other => return Err(format!("{other:?}")),
-                }
-            }
+            ws.send(Message::text(hello)).await.unwrap();
+            common::raw::prove(&mut ws, &key).await.map(|_| ws)
         }
     };
     let _a = join("127.0.0.3", "node").await.expect("first node");
@@ -375,8 +358,12 @@ async fn connections_from_one_address_are_capped_while_others_are_served() {
     let mut other = ws_from("127.0.0.2", n.addr)
         .await
         .expect("another address connects");
-    let hello = common::raw::hello(&random_key(), "browser", &[]);
+    let key = random_key();
+    let hello = common::raw::hello(&key, "browser", &[]);
     other.send(Message::text(hello.to_string())).await.unwrap();
+    common::raw::prove(&mut other, &key)
+        .await
+        .expect("served from another address");
     post_message(&n, "still serving").await;
     // A place is given back when its connection ends.
     drop(open.pop());

@@ -59,6 +59,13 @@ pub enum State {
     Handshake {
         since: Millis,
     },
+    /// Inbound: the dialer's `HELLO` is read and answered; its proof of identity (`PROOF`)
+    /// has not come yet.
+    Proving {
+        since: Millis,
+        hello: Box<crate::wire::Hello>,
+        key: PublicKey,
+    },
     V1,
     V2(Hearsay),
 }
@@ -89,6 +96,8 @@ pub struct Conn {
     /// The client address an inbound connection came from, if it is capped (see
     /// `limits::KindCaps`).
     pub from: Option<String>,
+    /// What this end sent in its `HELLO` for the other to sign.
+    pub nonce: crate::identity::Nonce,
 }
 
 impl Conn {
@@ -104,6 +113,7 @@ impl Conn {
             messages: None,
             over_quota: None,
             from: None,
+            nonce: Default::default(),
             queued: Vec::new(),
             intended: None,
             wanted: false,
@@ -128,7 +138,7 @@ impl Conn {
 
     pub fn protocol(&self) -> Protocol {
         match self.state {
-            State::Dialing | State::Handshake { .. } => Protocol::Pending,
+            State::Dialing | State::Handshake { .. } | State::Proving { .. } => Protocol::Pending,
             State::V1 => Protocol::V1,
             State::V2(_) => Protocol::V2,
         }

@@ -26,7 +26,9 @@ use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
 use crate::dedup::Recent;
 use crate::history::History;
 use crate::id::{MsgId, NodeId};
-use crate::identity::{Author, Identity, Keypair, Tab, id_of};
+use crate::identity::{
+    Author, Identity, Keypair, Nonce, PublicKey, Role, Tab, handshake_proof, id_of,
+};
 use crate::limits::{KindCaps, Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
 use crate::membership::{self, Membership};
@@ -506,6 +508,7 @@ impl Engine {
             now,
         );
         c.from = from;
+        c.nonce = Nonce::from_bytes(self.rng.random());
         let conn = self.conns.insert(c);
         self.timers
             .insert(now + self.config.hello_timeout, Timer::Conn(conn));
@@ -523,9 +526,10 @@ impl Engine {
         c.state = State::Handshake { since: now };
         c.connected_at = now;
         c.last_heard = now;
+        c.nonce = Nonce::from_bytes(self.rng.random());
         self.timers
             .insert(now + self.config.hello_timeout, Timer::Conn(conn));
-        let hello = self.hello_frame();
+        let hello = self.hello_frame(conn, None);
         self.send(conn, hello);
     }
 
@@ -656,6 +660,13 @@ impl Engine {
                     self.answer_v1(conn, now);
                 }
                 _ => self.close(conn, CloseReason::ExpectedHello, now),
+            },
+            State::Proving { .. } => match frame {
+                Frame::Proof { sig } => self.on_proof(conn, sig, now),
+                _ => {
+                    self.stats.bad_identities += 1;
+                    self.close(conn, CloseReason::BadIdentity, now);
+                }
             },
             State::V1 => self.on_v1_frame(conn, frame, now),
             State::V2(peer) => {
@@ -1253,6 +1264,8 @@ impl Engine {
                     && c.from.as_deref() == Some(from.as_str())
                     && match (&c.state, kind) {
                         (State::V2(h), Some(k)) => h.kind == k,
+                        // Still proving who it is: it holds its place meanwhile.
+                        (State::Proving { hello, .. }, Some(k)) => hello.kind == k,
                         (State::V1, None) => true,
                         _ => false,
                     }
@@ -1335,13 +1348,20 @@ impl Engine {
 
     // ----- handshake -----
 
-    fn hello_frame(&self) -> Arc<str> {
+    /// Our `HELLO` on `conn`, with its nonce; answering a dialer, with our proof over its
+    /// nonce and the id it claims.
+    fn hello_frame(&self, conn: ConnId, answering: Option<(Nonce, NodeId)>) -> Arc<str> {
+        let nonce = self.conns.get(conn).map(|c| c.nonce);
+        let proof = answering
+            .map(|(theirs, id)| self.key.sign(&handshake_proof(Role::Acceptor, &theirs, id)));
         Frame::Hello(Hello {
             protocol: PROTOCOL_NAME.to_owned(),
             version: PROTOCOL_VERSION,
             id: self.me,
             key: Some(self.key.public()),
             tab: self.tab,
+            nonce,
+            proof,
             kind: self.config.kind,
             addresses: self.config.listen_addresses.clone(),
             home: self.config.home,
@@ -1387,7 +1407,7 @@ impl Engine {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
-        let (direction, dialed, intended) = (c.direction, c.dialed.clone(), c.intended);
+        let (direction, dialed) = (c.direction, c.dialed.clone());
         if hello.id == self.me {
             if let Some(address) = &dialed {
                 self.book.mark_self(address, self.me);
@@ -1395,6 +1415,75 @@ impl Engine {
             self.close(conn, CloseReason::ConnectedToSelf, now);
             return;
         }
+        let (Some(theirs), Some(ours)) = (hello.nonce, self.conns.get(conn).map(|c| c.nonce))
+        else {
+            self.stats.bad_identities += 1;
+            self.close(conn, CloseReason::BadIdentity, now);
+            return;
+        };
+        match direction {
+            Direction::Inbound => {
+                // Answer with our proof, then wait for the dialer's before taking it for
+                // the node it says it is.
+                let frame = self.hello_frame(conn, Some((theirs, hello.id)));
+                self.send(conn, frame);
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.state = State::Proving {
+                        since: now,
+                        hello: Box::new(hello),
+                        key,
+                    };
+                }
+                self.timers
+                    .insert(now + self.config.hello_timeout, Timer::Conn(conn));
+            }
+            Direction::Outbound => {
+                let proven = hello.proof.is_some_and(|sig| {
+                    key.verify(&handshake_proof(Role::Acceptor, &ours, self.me), &sig)
+                });
+                if !proven {
+                    self.stats.bad_identities += 1;
+                    self.close(conn, CloseReason::BadIdentity, now);
+                    return;
+                }
+                let sig = self
+                    .key
+                    .sign(&handshake_proof(Role::Dialer, &theirs, hello.id));
+                self.send(conn, Frame::Proof { sig }.encode().into());
+                self.establish(conn, hello, key, now);
+            }
+        }
+    }
+
+    /// The dialer's proof: it holds the key its `HELLO` named.
+    fn on_proof(&mut self, conn: ConnId, sig: crate::identity::Signature, now: Millis) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let State::Proving { key, .. } = &c.state else {
+            return;
+        };
+        let key = *key;
+        if !key.verify(&handshake_proof(Role::Dialer, &c.nonce, self.me), &sig) {
+            self.stats.bad_identities += 1;
+            self.close(conn, CloseReason::BadIdentity, now);
+            return;
+        }
+        let since = c.connected_at;
+        let State::Proving { hello, .. } =
+            std::mem::replace(&mut c.state, State::Handshake { since })
+        else {
+            return;
+        };
+        self.establish(conn, *hello, key, now);
+    }
+
+    /// A peer whose identity is proven becomes the node (or page) it says it is.
+    fn establish(&mut self, conn: ConnId, hello: Hello, key: PublicKey, now: Millis) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let (direction, dialed, intended) = (c.direction, c.dialed.clone(), c.intended);
         let addresses: Vec<String> = if hello.kind == PeerKind::Browser {
             Vec::new()
         } else {
@@ -1421,11 +1510,8 @@ impl Engine {
                 (Direction::Inbound, Some(Direction::Outbound)) => self.me < hello.id,
             };
             if drop_new {
-                if direction == Direction::Inbound {
-                    // Answer first so the dialer learns who we are and stops redialing.
-                    let frame = self.hello_frame();
-                    self.send(conn, frame);
-                }
+                // (An inbound one was answered already, so the dialer learns who we are
+                // and stops redialing.)
                 // A pinned address we dialed is that node's: the book learns it, so it is
                 // revisited, not counted as failing. (Membership still hears of a failed
                 // dial and repairs from elsewhere: measured at 1,000 nodes, keeping its
@@ -1457,10 +1543,6 @@ impl Engine {
             }
         }
 
-        if direction == Direction::Inbound {
-            let frame = self.hello_frame();
-            self.send(conn, frame);
-        }
         let record = record_of(hello.id, &addresses);
         self.book
             .established(conn, dialed.as_deref(), hello.id, &addresses);
@@ -1625,9 +1707,11 @@ impl Engine {
                     address: address.to_string(),
                     aliases: Vec::new(),
                 };
-                // A peer's claim: only a WebSocket URL that is not our own is dialed.
+                // A peer's claim: only a WebSocket URL that is not our own is dialed. A link
+                // to it that is no neighbour's (a revisit, a shuffle's carrier) is no path
+                // between the parts: the join goes over it.
                 if let Some(record) = record.canonical()
-                    && self.conns.to_node(root).is_none()
+                    && !self.membership.is_neighbor(root)
                 {
                     self.membership.reach(record, now);
                 }
@@ -1751,6 +1835,15 @@ impl Engine {
                         self.timers
                             .insert(now + self.config.ping_interval, Timer::Conn(conn));
                     }
+                    return;
+                }
+                Some(since + self.config.hello_timeout)
+            }
+            State::Proving { since, .. } => {
+                let since = *since;
+                if now >= since + self.config.hello_timeout {
+                    self.stats.bad_identities += 1;
+                    self.close(conn, CloseReason::BadIdentity, now);
                     return;
                 }
                 Some(since + self.config.hello_timeout)

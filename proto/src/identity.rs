@@ -128,6 +128,36 @@ impl Tab {
     }
 }
 
+/// A fresh random value a peer sends in its `HELLO`, for the other end to sign.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Nonce([u8; 16]);
+
+impl Nonce {
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+}
+
+/// Which end of a link signs: the ends sign under different tags, so what one end signed
+/// can never be passed off as the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Acceptor,
+    Dialer,
+}
+
+/// What a peer signs to prove it holds its key: its role, the other end's nonce, and the
+/// id it believes the other end has (so a proof made for one peer is worth nothing to
+/// another). Without TLS to bind it to, a relay in the middle could still pass a whole
+/// handshake along; it could not sign messages.
+pub fn handshake_proof(role: Role, nonce: &Nonce, verifier: NodeId) -> Vec<u8> {
+    let tag: &[u8] = match role {
+        Role::Acceptor => b"hearsay/hello/v4/acceptor\0",
+        Role::Dialer => b"hearsay/hello/v4/dialer\0",
+    };
+    [tag, &nonce.0, verifier.as_bytes()].concat()
+}
+
 /// Who wrote a message: a key, or a seed (v1) node, which has none.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum Author {
@@ -236,6 +266,7 @@ macro_rules! hex_text {
 hex_text!(PublicKey, 32);
 hex_text!(Signature, 64);
 hex_text!(Tab, 16);
+hex_text!(Nonce, 16);
 
 impl fmt::Display for Author {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

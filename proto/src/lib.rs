@@ -16,7 +16,9 @@
 //! - [`history`]: the retention window — which messages are refused as too old or stamped
 //!   in the future, when held ones are evicted, where reconciliation starts.
 //! - [`engine`]: composes them with the connection table ([`conns`]), the address book
-//!   ([`book`]) and the handshake; [`Engine`] is what drivers hold.
+//!   ([`book`]) and the handshake (each side proves it holds the key its id derives from);
+//!   it checks every new message's signature once, before any part sees it. [`Engine`] is
+//!   what drivers hold.
 //!
 //! Underneath: [`id`] (node and message ids), [`identity`] (keys, signatures, authors, and
 //! the ids derived from keys), [`message`] (a signed message), [`peer`] (kinds of
@@ -75,7 +77,7 @@ pub use conns::{ConnId, Direction, Protocol};
 pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
 pub use history::History;
 pub use id::{MsgId, NodeId};
-pub use identity::{Author, Identity, Keypair, PublicKey, SEED_AUTHOR, Signature, Tab};
+pub use identity::{Author, Identity, Keypair, Nonce, PublicKey, SEED_AUTHOR, Signature, Tab};
 pub use limits::{KindCaps, Limits, Rate, TokenBucket};
 pub use message::Message;
 pub use peer::{PeerKind, PeerRecord, canonical_address};

@@ -2,8 +2,10 @@
 //!
 //! **v1** is exactly the seed's two frames, `MESSAGE` and `SOCKETS`. Everything else is
 //! hearsay's own protocol, version [`PROTOCOL_VERSION`]:
-//! - handshake: `HELLO` (protocol name and version, id, kind, addresses, a page's home);
-//! - broadcast: `GOSSIP` (a message with its hop count), `IHAVE`, `GRAFT`, `PRUNE`,
+//! - handshake: `HELLO` (protocol name and version, id, key and a page's tab, a nonce and,
+//!   answering a dialer, the proof over its nonce; kind, addresses, a page's home), then
+//!   `PROOF` from the dialer (see [`crate::identity::handshake_proof`]);
+//! - broadcast: `GOSSIP` (a signed message with its hop count), `IHAVE`, `GRAFT`, `PRUNE`,
 //!   `BEACON`;
 //! - membership: `JOIN`, `FORWARD_JOIN`, `NEIGHBOR`, `DISCONNECT`, `SHUFFLE`,
 //!   `SHUFFLE_REPLY`, and `PEERS` (nodes a page may link to);
@@ -19,7 +21,7 @@
 
 use crate::broadcast::Control;
 use crate::id::{MsgId, NodeId};
-use crate::identity::{Author, PublicKey, Signature, Tab};
+use crate::identity::{Author, Nonce, PublicKey, Signature, Tab};
 use crate::map::TopoRecord;
 use crate::membership;
 use crate::message::Message;
@@ -48,6 +50,13 @@ pub struct Hello {
     /// For a page: the nonce of its tab (tabs of one browser share a key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tab: Option<Tab>,
+    /// A fresh value for the other end to sign (see [`Frame::Proof`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Nonce>,
+    /// In the accepting side's answer: its signature over the dialer's nonce, proving it
+    /// holds `key` (see [`crate::identity::handshake_proof`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Signature>,
     pub kind: PeerKind,
     /// Canonical `ws://host:port` addresses this peer can be dialed at (none for browsers).
     #[serde(default)]
@@ -77,6 +86,10 @@ pub enum Frame {
     Sockets { addresses: Vec<String> },
     #[serde(rename = "HELLO")]
     Hello(Hello),
+    /// The dialer's answer to the acceptor's `HELLO`: its signature over the acceptor's
+    /// nonce. Until it comes, the acceptor takes the connection for nothing.
+    #[serde(rename = "PROOF")]
+    Proof { sig: Signature },
     /// A message pushed whole; the receiver is `hops` hops from its origin.
     #[serde(rename = "GOSSIP")]
     Gossip {
@@ -407,6 +420,15 @@ impl Frame {
                 addresses: body::<Addresses>(&kind, text)?.addresses,
             },
             "HELLO" => Frame::Hello(body(&kind, text)?),
+            "PROOF" => {
+                #[derive(Deserialize)]
+                struct Proof {
+                    sig: Signature,
+                }
+                Frame::Proof {
+                    sig: body::<Proof>(&kind, text)?.sig,
+                }
+            }
             "GOSSIP" => {
                 let g: Gossip = body(&kind, text)?;
                 Frame::Gossip {
@@ -645,6 +667,8 @@ mod tests {
                 id,
                 key: Some(key.public()),
                 tab: Some(Tab::from_bytes([1; 16])),
+                nonce: Some(Nonce::from_bytes([2; 16])),
+                proof: Some(key.sign(b"x")),
                 kind: PeerKind::Node,
                 addresses: vec!["ws://127.0.0.1:3000".into()],
                 home: None,
@@ -660,6 +684,9 @@ mod tests {
             },
             Frame::Graft { ids: vec![msg.id] },
             Frame::Prune,
+            Frame::Proof {
+                sig: key.sign(b"y"),
+            },
             Frame::Beacon {
                 root: id,
                 term: 2,

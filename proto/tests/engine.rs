@@ -1,10 +1,11 @@
 //! The engine's behaviour at one node, driven by hand: handshakes, seed detection, self and
 //! duplicate links, keepalive, backoff, transient links, timers, and what goes to v1 peers.
 
+use hearsay_proto::identity::{Role, handshake_proof};
 use hearsay_proto::wire::{Hello, PROTOCOL_VERSION};
 use hearsay_proto::{
-    CloseReason, Config, ConnId, Engine, Frame, Identity, Keypair, Message, MsgId, NodeId, Output,
-    PeerKind, Protocol, Tab,
+    CloseReason, Config, ConnId, Engine, Frame, Identity, Keypair, Message, MsgId, NodeId, Nonce,
+    Output, PeerKind, Protocol, Tab,
 };
 
 const T0: u64 = 1_000_000;
@@ -68,6 +69,8 @@ fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
         id: node(id),
         key: Some(key(id).public()),
         tab: None,
+        nonce: Some(Nonce::from_bytes([id; 16])),
+        proof: None,
         kind: PeerKind::Node,
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
         home: None,
@@ -75,6 +78,38 @@ fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
         term: None,
     })
     .encode()
+}
+
+/// The nonce in the `HELLO` the engine sent on `conn`, among `outputs`.
+fn nonce_of(outputs: &[Output], conn: ConnId) -> Option<Nonce> {
+    sent_to(outputs, conn).into_iter().find_map(|f| match f {
+        Frame::Hello(h) => h.nonce,
+        _ => None,
+    })
+}
+
+/// Peer `id` dials `e` on inbound `c`: says hello, reads `e`'s answer and proves it holds
+/// its key. Returns everything `e` said meanwhile.
+fn greet(e: &mut Engine, c: ConnId, id: u8, addresses: &[&str], now: u64) -> Vec<Output> {
+    e.frame(c, &hello(id, addresses), now);
+    let mut out = drain(e);
+    if let Some(nonce) = nonce_of(&out, c) {
+        let sig = key(id).sign(&handshake_proof(Role::Dialer, &nonce, e.id()));
+        e.frame(c, &Frame::Proof { sig }.encode(), now);
+        out.extend(drain(e));
+    }
+    out
+}
+
+/// Peer `id` accepts `e`'s dial on `conn` and answers the `HELLO` `e` sent (in `sent`) with
+/// its own, proving it holds its key.
+fn answer(e: &mut Engine, conn: ConnId, id: u8, addresses: &[&str], sent: &[Output], now: u64) {
+    let nonce = nonce_of(sent, conn).expect("the dialer's HELLO");
+    let mut frame = Frame::decode(&hello(id, addresses)).unwrap();
+    if let Frame::Hello(h) = &mut frame {
+        h.proof = Some(key(id).sign(&handshake_proof(Role::Acceptor, &nonce, e.id())));
+    }
+    e.frame(conn, &frame.encode(), now);
 }
 
 fn dial_of(outputs: &[Output]) -> Vec<(ConnId, String)> {
@@ -104,8 +139,10 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
         drain(&mut b).is_empty(),
         "an acceptor waits for the first frame"
     );
-    b.frame(inbound, &hello(1, &["ws://a:3000"]), T0 + 10);
-    let out = sent_to(&drain(&mut b), inbound);
+    let out = sent_to(
+        &greet(&mut b, inbound, 1, &["ws://a:3000"], T0 + 10),
+        inbound,
+    );
     assert!(matches!(&out[0], Frame::Hello(h) if h.id == node(2)));
     assert_eq!(
         out[1],
@@ -124,7 +161,7 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
 /// A hearsay node that joined `e` through an inbound link, so it is a neighbour.
 fn join(e: &mut Engine, id: u8, addresses: &[&str], now: u64) -> ConnId {
     let c = e.accepted(now);
-    e.frame(c, &hello(id, addresses), now);
+    greet(e, c, id, addresses, now);
     e.frame(c, &Frame::Join.encode(), now);
     c
 }
@@ -178,8 +215,7 @@ fn a_node_that_is_not_a_neighbour_is_let_go_once_idle() {
     e.frame(b, &shuffle.encode(), T0);
     // c connects and says hello, but asks for nothing (a shuffle reply's carrier, say).
     let c = e.accepted(T0);
-    e.frame(c, &hello(3, &["ws://c:3000"]), T0);
-    drain(&mut e);
+    greet(&mut e, c, 3, &["ws://c:3000"], T0);
     e.handle_timeout(T0 + 4_000);
     assert!(closed(&drain(&mut e), c).is_none());
     e.handle_timeout(T0 + 5_000);
@@ -284,10 +320,11 @@ fn crossing_dials_keep_the_link_dialed_by_the_lower_id() {
         e.add_peer("ws://x:3000", T0).unwrap();
         let (out_conn, _) = dial_of(&drain(&mut e))[0].clone();
         e.opened(out_conn, T0);
+        let sent = drain(&mut e);
         let in_conn = e.accepted(T0);
-        e.frame(in_conn, &hello(them, &["ws://x:3000"]), T0 + 1);
-        e.frame(out_conn, &hello(them, &["ws://x:3000"]), T0 + 2);
-        let out = drain(&mut e);
+        let mut out = greet(&mut e, in_conn, them, &["ws://x:3000"], T0 + 1);
+        answer(&mut e, out_conn, them, &["ws://x:3000"], &sent, T0 + 2);
+        out.extend(drain(&mut e));
         let (dropped, kept) = if keep_outbound {
             (in_conn, out_conn)
         } else {
@@ -890,6 +927,8 @@ fn a_hello_whose_id_is_not_its_keys_is_closed() {
         id: node(3),
         key: Some(key(2).public()),
         tab: None,
+        nonce: Some(Nonce::from_bytes([3; 16])),
+        proof: None,
         kind: PeerKind::Node,
         addresses: vec![],
         home: None,
@@ -900,4 +939,50 @@ fn a_hello_whose_id_is_not_its_keys_is_closed() {
     e.frame(c, &claim, T0);
     assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
     assert_eq!(e.stats().bad_identities, 1);
+}
+
+/// Naming another's key is not enough: the dialer must sign the acceptor's nonce with it,
+/// and the acceptor must sign the dialer's. A wrong proof, or none in time, closes the link
+/// with the reason, and the peer is never taken for the node it named (nor for a seed).
+#[test]
+fn a_peer_that_cannot_prove_its_key_is_closed() {
+    // Mallory names node 2's key and signs with its own.
+    let mut e = engine(1);
+    let c = e.accepted(T0);
+    e.frame(c, &hello(2, &["ws://b:3000"]), T0);
+    let nonce = nonce_of(&drain(&mut e), c).expect("the acceptor answers with a nonce");
+    let forged = key(9).sign(&handshake_proof(Role::Dialer, &nonce, e.id()));
+    e.frame(c, &Frame::Proof { sig: forged }.encode(), T0 + 1);
+    assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
+    assert!(e.neighbors().is_empty());
+
+    // A proof made for another node is worth nothing here.
+    let c = e.accepted(T0 + 2);
+    e.frame(c, &hello(2, &["ws://b:3000"]), T0 + 2);
+    let nonce = nonce_of(&drain(&mut e), c).unwrap();
+    let elsewhere = key(2).sign(&handshake_proof(Role::Dialer, &nonce, node(7)));
+    e.frame(c, &Frame::Proof { sig: elsewhere }.encode(), T0 + 3);
+    assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
+
+    // No proof at all: closed when the handshake's time is up, not taken for a seed.
+    let c = e.accepted(T0 + 10);
+    e.frame(c, &hello(2, &["ws://b:3000"]), T0 + 10);
+    drain(&mut e);
+    e.handle_timeout(T0 + 10 + Config::default().hello_timeout);
+    let out = drain(&mut e);
+    assert_eq!(closed(&out, c), Some(CloseReason::BadIdentity));
+    assert!(dial_of(&out).is_empty(), "no seed treatment");
+    assert_eq!(e.stats().bad_identities, 3);
+
+    // Dialing: an acceptor whose answer does not sign our nonce is closed too.
+    e.add_peer("ws://b:3000", T0 + 20).unwrap();
+    let (conn, _) = dial_of(&drain(&mut e))[0].clone();
+    e.opened(conn, T0 + 20);
+    drain(&mut e);
+    let mut frame = Frame::decode(&hello(2, &["ws://b:3000"])).unwrap();
+    if let Frame::Hello(h) = &mut frame {
+        h.proof = Some(key(2).sign(b"something else"));
+    }
+    e.frame(conn, &frame.encode(), T0 + 21);
+    assert_eq!(closed(&drain(&mut e), conn), Some(CloseReason::BadIdentity));
 }

@@ -10,6 +10,10 @@ use tokio_tungstenite::tungstenite::Message;
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn random_key() -> Keypair {
     Keypair::from_secret(rand::random())
 }
@@ -29,11 +33,13 @@ pub fn id_as(key: &Keypair, kind: &str) -> NodeId {
 
 /// The `HELLO` of a peer with `key`, of `kind`, dialable at `addresses`.
 pub fn hello(key: &Keypair, kind: &str, addresses: &[&str]) -> Value {
+    let nonce: [u8; 16] = rand::random();
     let mut hello = json!({
         "type": "HELLO", "protocol": "hearsay",
         "version": hearsay_proto::wire::PROTOCOL_VERSION,
         "id": id_as(key, kind).to_string(), "key": key.public().to_string(),
-        "kind": kind, "addresses": addresses
+        "kind": kind, "addresses": addresses,
+        "nonce": hex_of(&nonce)
     });
     if kind == "browser" {
         hello["tab"] = json!(tab_of(key).to_string());
@@ -42,12 +48,48 @@ pub fn hello(key: &Keypair, kind: &str, addresses: &[&str]) -> Value {
 }
 
 /// A peer with `key`, of `kind` ("node" or "browser"), dialable at `addresses`, past its
-/// `HELLO`.
+/// handshake (`HELLO`, then its proof over the node's nonce).
 pub async fn connect_as(ws_url: &str, key: &Keypair, kind: &str, addresses: &[&str]) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     let hello = hello(key, kind, addresses);
     ws.send(Message::text(hello.to_string())).await.unwrap();
+    prove(&mut ws, key).await.expect("the node answers HELLO");
     ws
+}
+
+/// Reads the node's answer to our `HELLO` and sends our proof: the node's nonce and id,
+/// signed with `key`. `Err` with the close reason if the node closed instead.
+pub async fn prove<S>(ws: &mut S, key: &Keypair) -> Result<Value, String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + futures_util::Sink<Message>
+        + Unpin,
+    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
+{
+    use futures_util::StreamExt;
+    use hearsay_proto::identity::{Role, handshake_proof};
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] != "HELLO" {
+                    continue;
+                }
+                let nonce: hearsay_proto::Nonce =
+                    serde_json::from_value(frame["nonce"].clone()).unwrap();
+                let node: NodeId = serde_json::from_value(frame["id"].clone()).unwrap();
+                let sig = key.sign(&handshake_proof(Role::Dialer, &nonce, node));
+                let proof = json!({ "type": "PROOF", "sig": sig.to_string() });
+                ws.send(Message::text(proof.to_string())).await.unwrap();
+                return Ok(frame);
+            }
+            Some(Ok(Message::Close(f))) => {
+                return Err(f.map(|f| f.reason.to_string()).unwrap_or_default());
+            }
+            Some(Ok(_)) => continue,
+            other => return Err(format!("{other:?}")),
+        }
+    }
 }
 
 /// A node peer in the node's active view (it joins, as a node would), so the node keeps its
