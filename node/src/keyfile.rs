@@ -79,8 +79,11 @@ pub fn save(dir: &Path, key: &Keypair, force: bool) -> Result<(), KeyError> {
     }
     std::fs::create_dir_all(dir).map_err(write_err)?;
     let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    // A new file, so it is made with the owner-only mode (a leftover one, or a link
+    // planted in its place, is removed first, not written through).
+    let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp).map_err(write_err)?;
@@ -88,6 +91,12 @@ pub fn save(dir: &Path, key: &Keypair, force: bool) -> Result<(), KeyError> {
     file.sync_all().map_err(write_err)?;
     drop(file);
     std::fs::rename(&tmp, &path).map_err(write_err)?;
+    // The rename itself made durable: after a power cut the node must find its key, not
+    // quietly become another node.
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err)?;
     Ok(())
 }
 

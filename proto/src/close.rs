@@ -43,6 +43,9 @@ pub enum CloseReason {
     /// The peer's id does not derive from the key in its `HELLO`, or it could not prove it
     /// holds that key.
     BadIdentity,
+    /// The peer's node started again (same key, new process): this link was its previous
+    /// run's.
+    PeerRestarted,
     /// The peer sent a message whose signature is not its author's. An honest peer checks
     /// every message before passing it on, so it never does.
     BadSignature,
@@ -84,6 +87,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("identity not proven: the id must derive from a key the peer holds")
             }
             Self::BadSignature => f.write_str("sent a message whose signature is not its author's"),
+            Self::PeerRestarted => {
+                f.write_str("the peer started again; this link was its previous run's")
+            }
             Self::OverQuota => f.write_str("relayed too many messages over their origins' quotas"),
             Self::SeedDialsUs => f.write_str("hearsay nodes let seed nodes dial them"),
             Self::Disconnected => f.write_str("left the active view"),
@@ -107,6 +113,7 @@ impl CloseReason {
         !matches!(
             self,
             Self::DuplicateConnection
+                | Self::PeerRestarted
                 | Self::SeedDialsUs
                 | Self::Disconnected
                 | Self::NotANeighbour

@@ -45,6 +45,8 @@ pub struct Hearsay {
     pub id: NodeId,
     /// The key it proved it holds.
     pub key: PublicKey,
+    /// Which run of that peer's process this is (see `Hello::run`).
+    pub run: Option<crate::identity::Nonce>,
     pub kind: PeerKind,
     /// How to dial it (nodes), canonical address first.
     pub record: Option<PeerRecord>,

@@ -16,7 +16,8 @@
 //!
 //! Connections move through `Dialing` (outbound, transport not yet open) → `Handshake` → `V1`
 //! or `V2`. A dialer sends `HELLO` at once; an acceptor waits for the first frame: `HELLO`
-//! makes the peer a hearsay peer, a seed frame (or silence for `hello_timeout`) a seed.
+//! makes the peer a hearsay peer (once it has proven its key: `Proving` until its `PROOF`
+//! comes), a seed frame (or silence for `hello_timeout`) a seed.
 
 use crate::Millis;
 use crate::book::{AddressBook, AddressError, Backoff, LinkInfo};
@@ -268,6 +269,9 @@ pub struct Engine {
     /// What this peer signs its messages and proves its id with.
     key: Keypair,
     tab: Option<Tab>,
+    /// Drawn at start: a node keeps its id across restarts, and this tells its new process
+    /// from the old one, whose links may linger half-open.
+    run: Nonce,
     rng: SmallRng,
     conns: Conns,
     book: AddressBook,
@@ -354,6 +358,7 @@ impl Engine {
             me,
             key: identity.key,
             tab: identity.tab,
+            run: Nonce::from_bytes(rng.random()),
             rng,
             conns: Conns::default(),
             book,
@@ -701,12 +706,13 @@ impl Engine {
         if !msg.id_is_valid() {
             return Err(PublishError::IdMismatch);
         }
-        if self.index.contains(&msg.id) {
-            return Ok(false);
-        }
+        // Checked even if held: a client is never told a forgery was taken.
         if !msg.signature_is_valid() {
             self.stats.bad_signatures += 1;
             return Err(PublishError::BadSignature);
+        }
+        if self.index.contains(&msg.id) {
+            return Ok(false);
         }
         if let Err(outside) = self.config.history.check(sync::key_of(&msg).0, now) {
             return Err(PublishError::Outside(outside.to_string()));
@@ -910,7 +916,7 @@ impl Engine {
         }
     }
 
-    /// Whether `origin` is a page homed at this node (we pass its messages to seeds).
+    /// Whether `author` is a page homed at this node (we pass its messages to seeds).
     fn homed_here(&self, author: &Author) -> bool {
         let Some(key) = author.key() else {
             return false;
@@ -1078,8 +1084,11 @@ impl Engine {
     /// that fails is dropped without marking the id as seen, so a forged copy cannot keep
     /// the real one out; its sender is closed and refused for a while, as an honest peer
     /// checks what it passes on and never sends one.
-    fn signed(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
-        if msg.signature_is_valid() {
+    ///
+    /// Seed texts are unsigned by nature; a node relays those it took from a seed, but a page
+    /// never has one to give (it links to no seed), so one from a page is a forgery too.
+    fn signed(&mut self, conn: ConnId, kind: PeerKind, msg: &Message, now: Millis) -> bool {
+        if msg.signature_is_valid() && !(msg.author.is_seed() && kind == PeerKind::Browser) {
             return true;
         }
         self.stats.bad_signatures += 1;
@@ -1126,7 +1135,7 @@ impl Engine {
         }
         if !self.in_window(conn, Some(kind), &msg, now)
             || !self.admit(conn, Some(kind), Some(msg.id), now)
-            || !self.signed(conn, &msg, now)
+            || !self.signed(conn, kind, &msg, now)
             || !self.charge_origin(conn, kind, &msg, true, now)
         {
             return;
@@ -1168,9 +1177,14 @@ impl Engine {
             }
             if !self.in_window(conn, Some(kind), &msg, now)
                 || !self.admit(conn, Some(kind), Some(msg.id), now)
-                || !self.signed(conn, &msg, now)
-                || !self.charge_origin(conn, kind, &msg, false, now)
             {
+                continue;
+            }
+            if !self.signed(conn, kind, &msg, now) {
+                // Closed: nothing more of what it sent is taken (nor checked, which costs).
+                return;
+            }
+            if !self.charge_origin(conn, kind, &msg, false, now) {
                 continue;
             }
             self.index.insert(sync::key_of(&msg), msg.data.len());
@@ -1362,6 +1376,7 @@ impl Engine {
             tab: self.tab,
             nonce,
             proof,
+            run: Some(self.run),
             kind: self.config.kind,
             addresses: self.config.listen_addresses.clone(),
             home: self.config.home,
@@ -1500,6 +1515,18 @@ impl Engine {
         // one as the node's until then.
         let mut replaced = false;
         let mut second = false;
+        if let Some(other) = self.conns.to_node(hello.id).filter(|&o| o != conn)
+            && let Some(old) = self
+                .conns
+                .get(other)
+                .and_then(Conn::hearsay)
+                .and_then(|h| h.run)
+            && hello.run.is_some_and(|run| run != old)
+        {
+            // The same node in a new process (its key is kept across restarts): the old link
+            // is its previous run's, dead even if no close ever came.
+            self.close(other, CloseReason::PeerRestarted, now);
+        }
         if let Some(other) = self.conns.to_node(hello.id).filter(|&o| o != conn) {
             let other_dir = self.conns.get(other).map(|c| c.direction);
             let drop_new = match (direction, other_dir) {
@@ -1551,6 +1578,7 @@ impl Engine {
             Hearsay {
                 id: hello.id,
                 key,
+                run: hello.run,
                 kind: hello.kind,
                 record: record.clone(),
                 home: hello.home,
@@ -1567,7 +1595,8 @@ impl Engine {
         if let Some(intended) = intended
             && intended != hello.id
         {
-            // The address now belongs to another node (a restart gives a node a new id).
+            // The address now belongs to another node (another key in that folder, or
+            // another node on that port).
             self.membership.connect_failed(intended, now);
         }
         let pinned = dialed.as_deref().is_some_and(|a| self.book.is_pinned(a));
@@ -1971,7 +2000,6 @@ impl Engine {
     }
 }
 
-/// How a node with these (canonical) addresses is dialed, if it can be.
 /// How far apart the sequence numbers of one author's tabs are kept (see [`next_seq`]).
 const SEQ_SLOTS: u64 = 1024;
 
@@ -1987,6 +2015,7 @@ fn next_seq(last: u64, now: Millis, tab: Option<&Tab>) -> u64 {
     (last + 1).max(now.saturating_mul(SEQ_SLOTS) + slot)
 }
 
+/// How a node with these (canonical) addresses is dialed, if it can be.
 fn record_of(id: NodeId, addresses: &[String]) -> Option<PeerRecord> {
     addresses.first().map(|address| PeerRecord {
         id,

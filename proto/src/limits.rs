@@ -44,10 +44,11 @@ pub struct Limits {
     /// membership is told the dial failed and tries again later, so no peer can make a node
     /// dial without bound.
     pub dials: Rate,
-    /// New messages of one origin that node peers may relay to this node; beyond, they are
-    /// dropped (and may come again once the quota refills). Until messages are signed an
-    /// origin can be claimed by anyone, so this is advisory: it bounds a flood under one
-    /// name, not a relay that invents names.
+    /// New messages of one author that node peers may relay to this node; beyond, they are
+    /// dropped (and may come again once the quota refills). Charged after the signature is
+    /// checked, so no one can spend another's quota; keys cost nothing to make, though, so it
+    /// bounds a flood under one name, not a relay that invents names (the per-peer limits
+    /// do).
     pub origin_messages: Rate,
     /// How many messages over their origin's quota a node peer may push before it is closed
     /// and refused for a while (every node applies the same quota before relaying, so an

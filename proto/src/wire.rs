@@ -57,6 +57,10 @@ pub struct Hello {
     /// holds `key` (see [`crate::identity::handshake_proof`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<Signature>,
+    /// Drawn when the sender's process started: a node keeps its id across restarts, and a
+    /// new run's link replaces the old run's, which may linger half-open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Nonce>,
     pub kind: PeerKind,
     /// Canonical `ws://host:port` addresses this peer can be dialed at (none for browsers).
     #[serde(default)]
@@ -669,6 +673,7 @@ mod tests {
                 tab: Some(Tab::from_bytes([1; 16])),
                 nonce: Some(Nonce::from_bytes([2; 16])),
                 proof: Some(key.sign(b"x")),
+                run: Some(Nonce::from_bytes([3; 16])),
                 kind: PeerKind::Node,
                 addresses: vec!["ws://127.0.0.1:3000".into()],
                 home: None,

@@ -71,6 +71,7 @@ fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
         tab: None,
         nonce: Some(Nonce::from_bytes([id; 16])),
         proof: None,
+        run: Some(Nonce::from_bytes([id; 16])),
         kind: PeerKind::Node,
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
         home: None,
@@ -91,7 +92,12 @@ fn nonce_of(outputs: &[Output], conn: ConnId) -> Option<Nonce> {
 /// Peer `id` dials `e` on inbound `c`: says hello, reads `e`'s answer and proves it holds
 /// its key. Returns everything `e` said meanwhile.
 fn greet(e: &mut Engine, c: ConnId, id: u8, addresses: &[&str], now: u64) -> Vec<Output> {
-    e.frame(c, &hello(id, addresses), now);
+    greet_with(e, c, id, &hello(id, addresses), now)
+}
+
+/// [`greet`] with a `HELLO` of the test's making.
+fn greet_with(e: &mut Engine, c: ConnId, id: u8, hello: &str, now: u64) -> Vec<Output> {
+    e.frame(c, hello, now);
     let mut out = drain(e);
     if let Some(nonce) = nonce_of(&out, c) {
         let sig = key(id).sign(&handshake_proof(Role::Dialer, &nonce, e.id()));
@@ -929,6 +935,7 @@ fn a_hello_whose_id_is_not_its_keys_is_closed() {
         tab: None,
         nonce: Some(Nonce::from_bytes([3; 16])),
         proof: None,
+        run: None,
         kind: PeerKind::Node,
         addresses: vec![],
         home: None,
@@ -985,4 +992,58 @@ fn a_peer_that_cannot_prove_its_key_is_closed() {
     }
     e.frame(conn, &frame.encode(), T0 + 21);
     assert_eq!(closed(&drain(&mut e), conn), Some(CloseReason::BadIdentity));
+}
+
+/// A node keeps its id across restarts. Its new process's link replaces the old run's,
+/// which may linger half-open (a crash sends no close): without the run in `HELLO`, the new
+/// link would be taken for a duplicate of the dead one.
+#[test]
+fn a_restarted_node_replaces_its_previous_runs_link() {
+    let mut e = engine(1);
+    let old = join(&mut e, 2, &["ws://b:3000"], T0);
+    drain(&mut e);
+    assert_eq!(e.neighbors(), vec![node(2)]);
+    let mut restarted = Frame::decode(&hello(2, &["ws://b:3000"])).unwrap();
+    if let Frame::Hello(h) = &mut restarted {
+        h.run = Some(Nonce::from_bytes([42; 16]));
+    }
+    let new = e.accepted(T0 + 10);
+    let out = greet_with(&mut e, new, 2, &restarted.encode(), T0 + 10);
+    assert_eq!(closed(&out, old), Some(CloseReason::PeerRestarted));
+    assert_eq!(closed(&out, new), None);
+    let peers = e.peers();
+    assert_eq!(peers.len(), 1);
+    assert_eq!((peers[0].conn, peers[0].id), (new, Some(node(2))));
+}
+
+/// Seed texts are unsigned by nature, and only a node that took one from a seed relays it. A
+/// page links to no seed: a "seed text" from a page is a forgery, and it is closed for it.
+#[test]
+fn a_page_cannot_pass_off_unsigned_text_as_a_seeds() {
+    let mut e = engine(1);
+    let tab = Tab::from_bytes([5; 16]);
+    let page = Frame::Hello(Hello {
+        protocol: "hearsay".into(),
+        version: PROTOCOL_VERSION,
+        id: key(5).public().page_id(&tab),
+        key: Some(key(5).public()),
+        tab: Some(tab),
+        nonce: Some(Nonce::from_bytes([5; 16])),
+        proof: None,
+        run: None,
+        kind: PeerKind::Browser,
+        addresses: vec![],
+        home: Some(e.id()),
+        root: None,
+        term: None,
+    })
+    .encode();
+    let c = e.accepted(T0);
+    greet_with(&mut e, c, 5, &page, T0);
+    assert_eq!(e.peers()[0].protocol, Protocol::V2, "the page is linked");
+    let fake = Message::from_seed("unsigned, and from no seed".into(), T0);
+    e.frame(c, &Frame::encode_gossip(&fake, 1), T0 + 1);
+    let out = drain(&mut e);
+    assert_eq!(closed(&out, c), Some(CloseReason::BadSignature));
+    assert!(!out.iter().any(|o| matches!(o, Output::Deliver { .. })));
 }

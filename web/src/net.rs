@@ -57,7 +57,7 @@ struct PageDriver<'a> {
     sockets: &'a mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
     held: &'a mut HashMap<MsgId, Message>,
     unsaved: &'a mut bool,
-    /// This browser's key: what it wrote (in any of its tabs) is "mine".
+    /// This browser's key: what this tab publishes is "mine".
     me: Author,
     actions: Vec<Action>,
     dials: Vec<(ConnId, String)>,
@@ -81,7 +81,9 @@ impl Driver for PageDriver<'_> {
         }
     }
     fn deliver(&mut self, msg: Message, hops: Option<u32>) {
-        let mine = msg.author == self.me;
+        // Published here (another tab of this browser writes under the same key, but its
+        // receipts go to that tab).
+        let mine = hops == Some(0) && msg.author == self.me;
         self.held.insert(msg.id, msg.clone());
         *self.unsaved = true;
         self.actions.push(Action::Delivered {
@@ -126,7 +128,9 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// Messages kept from earlier visits; anything unreadable or forged is dropped.
+/// Messages kept from earlier visits; anything unreadable or whose id does not match is
+/// dropped. (They are this page's own copies, signatures checked when they arrived; a peer
+/// checks them again before taking any.)
 fn load_saved() -> Vec<Message> {
     let Some(text) = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten()) else {
         return Vec::new();
