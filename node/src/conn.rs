@@ -263,7 +263,10 @@ pub async fn run<S, M, E>(
                         if wait > 0 {
                             read_after = tokio::time::Instant::now() + Duration::from_millis(wait);
                         }
-                        shared.drive(|e, now| e.frame(conn, &text, now))
+                        // Decoded and its signatures checked here, on this socket's task,
+                        // so the cores share that work and the engine's lock is held less.
+                        let inbound = hearsay_proto::wire::Inbound::read_checked(&text);
+                        shared.drive(|e, now| e.inbound(conn, inbound, now))
                     }
                     Incoming::Pong => shared.drive(|e, now| e.transport_pong(conn, now)),
                     Incoming::Binary => shared.drive(|e, now| e.unsupported_frame(conn, now)),

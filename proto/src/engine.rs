@@ -39,8 +39,8 @@ use crate::seed::{self, Seeds};
 use crate::sync::{self, MessageIndex, Reconciler, SyncConfig};
 use crate::timers::{Timers, earliest};
 use crate::wire::{
-    Frame, Hello, MAX_ADDRESSES, MAX_FRAME_BYTES, MAX_WANT, MESSAGES_PAGE_BYTES, PROTOCOL_NAME,
-    PROTOCOL_VERSION, Part,
+    Frame, Hello, Inbound, InboundError, MAX_ADDRESSES, MAX_WANT, MESSAGES_PAGE_BYTES,
+    PROTOCOL_NAME, PROTOCOL_VERSION, Part,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -272,6 +272,8 @@ pub struct Engine {
     /// Drawn at start: a node keeps its id across restarts, and this tells its new process
     /// from the old one, whose links may linger half-open.
     run: Nonce,
+    /// Messages of the frame being handled whose signatures the driver had checked.
+    checked: Vec<MsgId>,
     rng: SmallRng,
     conns: Conns,
     book: AddressBook,
@@ -359,6 +361,7 @@ impl Engine {
             key: identity.key,
             tab: identity.tab,
             run: Nonce::from_bytes(rng.random()),
+            checked: Vec::new(),
             rng,
             conns: Conns::default(),
             book,
@@ -628,21 +631,27 @@ impl Engine {
 
     /// A text frame arrived on `conn`.
     pub fn frame(&mut self, conn: ConnId, text: &str, now: Millis) {
-        self.stats.bytes_in += text.len() as u64;
+        self.inbound(conn, Inbound::read(text), now);
+    }
+
+    /// A frame read (and perhaps its signatures checked) off the engine's thread: see
+    /// [`Inbound`].
+    pub fn inbound(&mut self, conn: ConnId, inbound: Inbound, now: Millis) {
+        self.stats.bytes_in += inbound.len as u64;
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.last_heard = now;
         c.ping_sent = None;
-        if text.len() > MAX_FRAME_BYTES {
-            // A driver should refuse it at the transport already; the page cannot.
-            self.bad_frame(conn, "frame larger than the limit", now);
-            self.after(now);
-            return;
-        }
-        let frame = match Frame::decode(text) {
+        let frame = match inbound.frame {
             Ok(frame) => frame,
-            Err(_) => {
+            Err(InboundError::TooLarge) => {
+                // A driver should refuse it at the transport already; the page cannot.
+                self.bad_frame(conn, "frame larger than the limit", now);
+                self.after(now);
+                return;
+            }
+            Err(InboundError::Undecodable) => {
                 self.bad_frame(conn, "undecodable frame", now);
                 self.after(now);
                 return;
@@ -653,6 +662,8 @@ impl Engine {
             self.after(now);
             return;
         }
+        // Good for this frame only (cleared below).
+        self.checked = inbound.signed;
         match &c.state {
             State::Dialing => {}
             State::Handshake { .. } => match frame {
@@ -679,6 +690,7 @@ impl Engine {
                 self.on_v2_frame(conn, from, kind, frame, now);
             }
         }
+        self.checked.clear();
         self.after(now);
     }
 
@@ -1088,7 +1100,8 @@ impl Engine {
     /// Seed texts are unsigned by nature; a node relays those it took from a seed, but a page
     /// never has one to give (it links to no seed), so one from a page is a forgery too.
     fn signed(&mut self, conn: ConnId, kind: PeerKind, msg: &Message, now: Millis) -> bool {
-        if msg.signature_is_valid() && !(msg.author.is_seed() && kind == PeerKind::Browser) {
+        let valid = self.checked.contains(&msg.id) || msg.signature_is_valid();
+        if valid && !(msg.author.is_seed() && kind == PeerKind::Browser) {
             return true;
         }
         self.stats.bad_signatures += 1;

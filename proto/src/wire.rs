@@ -266,6 +266,61 @@ impl Frame {
 
 pub use crate::sync::{MAX_WANT, MESSAGES_PAGE_BYTES};
 
+/// A text frame as read off a socket, before the engine takes it: decoded, and, if the
+/// driver asked, the signatures of the messages it carries already checked.
+///
+/// Checking a signature is the costliest thing done per message. A driver with one thread
+/// (the page, the simulator) hands text to [`crate::Engine::frame`], which checks each
+/// message once, after dedup. A driver with several cores (the node) makes an `Inbound`
+/// with [`Inbound::read_checked`] on the socket's own task, outside the engine's lock, and
+/// passes it to [`crate::Engine::inbound`]; the engine then takes the verdicts as they are.
+/// Only this module can make one, so no driver can vouch for a message itself.
+pub struct Inbound {
+    pub(crate) len: usize,
+    pub(crate) frame: Result<Frame, InboundError>,
+    /// Ids of the carried messages whose ids and signatures checked out.
+    pub(crate) signed: Vec<MsgId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InboundError {
+    TooLarge,
+    Undecodable,
+}
+
+impl Inbound {
+    /// Decodes `text`; signatures are left to the engine.
+    pub fn read(text: &str) -> Self {
+        let frame = if text.len() > MAX_FRAME_BYTES {
+            Err(InboundError::TooLarge)
+        } else {
+            Frame::decode(text).map_err(|_| InboundError::Undecodable)
+        };
+        Self {
+            len: text.len(),
+            frame,
+            signed: Vec::new(),
+        }
+    }
+
+    /// Decodes `text` and checks the signature of every message it carries (a copy of one
+    /// already held is checked too: the price of checking off the engine's thread).
+    pub fn read_checked(text: &str) -> Self {
+        let mut inbound = Self::read(text);
+        let messages: &[Message] = match &inbound.frame {
+            Ok(Frame::Gossip { msg, .. }) => std::slice::from_ref(msg),
+            Ok(Frame::Messages { messages, .. }) => messages,
+            _ => &[],
+        };
+        inbound.signed = messages
+            .iter()
+            .filter(|m| m.id_is_valid() && m.signature_is_valid())
+            .map(|m| m.id)
+            .collect();
+        inbound
+    }
+}
+
 /// The largest frame any peer accepts, node or page. Every frame the protocol makes fits:
 /// the largest is a `MESSAGES` page (256 KiB of encoded messages plus one more, itself at most
 /// 6 × 64 KiB when every character of its text needs an escape). strfry allows 128 KiB per
@@ -739,6 +794,34 @@ mod tests {
             Frame::Gossip { msg, hops: 4 }.encode()
         );
         assert_eq!(Frame::Prune.encode(), r#"{"type":"PRUNE"}"#);
+    }
+
+    #[test]
+    fn a_checked_read_vouches_only_for_messages_whose_signatures_verify() {
+        let key = crate::identity::Keypair::from_secret([7; 32]);
+        let good = Message::signed(&key, 1, 5, "good".into());
+        let mut forged = Message::signed(&key, 2, 5, "forged".into());
+        forged.sig = good.sig;
+        let frame = Frame::Messages {
+            messages: vec![good.clone(), forged],
+            done: true,
+        }
+        .encode();
+        assert_eq!(Inbound::read_checked(&frame).signed, vec![good.id]);
+        assert!(
+            Inbound::read(&frame).signed.is_empty(),
+            "left to the engine"
+        );
+        let gossip = Frame::encode_gossip(&good, 1);
+        assert_eq!(Inbound::read_checked(&gossip).signed, vec![good.id]);
+        assert!(matches!(
+            Inbound::read_checked(&"x".repeat(MAX_FRAME_BYTES + 1)).frame,
+            Err(InboundError::TooLarge)
+        ));
+        assert!(matches!(
+            Inbound::read_checked("nope").frame,
+            Err(InboundError::Undecodable)
+        ));
     }
 
     #[test]
