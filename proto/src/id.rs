@@ -6,71 +6,78 @@
 //! [`crate::message`]), so every node that sees the same message derives the same id and a
 //! forged id is detected by recomputing it.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use std::fmt;
-use std::str::FromStr;
 
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an id is 32 lower-case hex digits")]
+#[error("not the expected number of lower-case hex digits (an id has 32)")]
 pub struct BadId;
 
-fn parse_hex16(s: &str) -> Result<[u8; 16], BadId> {
-    if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+/// `s` as `N` bytes of lower-case hex.
+pub(crate) fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], BadId> {
+    if s.len() != 2 * N || s.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(BadId);
     }
-    let mut out = [0u8; 16];
+    let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|_| BadId)?;
     Ok(out)
 }
 
-macro_rules! hex_id {
-    ($name:ident) => {
+/// What every byte-array newtype here needs (ids, and the keys, signatures and nonces of
+/// [`crate::identity`]): constructors, lower-case hex for `Display`, `FromStr` and serde,
+/// and a short `Debug` (eight digits tell values apart in logs and test failures).
+macro_rules! hex_bytes {
+    ($name:ident, $len:literal) => {
         impl $name {
-            pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+            pub const fn from_bytes(bytes: [u8; $len]) -> Self {
                 Self(bytes)
             }
-            pub const fn as_bytes(&self) -> &[u8; 16] {
+            pub const fn as_bytes(&self) -> &[u8; $len] {
                 &self.0
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&hex::encode(self.0))
             }
         }
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                // Eight digits are enough to tell ids apart in logs and test failures.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 write!(f, "{}({})", stringify!($name), &hex::encode(self.0)[..8])
             }
         }
-        impl FromStr for $name {
-            type Err = BadId;
-            fn from_str(s: &str) -> Result<Self, BadId> {
-                parse_hex16(s).map(Self)
+        impl std::str::FromStr for $name {
+            type Err = $crate::id::BadId;
+            fn from_str(s: &str) -> Result<Self, $crate::id::BadId> {
+                $crate::id::parse_hex::<$len>(s).map(Self)
             }
         }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&hex::encode(self.0))
             }
         }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                s.parse().map_err(|_| {
+                    serde::de::Error::custom(concat!(
+                        "expected ",
+                        stringify!($len),
+                        " bytes as lower-case hex"
+                    ))
+                })
             }
         }
     };
 }
+pub(crate) use hex_bytes;
 
 /// A peer's id: a node's is the first half of its public key, a page's a hash of its key
 /// and its tab (see [`crate::identity`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId([u8; 16]);
-hex_id!(NodeId);
+hex_bytes!(NodeId, 16);
 
 impl NodeId {
     /// Where this id falls in `[0, span)`: spreads timers over nodes, lowest ids first.
@@ -84,7 +91,7 @@ impl NodeId {
 /// A message's identity, the same on every node (see [`MsgId::v2`] and [`MsgId::v1`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MsgId([u8; 16]);
-hex_id!(MsgId);
+hex_bytes!(MsgId, 16);
 
 impl MsgId {
     /// The id of a signed message: the first half of its digest (see

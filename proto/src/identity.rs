@@ -12,7 +12,7 @@
 //! is a hash of its key and a per-tab nonce, so two tabs of one browser (one person, one key)
 //! are two peers.
 
-use crate::id::{BadId, NodeId};
+use crate::id::{BadId, NodeId, hex_bytes};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -54,14 +54,6 @@ impl fmt::Debug for Keypair {
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     /// The id of the node that holds this key: the key's first 16 bytes, so a node's id is
     /// the start of its key for people too.
     pub fn node_id(&self) -> NodeId {
@@ -104,39 +96,13 @@ impl PublicKey {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature([u8; 64]);
 
-impl Signature {
-    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
-        Self(bytes)
-    }
-
-    pub const fn as_bytes(&self) -> &[u8; 64] {
-        &self.0
-    }
-}
-
 /// The nonce a page's tab draws at start: its id is derived from it and the shared key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tab([u8; 16]);
 
-impl Tab {
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
 /// A fresh random value a peer sends in its `HELLO`, for the other end to sign.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Nonce([u8; 16]);
-
-impl Nonce {
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-}
 
 /// Which end of a link signs: the ends sign under different tags, so what one end signed
 /// can never be passed off as the other's.
@@ -216,57 +182,10 @@ pub fn id_of(key: &PublicKey, tab: Option<&Tab>) -> NodeId {
     }
 }
 
-fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], BadId> {
-    if s.len() != 2 * N || s.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(BadId);
-    }
-    let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).map_err(|_| BadId)?;
-    Ok(out)
-}
-
-macro_rules! hex_text {
-    ($name:ident, $len:expr) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&hex::encode(self.0))
-            }
-        }
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($name), &hex::encode(self.0)[..8])
-            }
-        }
-        impl FromStr for $name {
-            type Err = BadId;
-            fn from_str(s: &str) -> Result<Self, BadId> {
-                parse_hex::<$len>(s).map(Self)
-            }
-        }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&hex::encode(self.0))
-            }
-        }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse().map_err(|_| {
-                    serde::de::Error::custom(concat!(
-                        "expected ",
-                        stringify!($len),
-                        " bytes as lower-case hex"
-                    ))
-                })
-            }
-        }
-    };
-}
-
-hex_text!(PublicKey, 32);
-hex_text!(Signature, 64);
-hex_text!(Tab, 16);
-hex_text!(Nonce, 16);
+hex_bytes!(PublicKey, 32);
+hex_bytes!(Signature, 64);
+hex_bytes!(Tab, 16);
+hex_bytes!(Nonce, 16);
 
 impl fmt::Display for Author {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
