@@ -290,3 +290,62 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     page.close().await.unwrap();
     demo.stop().await;
 }
+
+/// The browser's key: kept across reloads, shared by its tabs (one person, one author), while
+/// each tab is a peer of its own, never closed as a duplicate of the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_keeps_its_key_and_its_tabs_are_two_peers_of_one_author() {
+    let a = start_node(&[]).await;
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(1100, 800).await;
+    // The fingerprint the page says it writes under ("you are 1a2b-…").
+    let who = || async {
+        wait_for("the page to say who it is", || async {
+            let text = page
+                .find(Locator::Css("p.who"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let rest = text.split("you are ").nth(1)?;
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
+        .await
+    };
+    page.goto(&a.http_url()).await.unwrap();
+    let first = who().await;
+    assert_eq!(first.len(), 19, "{first}");
+    page.refresh().await.unwrap();
+    assert_eq!(who().await, first, "the same key after a reload");
+
+    let tab = page.new_window(true).await.unwrap();
+    page.switch_to_window(tab.handle).await.unwrap();
+    page.goto(&a.http_url()).await.unwrap();
+    assert_eq!(who().await, first, "the same key in another tab");
+    wait_for("both tabs linked as browser peers", || async {
+        let peers = get_json(&format!("{}/api/peers", a.http_url())).await;
+        let browsers = peers["peers"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["kind"] == "browser")
+            .count();
+        (browsers == 2).then_some(())
+    })
+    .await;
+
+    // What the second tab sends is stored under the browser's key.
+    send_from_page(&page, "from the second tab").await;
+    let author = wait_for("the node to store it", || async {
+        messages(&a.http_url())
+            .await
+            .into_iter()
+            .find(|m| m["data"] == "from the second tab")
+            .map(|m| m["author"].as_str().unwrap().to_owned())
+    })
+    .await;
+    assert!(
+        author.starts_with(&first.replace('-', "")),
+        "{author} is {first}'s key"
+    );
+}

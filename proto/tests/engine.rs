@@ -1047,3 +1047,35 @@ fn a_page_cannot_pass_off_unsigned_text_as_a_seeds() {
     assert_eq!(closed(&out, c), Some(CloseReason::BadSignature));
     assert!(!out.iter().any(|o| matches!(o, Output::Deliver { .. })));
 }
+
+/// (author, seq) never repeats: a node restarted with its key numbers on past what its
+/// previous run used (the numbers grow with the clock), and two tabs sharing a key count in
+/// slots of their own.
+#[test]
+fn sequence_numbers_never_repeat_across_restarts_or_tabs() {
+    let mut first = engine(1);
+    let a = first.publish("one", T0).unwrap().seq;
+    let b = first.publish("two", T0).unwrap().seq;
+    assert!(b > a, "within a millisecond it counts on");
+    let mut restarted = engine(1);
+    let c = restarted.publish("after a restart", T0 + 1).unwrap().seq;
+    assert!(c > b, "{c} after {b}");
+
+    let tab = |n: u8| {
+        let config = Config {
+            kind: PeerKind::Browser,
+            ..Config::default()
+        };
+        Engine::new(
+            config,
+            Identity::page(key(7), Tab::from_bytes([n; 16])),
+            1,
+            T0,
+        )
+    };
+    let (mut t1, mut t2) = (tab(1), tab(2));
+    let s1 = t1.publish("same time", T0).unwrap();
+    let s2 = t2.publish("same time", T0).unwrap();
+    assert_eq!(s1.author, s2.author, "one author");
+    assert_ne!(s1.seq, s2.seq);
+}
