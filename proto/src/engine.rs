@@ -274,6 +274,8 @@ pub struct Engine {
     run: Nonce,
     /// Messages of the frame being handled whose signatures the driver had checked.
     checked: Vec<MsgId>,
+    /// Handshake nonces made so far (see `fresh_nonce`).
+    nonces: u64,
     rng: SmallRng,
     conns: Conns,
     book: AddressBook,
@@ -362,6 +364,7 @@ impl Engine {
             tab: identity.tab,
             run: Nonce::from_bytes(rng.random()),
             checked: Vec::new(),
+            nonces: 0,
             rng,
             conns: Conns::default(),
             book,
@@ -516,7 +519,7 @@ impl Engine {
             now,
         );
         c.from = from;
-        c.nonce = Nonce::from_bytes(self.rng.random());
+        c.nonce = self.fresh_nonce();
         let conn = self.conns.insert(c);
         self.timers
             .insert(now + self.config.hello_timeout, Timer::Conn(conn));
@@ -525,6 +528,7 @@ impl Engine {
 
     /// A dial we asked for succeeded: say hello.
     pub fn opened(&mut self, conn: ConnId, now: Millis) {
+        let nonce = self.fresh_nonce();
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -534,11 +538,27 @@ impl Engine {
         c.state = State::Handshake { since: now };
         c.connected_at = now;
         c.last_heard = now;
-        c.nonce = Nonce::from_bytes(self.rng.random());
+        c.nonce = nonce;
         self.timers
             .insert(now + self.config.hello_timeout, Timer::Conn(conn));
         let hello = self.hello_frame(conn, None);
         self.send(conn, hello);
+    }
+
+    /// A nonce for a handshake that no one can predict: a hash of our secret key, this run
+    /// and a count (the engine's own random numbers are fast, not secret).
+    fn fresh_nonce(&mut self) -> Nonce {
+        use sha2::{Digest, Sha256};
+        self.nonces = self.nonces.wrapping_add(1);
+        let mut h = Sha256::new();
+        h.update(b"hearsay/nonce\0");
+        h.update(self.key.secret());
+        h.update(self.run.as_bytes());
+        h.update(self.nonces.to_be_bytes());
+        let digest = h.finalize();
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&digest[..16]);
+        Nonce::from_bytes(nonce)
     }
 
     /// A dial we asked for failed, for the reason given (shown on status pages).

@@ -1079,3 +1079,23 @@ fn sequence_numbers_never_repeat_across_restarts_or_tabs() {
     assert_eq!(s1.author, s2.author, "one author");
     assert_ne!(s1.seq, s2.seq);
 }
+
+/// Every handshake gets a nonce of its own, made from the node's secret key, so no one can
+/// guess the next one and have a proof signed for it in advance.
+#[test]
+fn each_handshake_has_its_own_nonce() {
+    let mut e = engine(1);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20u64 {
+        let c = e.accepted(T0 + i);
+        e.frame(c, &hello(2, &["ws://b:3000"]), T0 + i);
+        let nonce = nonce_of(&drain(&mut e), c).unwrap();
+        assert!(seen.insert(nonce.to_string()), "nonce {i} repeated");
+    }
+    // Another node with the same random seed but another key draws others.
+    let mut other = engine(3);
+    let c = other.accepted(T0);
+    other.frame(c, &hello(2, &["ws://b:3000"]), T0);
+    let nonce = nonce_of(&drain(&mut other), c).unwrap();
+    assert!(!seen.contains(&nonce.to_string()));
+}
