@@ -127,48 +127,46 @@ impl Shared {
     pub async fn publish(
         self: &Arc<Self>,
         text: &str,
-    ) -> Result<Result<hearsay_proto::Message, hearsay_proto::PublishError>, StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let now = self.clock.now();
-        let published = {
-            let mut state = self.lock();
-            let published = state.engine.publish(text, now);
-            let ack = published.as_ref().ok().map(|m| (m.id, tx));
-            self.execute(&mut state, now, ack);
-            published
-        };
-        match published {
-            Ok(msg) => {
-                rx.await.map_err(|_| StoreError::Closed)??;
-                Ok(Ok(msg))
-            }
-            Err(e) => Ok(Err(e)),
-        }
+    ) -> Result<Result<Message, hearsay_proto::PublishError>, StoreError> {
+        self.publish_durably(|e, now| e.publish(text, now), |m| Some(m.id))
+            .await
     }
 
     /// An app's own signed message, published through this node: new here (and stored,
     /// once durable), or already held.
     pub async fn publish_signed(
         self: &Arc<Self>,
-        msg: hearsay_proto::Message,
+        msg: Message,
     ) -> Result<Result<bool, hearsay_proto::PublishError>, StoreError> {
+        let id = msg.id;
+        self.publish_durably(
+            |e, now| e.publish_signed(msg, now),
+            |&new| new.then_some(id),
+        )
+        .await
+    }
+
+    /// Runs a publish in the engine and, if it gave a message to store (`stored`), waits
+    /// until that is durable.
+    async fn publish_durably<R>(
+        self: &Arc<Self>,
+        publish: impl FnOnce(&mut Engine, u64) -> Result<R, hearsay_proto::PublishError>,
+        stored: impl Fn(&R) -> Option<MsgId>,
+    ) -> Result<Result<R, hearsay_proto::PublishError>, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let now = self.clock.now();
-        let id = msg.id;
-        let published = {
+        let (published, waits) = {
             let mut state = self.lock();
-            let published = state.engine.publish_signed(msg, now);
-            let ack = matches!(published, Ok(true)).then_some((id, tx));
+            let published = publish(&mut state.engine, now);
+            let ack = published.as_ref().ok().and_then(&stored).map(|id| (id, tx));
+            let waits = ack.is_some();
             self.execute(&mut state, now, ack);
-            published
+            (published, waits)
         };
-        match published {
-            Ok(true) => {
-                rx.await.map_err(|_| StoreError::Closed)??;
-                Ok(Ok(true))
-            }
-            other => Ok(other),
+        if waits {
+            rx.await.map_err(|_| StoreError::Closed)??;
         }
+        Ok(published)
     }
 
     /// A peer connected to us: the engine names the connection and its queue is registered

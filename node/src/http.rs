@@ -571,15 +571,11 @@ async fn post_message(
             "author must be a public key (64 hex digits): seed texts come only from seed nodes",
         ));
     };
-    let digest = hearsay_proto::message::digest(&key, seq, timestamp, &post.data);
-    let msg = hearsay_proto::Message {
-        id: post.id.unwrap_or_else(|| MsgId::from_digest(&digest)),
-        author,
-        seq,
-        timestamp,
-        data: post.data,
-        sig: Some(sig),
-    };
+    let mut msg = hearsay_proto::Message::with_signature(key, seq, timestamp, post.data, sig);
+    if let Some(id) = post.id {
+        // An id the app sent is checked, not trusted: a wrong one is refused.
+        msg.id = id;
+    }
     let id = msg.id;
     let new = match shared.publish_signed(msg).await {
         Ok(Ok(new)) => new,

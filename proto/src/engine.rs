@@ -700,8 +700,7 @@ impl Engine {
             State::Proving { .. } => match frame {
                 Frame::Proof { sig } => self.on_proof(conn, sig, now),
                 _ => {
-                    self.stats.bad_identities += 1;
-                    self.close(conn, CloseReason::BadIdentity, now);
+                    self.unproven(conn, now);
                 }
             },
             State::V1 => self.on_v1_frame(conn, frame, now),
@@ -774,21 +773,26 @@ impl Engine {
         if self.config.kind != PeerKind::Node {
             return Ok(());
         }
-        let rate = self.config.limits.origin_messages;
+        self.take_from_quota(author, now)
+            .map_err(|wait| PublishError::OverQuota {
+                burst: self.config.limits.origin_messages.burst as u64,
+                per_second: self.config.limits.origin_messages.per_second as u64,
+                retry_after_ms: wait,
+            })
+    }
+
+    /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,
+    /// how long until there is room.
+    fn take_from_quota(&mut self, author: Author, now: Millis) -> Result<(), Millis> {
         if self.origins.get(&author).is_none() {
+            let rate = self.config.limits.origin_messages;
             self.origins
                 .insert(author, TokenBucket::new(rate, now), now);
         }
-        if let Some(bucket) = self.origins.get_mut(&author)
-            && let Err(wait) = bucket.take(1.0, now)
-        {
-            return Err(PublishError::OverQuota {
-                burst: rate.burst as u64,
-                per_second: rate.per_second as u64,
-                retry_after_ms: wait,
-            });
+        match self.origins.get_mut(&author) {
+            Some(bucket) => bucket.take(1.0, now),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A message enters the network here: delivered, given to seeds, pushed.
@@ -1076,17 +1080,7 @@ impl Engine {
         if kind != PeerKind::Node {
             return true;
         }
-        let rate = self.config.limits.origin_messages;
-        let fits = match self.origins.get_mut(&msg.author) {
-            Some(bucket) => bucket.take(1.0, now).is_ok(),
-            None => {
-                let mut bucket = TokenBucket::new(rate, now);
-                let fits = bucket.take(1.0, now).is_ok();
-                self.origins.insert(msg.author, bucket, now);
-                fits
-            }
-        };
-        if fits {
+        if self.take_from_quota(msg.author, now).is_ok() {
             return true;
         }
         self.stats.over_quota += 1;
@@ -1438,8 +1432,7 @@ impl Engine {
             .filter(|k| id_of(k, hello.tab.as_ref()) == hello.id)
             .filter(|_| (hello.kind == PeerKind::Node) == hello.tab.is_none())
         else {
-            self.stats.bad_identities += 1;
-            self.close(conn, CloseReason::BadIdentity, now);
+            self.unproven(conn, now);
             return;
         };
         self.refused.expire(now);
@@ -1465,8 +1458,7 @@ impl Engine {
         }
         let (Some(theirs), Some(ours)) = (hello.nonce, self.conns.get(conn).map(|c| c.nonce))
         else {
-            self.stats.bad_identities += 1;
-            self.close(conn, CloseReason::BadIdentity, now);
+            self.unproven(conn, now);
             return;
         };
         match direction {
@@ -1490,8 +1482,7 @@ impl Engine {
                     key.verify(&handshake_proof(Role::Acceptor, &ours, self.me), &sig)
                 });
                 if !proven {
-                    self.stats.bad_identities += 1;
-                    self.close(conn, CloseReason::BadIdentity, now);
+                    self.unproven(conn, now);
                     return;
                 }
                 let sig = self
@@ -1513,8 +1504,7 @@ impl Engine {
         };
         let key = *key;
         if !key.verify(&handshake_proof(Role::Dialer, &c.nonce, self.me), &sig) {
-            self.stats.bad_identities += 1;
-            self.close(conn, CloseReason::BadIdentity, now);
+            self.unproven(conn, now);
             return;
         }
         let since = c.connected_at;
@@ -1524,6 +1514,12 @@ impl Engine {
             return;
         };
         self.establish(conn, *hello, key, now);
+    }
+
+    /// The peer on `conn` did not prove the identity it claimed: counted and closed.
+    fn unproven(&mut self, conn: ConnId, now: Millis) {
+        self.stats.bad_identities += 1;
+        self.close(conn, CloseReason::BadIdentity, now);
     }
 
     /// A peer whose identity is proven becomes the node (or page) it says it is.
@@ -1904,8 +1900,7 @@ impl Engine {
             State::Proving { since, .. } => {
                 let since = *since;
                 if now >= since + self.config.hello_timeout {
-                    self.stats.bad_identities += 1;
-                    self.close(conn, CloseReason::BadIdentity, now);
+                    self.unproven(conn, now);
                     return;
                 }
                 Some(since + self.config.hello_timeout)

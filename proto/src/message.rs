@@ -45,14 +45,26 @@ impl Message {
     /// A message written and signed by `key`.
     pub fn signed(key: &Keypair, seq: u64, timestamp: u64, data: String) -> Self {
         let author = key.public();
-        let digest = digest(&author, seq, timestamp, &data);
+        let sig = key.sign(&digest(&author, seq, timestamp, &data));
+        Self::with_signature(author, seq, timestamp, data, sig)
+    }
+
+    /// A message its author signed elsewhere (an app with its own key), with the id its
+    /// fields give; whether `sig` is the author's is for [`Message::signature_is_valid`].
+    pub fn with_signature(
+        author: PublicKey,
+        seq: u64,
+        timestamp: u64,
+        data: String,
+        sig: Signature,
+    ) -> Self {
         Self {
-            id: MsgId::from_digest(&digest),
+            id: MsgId::from_digest(&digest(&author, seq, timestamp, &data)),
             author: Author::Key(author),
             seq,
             timestamp,
-            sig: Some(key.sign(&digest)),
             data,
+            sig: Some(sig),
         }
     }
 

@@ -312,6 +312,8 @@ impl Inbound {
             Ok(Frame::Messages { messages, .. }) => messages,
             _ => &[],
         };
+        // The id too: a verdict is kept by id, and a validly signed message under another's
+        // id must not vouch for a forged copy of that other one in the same frame.
         inbound.signed = messages
             .iter()
             .filter(|m| m.id_is_valid() && m.signature_is_valid())
