@@ -56,6 +56,15 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
                 format!("{:.2}", f.frames_per_delivery),
             ),
             ("bytes per delivery", format!("{:.0}", f.bytes_per_delivery)),
+            (
+                "graph / tree diameter",
+                format!(
+                    "{} / {} ms (best one tree: {} ms)",
+                    f.spread.graph_diameter_ms,
+                    f.spread.tree_diameter_ms,
+                    f.spread.best_tree_diameter_ms
+                ),
+            ),
             ("warm-up (virtual)", format!("{:.0} s", f.warmup_s)),
             ("wall time", format!("{:.1} s", f.wall_s)),
         ];

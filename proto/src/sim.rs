@@ -590,6 +590,67 @@ impl Sim {
         roots.all(|r| r == first)
     }
 
+    /// How far apart the running nodes are in link latency, over their active links and
+    /// over the broadcast tree: what bounds the time a message takes to reach them all.
+    pub fn spread(&self) -> Spread {
+        let n = self.nodes.len();
+        let mut links: Vec<Vec<(usize, Millis)>> = vec![Vec::new(); n];
+        let mut tree: Vec<Vec<(usize, Millis)>> = vec![Vec::new(); n];
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.up) {
+            let Some(engine) = node.engine() else {
+                continue;
+            };
+            for peer in engine.peers() {
+                let Some(link) = self.links.get(&(i, peer.conn)) else {
+                    continue;
+                };
+                if !self.nodes[link.to].up || self.nodes[link.to].engine().is_none() {
+                    continue;
+                }
+                if peer.neighbor {
+                    links[i].push((link.to, link.latency));
+                }
+                if peer.eager {
+                    tree[i].push((link.to, link.latency));
+                }
+            }
+        }
+        let live: Vec<usize> = (0..n)
+            .filter(|&i| self.nodes[i].up && self.nodes[i].engine().is_some())
+            .collect();
+        let eccentricity = |graph: &[Vec<(usize, Millis)>], from: usize| {
+            let (dist, _) = shortest_paths(graph, from);
+            live.iter().map(|&i| dist[i]).max().unwrap_or(0)
+        };
+        let diameter = |graph: &[Vec<(usize, Millis)>]| {
+            live.iter()
+                .map(|&i| eccentricity(graph, i))
+                .max()
+                .unwrap_or(0)
+        };
+        // The best one root can do: the fastest-path tree from the graph's centre.
+        let centre = live
+            .iter()
+            .copied()
+            .min_by_key(|&i| eccentricity(&links, i));
+        let mut best: Vec<Vec<(usize, Millis)>> = vec![Vec::new(); n];
+        if let Some(centre) = centre {
+            let (dist, parent) = shortest_paths(&links, centre);
+            for &v in &live {
+                if let Some(u) = parent[v] {
+                    let w = dist[v] - dist[u];
+                    best[u].push((v, w));
+                    best[v].push((u, w));
+                }
+            }
+        }
+        Spread {
+            graph_diameter_ms: diameter(&links),
+            tree_diameter_ms: diameter(&tree),
+            best_tree_diameter_ms: diameter(&best),
+        }
+    }
+
     /// Figures over the whole run so far.
     pub fn report(&self) -> Report {
         let mut r = Report {
@@ -859,6 +920,46 @@ impl Sim {
     }
 }
 
+/// Dijkstra from `from` over a graph of (neighbour, latency) lists: each node's distance
+/// (`Millis::MAX` if unreached) and the node before it on its fastest path.
+fn shortest_paths(
+    graph: &[Vec<(usize, Millis)>],
+    from: usize,
+) -> (Vec<Millis>, Vec<Option<usize>>) {
+    let mut dist = vec![Millis::MAX; graph.len()];
+    let mut parent = vec![None; graph.len()];
+    let mut queue = BinaryHeap::new();
+    dist[from] = 0;
+    queue.push(Reverse((0, from)));
+    while let Some(Reverse((d, u))) = queue.pop() {
+        if d > dist[u] {
+            continue;
+        }
+        for &(v, w) in &graph[u] {
+            if d + w < dist[v] {
+                dist[v] = d + w;
+                parent[v] = Some(u);
+                queue.push(Reverse((dist[v], v)));
+            }
+        }
+    }
+    (dist, parent)
+}
+
+/// [`Sim::spread`]: the longest of the fastest paths between two running nodes, in link
+/// latency (jitter aside), over three sets of links.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Spread {
+    /// Over all active links: no broadcast reaches everyone sooner from the worst-placed
+    /// sender (flooding comes close).
+    pub graph_diameter_ms: Millis,
+    /// Over the broadcast tree's eager links: what a message from the worst-placed sender
+    /// takes on the tree it rides (under flooding, every link is eager).
+    pub tree_diameter_ms: Millis,
+    /// Over the fastest-path tree from the graph's centre: the best any one tree can do.
+    pub best_tree_diameter_ms: Millis,
+}
+
 /// The simulator's side of the driver contract: collects what a peer asked for.
 struct Effects<'a> {
     actions: Vec<Action>,
@@ -1014,6 +1115,9 @@ pub struct Figures {
     pub wall_s: f64,
     /// Virtual seconds the warm-up took.
     pub warmup_s: f64,
+    /// How far apart the nodes were when the first message was published.
+    #[serde(flatten)]
+    pub spread: Spread,
 }
 
 impl Scenario {
@@ -1054,6 +1158,7 @@ impl Scenario {
             }
         }
         let warmup_s = (sim.now - start) as f64 / 1000.0;
+        let spread = sim.spread();
 
         let frames_before = sim.frames_sent;
         let bytes_before = sim.bytes_sent;
@@ -1141,6 +1246,7 @@ impl Scenario {
             bytes_per_delivery: bytes as f64 / all_deliveries.max(1) as f64,
             wall_s: 0.0,
             warmup_s,
+            spread,
         }
     }
 }
