@@ -20,6 +20,9 @@ Examples:
       Keep this node's messages in /tmp/hearsay-3004 (they survive restarts).
   hearsay 4000 --host 0.0.0.0 --advertise 192.168.1.20
       Listen on every interface and tell peers to dial 192.168.1.20.
+  hearsay 3000 --allow-origin https://app.example.org
+      Let that web app publish through this node from its visitors' browsers (other sites
+      get 403).
   hearsay --config /etc/hearsay.toml
       Take every setting and limit from a file (flags given as well override it); the
       settings in effect are logged at start and shown in /api/status.
@@ -68,6 +71,17 @@ pub struct Args {
     /// messages are refused and evicted.
     #[arg(long, value_name = "SPAN|off")]
     pub retention: Option<String>,
+
+    /// A web app that may publish through this node from a browser, e.g.
+    /// https://app.example.org (repeatable). Other sites' pages are refused (403); curl and
+    /// scripts, which send no Origin, are not affected.
+    #[arg(long = "allow-origin", value_name = "URL")]
+    pub allow_origins: Vec<String>,
+
+    /// Let addresses learned from peers (and /add from other machines) be private or
+    /// loopback ones even where this node's own address is not (link-local stays refused).
+    #[arg(long)]
+    pub allow_private_dials: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]

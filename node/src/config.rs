@@ -11,6 +11,8 @@
 //! retention = "30d"            # d, h, min or s; "off" keeps everything
 //! max_messages = 1000000       # the disk's safety net under the window: past either,
 //! max_bytes = 1073741824       # the oldest go (bytes of message text)
+//! allow_origins = ["https://app.example.org"]   # web apps that may write from a browser
+//! allow_private_dials = false  # see the README's "Exposing a node"
 //!
 //! [limits]                     # burst, then per second (see the README)
 //! page_messages = { burst = 100, per_second = 5 }
@@ -47,6 +49,8 @@ pub struct File {
     pub retention: Option<String>,
     pub max_messages: Option<usize>,
     pub max_bytes: Option<u64>,
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_private_dials: Option<bool>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -100,6 +104,9 @@ pub struct Effective {
     pub retention_ms: Option<u64>,
     pub max_messages: usize,
     pub max_bytes: u64,
+    /// Web apps that may write through this node from a browser.
+    pub allow_origins: Vec<String>,
+    pub allow_private_dials: bool,
     pub limits: Limits,
     pub connections: Connections,
 }
@@ -120,6 +127,8 @@ pub enum ConfigError {
     BadPeer(String),
     #[error("retention {0:?} is not a span: a number with d, h, min or s (30d, 12h), or off")]
     BadRetention(String),
+    #[error("{0}")]
+    BadOrigin(String),
 }
 
 /// `30d`, `12h`, `90min`, `45s` in milliseconds; `off` is `None`.
@@ -181,6 +190,12 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
         .or(file.retention)
         .unwrap_or_else(|| "30d".to_owned());
     let retention_ms = parse_span(&retention)?;
+    let allow_origins = if args.allow_origins.is_empty() {
+        file.allow_origins.unwrap_or_default()
+    } else {
+        args.allow_origins.clone()
+    };
+    crate::origin::Origins::new(&allow_origins).map_err(ConfigError::BadOrigin)?;
     let defaults = hearsay_proto::History::default();
     Ok(Effective {
         retention,
@@ -200,6 +215,8 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
         data: args.data.clone().or(file.data),
         peers,
         v1_port,
+        allow_origins,
+        allow_private_dials: args.allow_private_dials || file.allow_private_dials.unwrap_or(false),
         limits: file.limits,
         connections: file.connections,
     })

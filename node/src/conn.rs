@@ -45,29 +45,18 @@ pub async fn dialer(shared: Arc<Shared>, mut dials: mpsc::UnboundedReceiver<(Con
 }
 
 async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-    let limits = WebSocketConfig::default()
-        .max_message_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES))
-        .max_frame_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES));
-    let attempt = tokio::time::timeout(
-        DIAL_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(&address, Some(limits), true),
-    );
+    let attempt = tokio::time::timeout(DIAL_TIMEOUT, open(&shared, &address));
     let result = tokio::select! {
         r = attempt => r,
         _ = shared.shutdown.cancelled() => return,
     };
     match result {
-        Ok(Ok((ws, _response))) => {
-            if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
-                let _ = tcp.set_nodelay(true);
-            }
+        Ok(Ok(ws)) => {
             tracing::debug!(%conn, %address, "dialed");
             run(shared, Some(conn), None, ws).await;
         }
-        Ok(Err(e)) => {
-            tracing::debug!(%conn, %address, error = %e, "dial failed");
-            let reason = e.to_string();
+        Ok(Err(reason)) => {
+            tracing::debug!(%conn, %address, error = %reason, "dial failed");
             shared.drive(|engine, now| engine.dial_failed(conn, &reason, now));
         }
         Err(_) => {
@@ -75,6 +64,36 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
             shared.drive(|engine, now| engine.dial_failed(conn, "dial timed out", now));
         }
     }
+}
+
+/// Resolves `address`, connects to the first address the dialing rules allow (so the address
+/// checked is the one connected to) and opens the WebSocket over it.
+async fn open(
+    shared: &Shared,
+    address: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, String> {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    if address.starts_with("wss:") {
+        return Err("cannot dial wss:// yet: TLS support is not compiled in".to_owned());
+    }
+    let targets = crate::dialing::resolve(&shared.dial_rules, address).await?;
+    let mut why = format!("{address} resolved to no address");
+    for target in targets {
+        match tokio::net::TcpStream::connect(target).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                let limits = WebSocketConfig::default()
+                    .max_message_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES))
+                    .max_frame_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES));
+                return tokio_tungstenite::client_async_with_config(address, tcp, Some(limits))
+                    .await
+                    .map(|(ws, _response)| ws)
+                    .map_err(|e| e.to_string());
+            }
+            Err(e) => why = format!("cannot connect to {target}: {e}"),
+        }
+    }
+    Err(why)
 }
 
 /// What a connection task needs to know about a message, whichever library made it.

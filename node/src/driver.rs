@@ -42,6 +42,14 @@ pub struct State {
 }
 
 /// Everything the HTTP handlers, connection tasks and timer share.
+/// What a node checks before it lets a client or a peer have its way.
+pub struct Guards {
+    pub http_limit: crate::limit::PerAddress,
+    pub caps: crate::limit::ConnectionCaps,
+    pub dial_rules: crate::dialing::DialRules,
+    pub origins: crate::origin::Origins,
+}
+
 pub struct Shared {
     state: Mutex<State>,
     /// Has its own synchronisation (a writer thread; concurrent reads), so it is not behind
@@ -63,6 +71,10 @@ pub struct Shared {
     pub http_limit: crate::limit::PerAddress,
     /// How many inbound connections there may be.
     pub caps: Arc<crate::limit::ConnectionCaps>,
+    /// Where this node may dial.
+    pub dial_rules: crate::dialing::DialRules,
+    /// Web apps that may write through this node.
+    pub origins: crate::origin::Origins,
     /// The settings the node was started with, as `/api/status` shows them.
     pub settings: std::sync::OnceLock<serde_json::Value>,
     /// The retention window (the engine's), for how long evicted ids are remembered.
@@ -79,9 +91,14 @@ impl Shared {
         store: Arc<dyn Store>,
         clock: Clock,
         shutdown: CancellationToken,
-        http_limit: crate::limit::PerAddress,
-        caps: crate::limit::ConnectionCaps,
+        guards: Guards,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<(ConnId, String)>) {
+        let Guards {
+            http_limit,
+            caps,
+            dial_rules,
+            origins,
+        } = guards;
         let (dials, dial_rx) = mpsc::unbounded_channel();
         let retention = engine.config().history.retention;
         let shared = Arc::new(Self {
@@ -104,6 +121,8 @@ impl Shared {
             pressure: watch::Sender::new(0),
             http_limit,
             caps: Arc::new(caps),
+            dial_rules,
+            origins,
             settings: std::sync::OnceLock::new(),
         });
         (shared, dial_rx)

@@ -51,6 +51,30 @@ fn with_shared(
     warp::any().map(move || Arc::clone(&shared))
 }
 
+/// `GET`, or `HEAD` (monitors and link checkers use it; hyper leaves the body out).
+fn read() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
+/// Refuses a cross-site write with 403 (see [`crate::origin`]).
+fn same_site_write(shared: Arc<Shared>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and(with_shared(shared))
+        .and_then(
+            |headers: warp::http::HeaderMap, shared: Arc<Shared>| async move {
+                match shared.origins.refuse_write(&headers) {
+                    Some(message) => Err(warp::reject::custom(ApiError {
+                        status: StatusCode::FORBIDDEN,
+                        message,
+                        retry_after: None,
+                    })),
+                    None => Ok(()),
+                }
+            },
+        )
+        .untuple_one()
+}
+
 type Query = HashMap<String, String>;
 
 fn query() -> impl Filter<Extract = (Query,), Error = Infallible> + Clone {
@@ -75,39 +99,41 @@ pub fn routes(
         .and(websocket(Arc::clone(&shared)));
     // `/` is the browser peer's page when it was built into this binary, else the status page
     // (which then says how to build the page). `/status` is always the plain status page.
-    let index = warp::get()
+    let index = read()
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
         .map(|shared: Arc<Shared>| match page::index() {
             Some(page) => page.into_response(),
             None => status_page(shared).into_response(),
         });
-    let status_page = warp::get()
+    let status_page = read()
         .and(warp::path("status"))
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
         .map(|shared: Arc<Shared>| status_page(shared).into_response());
-    let assets =
-        warp::get()
-            .and(warp::path::tail())
-            .and_then(|tail: warp::path::Tail| async move {
-                page::asset(tail.as_str()).ok_or_else(warp::reject::not_found)
-            });
+    let assets = read()
+        .and(warp::path::tail())
+        .and_then(|tail: warp::path::Tail| async move {
+            page::asset(tail.as_str()).ok_or_else(warp::reject::not_found)
+        });
     let add = warp::get()
         .and(warp::path("add"))
         .and(warp::path::end())
+        .and(same_site_write(Arc::clone(&shared)))
         .and(query())
+        .and(warp::addr::remote())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(add);
     let commit = warp::get()
         .and(warp::path("commit"))
         .and(warp::path::end())
+        .and(same_site_write(Arc::clone(&shared)))
         .and(query())
         .and(warp::addr::remote())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(commit);
     let api = warp::path("api").and(api(Arc::clone(&shared)));
-    let metrics = warp::get()
+    let metrics = read()
         .and(warp::path("metrics"))
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
@@ -127,7 +153,7 @@ pub fn routes(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         });
-    let healthz = warp::get()
+    let healthz = read()
         .and(warp::path("healthz"))
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
@@ -144,7 +170,24 @@ pub fn routes(
                 ),
             }
         });
-    ws.or(index)
+    // Matched by method alone, so it must not reject other methods as "not allowed": that
+    // would hide every other route's "not found".
+    let preflight = warp::method()
+        .and_then(|m: warp::http::Method| async move {
+            if m == warp::http::Method::OPTIONS {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::header::optional::<String>("origin"))
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(preflight);
+    let origins = Arc::clone(&shared);
+    let routes = ws
+        .or(preflight)
+        .or(index)
         .or(status_page)
         .or(add)
         .or(commit)
@@ -152,7 +195,76 @@ pub fn routes(
         .or(metrics)
         .or(healthz)
         .or(assets)
-        .recover(recover)
+        .recover(recover);
+    warp::header::headers_cloned()
+        .and(routes)
+        .map(move |headers: warp::http::HeaderMap, reply| {
+            let origin = headers
+                .get(warp::http::header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .filter(|o| origins.origins.allows(o))
+                .map(str::to_owned);
+            secured(reply, origin)
+        })
+}
+
+/// Every response: the security headers, and a CORS answer for an allowed web app.
+fn secured(reply: impl Reply, allowed_origin: Option<String>) -> warp::reply::Response {
+    use warp::http::header;
+    let mut response = reply.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        crate::origin::content_security_policy().clone(),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        "no-referrer".parse().expect("valid"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        "nosniff".parse().expect("valid"),
+    );
+    if let Some(origin) = allowed_origin.and_then(|o| o.parse().ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, "Origin".parse().expect("valid"));
+    }
+    response
+}
+
+/// `OPTIONS`: a CORS preflight, answered for the web apps `--allow-origin` names.
+async fn preflight(origin: Option<String>, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+    use warp::http::header;
+    match origin {
+        Some(o) if shared.origins.allows(&o) => {
+            let mut response =
+                warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, HEAD, POST".parse().expect("valid"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "content-type, last-event-id".parse().expect("valid"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                "600".parse().expect("valid"),
+            );
+            Ok(response)
+        }
+        Some(o) => Err(warp::reject::custom(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "{o} is not allowed to call this node's API (its operator can allow it with --allow-origin)"
+            ),
+            retry_after: None,
+        })),
+        None => Err(bad_request(
+            "OPTIONS is for CORS preflights, which carry an Origin header",
+        )),
+    }
 }
 
 /// The routes of the seed-compatible port (PORT+1): WebSockets at any path, nothing else.
@@ -196,7 +308,7 @@ fn websocket(
 }
 
 fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let peers = warp::get()
+    let peers = read()
         .and(warp::path("peers"))
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
@@ -208,7 +320,7 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
                 .collect();
             warp::reply::json(&json!({ "peers": peers }))
         });
-    let list = warp::get()
+    let list = read()
         .and(warp::path("messages"))
         .and(warp::path::end())
         .and(query())
@@ -217,12 +329,13 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
     let post = warp::post()
         .and(warp::path("messages"))
         .and(warp::path::end())
+        .and(same_site_write(Arc::clone(&shared)))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
         .and(warp::addr::remote())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(post_message);
-    let topology = warp::get()
+    let topology = read()
         .and(warp::path("topology"))
         .and(warp::path::end())
         .and(with_shared(Arc::clone(&shared)))
@@ -230,14 +343,14 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
             let nodes = shared.read(|s| s.engine.topology());
             warp::reply::json(&json!({ "nodes": nodes }))
         });
-    let stream = warp::get()
+    let stream = read()
         .and(warp::path("stream"))
         .and(warp::path::end())
         .and(query())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(with_shared(Arc::clone(&shared)))
         .and_then(stream_messages);
-    let status = warp::get()
+    let status = read()
         .and(warp::path("status"))
         .and(warp::path::end())
         .and(with_shared(shared))
@@ -392,6 +505,8 @@ fn status(shared: &Shared) -> serde_json::Value {
             "root": s.engine.root().map(|r| r.to_string()),
             "strategy": s.engine.config().broadcast.strategy.to_string(),
             "links": s.engine.links(),
+            "dialing": shared.dial_rules.status(),
+            "cross_site_refused": shared.origins.refused(),
             "messages": shared.store.len().unwrap_or(0),
             "stats": s.engine.stats(),
             "limits": s.engine.config().limits,
@@ -402,7 +517,11 @@ fn status(shared: &Shared) -> serde_json::Value {
     })
 }
 
-async fn add(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
+async fn add(
+    q: Query,
+    client: Option<std::net::SocketAddr>,
+    shared: Arc<Shared>,
+) -> Result<impl Reply, Rejection> {
     let address = q
         .get("address")
         .filter(|a| !a.trim().is_empty())
@@ -411,6 +530,21 @@ async fn add(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Rejection> {
         return Err(bad_request(format!(
             "address must be a ws:// or wss:// URL, got {address:?}"
         )));
+    }
+    // The operator at this machine is trusted to name any address; anyone else is held to
+    // the dialing rules (checked again at every dial, as names can resolve differently).
+    if client.is_some_and(|c| c.ip().to_canonical().is_loopback()) {
+        shared.dial_rules.trust(address);
+    } else {
+        crate::dialing::resolve(&shared.dial_rules, address)
+            .await
+            .map_err(|message| {
+                warp::reject::custom(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message,
+                    retry_after: None,
+                })
+            })?;
     }
     shared
         .drive(|e, now| e.add_peer(address, now))

@@ -17,6 +17,10 @@
 //!   closes, deliveries into the store; wakes the engine at its next deadline.
 //! - [`conn`]: one task per WebSocket, accepted or dialed: bounded queue out, frames in; and
 //!   the dialer. It calls the driver, never the other way round.
+//! - [`origin`]: which browsers may write (no cross-site writes; `--allow-origin` and CORS)
+//!   and the security headers (CSP) on everything served.
+//! - [`dialing`]: where the node may dial (no link-local addresses ever; private and
+//!   loopback ones only from a node that lives there), checked after DNS resolution.
 //! - [`limit`]: the rate limits the node applies itself (HTTP publishers per address; the
 //!   engine limits pages and seeds).
 //! - [`store`]: the message history behind the [`store::Store`] interface, with a feed of
@@ -35,11 +39,13 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod dialing;
 pub mod driver;
 pub mod http;
 pub mod keyfile;
 pub mod limit;
 pub mod metrics;
+pub mod origin;
 pub mod page;
 pub mod server;
 pub mod simulate;

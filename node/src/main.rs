@@ -63,7 +63,11 @@ async fn main() -> anyhow::Result<()> {
     shown.data = Some(data.clone());
     let shown = serde_json::to_value(&shown)?;
     tracing::info!(settings = %shown, "starting");
+    let origins =
+        hearsay::origin::Origins::new(&settings.allow_origins).map_err(|e| anyhow::anyhow!(e))?;
     let mut config = NodeConfig {
+        allow_private_dials: settings.allow_private_dials,
+        origins,
         peers: settings.peers,
         advertise_host: settings.advertise,
         data: Some(data.clone()),

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     /// 4,096 and 64).
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// Lift the private and loopback dialing rules (`--allow-private-dials`; see `dialing`).
+    pub allow_private_dials: bool,
+    /// Web apps allowed to write through this node (`--allow-origin`; see `origin`).
+    pub origins: crate::origin::Origins,
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
     pub shown: serde_json::Value,
@@ -164,7 +168,17 @@ pub fn start(
         nonzero_or(config.max_connections_per_address, 64),
         config.limit_loopback,
     );
-    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), http_limit, caps);
+    let dial_rules = crate::dialing::DialRules::new(&host, config.allow_private_dials);
+    for peer in &config.peers {
+        dial_rules.trust(peer);
+    }
+    let guards = crate::driver::Guards {
+        http_limit,
+        caps,
+        dial_rules,
+        origins: config.origins.clone(),
+    };
+    let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), guards);
     let _ = shared.settings.set(config.shown.clone());
 
     for peer in &config.peers {

@@ -127,8 +127,75 @@ async fn a_page_opened_late_shows_the_history() {
     );
     let ms = first_render_ms(&page).await;
     println!("navigation to first rendered message list: {ms:.0} ms");
+    // The page works under its Content-Security-Policy: nothing refused (the style is
+    // inline, hashed in the policy: were it refused, the page would fall back to no style).
+    let violations: Vec<String> = console(&page)
+        .await
+        .into_iter()
+        .filter(|m| m.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
+    let background = page
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(background, "rgb(246, 247, 249)", "the page's style applies");
     page.close().await.unwrap();
     a.stop().await;
+}
+
+/// Another site's page (served from `localhost`, another site than `127.0.0.1`) tries what
+/// needs no permission: a text/plain `fetch` POST and an image pointing at `/commit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sites_page_cannot_publish_through_a_visitors_node() {
+    let node = start_node(&[]).await;
+    let url = node.http_url();
+    let evil = format!(
+        r#"<!doctype html><title>evil</title>
+<img src="{url}/commit?msg=evil%20img">
+<script>
+fetch("{url}/api/messages", {{ method: "POST", mode: "no-cors",
+  headers: {{ "content-type": "text/plain" }}, body: '{{"data":"evil fetch"}}' }})
+  .finally(() => document.title = "done");
+</script>"#
+    );
+    let site = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site_port = site.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut tcp, _)) = site.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{evil}",
+                evil.len()
+            );
+            let _ = tcp.write_all(reply.as_bytes()).await;
+        }
+    });
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(800, 600).await;
+    page.goto(&format!("http://localhost:{site_port}/"))
+        .await
+        .unwrap();
+    wait_for("the node to refuse both writes", || {
+        let url = url.clone();
+        async move {
+            let refused = status(&url).await["cross_site_refused"].as_u64()?;
+            (refused >= 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(page.title().await.unwrap(), "done");
+    assert!(
+        message_texts(&url).await.is_empty(),
+        "nothing was published"
+    );
+    page.close().await.unwrap();
+    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,16 +289,24 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     let page = driver.open(1100, 850).await;
     page.goto(&nodes[0].http_url()).await.unwrap();
     let urls: Vec<String> = nodes.iter().map(|n| n.http_url()).collect();
-    wait_for("five node marks and every node-to-node link", || async {
-        // The links as the nodes themselves tell them.
-        let mut ends = 0;
-        for url in &urls {
-            ends += node_neighbors(url).await;
-        }
-        (count(&page, "#map circle.mark.node").await == 5
-            && count(&page, "#map line.link.nn").await == ends / 2)
-            .then_some(())
-    })
+    // Nodes first announce their links 5–10 s after they start (while a network forms its
+    // links change most; see `map`), and a changed record at most every 5 s after that: on
+    // a loaded machine the map can take longer than the usual deadline to settle.
+    let settle = std::time::Duration::from_secs(60);
+    wait_for_within(
+        "five node marks and every node-to-node link",
+        settle,
+        || async {
+            // The links as the nodes themselves tell them.
+            let mut ends = 0;
+            for url in &urls {
+                ends += node_neighbors(url).await;
+            }
+            (count(&page, "#map circle.mark.node").await == 5
+                && count(&page, "#map line.link.nn").await == ends / 2)
+                .then_some(())
+        },
+    )
     .await;
     wait_for("the page itself and its links on the map", || async {
         (count(&page, "#map circle.mark.me").await == 1
@@ -281,9 +356,10 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     })
     .await;
 
-    // A node that leaves goes off the map.
+    // A node that leaves goes off the map, once each of its neighbours has announced its
+    // links without it (each at most every 5 s) and the records have reached the page.
     nodes.pop().unwrap().stop().await;
-    wait_for("four node marks", || async {
+    wait_for_within("four node marks", settle, || async {
         (count(&page, "#map circle.mark.node").await == 4).then_some(())
     })
     .await;

@@ -65,6 +65,7 @@ impl Chromedriver {
         self.profiles.push(profile.clone());
         let caps = serde_json::json!({
             "browserName": "chrome",
+            "goog:loggingPrefs": { "browser": "ALL" },
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": [
@@ -168,4 +169,41 @@ pub async fn first_render_ms(page: &Client) -> f64 {
     .await;
     tokio::time::sleep(Duration::ZERO).await;
     v
+}
+
+/// chromedriver's log of the browser's console (what Selenium's `get_log("browser")` reads).
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+    fn method_and_body(&self, _: &url::Url) -> (warp::http::Method, Option<String>) {
+        (
+            warp::http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_owned()),
+        )
+    }
+}
+
+/// The console messages the page has logged since the last call.
+pub async fn console(page: &Client) -> Vec<String> {
+    let entries = page
+        .issue_cmd(ConsoleLog)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read the browser's console: {e}"));
+    entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect()
 }

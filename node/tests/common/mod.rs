@@ -38,7 +38,16 @@ pub async fn start_node_at(addr: std::net::SocketAddr, config: NodeConfig) -> Ru
 }
 
 /// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_for_within(what, DEADLINE, check).await
+}
+
+/// [`wait_for`] with another deadline, for what takes the protocol's own timers to happen.
+pub async fn wait_for_within<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -48,8 +57,8 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        if start.elapsed() > DEADLINE {
-            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
