@@ -126,6 +126,11 @@ async fn a_restarted_node_keeps_its_messages_and_does_not_store_them_again() {
     })
     .await;
     seed.commit("said before the restart");
+    // Stored in this order (the seed's frame and the HTTP post race otherwise).
+    wait_for("the seed's text stored", || async {
+        (messages(&node.http_url()).await.len() == 1).then_some(())
+    })
+    .await;
     post_message(&node, "posted before the restart").await;
     wait_for("both stored", || async {
         (messages(&node.http_url()).await.len() == 2).then_some(())

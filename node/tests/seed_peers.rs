@@ -122,3 +122,83 @@ async fn a_seed_added_at_a_hearsay_node_dials_back_and_gets_each_message_once() 
     a.stop().await;
     b.stop().await;
 }
+
+/// The mixed mesh measured against the real seed: three hearsay nodes and two seeds; a seed
+/// user runs /add with a hearsay node, a hearsay user runs /add with the other seed, and every
+/// node commits once. Before the seed rules were fixed, a seed dialed a hearsay node twice in
+/// half the runs and stored its commits twice, and neither seed ever got the other's commit.
+/// Then a text committed twice at a seed: one message to hearsay, two copies at the other seed
+/// (which got both from it directly), as at the seed itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_seeds_and_three_nodes_each_hold_every_commit_once() {
+    for run in 0..2 {
+        let a = start_node(&[]).await;
+        let b = start_node(&[a.ws_url()]).await;
+        let c = start_node(&[b.ws_url()]).await;
+        let urls = [a.http_url(), b.http_url(), c.http_url()];
+        for url in &urls {
+            wait_for("full mesh", || async {
+                (neighbor_ids(url).await.len() == 2).then_some(())
+            })
+            .await;
+        }
+        let (one, two) = (Seed::start().await, Seed::start().await);
+        one.add(&format!("ws://{}", a.v1_addr.unwrap()));
+        let (status, _) = get(&format!("{}/add?address={}", c.http_url(), two.address)).await;
+        assert_eq!(status, 303);
+        // Each seed linked to the three nodes and the two to each other (at the nodes' seed
+        // exchange, every 10 s).
+        let settle = std::time::Duration::from_secs(45);
+        wait_for_within(&format!("run {run}: every link"), settle, || async {
+            (one.open_sockets() == 4 && two.open_sockets() == 4).then_some(())
+        })
+        .await;
+
+        let mut texts = Vec::new();
+        for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+            let t = format!("run {run}: from node {i}");
+            post_message(node, &t).await;
+            texts.push(t);
+        }
+        for (i, seed) in [&one, &two].into_iter().enumerate() {
+            let t = format!("run {run}: from seed {i}");
+            seed.commit(&t);
+            texts.push(t);
+        }
+        wait_all_hold(&urls, &texts).await;
+        // A marker from every node and seed after the rest: frames arrive in order per link.
+        for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+            let m = format!("run {run}: marker {i}");
+            post_message(node, &m).await;
+            texts.push(m);
+        }
+        for (i, seed) in [&one, &two].into_iter().enumerate() {
+            let m = format!("run {run}: seed marker {i}");
+            seed.commit(&m);
+            texts.push(m);
+        }
+        wait_seed_holds(&one, &texts).await;
+        wait_seed_holds(&two, &texts).await;
+        for seed in [&one, &two] {
+            assert!(!seed.crashed(), "{:?}", seed.non_json_frames());
+            assert_eq!(seed.double_dials(), Vec::<String>::new(), "run {run}");
+        }
+
+        // The same text twice at a seed.
+        one.commit("twice");
+        one.commit("twice");
+        texts.push("twice".to_owned());
+        wait_all_hold(&urls, &texts).await;
+        wait_for("the other seed to get both copies", || async {
+            (two.messages().iter().filter(|m| *m == "twice").count() == 2).then_some(())
+        })
+        .await;
+        for url in &urls {
+            let held = message_texts(url).await;
+            assert_eq!(held.iter().filter(|m| *m == "twice").count(), 1, "{url}");
+        }
+        for n in [a, b, c] {
+            n.stop().await;
+        }
+    }
+}

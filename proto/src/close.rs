@@ -25,6 +25,8 @@ pub enum CloseReason {
     KeepaliveTimeout,
     /// We dialed a seed node, introduced ourselves and hang up so that it dials us back.
     SeedDialsUs,
+    /// A seed dialed us while it holds a link to us already (its list names us).
+    SeedLinkedTwice,
     /// Membership: the peer left our active view (evicted to make room, or it asked to leave).
     Disconnected,
     /// Membership: our active view is full and the request had low priority.
@@ -92,6 +94,7 @@ impl fmt::Display for CloseReason {
             }
             Self::OverQuota => f.write_str("relayed too many messages over their origins' quotas"),
             Self::SeedDialsUs => f.write_str("hearsay nodes let seed nodes dial them"),
+            Self::SeedLinkedTwice => f.write_str("this seed is linked to this node already"),
             Self::Disconnected => f.write_str("left the active view"),
             Self::ActiveViewFull => f.write_str("active view full"),
             Self::NotANeighbour => f.write_str("not a neighbour"),
@@ -115,6 +118,7 @@ impl CloseReason {
             Self::DuplicateConnection
                 | Self::PeerRestarted
                 | Self::SeedDialsUs
+                | Self::SeedLinkedTwice
                 | Self::Disconnected
                 | Self::NotANeighbour
                 | Self::ActiveViewFull

@@ -260,6 +260,8 @@ enum Timer {
     Dial,
     /// Tell seeds about nodes they have not heard of.
     SeedExchange,
+    /// Answer a seed's connection, now that its dials under way have opened.
+    SeedAnswer(ConnId),
 }
 
 /// One peer's protocol state. See the module docs for how a driver uses it.
@@ -845,11 +847,19 @@ impl Engine {
                         }
                     }
                 }
+                Timer::SeedAnswer(conn) => {
+                    if self.conns.get(conn).is_some_and(|c| c.state == State::V1) {
+                        let known = self.seed_known();
+                        self.seeds.answered(conn, known.iter());
+                        self.send_sockets(conn, false);
+                        self.schedule_seed_exchange(now);
+                    }
+                }
                 Timer::SeedExchange => {
                     self.seed_timer = false;
                     let conns: Vec<ConnId> = self.seeds.conns().collect();
                     for conn in conns {
-                        self.send_sockets(conn);
+                        self.send_sockets(conn, true);
                     }
                     self.schedule_seed_exchange(now);
                 }
@@ -1263,7 +1273,7 @@ impl Engine {
                 self.broadcast.publish(Arc::new(msg), now);
             }
             Frame::Sockets { addresses } => {
-                self.seeds.sockets_received(conn, &addresses);
+                self.seeds.sockets_received(conn, &addresses, now);
             }
             // A seed ignores frames it does not know; so do we, but we count them.
             _ => self.bad_frame(conn, "unexpected frame from a v1 peer", now),
@@ -1348,30 +1358,81 @@ impl Engine {
                 // once any node mentions it, and a seed with two links to us would get our
                 // messages twice. So introduce ourselves and hang up: the seed's own dial
                 // back becomes its one link.
-                let addresses =
-                    self.seeds
-                        .introduction(conn, self.me, &own, self.membership.known_nodes());
+                let addresses = self.seeds.introduction(
+                    conn,
+                    self.me,
+                    &own,
+                    self.membership.known_nodes(),
+                    now,
+                );
                 self.send(conn, Frame::Sockets { addresses }.encode().into());
                 self.book.seed_answered(&address, now);
                 self.close(conn, CloseReason::SeedDialsUs, now);
                 self.schedule_dial();
             }
+            (None, Some(own)) if self.seeds.links_us_twice(conn, &own) => {
+                // Its list names us: it holds a link to us already (see `seed`).
+                self.close(conn, CloseReason::SeedLinkedTwice, now);
+            }
             _ => {
                 // Inbound, or we cannot be dialed (a page): this link is the seed's only one.
-                self.send_sockets(conn);
-                self.schedule_seed_exchange(now);
+                // Answered once the dials it has under way have had time to open.
+                self.timers
+                    .insert(now + seed::SEED_SETTLE, Timer::SeedAnswer(conn));
             }
         }
+    }
+
+    /// The nodes to name to seeds: those membership knows (with every address), and those
+    /// only the map knows (their main address).
+    fn seed_known(&self) -> Vec<PeerRecord> {
+        let mut known: Vec<PeerRecord> = self.membership.known_nodes().cloned().collect();
+        for r in self.map.view().records() {
+            if r.kind == PeerKind::Node
+                && r.node != self.me
+                && !known.iter().any(|k| k.id == r.node)
+                && let Some(address) = &r.address
+            {
+                known.push(PeerRecord {
+                    id: r.node,
+                    address: address.clone(),
+                    aliases: Vec::new(),
+                });
+            }
+        }
+        known
+    }
+
+    /// Which seeds each node dialed, from the map (ours included).
+    fn seed_dialers(&self) -> seed::Dialers {
+        let mut dialers = seed::Dialers::new();
+        for r in self.map.view().records() {
+            if let Some(address) = r.address.as_deref().and_then(seed::authority)
+                && !r.seeds_dialed.is_empty()
+            {
+                dialers.insert(address, r.seeds_dialed.clone());
+            }
+        }
+        for address in &self.config.listen_addresses {
+            if let Some(address) = seed::authority(address) {
+                dialers.insert(address, self.seeds.dialed_addresses());
+            }
+        }
+        dialers
     }
 
     fn own_record(&self) -> Option<PeerRecord> {
         record_of(self.me, &self.config.listen_addresses)
     }
 
-    fn send_sockets(&mut self, conn: ConnId) {
+    /// Tells the seed on `conn` what it should dial (see `seed`): nodes, and with
+    /// `introduce`, seeds (only at the exchange, once the map has said who dialed which).
+    fn send_sockets(&mut self, conn: ConnId, introduce: bool) {
+        let known = self.seed_known();
+        let dialers = introduce.then(|| self.seed_dialers());
         if let Some(addresses) =
             self.seeds
-                .sockets_update(conn, self.me, self.membership.known_nodes())
+                .sockets_update(conn, self.me, known.iter(), dialers.as_ref())
         {
             self.send(conn, Frame::Sockets { addresses }.encode().into());
         }
@@ -1795,6 +1856,7 @@ impl Engine {
             eager,
             clients: self.membership.clients() as u32,
             seeds: self.seeds.len() as u32,
+            seeds_dialed: self.seeds.dialed_addresses(),
         }
     }
 

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 
 /// Most pages a node lists among its links.
 pub const LISTED_CLIENTS: usize = 32;
+/// Most seed addresses one record lists (a bound on what peers can make us keep).
+pub const MAX_SEEDS_DIALED: usize = 8;
 /// Most records kept: beyond this, records of peers not yet known are dropped (a bound on
 /// memory, whatever peers send).
 pub const MAX_RECORDS: usize = 20_000;
@@ -88,6 +90,10 @@ pub struct TopoRecord {
     /// How many seed (v1) peers are linked to it.
     #[serde(default)]
     pub seeds: u32,
+    /// The seeds it dialed (its operator named them), by address: so that the nodes other
+    /// seeds reach first can tell which of their seeds those are (see `seed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds_dialed: Vec<String>,
     /// How many messages it holds.
     #[serde(default)]
     pub held: u64,
@@ -100,6 +106,7 @@ pub struct OwnLinks {
     pub eager: Vec<NodeId>,
     pub clients: u32,
     pub seeds: u32,
+    pub seeds_dialed: Vec<String>,
 }
 
 /// The newest unexpired record of every peer heard of.
@@ -110,7 +117,8 @@ pub struct TopologyView {
 
 impl TopologyView {
     /// Keeps `record` if it is newer than what we have; true if it was (so pass it on).
-    pub fn accept(&mut self, record: TopoRecord, now: Millis) -> bool {
+    pub fn accept(&mut self, mut record: TopoRecord, now: Millis) -> bool {
+        record.seeds_dialed.truncate(MAX_SEEDS_DIALED);
         if let Some((known, _)) = self.records.get(&record.node)
             && known.version >= record.version
         {
@@ -269,8 +277,13 @@ impl Map {
             // Nothing to say before our first link.
             None => !links.links.is_empty(),
             Some((last, at)) => {
-                let changed = (&last.links, last.clients, last.seeds)
-                    != (&links.links, links.clients, links.seeds);
+                let changed = (&last.links, last.clients, last.seeds, &last.seeds_dialed)
+                    != (
+                        &links.links,
+                        links.clients,
+                        links.seeds,
+                        &links.seeds_dialed,
+                    );
                 // The tree changes as it is rebuilt; that alone is told at a slower pace.
                 let tree_changed = last.eager != links.eager && now >= at + 3 * min_interval;
                 // Renewals spread by id, so a network started at once does not renew at once.
@@ -294,6 +307,7 @@ impl Map {
             eager: links.eager.clone(),
             clients: links.clients,
             seeds: links.seeds,
+            seeds_dialed: links.seeds_dialed.clone(),
             held,
         };
         self.announced = Some((links, now));
@@ -330,6 +344,7 @@ mod tests {
             eager: Vec::new(),
             clients: 0,
             seeds: 1,
+            seeds_dialed: Vec::new(),
             held: 7,
         }
     }

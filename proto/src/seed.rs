@@ -1,29 +1,71 @@
 //! Seed (v1) compatibility: the rules that let the tutorial network's Node.js nodes join a
 //! hearsay mesh and see every message exactly once.
 //!
-//! What a seed does, and what follows from it:
-//! - It sends `SOCKETS` (the addresses it has dialed) on every new connection and dials every
-//!   address it hears of that it has not dialed. So it ends up linked to every hearsay node it
-//!   is told of, transitively. We tell it one canonical address per hearsay node we know
-//!   ([`Seeds::sockets_for`]), never a node it already reached under another address (it
-//!   compares strings, and two links to one node would bring it everything twice), never ours.
-//! - It never forwards, so each message must reach it from exactly one node: its origin
-//!   ([`should_receive`]). A page cannot be dialed by a seed, so the page's home node passes
-//!   the page's messages on. Text that came from a seed is never sent to one: it sent it to
-//!   all its sockets itself.
-//! - A hearsay node that dials a seed introduces itself (its address and the nodes it knows)
-//!   and hangs up, so the seed dials back and keeps exactly one link to it
-//!   ([`Seeds::introduction`]).
+//! What a seed does (reproduced, races included, by the simulator's seed and the tests'):
+//! on every new connection, either direction, it sends `SOCKETS` with the addresses it has
+//! dialed, then records the new address if it dialed it, so an address counts as dialed only
+//! once its dial *opens*; it dials every address a `SOCKETS` names that it has not recorded,
+//! so an address named twice while its dial is under way is dialed twice, and its own address
+//! too if told it; it stores what it commits and every `MESSAGE` it gets, and sends its commits
+//! to every socket; it never forwards; a frame that is not JSON crashes it. Addresses are
+//! compared as strings.
 //!
-//! A seed sends its text to every node it is linked to, so seed text enters the network at
-//! many places at once and travels several parts of the tree; that costs copies, never a
-//! wrong tree, as only beacons prune (see `broadcast`).
+//! The rules, and why:
+//! - **Each message reaches a seed from exactly one node: its origin** ([`should_receive`]).
+//!   A seed never forwards, so it must be linked to every hearsay node; we name the nodes we
+//!   know to it, one canonical address per node ([`Seeds::sockets_for`]), never a node it
+//!   reached under another address, never its own address. A page cannot be dialed, so its
+//!   home passes its messages on. Text from a seed is never sent to a seed: its author sent it
+//!   to all its sockets itself.
+//! - **A seed's connection is answered after [`SEED_SETTLE`]**, not at once, and only the
+//!   first hearsay node it reached names nodes to it ([`Seeds::answered`]: the node whose
+//!   link opened with a list naming no hearsay node). The seed dials every node it is told
+//!   of at once; nodes answering at once, or several answering, would name nodes whose dials
+//!   are still under way, and the seed would dial them again (measured on the real seed: 4
+//!   links where 2 were due, commits stored 2–3 times). That first node goes on naming nodes
+//!   that join, every [`Config::seed_exchange_interval`](crate::Config), each once. (If it
+//!   leaves, nodes that join later are not named to that seed.)
+//! - **A second link from one seed is closed on sight** ([`Seeds::links_us_twice`]). A seed's
+//!   opening `SOCKETS` lists what it has dialed; if that names one of our listeners, the seed
+//!   holds a link to us already, and a second would bring it our messages twice. This catches
+//!   what the rules above cannot prevent: a slow dial, or a seed that learns another spelling
+//!   of our address from another seed (seeds compare strings: `ws://h:3001` and `ws://h:3000`
+//!   are two addresses to them). Such a dial still happens; it carries nothing.
+//! - **A seed we dial is introduced and hung up on** ([`Seeds::introduction`]): we name only
+//!   ourselves and close, so its dial back is its one link to us and the only dial it makes.
+//!   We know that link: it opens (within [`SEED_SETTLE`]) with exactly the list the seed sent
+//!   us when we dialed, as the seed records us only after sending it. If another seed's link
+//!   opens with the same list in that moment, both are taken for it. A seed that held a link
+//!   to us already does not dial back; its link is one whose list could be an earlier state
+//!   of the one it sent (lists only grow).
+//! - **Seeds are introduced to each other in pairs** (`Seeds::should_dial`): at the seed
+//!   exchange (by then the map has said which node dialed which seed: `seeds_dialed` in
+//!   each node's record), the node that dialed a seed tells one seed that no node dialed, and
+//!   that has dialed and been told of no seed, to dial it. The two link directly, as in a
+//!   seed-only network, and get each other's commits. Never a seed its own address: a link
+//!   that is, or could be, that seed's is not told of it. Only pairs, because a seed passes
+//!   what it has dialed to every seed it links to and dials what it is told even when the
+//!   other has dialed it: with three seeds linked by introductions, some pair would link
+//!   twice and store each other's commits twice (the simulator found it at once).
+//!
+//! What stays impossible: seeds beyond one pair per seed a node dialed are not introduced;
+//! two seeds neither of which hearsay dialed are never introduced (nobody knows their
+//! addresses; a seed that only dials out never says where it listens); and hearsay does not
+//! relay one seed's text to another: a seed sends its commit to all its hearsay links at once,
+//! and no node could tell whether another had passed it on already. So a seed gets another
+//! seed's commits only over a direct link. The same text committed twice at a seed is one
+//! message to hearsay: a seed's `MESSAGE` has no id, and every node must derive the same id for
+//! one commit, so the id is the text's; the seed's own links (other seeds) get both copies.
 
+use crate::Millis;
 use crate::conns::ConnId;
 use crate::id::NodeId;
 use crate::message::Message;
 use crate::peer::{PeerRecord, canonical_address};
 use std::collections::BTreeMap;
+
+/// How long after a seed's connection opens we answer it (see the module docs).
+pub const SEED_SETTLE: crate::Millis = 2_000;
 
 #[derive(Debug, Default)]
 struct SeedConn {
@@ -31,14 +73,54 @@ struct SeedConn {
     dialed: Option<String>,
     /// Addresses already sent to it in `SOCKETS`.
     told: Vec<String>,
-    /// Addresses it told us it has dialed.
-    seed_dialed: Vec<String>,
+    /// Addresses it told us it has dialed, in its order, once it has (its first frame).
+    seed_dialed: Option<Vec<String>>,
+    /// Whether we were the first hearsay node it reached (see [`Seeds::answered`]).
+    first: bool,
+    /// Whether it has had a `SOCKETS` from us.
+    answered: bool,
 }
 
-/// Per-connection state of every seed peer.
+/// A seed we dialed: what it said it had dialed when we did, and the links that are, or
+/// could be, its own.
+#[derive(Debug)]
+struct DialedSeed {
+    list: Vec<String>,
+    /// Its dial back; or, if another seed's link opened with the same list at the same
+    /// moment, both (we cannot tell them apart, so neither is told of it).
+    links: Vec<ConnId>,
+    /// Until when a link that opens with `list` is taken for its dial back (none if it held
+    /// a link to us already and will not dial back).
+    awaiting_until: Option<Millis>,
+    /// Whether we told a seed to dial it (see `Seeds::should_dial`).
+    introduced: bool,
+}
+
+/// Which seeds each node dialed (from the map's records), by the node's listener
+/// (`ws://host:port`).
+pub type Dialers = BTreeMap<String, Vec<String>>;
+
+/// Per-connection state of every seed peer, and the seeds we dialed.
 #[derive(Debug, Default)]
 pub struct Seeds {
     conns: BTreeMap<ConnId, SeedConn>,
+    /// By the canonical address we dialed them at.
+    dialed: BTreeMap<String, DialedSeed>,
+}
+
+/// `ws://host:port`, lower case, without path: what identifies a listener.
+pub(crate) fn authority(address: &str) -> Option<String> {
+    let canonical = canonical_address(address)?;
+    let after_scheme = canonical.find("://")? + 3;
+    Some(match canonical[after_scheme..].find('/') {
+        Some(i) => canonical[..after_scheme + i].to_owned(),
+        None => canonical,
+    })
+}
+
+/// Whether one list of dialed addresses could be an earlier or later state of the other.
+fn compatible(a: &[String], b: &[String]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
 }
 
 impl Seeds {
@@ -54,6 +136,18 @@ impl Seeds {
 
     pub fn closed(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        for d in self.dialed.values_mut() {
+            d.links.retain(|&l| l != conn);
+        }
+    }
+
+    /// The seeds we dialed, for our map record.
+    pub fn dialed_addresses(&self) -> Vec<String> {
+        self.dialed
+            .keys()
+            .take(crate::map::MAX_SEEDS_DIALED)
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -68,42 +162,149 @@ impl Seeds {
         self.conns.keys().copied()
     }
 
-    /// The seed on `conn` says it has dialed `addresses`: remember it, so we never name a
-    /// node to it that it already reached under another address.
-    pub fn sockets_received(&mut self, conn: ConnId, addresses: &[String]) {
+    /// The seed on `conn` says it has dialed `addresses` (its first frame): remember it, so
+    /// we never name a node to it that it already reached under another address; and if it
+    /// is the dial back of a seed we dialed, we now know that seed's link.
+    pub fn sockets_received(&mut self, conn: ConnId, addresses: &[String], now: Millis) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let first = c.seed_dialed.is_none();
+        let list = c.seed_dialed.get_or_insert_with(Vec::new);
         for a in addresses.iter().filter_map(|a| canonical_address(a)) {
-            if !c.seed_dialed.contains(&a) {
-                c.seed_dialed.push(a);
+            if !list.contains(&a) {
+                list.push(a);
+            }
+        }
+        if first && c.dialed.is_none() {
+            let list = list.clone();
+            for d in self.dialed.values_mut() {
+                if d.awaiting_until.is_some_and(|until| now <= until) && d.list == list {
+                    d.links.push(conn);
+                }
             }
         }
     }
 
-    /// What to tell the seed on `conn`: the canonical address of each hearsay node in
-    /// `known`, except nodes it has already dialed under any of their addresses, and never
-    /// `me`. Seed addresses are never passed on: an inbound seed's own address is unknown to
-    /// us, so passing them on could make a seed dial itself.
+    /// Whether the seed on `conn` already holds a link to us: its list of what it has dialed
+    /// names one of our listeners (`own`).
+    pub fn links_us_twice(&self, conn: ConnId, own: &PeerRecord) -> bool {
+        let Some(list) = self.conns.get(&conn).and_then(|c| c.seed_dialed.as_ref()) else {
+            return false;
+        };
+        let ours: Vec<String> = own.addresses().filter_map(|a| authority(a)).collect();
+        list.iter()
+            .filter_map(|a| authority(a))
+            .any(|a| ours.contains(&a))
+    }
+
+    /// We answer the seed on `conn` (its dials under way have opened): we are the first
+    /// hearsay node it reached if the list it opened with names none of the nodes in `known`.
+    /// Only that node goes on telling it of nodes that join later: several telling it at once
+    /// would race its dials as the first answers would.
+    pub fn answered<'a>(&mut self, conn: ConnId, known: impl Iterator<Item = &'a PeerRecord>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let reached: Vec<String> = c
+            .seed_dialed
+            .iter()
+            .flatten()
+            .filter_map(|a| authority(a))
+            .collect();
+        let mut known = known;
+        c.first = !known.any(|n| {
+            n.addresses()
+                .filter_map(|a| authority(a))
+                .any(|a| reached.contains(&a))
+        });
+    }
+
+    /// Whether the link `conn` is, or could be, the seed we dialed at `address`.
+    fn might_be(&self, conn: ConnId, address: &str) -> bool {
+        let (Some(c), Some(d)) = (self.conns.get(&conn), self.dialed.get(address)) else {
+            return true;
+        };
+        if c.dialed.as_deref() == Some(address) {
+            return true;
+        }
+        if d.links.contains(&conn) {
+            return true;
+        }
+        // Its dial back seen: no other link is its own (a second would have been closed).
+        // Otherwise any link whose history fits the seed's could be.
+        d.links.is_empty() && compatible(c.seed_dialed.as_deref().unwrap_or(&[]), &d.list)
+    }
+
+    /// What to tell the seed on `conn`: if we were the first hearsay node it reached, the
+    /// canonical address of each node in `known` it has not dialed under any of its
+    /// addresses, never `me`; and, given `dialers` (which seeds each node dialed, from the
+    /// map), the seeds we dialed that it should dial (see `Seeds::should_dial`).
     pub fn sockets_for<'a>(
         &self,
         conn: ConnId,
         me: NodeId,
         known: impl Iterator<Item = &'a PeerRecord>,
+        dialers: Option<&Dialers>,
     ) -> Vec<String> {
         let Some(c) = self.conns.get(&conn) else {
             return Vec::new();
         };
+        let reached_at: Vec<String> = c
+            .seed_dialed
+            .iter()
+            .flatten()
+            .chain(c.dialed.iter())
+            .filter_map(|a| authority(a))
+            .collect();
         let mut out: Vec<String> = Vec::new();
-        for node in known {
+        // Nodes only from the first node a seed reached (see [`Seeds::answered`]).
+        for node in known.filter(|_| c.first) {
             let reached = node
                 .addresses()
-                .any(|a| c.seed_dialed.contains(a) || c.dialed.as_ref() == Some(a));
+                .filter_map(|a| authority(a))
+                .any(|a| reached_at.contains(&a));
             if node.id != me && !reached && !out.contains(&node.address) {
                 out.push(node.address.clone());
             }
         }
+        if let Some(dialers) = dialers {
+            for address in self.dialed.keys() {
+                let reached = authority(address).is_some_and(|a| reached_at.contains(&a));
+                if !reached && self.should_dial(conn, address, dialers) && !out.contains(address) {
+                    out.push(address.clone());
+                }
+            }
+        }
         out
+    }
+
+    /// Whether the seed on `conn` should be told to dial `address`, a seed we dialed. Seeds
+    /// are introduced in pairs only, a seed that no node dialed dialing one that a node did:
+    /// a seed passes what it has dialed to every seed it links to, and a seed dials what it
+    /// is told even when the other has dialed it, so a seed with two seed links would link
+    /// others twice (and they would store each other's commits twice). So not if `conn` is,
+    /// or could be, that seed; not if it is itself a seed some node dialed (our own dial
+    /// back, or one whose first dial was to a node that dialed seeds: a dialed seed's first
+    /// dial is its dial back); not if it has dialed a seed we know of or been told of one;
+    /// and not if that seed was introduced already.
+    fn should_dial(&self, conn: ConnId, address: &str, dialers: &Dialers) -> bool {
+        let (Some(c), Some(d)) = (self.conns.get(&conn), self.dialed.get(address)) else {
+            return false;
+        };
+        let list = c.seed_dialed.as_deref().unwrap_or(&[]);
+        let known_seed =
+            |a: &String| self.dialed.contains_key(a) || dialers.values().flatten().any(|s| s == a);
+        let dialed_seed = self.dialed.values().any(|d| d.links.contains(&conn))
+            || list
+                .first()
+                .and_then(|first| authority(first))
+                .is_some_and(|first| dialers.contains_key(&first));
+        !d.introduced
+            && !self.might_be(conn, address)
+            && !dialed_seed
+            && !list.iter().any(known_seed)
+            && !c.told.iter().any(|a| self.dialed.contains_key(a))
     }
 
     /// `SOCKETS` for the seed on `conn` if it would learn anything from it (or has had none
@@ -113,40 +314,79 @@ impl Seeds {
         conn: ConnId,
         me: NodeId,
         known: impl Iterator<Item = &'a PeerRecord>,
+        dialers: Option<&Dialers>,
     ) -> Option<Vec<String>> {
-        let addresses = self.sockets_for(conn, me, known);
-        let c = self.conns.get_mut(&conn)?;
-        let fresh = addresses.iter().any(|a| !c.told.contains(a));
-        if fresh || c.told.is_empty() {
-            for a in &addresses {
-                if !c.told.contains(a) {
-                    c.told.push(a.clone());
-                }
+        let told = &self.conns.get(&conn)?.told;
+        // Only what it has not been told: what it was told may still be being dialed.
+        let mut fresh: Vec<String> = self
+            .sockets_for(conn, me, known, dialers)
+            .into_iter()
+            .filter(|a| !told.contains(a))
+            .collect();
+        // One seed, at most (see `should_dial`).
+        let mut seeds = fresh.iter().filter(|a| self.dialed.contains_key(*a));
+        if let Some(seed) = seeds.next().cloned() {
+            fresh.retain(|a| *a == seed || !self.dialed.contains_key(a));
+            if let Some(d) = self.dialed.get_mut(&seed) {
+                d.introduced = true;
             }
-            Some(addresses)
-        } else {
-            None
         }
+        let c = self.conns.get_mut(&conn)?;
+        let first_answer = !c.answered;
+        c.answered = true;
+        c.told.extend(fresh.iter().cloned());
+        (first_answer || !fresh.is_empty()).then_some(fresh)
     }
 
     /// We dialed the seed on `conn` and will hang up: the `SOCKETS` that introduces us (our
-    /// address first, unless it has dialed us already) and the nodes we know.
+    /// address, or, if it holds a link to us already, the nodes and seeds we know). From now
+    /// on the seed is one of those we dialed.
     pub fn introduction<'a>(
-        &self,
+        &mut self,
         conn: ConnId,
         me: NodeId,
         own: &PeerRecord,
         known: impl Iterator<Item = &'a PeerRecord>,
+        now: Millis,
     ) -> Vec<String> {
-        let mut addresses = self.sockets_for(conn, me, known);
-        let has_us = self
-            .conns
-            .get(&conn)
-            .is_some_and(|c| own.addresses().any(|a| c.seed_dialed.contains(a)));
-        if !has_us {
-            addresses.insert(0, own.address.clone());
+        let Some(c) = self.conns.get(&conn) else {
+            return Vec::new();
+        };
+        let list = c.seed_dialed.clone().unwrap_or_default();
+        let address = c.dialed.as_deref().and_then(canonical_address);
+        let has_us = self.links_us_twice(conn, own);
+        if let Some(address) = address {
+            // If it holds a link to us already, its link is one of those whose history fits.
+            let links = if has_us {
+                self.conns
+                    .iter()
+                    .filter(|&(&other, o)| {
+                        other != conn
+                            && o.dialed.is_none()
+                            && compatible(o.seed_dialed.as_deref().unwrap_or(&[]), &list)
+                    })
+                    .map(|(&other, _)| other)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.dialed.insert(
+                address,
+                DialedSeed {
+                    list,
+                    links,
+                    awaiting_until: (!has_us).then_some(now + SEED_SETTLE),
+                    introduced: false,
+                },
+            );
         }
-        addresses
+        if has_us {
+            self.sockets_for(conn, me, known, None)
+        } else {
+            // Only us: its dial back is then the only dial it makes, and its list when that
+            // opens is exactly the one it sent now, which is how we know the link.
+            vec![own.address.clone()]
+        }
     }
 }
 
@@ -169,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_is_never_told_a_node_it_reached_by_another_address_nor_us() {
+    fn only_the_first_node_a_seed_reached_names_nodes_and_never_one_it_reached_nor_us() {
         let me = NodeId::from_bytes([1; 16]);
         let known = [
             record(1, &["ws://me:3000", "ws://me:3001"]),
@@ -177,16 +417,71 @@ mod tests {
             record(3, &["ws://c:3000"]),
         ];
         let mut s = Seeds::default();
+        // A seed that has dialed nothing yet (or only what we do not know): we are first.
         s.opened(ConnId(7), None);
-        s.sockets_received(ConnId(7), &["ws://me:3001".into(), "WS://B:3001/".into()]);
+        s.sockets_received(ConnId(7), &["ws://elsewhere:9".into()], 0);
+        s.answered(ConnId(7), known.iter());
         assert_eq!(
-            s.sockets_update(ConnId(7), me, known.iter()),
-            Some(vec!["ws://c:3000".to_owned()])
+            s.sockets_update(ConnId(7), me, known.iter(), None),
+            Some(vec!["ws://b:3000".to_owned(), "ws://c:3000".to_owned()])
         );
         assert_eq!(
-            s.sockets_update(ConnId(7), me, known.iter()),
+            s.sockets_update(ConnId(7), me, known.iter(), None),
             None,
             "nothing new to say"
+        );
+        // A seed that reached b (by its seed port) already: b is its first, we name nothing.
+        s.opened(ConnId(8), None);
+        s.sockets_received(ConnId(8), &["WS://B:3001/".into()], 0);
+        s.answered(ConnId(8), known.iter());
+        assert_eq!(
+            s.sockets_update(ConnId(8), me, known.iter(), None),
+            Some(vec![])
+        );
+        // One whose list names us holds a link to us already.
+        s.opened(ConnId(9), None);
+        s.sockets_received(ConnId(9), &["ws://me:3001/".into()], 0);
+        assert!(s.links_us_twice(ConnId(9), &known[0]));
+        assert!(!s.links_us_twice(ConnId(8), &known[0]));
+    }
+
+    #[test]
+    fn a_seed_we_dialed_is_known_by_its_dial_back_and_never_told_its_own_address() {
+        let me = NodeId::from_bytes([1; 16]);
+        let own = record(1, &["ws://me:3000", "ws://me:3001"]);
+        let mut s = Seeds::default();
+        // Another seed's link, opened earlier: it has dialed b.
+        s.opened(ConnId(1), None);
+        s.sockets_received(ConnId(1), &["ws://b:3000".into()], 0);
+        // We dial seed S, which has dialed nothing: we name only ourselves.
+        s.opened(ConnId(2), Some("ws://s:6001".into()));
+        s.sockets_received(ConnId(2), &[], 0);
+        let intro = s.introduction(ConnId(2), me, &own, std::iter::empty(), 0);
+        assert_eq!(intro, ["ws://me:3000"]);
+        s.closed(ConnId(2));
+        // Until its dial back is seen, a link with an empty list could be S.
+        s.opened(ConnId(3), None);
+        s.sockets_received(ConnId(3), &[], 10);
+        assert_eq!(
+            s.sockets_for(ConnId(1), me, std::iter::empty(), Some(&Dialers::new())),
+            ["ws://s:6001"]
+        );
+        assert!(
+            s.sockets_for(ConnId(3), me, std::iter::empty(), Some(&Dialers::new()))
+                .is_empty(),
+            "S itself"
+        );
+        // Its dial back was ConnId(3) (the first with exactly the list it sent): another
+        // fresh seed's link is told of S.
+        s.opened(ConnId(4), None);
+        s.sockets_received(ConnId(4), &[], SEED_SETTLE + 10);
+        assert_eq!(
+            s.sockets_for(ConnId(4), me, std::iter::empty(), Some(&Dialers::new())),
+            ["ws://s:6001"]
+        );
+        assert!(
+            s.sockets_for(ConnId(3), me, std::iter::empty(), Some(&Dialers::new()))
+                .is_empty()
         );
     }
 

@@ -118,15 +118,27 @@ impl std::str::FromStr for Topology {
     }
 }
 
-/// A model of the seed (v1) node: it sends `SOCKETS` with the addresses it has dialed on
-/// every new connection, dials every address it hears of that it has not dialed, stores every
-/// `MESSAGE` and never forwards, and ignores frame types it does not know.
+/// A model of the seed (v1) node, as the Node.js seed behaves, races included:
+/// - on every new connection, either direction, it sends `SOCKETS` with the addresses it has
+///   dialed, and only then records the new one if it dialed it: an address is recorded when
+///   its dial *opens*, not when it starts;
+/// - it dials every address a `SOCKETS` names that is not recorded, so one named twice while
+///   its dial is under way is dialed twice, and its own address (if told) is dialed too;
+/// - a commit is stored and sent as `MESSAGE` to every socket; a `MESSAGE` received is
+///   stored and never forwarded; frame types it does not know are ignored;
+/// - a frame that is not JSON crashes it (the process ends: the node goes down).
 #[derive(Debug, Default)]
 pub struct SeedNode {
     pub dialed: Vec<String>,
+    /// Dials under way, and the address each will record when it opens.
+    dialing: HashMap<ConnId, String>,
+    /// Every dial it started, in order (an address twice here is a double dial).
+    pub dials: Vec<String>,
     pub sockets: Vec<ConnId>,
     /// Everything it stored, in order, its own commits included.
     pub messages: Vec<String>,
+    /// The frame that crashed it, if one did.
+    pub crashed: Option<String>,
     next_conn: u64,
 }
 
@@ -134,6 +146,27 @@ impl SeedNode {
     fn alloc(&mut self) -> ConnId {
         self.next_conn += 1;
         ConnId(self.next_conn)
+    }
+
+    /// Starts a dial to `address`; it is recorded only if it opens.
+    fn dial(&mut self, address: &str, pending: &mut Vec<Action>) {
+        let conn = self.alloc();
+        self.dialing.insert(conn, address.to_owned());
+        self.dials.push(address.to_owned());
+        pending.push(Action::Dial(conn, address.to_owned()));
+    }
+
+    /// How many times it dialed each address it dialed more than once.
+    pub fn double_dials(&self) -> Vec<(String, usize)> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for d in &self.dials {
+            *counts.entry(d.as_str()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .filter(|&(_, n)| n > 1)
+            .map(|(a, n)| (a.to_owned(), n))
+            .collect()
     }
 }
 
@@ -297,12 +330,11 @@ impl Sim {
         self.seed_dial(seed, address);
     }
 
-    /// A seed's `/add`: it records the address as dialed and dials it.
+    /// A seed's `/add`: it dials the address (and records it when the dial opens).
     fn seed_dial(&mut self, seed: usize, address: String) {
-        if let NodeKind::Seed(s) = &mut self.nodes[seed].kind {
-            s.dialed.push(address.clone());
-            let conn = s.alloc();
-            self.nodes[seed].pending.push(Action::Dial(conn, address));
+        let node = &mut self.nodes[seed];
+        if let NodeKind::Seed(s) = &mut node.kind {
+            s.dial(&address, &mut node.pending);
         }
         self.flush(seed);
     }
@@ -714,8 +746,11 @@ impl Sim {
                     .copied()
                     .filter(|&to| self.nodes[to].up && !self.across_cut(from, to));
                 let (Some(to), true) = (target, self.nodes[from].up) else {
-                    if let NodeKind::Hearsay(e) = &mut self.nodes[from].kind {
-                        e.dial_failed(conn, "no such node", now);
+                    match &mut self.nodes[from].kind {
+                        NodeKind::Hearsay(e) => e.dial_failed(conn, "no such node", now),
+                        NodeKind::Seed(s) => {
+                            s.dialing.remove(&conn);
+                        }
                     }
                     self.flush(from);
                     return;
@@ -759,7 +794,14 @@ impl Sim {
                 let node = &mut self.nodes[to];
                 match &mut node.kind {
                     NodeKind::Hearsay(e) => e.frame(conn, &frame, now),
-                    NodeKind::Seed(s) => seed_frame(s, conn, &frame, &mut node.pending),
+                    NodeKind::Seed(s) => {
+                        if !seed_frame(s, conn, &frame, &mut node.pending) {
+                            // The seed's process ends, and its links with it.
+                            node.pending.clear();
+                            self.kill(to);
+                            return;
+                        }
+                    }
                 }
                 self.flush(to);
             }
@@ -783,16 +825,21 @@ impl Sim {
         }
     }
 
-    /// A seed sends `SOCKETS` on every new connection; hearsay engines handle it themselves.
+    /// A seed sends `SOCKETS` on every new connection, then records a dial that opened;
+    /// hearsay engines handle opens themselves.
     fn on_open(&mut self, i: usize, conn: ConnId) {
-        if let NodeKind::Seed(s) = &mut self.nodes[i].kind {
+        let node = &mut self.nodes[i];
+        if let NodeKind::Seed(s) = &mut node.kind {
             s.sockets.push(conn);
             let frame = Frame::Sockets {
                 addresses: s.dialed.clone(),
             }
             .encode()
             .into();
-            self.nodes[i].pending.push(Action::Send(conn, frame));
+            node.pending.push(Action::Send(conn, frame));
+            if let Some(address) = s.dialing.remove(&conn) {
+                s.dialed.push(address);
+            }
         }
     }
 
@@ -997,10 +1044,12 @@ impl Driver for Effects<'_> {
     }
 }
 
-fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Action>) {
-    // The seed would crash on a frame that is not JSON; hearsay must never send one.
-    let value: serde_json::Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("seed got non-JSON {text:?}: {e}"));
+/// A seed takes a frame; `false` if it crashed on it (not JSON: the seed's `JSON.parse` throws).
+fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Action>) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        s.crashed = Some(text.to_owned());
+        return false;
+    };
     match value.get("type").and_then(|t| t.as_str()) {
         Some("MESSAGE") => {
             if let Some(data) = value.get("data").and_then(|d| d.as_str()) {
@@ -1014,15 +1063,15 @@ fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Act
                 .cloned()
                 .unwrap_or_default();
             for a in addresses.iter().filter_map(|a| a.as_str()) {
+                // Only what has opened is recorded: a dial under way is dialed again.
                 if !s.dialed.iter().any(|d| d == a) {
-                    s.dialed.push(a.to_owned());
-                    let conn = s.alloc();
-                    pending.push(Action::Dial(conn, a.to_owned()));
+                    s.dial(a, pending);
                 }
             }
         }
         _ => {}
     }
+    true
 }
 
 /// A node config for simulations, with the broadcast strategy given. The map is on, as

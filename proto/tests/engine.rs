@@ -240,6 +240,13 @@ fn a_silent_peer_is_taken_for_a_seed_and_told_our_nodes() {
     e.handle_timeout(T0 + 900);
     assert!(sent_to(&drain(&mut e), seed).is_empty());
     e.handle_timeout(T0 + 1_200);
+    assert_eq!(
+        e.peers().iter().find(|p| p.conn == seed).unwrap().protocol,
+        Protocol::V1
+    );
+    // Answered once the dials a seed may have under way have had time to open.
+    assert!(sent_to(&drain(&mut e), seed).is_empty());
+    e.handle_timeout(T0 + 1_200 + hearsay_proto::seed::SEED_SETTLE);
     let out = sent_to(&drain(&mut e), seed);
     assert_eq!(
         out,
@@ -247,29 +254,47 @@ fn a_silent_peer_is_taken_for_a_seed_and_told_our_nodes() {
             addresses: vec!["ws://b:3000".into()]
         }]
     );
-    assert_eq!(
-        e.peers().iter().find(|p| p.conn == seed).unwrap().protocol,
-        Protocol::V1
-    );
 }
 
+/// How a seed's link is answered, by what it says it has dialed: one that names us holds a
+/// link to us already and is closed; one that reached another hearsay node is told nothing
+/// (that node names the mesh to it); the first hearsay node it reaches names every node.
 #[test]
-fn a_seed_is_never_told_a_node_it_reached_by_another_address_nor_ours() {
+fn a_seed_is_named_the_mesh_by_the_first_node_it_reached_only_and_never_linked_twice() {
     let mut e = engine(1);
     join(&mut e, 2, &["ws://b:3000", "ws://b:3001"], T0);
     join(&mut e, 3, &["ws://c:3000"], T0);
     drain(&mut e);
-    let seed = e.accepted(T0);
-    // The seed has dialed us (at our seed port) and b at its seed port.
-    let sockets = Frame::Sockets {
-        addresses: vec!["ws://me:3001".into(), "ws://b:3001".into()],
+    let sockets = |addresses: &[&str]| {
+        Frame::Sockets {
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        }
+        .encode()
     };
-    e.frame(seed, &sockets.encode(), T0 + 1);
-    let out = sent_to(&drain(&mut e), seed);
+    let twice = e.accepted(T0);
+    e.frame(twice, &sockets(&["ws://me:3001", "ws://b:3001"]), T0 + 1);
     assert_eq!(
-        out,
+        closed(&drain(&mut e), twice),
+        Some(CloseReason::SeedLinkedTwice)
+    );
+    let later = e.accepted(T0);
+    e.frame(later, &sockets(&["ws://b:3001"]), T0 + 1);
+    let first = e.accepted(T0);
+    e.frame(first, &sockets(&[]), T0 + 1);
+    assert!(
+        drain(&mut e).is_empty(),
+        "nothing before the seed's dials settle"
+    );
+    e.handle_timeout(T0 + 1 + hearsay_proto::seed::SEED_SETTLE);
+    let out = drain(&mut e);
+    assert_eq!(
+        sent_to(&out, later),
+        vec![Frame::Sockets { addresses: vec![] }]
+    );
+    assert_eq!(
+        sent_to(&out, first),
         vec![Frame::Sockets {
-            addresses: vec!["ws://c:3000".into()]
+            addresses: vec!["ws://b:3000".into(), "ws://c:3000".into()]
         }]
     );
 }

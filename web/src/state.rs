@@ -333,6 +333,7 @@ mod tests {
             eager: eager.iter().map(|&l| n(l)).collect(),
             clients: 0,
             seeds: 0,
+            seeds_dialed: Vec::new(),
             held: 0,
         };
         // Tree 1-2, 2-3, 2-4 (named by either end); 1-4 is a lazy link.

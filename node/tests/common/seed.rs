@@ -1,8 +1,11 @@
-//! A seed (v1) node written for the tests, behaving as the Node.js seed does: on every new
-//! connection (either direction) it sends `SOCKETS` with the addresses it has dialed; it dials
-//! every address it receives that it has not dialed; a commit stores the text and sends
+//! A seed (v1) node written for the tests, behaving as the Node.js seed does, races included:
+//! on every new connection (either direction) it sends `SOCKETS` with the addresses it has
+//! dialed, and only then records the new address if it dialed it (an address counts as dialed
+//! once its dial opens); it dials every address it receives that it has not recorded, even one
+//! whose dial is under way, and its own address if told it; a commit stores the text and sends
 //! `MESSAGE` to every open socket; a received `MESSAGE` is stored and never forwarded; unknown
-//! frame types are ignored; anything that is not JSON fails the test (the seed would crash).
+//! frame types are ignored; a frame that is not JSON crashes it (every socket closes and it
+//! stops listening), and the tests check that it never does.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -14,9 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Default)]
 struct Inner {
     dialed: Vec<String>,
+    /// Every dial it started, in order.
+    dials: Vec<String>,
     sockets: Vec<mpsc::UnboundedSender<String>>,
     messages: Vec<String>,
     non_json: Vec<String>,
+    crashed: bool,
 }
 
 #[derive(Clone)]
@@ -37,10 +43,13 @@ impl Seed {
         let s = seed.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                if s.crashed() {
+                    return;
+                }
                 let s = s.clone();
                 tokio::spawn(async move {
                     if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
-                        s.serve(ws).await;
+                        s.serve(ws, None).await;
                     }
                 });
             }
@@ -50,17 +59,34 @@ impl Seed {
 
     /// The seed's `/add?address=`.
     pub fn add(&self, address: &str) {
-        self.inner.lock().unwrap().dialed.push(address.to_owned());
         self.dial(address.to_owned());
     }
 
+    /// Dials `address`; it is recorded when the dial opens.
     fn dial(&self, address: String) {
+        self.inner.lock().unwrap().dials.push(address.clone());
         let s = self.clone();
         tokio::spawn(async move {
             if let Ok((ws, _)) = tokio_tungstenite::connect_async(&address).await {
-                s.serve(ws).await;
+                s.serve(ws, Some(address)).await;
             }
         });
+    }
+
+    pub fn crashed(&self) -> bool {
+        self.inner.lock().unwrap().crashed
+    }
+
+    /// Addresses it dialed more than once (the same string).
+    pub fn double_dials(&self) -> Vec<String> {
+        let dials = self.inner.lock().unwrap().dials.clone();
+        let mut twice: Vec<String> = dials
+            .iter()
+            .filter(|d| dials.iter().filter(|e| e == d).count() > 1)
+            .cloned()
+            .collect();
+        twice.dedup();
+        twice
     }
 
     /// The seed's `/commit?msg=`.
@@ -95,7 +121,7 @@ impl Seed {
         self.inner.lock().unwrap().non_json.clone()
     }
 
-    async fn serve<S>(&self, ws: tokio_tungstenite::WebSocketStream<S>)
+    async fn serve<S>(&self, ws: tokio_tungstenite::WebSocketStream<S>, dialed: Option<String>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -103,9 +129,15 @@ impl Seed {
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         {
             let mut inner = self.inner.lock().unwrap();
+            if inner.crashed {
+                return;
+            }
             let hello = json!({ "type": "SOCKETS", "addresses": inner.dialed }).to_string();
             let _ = tx.send(hello);
             inner.sockets.push(tx);
+            if let Some(address) = dialed {
+                inner.dialed.push(address);
+            }
         }
         loop {
             tokio::select! {
@@ -117,7 +149,7 @@ impl Seed {
                     Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()),
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(Message::Binary(b))) => {
-                        self.inner.lock().unwrap().non_json.push(format!("binary {} bytes", b.len()));
+                        self.on_frame(&format!("binary {} bytes", b.len()));
                     }
                     // tungstenite answers pings itself.
                     Some(Ok(_)) => {}
@@ -130,7 +162,11 @@ impl Seed {
 
     fn on_frame(&self, text: &str) {
         let Ok(value) = serde_json::from_str::<Value>(text) else {
-            self.inner.lock().unwrap().non_json.push(text.to_owned());
+            // JSON.parse throws and the process ends: every socket closes.
+            let mut inner = self.inner.lock().unwrap();
+            inner.non_json.push(text.to_owned());
+            inner.crashed = true;
+            inner.sockets.clear();
             return;
         };
         match value["type"].as_str() {
@@ -142,15 +178,15 @@ impl Seed {
             Some("SOCKETS") => {
                 let mut fresh = Vec::new();
                 {
-                    let mut inner = self.inner.lock().unwrap();
+                    let inner = self.inner.lock().unwrap();
                     for a in value["addresses"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter_map(Value::as_str)
                     {
+                        // Only what has opened is recorded: a dial under way is dialed again.
                         if !inner.dialed.iter().any(|d| d == a) {
-                            inner.dialed.push(a.to_owned());
                             fresh.push(a.to_owned());
                         }
                     }
