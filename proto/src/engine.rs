@@ -17,7 +17,10 @@
 //! Connections move through `Dialing` (outbound, transport not yet open) → `Handshake` → `V1`
 //! or `V2`. A dialer sends `HELLO` at once; an acceptor waits for the first frame: `HELLO`
 //! makes the peer a hearsay peer (once it has proven its key: `Proving` until its `PROOF`
-//! comes), a seed frame (or silence for `hello_timeout`) a seed.
+//! comes), a seed frame a seed. Silence never makes a seed: a seed speaks first on every
+//! connection, either direction (its `SOCKETS`), and a peer whose thread is busy or whose link
+//! is slow may answer late; a connection that says nothing valid for `hello_timeout` is
+//! closed, saying so.
 
 use crate::Millis;
 use crate::book::{AddressBook, AddressError, Backoff, LinkInfo};
@@ -64,7 +67,8 @@ pub struct Config {
     pub broadcast: broadcast::Config,
     pub map: map::Config,
     pub sync: SyncConfig,
-    /// How long an accepted connection may stay silent before it is taken to be v1.
+    /// How long a connection may go without a `HELLO` (or a seed's first frame) before it is
+    /// closed: long enough for a phone on a slow link, or a page whose thread is busy.
     pub hello_timeout: Millis,
     /// Ping a peer that has been quiet this long.
     pub ping_interval: Millis,
@@ -106,7 +110,7 @@ impl Default for Config {
             broadcast: broadcast::Config::default(),
             map: map::Config::default(),
             sync: SyncConfig::default(),
-            hello_timeout: 1_000,
+            hello_timeout: 10_000,
             ping_interval: 10_000,
             idle_timeout: 30_000,
             transport_ping: true,
@@ -263,6 +267,10 @@ enum Timer {
     /// Answer a seed's connection, now that its dials under way have opened.
     SeedAnswer(ConnId),
 }
+
+/// How soon after its handshake a connection is first checked (keepalive, and whether
+/// membership wants it); the checks then set their own next deadline.
+const ESTABLISHED_CHECK: Millis = 1_000;
 
 /// One peer's protocol state. See the module docs for how a driver uses it.
 pub struct Engine {
@@ -1678,6 +1686,9 @@ impl Engine {
         for frame in self.conns.take_queued(conn) {
             self.send(conn, frame);
         }
+        // Keepalive and the transient check start now, not at the handshake's deadline.
+        self.timers
+            .insert(now + ESTABLISHED_CHECK, Timer::Conn(conn));
         if second {
             // The node dialed us twice; its dialer closes the newer connection.
             return;
@@ -1690,7 +1701,6 @@ impl Engine {
             self.membership.connect_failed(intended, now);
         }
         let pinned = dialed.as_deref().is_some_and(|a| self.book.is_pinned(a));
-        // (The handshake's timer goes on as this connection's keepalive and transient check.)
         if replaced && self.membership.is_neighbor(hello.id) {
             self.sync.open(conn, direction == Direction::Outbound, now);
         }
@@ -1949,12 +1959,7 @@ impl Engine {
             State::Handshake { since } => {
                 let since = *since;
                 if now >= since + self.config.hello_timeout {
-                    self.start_v1(conn, now);
-                    self.answer_v1(conn, now);
-                    if self.conns.get(conn).is_some() {
-                        self.timers
-                            .insert(now + self.config.ping_interval, Timer::Conn(conn));
-                    }
+                    self.close(conn, CloseReason::HandshakeTimeout, now);
                     return;
                 }
                 Some(since + self.config.hello_timeout)
