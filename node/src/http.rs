@@ -16,7 +16,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 /// Messages per page of `GET /api/messages` when no `limit` is given.
@@ -219,15 +219,15 @@ fn secured(reply: impl Reply, allowed_origin: Option<String>) -> warp::reply::Re
     );
     h.insert(
         header::REFERRER_POLICY,
-        "no-referrer".parse().expect("valid"),
+        HeaderValue::from_static("no-referrer"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
-        "nosniff".parse().expect("valid"),
+        HeaderValue::from_static("nosniff"),
     );
     if let Some(origin) = allowed_origin.and_then(|o| o.parse().ok()) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(header::VARY, "Origin".parse().expect("valid"));
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
 }
@@ -240,18 +240,16 @@ async fn preflight(origin: Option<String>, shared: Arc<Shared>) -> Result<impl R
             let mut response =
                 warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response();
             let h = response.headers_mut();
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                "GET, HEAD, POST".parse().expect("valid"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "content-type, last-event-id".parse().expect("valid"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                "600".parse().expect("valid"),
-            );
+            for (name, value) in [
+                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, POST"),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "content-type, last-event-id",
+                ),
+                (header::ACCESS_CONTROL_MAX_AGE, "600"),
+            ] {
+                h.insert(name, HeaderValue::from_static(value));
+            }
             Ok(response)
         }
         Some(o) => Err(warp::reject::custom(ApiError {

@@ -24,18 +24,24 @@ async fn wait_seed_holds(seed: &Seed, want: &[String]) {
     assert_eq!(got, want, "the seed's messages");
 }
 
-#[tokio::test]
-async fn a_seed_that_dials_one_node_joins_the_whole_mesh() {
+/// Three nodes started along a chain of `--peer` flags, once each links to the other two.
+async fn three_nodes() -> [hearsay::server::RunningNode; 3] {
     let a = start_node(&[]).await;
     let b = start_node(&[a.ws_url()]).await;
     let c = start_node(&[b.ws_url()]).await;
-    let urls = [a.http_url(), b.http_url(), c.http_url()];
-    for url in &urls {
+    for url in [a.http_url(), b.http_url(), c.http_url()] {
         wait_for("full mesh", || async {
-            (neighbor_ids(url).await.len() == 2).then_some(())
+            (neighbor_ids(&url).await.len() == 2).then_some(())
         })
         .await;
     }
+    [a, b, c]
+}
+
+#[tokio::test]
+async fn a_seed_that_dials_one_node_joins_the_whole_mesh() {
+    let [a, b, c] = three_nodes().await;
+    let urls = [a.http_url(), b.http_url(), c.http_url()];
 
     // The seed user runs /add against a's seed-compatible port (PORT+1).
     let seed = Seed::start().await;
@@ -132,16 +138,8 @@ async fn a_seed_added_at_a_hearsay_node_dials_back_and_gets_each_message_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_seeds_and_three_nodes_each_hold_every_commit_once() {
     for run in 0..2 {
-        let a = start_node(&[]).await;
-        let b = start_node(&[a.ws_url()]).await;
-        let c = start_node(&[b.ws_url()]).await;
+        let [a, b, c] = three_nodes().await;
         let urls = [a.http_url(), b.http_url(), c.http_url()];
-        for url in &urls {
-            wait_for("full mesh", || async {
-                (neighbor_ids(url).await.len() == 2).then_some(())
-            })
-            .await;
-        }
         let (one, two) = (Seed::start().await, Seed::start().await);
         one.add(&format!("ws://{}", a.v1_addr.unwrap()));
         let (status, _) = get(&format!("{}/add?address={}", c.http_url(), two.address)).await;
@@ -154,28 +152,21 @@ async fn two_seeds_and_three_nodes_each_hold_every_commit_once() {
         })
         .await;
 
+        // Every node and seed says something; then a marker from each after the rest (frames
+        // arrive in order per link, so the markers' arrival means the rest arrived).
         let mut texts = Vec::new();
-        for (i, node) in [&a, &b, &c].into_iter().enumerate() {
-            let t = format!("run {run}: from node {i}");
-            post_message(node, &t).await;
-            texts.push(t);
-        }
-        for (i, seed) in [&one, &two].into_iter().enumerate() {
-            let t = format!("run {run}: from seed {i}");
-            seed.commit(&t);
-            texts.push(t);
-        }
-        wait_all_hold(&urls, &texts).await;
-        // A marker from every node and seed after the rest: frames arrive in order per link.
-        for (i, node) in [&a, &b, &c].into_iter().enumerate() {
-            let m = format!("run {run}: marker {i}");
-            post_message(node, &m).await;
-            texts.push(m);
-        }
-        for (i, seed) in [&one, &two].into_iter().enumerate() {
-            let m = format!("run {run}: seed marker {i}");
-            seed.commit(&m);
-            texts.push(m);
+        for what in ["says", "marker"] {
+            for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+                let t = format!("run {run}: node {i} {what}");
+                post_message(node, &t).await;
+                texts.push(t);
+            }
+            for (i, seed) in [&one, &two].into_iter().enumerate() {
+                let t = format!("run {run}: seed {i} {what}");
+                seed.commit(&t);
+                texts.push(t);
+            }
+            wait_all_hold(&urls, &texts).await;
         }
         wait_seed_holds(&one, &texts).await;
         wait_seed_holds(&two, &texts).await;
