@@ -41,7 +41,6 @@ pub struct State {
     conns: HashMap<ConnId, ConnHandle>,
 }
 
-/// Everything the HTTP handlers, connection tasks and timer share.
 /// What a node checks before it lets a client or a peer have its way.
 pub struct Guards {
     pub http_limit: crate::limit::PerAddress,
@@ -50,6 +49,7 @@ pub struct Guards {
     pub origins: crate::origin::Origins,
 }
 
+/// Everything the HTTP handlers, connection tasks and timer share.
 pub struct Shared {
     state: Mutex<State>,
     /// Has its own synchronisation (a writer thread; concurrent reads), so it is not behind

@@ -859,15 +859,18 @@ impl Engine {
                     if self.conns.get(conn).is_some_and(|c| c.state == State::V1) {
                         let known = self.seed_known();
                         self.seeds.answered(conn, known.iter());
-                        self.send_sockets(conn, false);
+                        self.send_sockets(conn, &known, None);
                         self.schedule_seed_exchange(now);
                     }
                 }
                 Timer::SeedExchange => {
                     self.seed_timer = false;
+                    // Seeds are introduced only here, once the map has said who dialed which.
                     let conns: Vec<ConnId> = self.seeds.conns().collect();
+                    let known = self.seed_known();
+                    let dialers = self.seed_dialers();
                     for conn in conns {
-                        self.send_sockets(conn, true);
+                        self.send_sockets(conn, &known, Some(&dialers));
                     }
                     self.schedule_seed_exchange(now);
                 }
@@ -1366,13 +1369,9 @@ impl Engine {
                 // once any node mentions it, and a seed with two links to us would get our
                 // messages twice. So introduce ourselves and hang up: the seed's own dial
                 // back becomes its one link.
-                let addresses = self.seeds.introduction(
-                    conn,
-                    self.me,
-                    &own,
-                    self.membership.known_nodes(),
-                    now,
-                );
+                let addresses =
+                    self.seeds
+                        .introduction(conn, self.me, &own, self.membership.known_nodes());
                 self.send(conn, Frame::Sockets { addresses }.encode().into());
                 self.book.seed_answered(&address, now);
                 self.close(conn, CloseReason::SeedDialsUs, now);
@@ -1433,14 +1432,17 @@ impl Engine {
         record_of(self.me, &self.config.listen_addresses)
     }
 
-    /// Tells the seed on `conn` what it should dial (see `seed`): nodes, and with
-    /// `introduce`, seeds (only at the exchange, once the map has said who dialed which).
-    fn send_sockets(&mut self, conn: ConnId, introduce: bool) {
-        let known = self.seed_known();
-        let dialers = introduce.then(|| self.seed_dialers());
-        if let Some(addresses) =
-            self.seeds
-                .sockets_update(conn, self.me, known.iter(), dialers.as_ref())
+    /// Tells the seed on `conn` what it should dial (see `seed`): nodes of `known`, and with
+    /// `dialers`, seeds.
+    fn send_sockets(
+        &mut self,
+        conn: ConnId,
+        known: &[PeerRecord],
+        dialers: Option<&seed::Dialers>,
+    ) {
+        if let Some(addresses) = self
+            .seeds
+            .sockets_update(conn, self.me, known.iter(), dialers)
         {
             self.send(conn, Frame::Sockets { addresses }.encode().into());
         }

@@ -33,7 +33,7 @@
 //!   are two addresses to them). Such a dial still happens; it carries nothing.
 //! - **A seed we dial is introduced and hung up on** ([`Seeds::introduction`]): we name only
 //!   ourselves and close, so its dial back is its one link to us and the only dial it makes.
-//!   We know that link: it opens (within [`SEED_SETTLE`]) with exactly the list the seed sent
+//!   We know that link: it is the first to open with exactly the list the seed sent
 //!   us when we dialed, as the seed records us only after sending it. If another seed's link
 //!   opens with the same list in that moment, both are taken for it. A seed that held a link
 //!   to us already does not dial back; its link is one whose list could be an earlier state
@@ -89,9 +89,12 @@ struct DialedSeed {
     /// Its dial back; or, if another seed's link opened with the same list at the same
     /// moment, both (we cannot tell them apart, so neither is told of it).
     links: Vec<ConnId>,
-    /// Until when a link that opens with `list` is taken for its dial back (none if it held
-    /// a link to us already and will not dial back).
-    awaiting_until: Option<Millis>,
+    /// Whether we wait for its dial back (it held no link to us when we hung up), and when
+    /// the first link that could be it opened: links opening with `list` until
+    /// [`SEED_SETTLE`] after that are all taken for it. (No deadline before the first: on a
+    /// loaded machine a dial back can take seconds.)
+    awaiting: bool,
+    first_match: Option<Millis>,
     /// Whether we told a seed to dial it (see `Seeds::should_dial`).
     introduced: bool,
 }
@@ -179,8 +182,10 @@ impl Seeds {
         if first && c.dialed.is_none() {
             let list = list.clone();
             for d in self.dialed.values_mut() {
-                if d.awaiting_until.is_some_and(|until| now <= until) && d.list == list {
+                let open = d.first_match.is_none_or(|at| now <= at + SEED_SETTLE);
+                if d.awaiting && open && d.list == list {
                     d.links.push(conn);
+                    d.first_match.get_or_insert(now);
                 }
             }
         }
@@ -347,7 +352,6 @@ impl Seeds {
         me: NodeId,
         own: &PeerRecord,
         known: impl Iterator<Item = &'a PeerRecord>,
-        now: Millis,
     ) -> Vec<String> {
         let Some(c) = self.conns.get(&conn) else {
             return Vec::new();
@@ -375,7 +379,8 @@ impl Seeds {
                 DialedSeed {
                     list,
                     links,
-                    awaiting_until: (!has_us).then_some(now + SEED_SETTLE),
+                    awaiting: !has_us,
+                    first_match: None,
                     introduced: false,
                 },
             );
@@ -456,7 +461,7 @@ mod tests {
         // We dial seed S, which has dialed nothing: we name only ourselves.
         s.opened(ConnId(2), Some("ws://s:6001".into()));
         s.sockets_received(ConnId(2), &[], 0);
-        let intro = s.introduction(ConnId(2), me, &own, std::iter::empty(), 0);
+        let intro = s.introduction(ConnId(2), me, &own, std::iter::empty());
         assert_eq!(intro, ["ws://me:3000"]);
         s.closed(ConnId(2));
         // Until its dial back is seen, a link with an empty list could be S.
@@ -474,7 +479,7 @@ mod tests {
         // Its dial back was ConnId(3) (the first with exactly the list it sent): another
         // fresh seed's link is told of S.
         s.opened(ConnId(4), None);
-        s.sockets_received(ConnId(4), &[], SEED_SETTLE + 10);
+        s.sockets_received(ConnId(4), &[], SEED_SETTLE + 11);
         assert_eq!(
             s.sockets_for(ConnId(4), me, std::iter::empty(), Some(&Dialers::new())),
             ["ws://s:6001"]
