@@ -816,6 +816,7 @@ impl Engine {
         if seed::should_receive(&msg, true, false) {
             self.send_to_seeds(&msg);
         }
+        self.broadcast.set_network_size(self.map.view().len());
         self.broadcast.publish(Arc::new(msg), now);
         self.after(now);
     }
@@ -880,6 +881,7 @@ impl Engine {
             self.membership.handle_timeout(now);
         }
         if self.broadcast.poll_timeout().is_some_and(|t| t <= now) {
+            self.broadcast.set_network_size(self.map.view().len());
             self.broadcast.handle_timeout(now);
         }
         if self.map.poll_timeout().is_some_and(|t| t <= now) {
@@ -1199,6 +1201,7 @@ impl Engine {
             msg: msg.clone(),
             hops: Some(hops),
         });
+        self.broadcast.set_network_size(self.map.view().len());
         self.broadcast
             .received_new(Some(from), Arc::new(msg), hops, now);
     }
@@ -1281,6 +1284,7 @@ impl Engine {
                     msg: msg.clone(),
                     hops: Some(0),
                 });
+                self.broadcast.set_network_size(self.map.view().len());
                 self.broadcast.publish(Arc::new(msg), now);
             }
             Frame::Sockets { addresses } => {

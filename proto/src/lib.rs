@@ -8,6 +8,8 @@
 //! - [`broadcast`]: Plumtree — messages pushed along a spanning tree of the neighbours, ids
 //!   announced lazily on the other links, `GRAFT`/`PRUNE` to repair and trim the tree
 //!   (flooding is kept as a strategy for baselines and tiny networks).
+//! - [`centre`]: how the tree's root walks to the graph's centre, where the tree is
+//!   shortest, from what each node reports of the tree below it.
 //! - [`seed`]: what seed (v1) nodes of the tutorial network get and are told.
 //! - [`sync`]: range-based set reconciliation, the safety net under broadcast.
 //! - [`map`]: the network map, from records each peer sends at a bounded rate.
@@ -52,6 +54,7 @@
 
 pub mod book;
 pub mod broadcast;
+pub mod centre;
 pub mod close;
 pub mod conns;
 pub mod dedup;

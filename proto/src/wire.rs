@@ -6,7 +6,7 @@
 //!   answering a dialer, the proof over its nonce; kind, addresses, a page's home), then
 //!   `PROOF` from the dialer (see [`crate::identity::handshake_proof`]);
 //! - broadcast: `GOSSIP` (a signed message with its hop count), `IHAVE`, `GRAFT`, `PRUNE`,
-//!   `BEACON`;
+//!   `BEACON`, and `DEPTH`/`HANDOVER` (the root's walk to the tree's centre);
 //! - membership: `JOIN`, `FORWARD_JOIN`, `NEIGHBOR`, `DISCONNECT`, `SHUFFLE`,
 //!   `SHUFFLE_REPLY`, and `PEERS` (nodes a page may link to);
 //! - keepalive: `PING`/`PONG`; a node's receipt for a page's message: `ACK`;
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 /// The version this build speaks. A peer of any other version is closed with a reason that
 /// names both.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The `protocol` field of every `HELLO`, so a stray JSON peer is not mistaken for hearsay.
 pub const PROTOCOL_NAME: &str = "hearsay";
 
@@ -119,6 +119,19 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<Arc<str>>,
     },
+    /// To the parent: how far the tree reaches below the sender (see `centre`).
+    #[serde(rename = "DEPTH")]
+    Depth {
+        root: NodeId,
+        term: u64,
+        seq: u64,
+        held: u64,
+        below: u64,
+    },
+    /// From the root to a child: take the root. `reach` is how far the sender's tree
+    /// reached; `back` says the sender's own tree reached no sooner, so it returns the root.
+    #[serde(rename = "HANDOVER")]
+    Handover { term: u64, reach: u64, back: bool },
     #[serde(rename = "JOIN")]
     Join,
     #[serde(rename = "FORWARD_JOIN")]
@@ -203,6 +216,20 @@ impl From<Control> for Frame {
                 seq,
                 address,
             },
+            Control::Depth {
+                root,
+                term,
+                seq,
+                held,
+                below,
+            } => Frame::Depth {
+                root,
+                term,
+                seq,
+                held,
+                below,
+            },
+            Control::Handover { term, reach, back } => Frame::Handover { term, reach, back },
         }
     }
 }
@@ -242,6 +269,22 @@ impl Frame {
                 seq,
                 address,
             }),
+            Frame::Depth {
+                root,
+                term,
+                seq,
+                held,
+                below,
+            } => Part::Broadcast(Control::Depth {
+                root,
+                term,
+                seq,
+                held,
+                below,
+            }),
+            Frame::Handover { term, reach, back } => {
+                Part::Broadcast(Control::Handover { term, reach, back })
+            }
             other => Part::Other(other),
         }
     }
@@ -465,6 +508,21 @@ impl Frame {
             address: Option<Arc<str>>,
         }
         #[derive(Deserialize)]
+        struct Depth {
+            root: NodeId,
+            term: u64,
+            seq: u64,
+            held: u64,
+            below: u64,
+        }
+        #[derive(Deserialize)]
+        struct Handover {
+            term: u64,
+            reach: u64,
+            #[serde(default)]
+            back: bool,
+        }
+        #[derive(Deserialize)]
         struct Batch {
             messages: Vec<Message>,
             done: bool,
@@ -518,6 +576,24 @@ impl Frame {
                     term: b.term,
                     seq: b.seq,
                     address: b.address,
+                }
+            }
+            "DEPTH" => {
+                let d: Depth = body(&kind, text)?;
+                Frame::Depth {
+                    root: d.root,
+                    term: d.term,
+                    seq: d.seq,
+                    held: d.held,
+                    below: d.below,
+                }
+            }
+            "HANDOVER" => {
+                let h: Handover = body(&kind, text)?;
+                Frame::Handover {
+                    term: h.term,
+                    reach: h.reach,
+                    back: h.back,
                 }
             }
             "JOIN" => Frame::Join,
@@ -754,6 +830,18 @@ mod tests {
                 term: 2,
                 seq: 3,
                 address: Some("ws://example.org:3000".into()),
+            },
+            Frame::Depth {
+                root: id,
+                term: 2,
+                seq: 3,
+                held: 40,
+                below: 120,
+            },
+            Frame::Handover {
+                term: 2,
+                reach: 150,
+                back: true,
             },
             Frame::Join,
             Frame::ForwardJoin {

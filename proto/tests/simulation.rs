@@ -728,12 +728,16 @@ fn every_view_of_the_map_converges_to_the_real_links() {
             sim.add_hearsay(sim_config(Strategy::Plumtree));
         }
         sim.wire(topology);
-        // Until the views have held still for 20 s (records of a change take a few seconds
-        // to be announced and to spread), at most five minutes.
-        let views = |sim: &Sim| -> Vec<Vec<NodeId>> {
+        // Until the views and the tree have held still for 20 s (records of a change take a
+        // few seconds to be announced and to spread; the root walks to the centre for a
+        // while), at most five minutes.
+        let views = |sim: &Sim| -> Vec<(Vec<NodeId>, Vec<bool>)> {
             sim.nodes
                 .iter()
-                .map(|n| n.engine().unwrap().neighbors())
+                .map(|n| {
+                    let e = n.engine().unwrap();
+                    (e.neighbors(), e.peers().iter().map(|p| p.eager).collect())
+                })
                 .collect()
         };
         let mut last = views(&sim);
@@ -861,4 +865,48 @@ fn a_node_over_its_storage_cap_keeps_the_newest_and_fetches_nothing_older() {
     assert_eq!(e.stats().too_old, 0, "nothing older was even offered");
     assert_eq!(e.stats().synced, 0);
     sim.check_exactly_once(&ids).unwrap();
+}
+
+/// The root's walk to the centre (`centre`), at a size where it runs: the elected root
+/// hands over, the tree it ends with is shorter than the elected root's, and messages
+/// published while the root moves reach every node exactly once.
+#[test]
+fn the_root_walks_towards_the_centre_and_nothing_is_lost_on_the_way() {
+    let run = |walk: bool| {
+        let mut sim = Sim::new(7);
+        for _ in 0..200 {
+            let mut config = sim_config(Strategy::Plumtree);
+            if !walk {
+                config.broadcast.handover_margin = 0;
+            }
+            sim.add_hearsay(config);
+        }
+        sim.wire(Topology::Random);
+        // Publish all along, from random nodes, while the root is elected and walks.
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut ids = Vec::new();
+        for i in 0..60 {
+            sim.run_for(2_000);
+            ids.push(sim.publish(rng.random_range(0..200), &format!("m{i}")));
+        }
+        sim.run_for(30_000);
+        sim.check_exactly_once(&ids).unwrap();
+        assert!(sim.one_root());
+        let handovers: u64 = sim
+            .nodes
+            .iter()
+            .filter_map(|n| n.engine())
+            .map(|e| e.broadcast_stats().handovers)
+            .sum();
+        (sim.spread(), handovers)
+    };
+    let (walked, handovers) = run(true);
+    let (stayed, none) = run(false);
+    println!("walked ({handovers} handovers): {walked:?}; stayed: {stayed:?}");
+    assert_eq!(none, 0);
+    assert!(handovers > 0);
+    assert!(
+        walked.tree_diameter_ms < stayed.tree_diameter_ms,
+        "{walked:?} {stayed:?}"
+    );
 }
