@@ -605,18 +605,50 @@ async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Reje
             }
         },
     };
-    let after = match q.get("after") {
-        None => None,
-        Some(raw) => Some(raw.parse::<MsgId>().map_err(|_| {
-            bad_request(format!(
-                "`after` must be a message id (32 hex digits), got {raw:?}"
-            ))
-        })?),
+    let cursor = |name: &str| -> Result<Option<MsgId>, Rejection> {
+        q.get(name)
+            .map(|raw| {
+                raw.parse::<MsgId>().map_err(|_| {
+                    bad_request(format!(
+                        "`{name}` must be a message id (32 hex digits), got {raw:?}"
+                    ))
+                })
+            })
+            .transpose()
     };
-    let messages = shared
-        .store
-        .page(after.as_ref(), limit)
-        .map_err(page_error)?;
+    let (after, before) = (cursor("after")?, cursor("before")?);
+    // Oldest first from `after` (or the start); newest first back from `before` (or the
+    // end), which is how a reader opens a long history: the newest at once, older on demand.
+    let newest_first = match (q.get("order").map(String::as_str), &after, &before) {
+        (_, Some(_), Some(_)) => {
+            return Err(bad_request(
+                "give `after` (oldest first) or `before` (newest first), not both",
+            ));
+        }
+        (None | Some("oldest"), _, None) => false,
+        (None | Some("newest"), None, _) => true,
+        (Some("newest"), Some(_), _) => {
+            return Err(bad_request(
+                "`after` pages oldest first; to page newest first, use `before`",
+            ));
+        }
+        (Some("oldest"), _, Some(_)) => {
+            return Err(bad_request(
+                "`before` pages newest first; to page oldest first, use `after`",
+            ));
+        }
+        (Some(other), _, _) => {
+            return Err(bad_request(format!(
+                "`order` must be `oldest` or `newest`, got {other:?}"
+            )));
+        }
+    };
+    let messages = if newest_first {
+        shared.store.page_back(before.as_ref(), limit)
+    } else {
+        shared.store.page(after.as_ref(), limit)
+    }
+    .map_err(page_error)?;
     Ok(warp::reply::json(&json!({ "messages": messages })))
 }
 
@@ -624,7 +656,7 @@ async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Reje
 /// retention window is 410, so a client knows to start again from the oldest held.
 fn page_error(e: PageError) -> Rejection {
     let status = match &e {
-        PageError::UnknownAfter(_) => StatusCode::NOT_FOUND,
+        PageError::UnknownCursor(_) => StatusCode::NOT_FOUND,
         PageError::Evicted(_) => StatusCode::GONE,
         PageError::Store(e) => return unavailable(e.clone()),
     };
@@ -735,7 +767,7 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
             s.engine.peers(),
         )
     });
-    let recent = shared.store.recent(100).unwrap_or_default();
+    let recent = shared.store.page_back(None, 100).unwrap_or_default();
     let total = shared.store.len().unwrap_or(0);
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\

@@ -67,8 +67,10 @@ pub enum StoreError {
 /// Why a page of messages could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PageError {
-    #[error("no message with id {0} (the `after` cursor must be an id this node holds)")]
-    UnknownAfter(MsgId),
+    #[error(
+        "no message with id {0} (a cursor, `after` or `before`, must be an id this node holds)"
+    )]
+    UnknownCursor(MsgId),
     #[error(
         "message {0} is older than this network's retention window and was evicted; start from the oldest held (no cursor)"
     )]
@@ -90,8 +92,9 @@ pub trait Store: Send + Sync {
     fn insert(&self, msg: Message, ack: Option<Ack>);
     /// Up to `limit` messages following `after` (from the start when `None`), oldest first.
     fn page(&self, after: Option<&MsgId>, limit: usize) -> Result<Vec<Message>, PageError>;
-    /// The `n` most recent messages, newest first.
-    fn recent(&self, n: usize) -> Result<Vec<Message>, StoreError>;
+    /// Up to `limit` messages preceding `before` (from the newest when `None`), newest
+    /// first: how a reader starts at the end and goes back.
+    fn page_back(&self, before: Option<&MsgId>, limit: usize) -> Result<Vec<Message>, PageError>;
     fn len(&self) -> Result<u64, StoreError>;
     fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
@@ -161,9 +164,16 @@ impl Store for MemoryStore {
         Ok(inner.0.iter().skip(start).take(limit).cloned().collect())
     }
 
-    fn recent(&self, n: usize) -> Result<Vec<Message>, StoreError> {
+    fn page_back(&self, before: Option<&MsgId>, limit: usize) -> Result<Vec<Message>, PageError> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(inner.0.iter().rev().take(n).cloned().collect())
+        let end = match before {
+            None => inner.0.len(),
+            Some(id) => match inner.1.get(id) {
+                Some(&i) => i,
+                None => return Err(self.unknown(id)),
+            },
+        };
+        Ok(inner.0[..end].iter().rev().take(limit).cloned().collect())
     }
 
     fn len(&self) -> Result<u64, StoreError> {
@@ -232,7 +242,7 @@ impl MemoryStore {
         if evicted.contains_key(id) {
             PageError::Evicted(*id)
         } else {
-            PageError::UnknownAfter(*id)
+            PageError::UnknownCursor(*id)
         }
     }
 }
@@ -531,6 +541,20 @@ fn commit_batch(db: &Database, batch: &[Write]) -> Result<Vec<bool>, StoreError>
     Ok(new)
 }
 
+/// Where the message `id` sits in the order stored: a page's cursor.
+fn position(txn: &redb::ReadTransaction, id: &MsgId) -> Result<u64, PageError> {
+    let ids = txn.open_table(IDS).map_err(io)?;
+    if let Some(v) = ids.get(*id.as_bytes()).map_err(io)? {
+        return Ok(v.value().0);
+    }
+    let evicted = txn.open_table(EVICTED).map_err(io)?;
+    Err(if evicted.get(*id.as_bytes()).map_err(io)?.is_some() {
+        PageError::Evicted(*id)
+    } else {
+        PageError::UnknownCursor(*id)
+    })
+}
+
 fn decode(bytes: &[u8]) -> Result<Message, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Io(format!("corrupt message record: {e}")))
@@ -560,20 +584,7 @@ impl Store for DiskStore {
         let messages = txn.open_table(MESSAGES).map_err(io)?;
         let start = match after {
             None => 0,
-            Some(id) => {
-                let ids = txn.open_table(IDS).map_err(io)?;
-                match ids.get(*id.as_bytes()).map_err(io)? {
-                    Some(v) => v.value().0 + 1,
-                    None => {
-                        let evicted = txn.open_table(EVICTED).map_err(io)?;
-                        return Err(if evicted.get(*id.as_bytes()).map_err(io)?.is_some() {
-                            PageError::Evicted(*id)
-                        } else {
-                            PageError::UnknownAfter(*id)
-                        });
-                    }
-                }
-            }
+            Some(id) => position(&txn, id)? + 1,
         };
         let mut out = Vec::new();
         for row in messages.range(start..).map_err(io)?.take(limit) {
@@ -583,11 +594,15 @@ impl Store for DiskStore {
         Ok(out)
     }
 
-    fn recent(&self, n: usize) -> Result<Vec<Message>, StoreError> {
+    fn page_back(&self, before: Option<&MsgId>, limit: usize) -> Result<Vec<Message>, PageError> {
         let txn = self.db.begin_read().map_err(io)?;
         let messages = txn.open_table(MESSAGES).map_err(io)?;
+        let end = match before {
+            None => u64::MAX,
+            Some(id) => position(&txn, id)?,
+        };
         let mut out = Vec::new();
-        for row in messages.iter().map_err(io)?.rev().take(n) {
+        for row in messages.range(..end).map_err(io)?.rev().take(limit) {
             let (_, v) = row.map_err(io)?;
             out.push(decode(v.value())?);
         }
@@ -706,9 +721,19 @@ mod tests {
         assert!(s.page(Some(&msg(4).id), 10).unwrap().is_empty());
         assert_eq!(
             s.page(Some(&msg(9).id), 1),
-            Err(PageError::UnknownAfter(msg(9).id))
+            Err(PageError::UnknownCursor(msg(9).id))
         );
-        assert_eq!(s.recent(2).unwrap(), vec![msg(4), msg(3)]);
+        // From the end, back: newest first.
+        assert_eq!(s.page_back(None, 2).unwrap(), vec![msg(4), msg(3)]);
+        assert_eq!(
+            s.page_back(Some(&msg(3).id), 10).unwrap(),
+            vec![msg(2), msg(1), msg(0)]
+        );
+        assert!(s.page_back(Some(&msg(0).id), 10).unwrap().is_empty());
+        assert_eq!(
+            s.page_back(Some(&msg(9).id), 1),
+            Err(PageError::UnknownCursor(msg(9).id))
+        );
         assert_eq!(s.keys().unwrap().len(), 5);
         assert_eq!(
             s.get_many(&[msg(3).id, msg(9).id, msg(1).id]).unwrap(),
@@ -763,11 +788,19 @@ mod tests {
             Err(PageError::Evicted(msg(3).id))
         );
         assert_eq!(s.page(Some(&msg(7).id), 1).unwrap(), vec![msg(9)]);
+        assert_eq!(
+            s.page_back(Some(&msg(9).id), 10).unwrap(),
+            vec![msg(7), msg(5)]
+        );
+        assert_eq!(
+            s.page_back(Some(&msg(3).id), 1),
+            Err(PageError::Evicted(msg(3).id))
+        );
         // Evicting again forgets ids stamped before 2: msg 1 is now unknown, msg 3 evicted.
         assert_eq!(evict(s, 6, 2).await, 1);
         assert_eq!(
             s.page(Some(&msg(1).id), 1),
-            Err(PageError::UnknownAfter(msg(1).id))
+            Err(PageError::UnknownCursor(msg(1).id))
         );
         assert_eq!(
             s.page(Some(&msg(3).id), 1),

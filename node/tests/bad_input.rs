@@ -44,6 +44,17 @@ async fn bad_http_input_gets_4xx_json() {
         "no message",
     )
     .await;
+    let id = "ab".repeat(16);
+    expect_error(&format!("{u}/api/messages?before=zz"), 400, "before").await;
+    expect_error(&format!("{u}/api/messages?before={id}"), 404, "no message").await;
+    for (query, says) in [
+        (format!("after={id}&before={id}"), "not both"),
+        ("order=sideways".to_owned(), "`order` must be"),
+        (format!("order=newest&after={id}"), "use `before`"),
+        (format!("order=oldest&before={id}"), "use `after`"),
+    ] {
+        expect_error(&format!("{u}/api/messages?{query}"), 400, says).await;
+    }
     expect_error(&format!("{u}/nope"), 404, "not found").await;
     expect_error(&format!("{u}/ws"), 400, "WebSocket").await;
 

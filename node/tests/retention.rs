@@ -49,6 +49,7 @@ async fn what_ages_out_is_evicted_never_fetched_back_and_answered_with_410() {
     // Both kinds of cursor naming it: 410, saying why.
     for url in [
         format!("{s}/api/messages?after={id}"),
+        format!("{s}/api/messages?before={id}"),
         format!("{s}/api/stream?after={id}"),
     ] {
         let (code, body) = get(&url).await;

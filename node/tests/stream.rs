@@ -1,5 +1,6 @@
 //! `GET /api/stream` on real nodes: Server-Sent Events as messages are stored, resuming from
-//! `Last-Event-ID` without losing or repeating one, and clear errors for a bad cursor.
+//! `Last-Event-ID` without losing or repeating one, and clear errors for a bad cursor; and
+//! `GET /api/messages` paged from either end of a real database file.
 
 mod common;
 
@@ -163,4 +164,46 @@ async fn a_stream_refuses_a_cursor_it_does_not_know() {
         assert!(body["error"].as_str().unwrap().contains("id"), "{body}");
     }
     n.stop().await;
+}
+
+/// A reader opens a long history at its end: `order=newest` gives the newest messages first,
+/// `before` pages back from there without a gap or a repeat, and the oldest-first pages are
+/// as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_back_from_the_newest_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_store(dir.path(), 0, 250).await;
+    let node = start_node_with(hearsay::server::NodeConfig {
+        data: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let u = node.http_url();
+    let texts = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["data"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut url = format!("{u}/api/messages?order=newest&limit=100");
+    loop {
+        let page = get_json(&url).await;
+        let batch = texts(&page);
+        let Some(last) = page["messages"].as_array().unwrap().last() else {
+            break;
+        };
+        url = format!(
+            "{u}/api/messages?before={}&limit=100",
+            last["id"].as_str().unwrap()
+        );
+        seen.extend(batch);
+    }
+    let expected: Vec<String> = (0..250).rev().map(|i| format!("old message {i}")).collect();
+    assert_eq!(seen, expected);
+    // Oldest first, as before.
+    let first = texts(&get_json(&format!("{u}/api/messages?limit=2")).await);
+    assert_eq!(first, ["old message 0", "old message 1"]);
 }

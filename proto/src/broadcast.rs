@@ -507,7 +507,7 @@ impl Broadcast {
 
     /// How many hops from its origin a message is pushed over every link to a node.
     fn radius(&self) -> u32 {
-        let links = self.eager.len() + self.lazy.len() - self.clients.len();
+        let links = (self.eager.len() + self.lazy.len()).saturating_sub(self.clients.len());
         let budget = self.config.eager_share * self.network_size as f64;
         (1..=self.config.eager_radius)
             .take_while(|&r| (links.max(2) as f64).powi(r as i32) <= budget)

@@ -3,7 +3,7 @@
 //! [`Action`]s.
 //!
 //! Start-up ([`start`]): ask the serving node who it is (`/api/status`) and what it holds
-//! (`/api/messages`, the first simple catch-up), then start an engine of kind `browser` whose
+//! (`/api/messages`, newest first: the first simple catch-up), then start an engine of kind `browser` whose
 //! home is that node, pinned to `ws(s)://<page host>/ws`. Nodes tell it of others (`PEERS`);
 //! it keeps its home plus two more links: messages are pushed to it over one and announced
 //! over the others, and it gives any of them what they ask it for (a leaf of the tree).
@@ -30,7 +30,7 @@ use yew::Callback;
 
 /// Frames queued for one link before it counts as too slow.
 const QUEUE: usize = 256;
-/// History fetched at start-up, at most (pages of 1000).
+/// History fetched at start-up, at most (pages of 1000, the newest first).
 const HISTORY_PAGES: usize = 20;
 
 enum Outgoing {
@@ -225,12 +225,14 @@ struct Page {
     messages: Vec<Message>,
 }
 
+/// The home's newest messages, newest first: on a node with a long history the page starts
+/// at its end (the list shows the newest first anyway).
 async fn fetch_history() -> Result<Vec<Message>, String> {
     let mut all: Vec<Message> = Vec::new();
     for _ in 0..HISTORY_PAGES {
         let url = match all.last() {
-            Some(m) => format!("/api/messages?limit=1000&after={}", m.id),
-            None => "/api/messages?limit=1000".to_owned(),
+            Some(m) => format!("/api/messages?limit=1000&before={}", m.id),
+            None => "/api/messages?limit=1000&order=newest".to_owned(),
         };
         let page: Page = get_json(&url).await?;
         let done = page.messages.len() < 1000;
