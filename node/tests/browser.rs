@@ -147,6 +147,63 @@ async fn a_page_opened_late_shows_the_history() {
     a.stop().await;
 }
 
+/// A page on a node with a long history holds only the newest 2,000 messages (`PAGE_KEEP`):
+/// it opens at the newest, and what reconciliation brings of the older history is let go
+/// (shown, it would make the list 3,000 long).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_a_long_history_holds_only_the_newest() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fill_store(dir.path(), 0, 3_000).await;
+    let a = start_node_with(hearsay::server::NodeConfig {
+        data: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(900, 700).await;
+    page.goto(&a.http_url()).await.unwrap();
+    let texts = || async {
+        let shown = page
+            .execute(
+                "return [...document.querySelectorAll('li.message .text')].map(e => e.textContent)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value::<Vec<String>>(shown).unwrap()
+    };
+    wait_for_within(
+        "the page to hold the newest 2,000 messages",
+        std::time::Duration::from_secs(60),
+        || async {
+            let shown = texts().await;
+            (shown.len() == 2_000
+                && shown[0] == "old message 2999"
+                && shown[1_999] == "old message 1000")
+                .then_some(())
+        },
+    )
+    .await;
+    // A new message arrives: the oldest held is let go, from the list too.
+    post_message(&a, "news").await;
+    wait_for_within(
+        "the page to let its oldest go",
+        std::time::Duration::from_secs(30),
+        || async {
+            let shown = texts().await;
+            (shown.len() == 2_000 && shown[0] == "news" && shown[1_999] == "old message 1001")
+                .then_some(())
+        },
+    )
+    .await;
+    page.close().await.unwrap();
+    a.stop().await;
+}
+
 /// Another site's page (served from `localhost`, another site than `127.0.0.1`) tries what
 /// needs no permission: a text/plain `fetch` POST and an image pointing at `/commit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,8 +30,12 @@ use yew::Callback;
 
 /// Frames queued for one link before it counts as too slow.
 const QUEUE: usize = 256;
+/// The most messages a page holds: the newest. Older history stays on the nodes, so a tab's
+/// memory and start-up do not grow with the network's history (its engine evicts the oldest
+/// past this and never fetches older ones back).
+const PAGE_KEEP: usize = 2_000;
 /// History fetched at start-up, at most (pages of 1000, the newest first).
-const HISTORY_PAGES: usize = 20;
+const HISTORY_PAGES: usize = PAGE_KEEP.div_ceil(1_000);
 
 enum Outgoing {
     Text(Arc<str>),
@@ -111,18 +115,19 @@ impl Driver for PageDriver<'_> {
         )
     }
     fn evict(&mut self, before: u64, _count: usize) {
-        // Aged out of the network's window: no longer offered to peers, nor saved. (What the
-        // list shows stays until the page is reloaded.)
+        // Aged out of the network's window, or older than the newest the page keeps: no
+        // longer offered to peers, saved, or shown.
         self.held
             .retain(|_, m| hearsay_proto::sync::key_of(m).0 >= before);
         *self.unsaved = true;
+        self.actions.push(Action::Evicted { before });
     }
 }
 
 /// Where the page keeps its messages between visits (per origin, so per node).
 const STORAGE_KEY: &str = "hearsay:messages";
 /// The most recent messages kept in the browser's storage (localStorage holds ~5 MB).
-const SAVED_MAX: usize = 5_000;
+const SAVED_MAX: usize = PAGE_KEEP;
 
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
@@ -274,6 +279,13 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
         transport_ping: false,
         // A person is watching: come back quickly when a node returns.
         backoff_max: 5_000,
+        history: hearsay_proto::History {
+            max_messages: Some(PAGE_KEEP),
+            // Checked often: what reconciliation brings in before the first check is let go
+            // soon after.
+            evict_every: 5_000,
+            ..Default::default()
+        },
         ..Config::default()
     };
     // One key per browser, one id per tab: two tabs are two peers of one author.

@@ -135,6 +135,10 @@ pub enum Action {
     },
     /// The network map changed.
     Topology(Vec<TopoRecord>),
+    /// Messages stamped before `before` were let go (the page keeps only the newest).
+    Evicted {
+        before: u64,
+    },
 }
 
 impl State {
@@ -209,6 +213,10 @@ impl Reducible for State {
                 }
                 s.topology = records;
             }
+            Action::Evicted { before } => {
+                s.messages
+                    .retain(|e| hearsay_proto::sync::key_of(&e.msg).0 >= before);
+            }
             Action::Acked { id, by } => match s.messages.iter_mut().find(|e| e.msg.id == id) {
                 Some(e) if e.stored_by.is_none() => e.stored_by = Some(by),
                 _ => return self,
@@ -263,6 +271,20 @@ mod tests {
         let texts: Vec<&str> = s.messages.iter().map(|e| e.msg.data.as_str()).collect();
         assert_eq!(texts, ["c", "b", "a"]);
         assert!(s.history_loaded);
+    }
+
+    #[test]
+    fn what_the_engine_lets_go_leaves_the_list() {
+        let before = hearsay_proto::sync::key_of(&msg(2, "b")).0;
+        let s = apply(
+            Rc::default(),
+            vec![
+                Action::History(vec![msg(1, "a"), msg(2, "b"), msg(3, "c")]),
+                Action::Evicted { before },
+            ],
+        );
+        let texts: Vec<&str> = s.messages.iter().map(|e| e.msg.data.as_str()).collect();
+        assert_eq!(texts, ["c", "b"]);
     }
 
     #[test]

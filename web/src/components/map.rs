@@ -114,7 +114,7 @@ pub fn network_map(props: &Props) -> Html {
 
     html! {
         <section class="map">
-            <h2>{ format!("Network ({} peers)", shown.len()) }</h2>
+            <h2>{ format!("Network ({} peer{})", shown.len(), if shown.len() == 1 { "" } else { "s" }) }</h2>
                         <svg id="map" key={spread_key} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="img" aria-label="network map">
                 { for edges.iter().map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
