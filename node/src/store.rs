@@ -156,10 +156,7 @@ impl Store for MemoryStore {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let start = match after {
             None => 0,
-            Some(id) => match inner.1.get(id) {
-                Some(i) => i + 1,
-                None => return Err(self.unknown(id)),
-            },
+            Some(id) => self.position(&inner.1, id)? + 1,
         };
         Ok(inner.0.iter().skip(start).take(limit).cloned().collect())
     }
@@ -168,10 +165,7 @@ impl Store for MemoryStore {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let end = match before {
             None => inner.0.len(),
-            Some(id) => match inner.1.get(id) {
-                Some(&i) => i,
-                None => return Err(self.unknown(id)),
-            },
+            Some(id) => self.position(&inner.1, id)?,
         };
         Ok(inner.0[..end].iter().rev().take(limit).cloned().collect())
     }
@@ -237,13 +231,17 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
-    fn unknown(&self, id: &MsgId) -> PageError {
+    /// Where the message `id` sits in `positions`: a page's cursor.
+    fn position(&self, positions: &HashMap<MsgId, usize>, id: &MsgId) -> Result<usize, PageError> {
+        if let Some(&i) = positions.get(id) {
+            return Ok(i);
+        }
         let evicted = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
-        if evicted.contains_key(id) {
+        Err(if evicted.contains_key(id) {
             PageError::Evicted(*id)
         } else {
             PageError::UnknownCursor(*id)
-        }
+        })
     }
 }
 

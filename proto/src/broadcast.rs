@@ -545,12 +545,14 @@ impl Broadcast {
         }
         self.cache.insert(id, (Arc::clone(&msg), hops), now);
         // The root's own messages ride its fastest-path tree already: more links would only
-        // bring duplicates.
-        let from_root = msg
-            .author
-            .key()
-            .is_some_and(|k| self.root.is_some_and(|r| r.id == k.node_id()));
-        let near_origin = self.relay && hops < self.radius() && !from_root;
+        // bring duplicates. (Checked in this order: most messages are past the radius.)
+        let from_root = || {
+            msg.author
+                .key()
+                .is_some_and(|k| self.root.is_some_and(|r| r.id == k.node_id()))
+        };
+        let near_origin =
+            self.relay && hops < self.config.eager_radius && hops < self.radius() && !from_root();
         let to: Vec<NodeId> = self
             .eager
             .iter()

@@ -816,7 +816,6 @@ impl Engine {
         if seed::should_receive(&msg, true, false) {
             self.send_to_seeds(&msg);
         }
-        self.broadcast.set_network_size(self.map.view().len());
         self.broadcast.publish(Arc::new(msg), now);
         self.after(now);
     }
@@ -881,7 +880,6 @@ impl Engine {
             self.membership.handle_timeout(now);
         }
         if self.broadcast.poll_timeout().is_some_and(|t| t <= now) {
-            self.broadcast.set_network_size(self.map.view().len());
             self.broadcast.handle_timeout(now);
         }
         if self.map.poll_timeout().is_some_and(|t| t <= now) {
@@ -1201,7 +1199,6 @@ impl Engine {
             msg: msg.clone(),
             hops: Some(hops),
         });
-        self.broadcast.set_network_size(self.map.view().len());
         self.broadcast
             .received_new(Some(from), Arc::new(msg), hops, now);
     }
@@ -1284,7 +1281,6 @@ impl Engine {
                     msg: msg.clone(),
                     hops: Some(0),
                 });
-                self.broadcast.set_network_size(self.map.view().len());
                 self.broadcast.publish(Arc::new(msg), now);
             }
             Frame::Sockets { addresses } => {
@@ -1726,6 +1722,9 @@ impl Engine {
 
     /// Carries out what the parts asked for, until none has anything more to say.
     fn after(&mut self, now: Millis) {
+        // What broadcast scales by (how far a message's first hops go, whether the root
+        // walks): the map's size as of this call, for the next.
+        self.broadcast.set_network_size(self.map.view().len());
         loop {
             let mut any = false;
             while let Some(out) = self.membership.poll() {
