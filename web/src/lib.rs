@@ -6,6 +6,8 @@
 //!   and reports to the page as [`state::Action`]s.
 //! - [`state`]: the page's `Reducible` state and its actions; pure, tested on the host.
 //! - [`layout`]: the force layout of the network map; pure, tested on the host.
+//! - [`window`]: which rows of the message list to render (those near the viewport); pure,
+//!   tested on the host.
 //! - [`components`]: one component per file — the app, the composer, the message list, the
 //!   links and the peers.
 //!
@@ -18,6 +20,7 @@ pub mod components;
 pub mod layout;
 pub mod net;
 pub mod state;
+pub mod window;
 
 /// Mounts the app on the page's `<body>`.
 pub fn run() {

@@ -36,6 +36,8 @@ const QUEUE: usize = 256;
 const PAGE_KEEP: usize = 2_000;
 /// History fetched at start-up, at most (pages of 1000, the newest first).
 const HISTORY_PAGES: usize = PAGE_KEEP.div_ceil(1_000);
+/// Messages fetched each time a reader scrolls to the end of the list.
+const OLDER_PAGE: usize = 200;
 
 enum Outgoing {
     Text(Arc<str>),
@@ -249,13 +251,30 @@ async fn fetch_history() -> Result<Vec<Message>, String> {
     Ok(all)
 }
 
+/// Messages older than what the page keeps, for a reader scrolling back: a page of the
+/// home's history before `before`, newest first, and whether it was the last. They are shown,
+/// not held: the engine keeps only the newest.
+pub async fn older(before: MsgId) -> Result<(Vec<Message>, bool), String> {
+    let page: Page = get_json(&format!("/api/messages?limit={OLDER_PAGE}&before={before}")).await?;
+    let done = page.messages.len() < OLDER_PAGE;
+    Ok((page.messages, done))
+}
+
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
     let response = gloo_net::http::Request::get(url)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     if !response.ok() {
-        return Err(format!("{url}: HTTP {}", response.status()));
+        // The node says what was wrong in `{"error": ...}`.
+        #[derive(serde::Deserialize)]
+        struct Refusal {
+            error: String,
+        }
+        return Err(match response.json::<Refusal>().await {
+            Ok(r) => r.error,
+            Err(_) => format!("{url}: HTTP {}", response.status()),
+        });
     }
     response.json().await.map_err(|e| format!("{url}: {e}"))
 }

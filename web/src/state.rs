@@ -22,7 +22,8 @@ pub enum Phase {
 /// A message as the page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub msg: Message,
+    /// Shared, so the list is cheap to copy on every change.
+    pub msg: Rc<Message>,
     /// Published from this page.
     pub mine: bool,
     /// For our own messages: a node confirmed it holds it.
@@ -30,6 +31,21 @@ pub struct Entry {
     /// For our own messages: a node refused it for now (a rate limit), and why. The page
     /// keeps it, and reconciliation hands it over once the node takes it.
     pub refused: Option<String>,
+    /// Older than the newest the page keeps: fetched because the reader scrolled back, or
+    /// let go by the engine since. Shown, but held by no one here; dropped when the reader
+    /// returns to the top.
+    pub archived: bool,
+}
+
+/// Fetching history older than what the page keeps, as the reader scrolls back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Older {
+    /// More may be fetched.
+    #[default]
+    Idle,
+    Loading,
+    /// The home has nothing older (`None`), or cannot say (why).
+    Done(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -44,8 +60,10 @@ pub struct State {
     pub links: Vec<LinkInfo>,
     pub peers: Vec<PeerInfo>,
     /// Newest first (by origin timestamp, then the origin's sequence, then id, so every page
-    /// agrees on the order).
-    pub messages: Vec<Entry>,
+    /// agrees on the order). Shared: the reducer copies the state on every action.
+    pub messages: Rc<Vec<Entry>>,
+    /// Scrolling back past the kept messages.
+    pub older: Older,
     /// Set once the first message list (history included) has been shown.
     pub history_loaded: bool,
     /// The network map as the engine knows it.
@@ -139,25 +157,53 @@ pub enum Action {
     Evicted {
         before: u64,
     },
+    /// The reader reached the end of the list: older messages are being fetched.
+    OlderLoading,
+    /// Older messages from the home, newest first; `done` if there are no more.
+    Older {
+        msgs: Vec<Message>,
+        done: bool,
+    },
+    /// The home could not page back (it let that history go, or is unreachable).
+    OlderFailed(String),
+    /// The reader is back at the top: what was fetched for scrolling back is let go.
+    Trim,
+}
+
+/// The list's order: newest first. Several messages can share a millisecond: the origin's
+/// sequence keeps their order, and the id breaks ties so every page agrees.
+pub fn order(m: &Message) -> std::cmp::Reverse<(u64, u64, MsgId)> {
+    std::cmp::Reverse((m.timestamp, m.seq, m.id))
 }
 
 impl State {
-    fn insert(&mut self, msg: Message, mine: bool) {
-        if self.messages.iter().any(|e| e.msg.id == msg.id) {
+    fn insert(messages: &mut Vec<Entry>, msg: Message, mine: bool, archived: bool) {
+        if messages.iter().any(|e| e.msg.id == msg.id) {
             return;
         }
-        // Several messages can share a millisecond: the origin's sequence keeps its order.
-        let key = |m: &Message| std::cmp::Reverse((m.timestamp, m.seq, m.id));
-        let at = self.messages.partition_point(|e| key(&e.msg) < key(&msg));
-        self.messages.insert(
+        let at = messages.partition_point(|e| order(&e.msg) < order(&msg));
+        messages.insert(
             at,
             Entry {
-                msg,
+                msg: Rc::new(msg),
                 mine,
                 stored_by: None,
                 refused: None,
+                archived,
             },
         );
+    }
+
+    /// Where message `id` is, if `wanted` holds for it.
+    fn position(&self, id: MsgId, wanted: impl Fn(&Entry) -> bool) -> Option<usize> {
+        self.messages
+            .iter()
+            .position(|e| e.msg.id == id && wanted(e))
+    }
+
+    /// Changes the list (a copy of it: the previous state still shares the old one).
+    fn edit(&mut self) -> &mut Vec<Entry> {
+        Rc::make_mut(&mut self.messages)
     }
 }
 
@@ -181,8 +227,9 @@ impl Reducible for State {
             }
             Action::Failed(why) => s.phase = Phase::Failed(why),
             Action::History(msgs) => {
+                let list = s.edit();
                 for m in msgs {
-                    s.insert(m, false);
+                    State::insert(list, m, false, false);
                 }
                 s.history_loaded = true;
             }
@@ -205,7 +252,7 @@ impl Reducible for State {
                 if live && let Some(origin) = origin {
                     s.latest = Some((msg.id, origin));
                 }
-                s.insert(msg, mine);
+                State::insert(s.edit(), msg, mine, false);
             }
             Action::Topology(records) => {
                 if s.topology == records {
@@ -214,20 +261,50 @@ impl Reducible for State {
                 s.topology = records;
             }
             Action::Evicted { before } => {
-                s.messages
-                    .retain(|e| hearsay_proto::sync::key_of(&e.msg).0 >= before);
-            }
-            Action::Acked { id, by } => match s.messages.iter_mut().find(|e| e.msg.id == id) {
-                Some(e) if e.stored_by.is_none() => e.stored_by = Some(by),
-                _ => return self,
-            },
-            Action::Refused { id, reason } => {
-                match s.messages.iter_mut().find(|e| e.msg.id == id) {
-                    Some(e) if e.stored_by.is_none() && e.refused.as_ref() != Some(&reason) => {
-                        e.refused = Some(reason)
-                    }
-                    _ => return self,
+                let kept = |e: &Entry| hearsay_proto::sync::key_of(&e.msg).0 >= before;
+                if s.messages.iter().all(kept) {
+                    return self;
                 }
+                let scrolled_back = s.messages.iter().any(|e| e.archived);
+                let list = s.edit();
+                if scrolled_back {
+                    // The reader is reading older history: keep the list whole under them.
+                    for e in list.iter_mut().filter(|e| !kept(e)) {
+                        e.archived = true;
+                    }
+                } else {
+                    list.retain(kept);
+                }
+            }
+            Action::OlderLoading => s.older = Older::Loading,
+            Action::Older { msgs, done } => {
+                let list = s.edit();
+                for m in msgs {
+                    State::insert(list, m, false, true);
+                }
+                s.older = if done { Older::Done(None) } else { Older::Idle };
+            }
+            Action::OlderFailed(why) => s.older = Older::Done(Some(why)),
+            Action::Trim => {
+                if !s.messages.iter().any(|e| e.archived) {
+                    return self;
+                }
+                s.edit().retain(|e| !e.archived);
+                s.older = Older::Idle;
+            }
+            Action::Acked { id, by } => {
+                let Some(i) = s.position(id, |e| e.stored_by.is_none()) else {
+                    return self;
+                };
+                s.edit()[i].stored_by = Some(by);
+            }
+            Action::Refused { id, reason } => {
+                let Some(i) = s.position(id, |e| {
+                    e.stored_by.is_none() && e.refused.as_ref() != Some(&reason)
+                }) else {
+                    return self;
+                };
+                s.edit()[i].refused = Some(reason);
             }
         }
         Rc::new(s)

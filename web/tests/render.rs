@@ -4,7 +4,8 @@
 
 use hearsay_proto::{Identity, Keypair, Message, NodeId, Tab};
 use hearsay_web::components::messages::{MessageList, Props};
-use hearsay_web::state::Entry;
+use hearsay_web::state::{Entry, Older};
+use std::rc::Rc;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -12,10 +13,26 @@ wasm_bindgen_test_configure!(run_in_browser);
 fn entry(text: &str, mine: bool, stored: bool) -> Entry {
     let author = Keypair::from_secret([4; 32]);
     Entry {
-        msg: Message::signed(&author, 1, 1_767_225_600_000, text.to_owned()),
+        msg: Rc::new(Message::signed(
+            &author,
+            1,
+            1_767_225_600_000,
+            text.to_owned(),
+        )),
         mine,
         stored_by: stored.then_some(NodeId::from_bytes([1; 16])),
         refused: None,
+        archived: false,
+    }
+}
+
+fn list(messages: Vec<Entry>) -> Props {
+    Props {
+        messages: Rc::new(messages),
+        loaded: true,
+        older: Older::Idle,
+        on_older: Default::default(),
+        on_top: Default::default(),
     }
 }
 
@@ -31,15 +48,11 @@ async fn render(props: Props) -> web_sys::Element {
 
 #[wasm_bindgen_test]
 async fn message_text_is_shown_as_text_never_as_html() {
-    let root = render(Props {
-        messages: vec![entry(
-            "<img src=x onerror=alert(1)><b>bold</b>",
-            false,
-            false,
-        )],
-        me: None,
-        loaded: true,
-    })
+    let root = render(list(vec![entry(
+        "<img src=x onerror=alert(1)><b>bold</b>",
+        false,
+        false,
+    )]))
     .await;
     let text = root.query_selector("li.message .text").unwrap().unwrap();
     assert_eq!(
@@ -52,18 +65,14 @@ async fn message_text_is_shown_as_text_never_as_html() {
 
 #[wasm_bindgen_test]
 async fn own_messages_show_whether_a_node_has_them_or_held_them_back() {
-    let root = render(Props {
-        messages: vec![
-            entry("stored one", true, true),
-            entry("pending one", true, false),
-            Entry {
-                refused: Some("rate limited: try again in 200 ms".to_owned()),
-                ..entry("held back", true, false)
-            },
-        ],
-        me: None,
-        loaded: true,
-    })
+    let root = render(list(vec![
+        entry("stored one", true, true),
+        entry("pending one", true, false),
+        Entry {
+            refused: Some("rate limited: try again in 200 ms".to_owned()),
+            ..entry("held back", true, false)
+        },
+    ]))
     .await;
     let items = root.query_selector_all("li.message.mine").unwrap();
     assert_eq!(items.length(), 3);
@@ -82,13 +91,26 @@ async fn own_messages_show_whether_a_node_has_them_or_held_them_back() {
 
 #[wasm_bindgen_test]
 async fn an_empty_network_says_so() {
-    let root = render(Props {
-        messages: vec![],
-        me: None,
-        loaded: true,
-    })
-    .await;
+    let root = render(list(vec![])).await;
     assert!(root.text_content().unwrap().contains("No messages yet"));
+}
+
+#[wasm_bindgen_test]
+async fn a_long_list_renders_only_the_rows_near_the_viewport() {
+    let many = (0..5_000)
+        .map(|i| entry(&format!("message {i}"), false, false))
+        .collect();
+    let root = render(list(many)).await;
+    let rows = root.query_selector_all("li.message").unwrap().length();
+    assert!((1..=200).contains(&rows), "{rows} rows rendered");
+    assert_eq!(
+        root.query_selector("#messages")
+            .unwrap()
+            .unwrap()
+            .get_attribute("data-count")
+            .as_deref(),
+        Some("5000")
+    );
 }
 
 #[wasm_bindgen_test]

@@ -19,7 +19,16 @@ impl Drop for Chromedriver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killing chromedriver leaves its browsers running, and a page left open keeps
+        // dialing the addresses it learnt: a later test's node on a reused port would get its
+        // messages. Each browser is found by its own profile folder (the regex is anchored at
+        // the end: profile 1 must not match profile 10).
         for p in &self.profiles {
+            let _ = Command::new("pkill")
+                .arg("-KILL")
+                .arg("-f")
+                .arg(format!("--user-data-dir={}( |$)", p.display()))
+                .status();
             let _ = std::fs::remove_dir_all(p);
         }
     }
@@ -117,6 +126,22 @@ pub async fn wait_page_shows(page: &Client, text: &str) {
         .filter(|m| *m == text)
         .count();
     assert_eq!(n, 1, "the page shows {text:?} {n} times");
+}
+
+/// The texts of the messages the page keeps in the browser's IndexedDB.
+pub async fn saved_texts(page: &Client) -> Vec<String> {
+    let script = "const done = arguments[0]; \
+        const open = indexedDB.open('hearsay'); \
+        open.onerror = () => done([]); \
+        open.onsuccess = () => { \
+          const db = open.result; \
+          if (!db.objectStoreNames.contains('messages')) { db.close(); return done([]); } \
+          const all = db.transaction('messages').objectStore('messages').getAll(); \
+          all.onsuccess = () => { db.close(); done(all.result.map(v => JSON.parse(v).data)); }; \
+          all.onerror = () => { db.close(); done([]); }; \
+        };";
+    let v = page.execute_async(script, vec![]).await.unwrap();
+    serde_json::from_value(v).unwrap_or_default()
 }
 
 /// How many elements on the page match `css`.

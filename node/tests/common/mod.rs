@@ -236,13 +236,23 @@ pub fn stamp_base() -> u64 {
 /// Fills a store folder with messages `from..to` of one origin, as if a node had received
 /// them (message `i` has the same id wherever it is made).
 pub async fn fill_store(dir: &std::path::Path, from: u64, to: u64) {
+    fill_store_with(dir, from, to, |i| format!("old message {i}")).await
+}
+
+/// [`fill_store`] with message `i`'s text made by `text`.
+pub async fn fill_store_with(
+    dir: &std::path::Path,
+    from: u64,
+    to: u64,
+    text: impl Fn(u64) -> String,
+) {
     use hearsay::store::{DiskStore, Store};
     use hearsay_proto::{Keypair, Message};
     let store = DiskStore::open(dir).unwrap();
     let author = Keypair::from_secret([42; 32]);
     let mut waits = Vec::new();
     for i in from..to {
-        let data = format!("old message {i}");
+        let data = text(i);
         let ts = stamp_base() + i;
         let msg = Message::signed(&author, i + 1, ts, data);
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -34,11 +34,53 @@ pub fn app() -> Html {
             None => Err("not connected yet".to_owned()),
         })
     };
+    // The reader scrolled to the end of the list: page back through the home's history.
+    let on_older = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |before: hearsay_proto::MsgId| {
+            dispatcher.dispatch(Action::OlderLoading);
+            let dispatcher = dispatcher.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                dispatcher.dispatch(match net::older(before).await {
+                    Ok((msgs, done)) => Action::Older { msgs, done },
+                    Err(why) => Action::OlderFailed(why),
+                });
+            });
+        })
+    };
+    let on_top = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |()| dispatcher.dispatch(Action::Trim))
+    };
     let open = state
         .links
         .iter()
         .filter(|l| l.state == hearsay_proto::LinkState::Open)
         .count();
+    // The connection in words, for everyone (and read out by screen readers as it changes).
+    let connection = match &state.phase {
+        Phase::Loading => "joining…".to_owned(),
+        Phase::Failed(_) => "not connected".to_owned(),
+        Phase::Running if open == 0 => "offline".to_owned(),
+        Phase::Running => format!(
+            "connected, {open} open link{}",
+            if open == 1 { "" } else { "s" }
+        ),
+    };
+    // The newest message that travelled here from someone else, read out as it arrives.
+    let announce = state
+        .latest
+        .and_then(|(id, _)| state.messages.iter().take(50).find(|e| e.msg.id == id))
+        .filter(|e| !e.mine)
+        .map(|e| {
+            let from = e
+                .msg
+                .author
+                .key()
+                .map_or("a seed node".to_owned(), |k| k.fingerprint());
+            format!("New message from {from}: {}", e.msg.data)
+        })
+        .unwrap_or_default();
     let banner = match &state.phase {
         Phase::Loading => html! { <p class="banner">{ "Joining the network…" }</p> },
         Phase::Failed(why) => {
@@ -56,15 +98,17 @@ pub fn app() -> Html {
                 <p class="who">
                     { match state.key { Some(k) => format!("you are {}", k.fingerprint()), None => String::new() } }
                     { match state.home_key { Some(k) => format!(" · served by node {}", k.fingerprint()), None => String::new() } }
-                    <span class="count">{ format!(" · {open} open link{}", if open == 1 { "" } else { "s" }) }</span>
+                    <span class="count" role="status">{ format!(" · {connection}") }</span>
                 </p>
             </header>
             { banner }
+            <div class="sr-only" aria-live="polite" aria-atomic="true">{ announce }</div>
             <main>
-                                <section class="feed">
+                <section class="feed">
                     <NetworkMap records={state.topology.clone()} me={state.me} latest={state.latest} />
                     <Composer on_send={on_send} enabled={network.is_some()} />
-                    <MessageList messages={state.messages.clone()} me={state.me} loaded={state.history_loaded} />
+                    <MessageList messages={state.messages.clone()} loaded={state.history_loaded}
+                                 older={state.older.clone()} {on_older} {on_top} />
                 </section>
                 <aside>
                     <LinkList links={state.links.clone()} />

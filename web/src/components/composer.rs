@@ -53,10 +53,11 @@ pub fn composer(props: &Props) -> Html {
     };
     html! {
         <form class="composer" {onsubmit}>
+            <label for="compose" class="sr-only">{ "Message to the network" }</label>
             <input ref={input} id="compose" type="text" placeholder="Say something to the network"
                    autocomplete="off" maxlength="65536" disabled={!props.enabled} {onkeydown} />
             <button type="submit" disabled={!props.enabled}>{ "Send" }</button>
-            if let Some(why) = &*error { <p class="error">{ why }</p> }
+            if let Some(why) = &*error { <p class="error" role="alert">{ why }</p> }
         </form>
     }
 }

@@ -9,6 +9,8 @@ use crate::state::{Step, journey};
 use hearsay_proto::map::TopoRecord;
 use hearsay_proto::{MsgId, NodeId, PeerKind};
 use std::collections::{BTreeSet, HashMap};
+use wasm_bindgen::JsCast;
+use web_sys::SvgElement;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -89,6 +91,24 @@ pub fn network_map(props: &Props) -> Html {
         .latest
         .map(|(id, _)| id.to_string())
         .unwrap_or_default();
+    // Each mark and link lights up when the message reaches it: the delays are set through
+    // the style object after the render (the page's Content-Security-Policy refuses `style`
+    // attributes).
+    use_effect(|| {
+        let marks = gloo_utils::document().query_selector_all("#map [data-delay]");
+        if let Ok(marks) = marks {
+            for i in 0..marks.length() {
+                let Some(el) = marks.item(i).and_then(|n| n.dyn_into::<SvgElement>().ok()) else {
+                    continue;
+                };
+                if let Some(ms) = el.get_attribute("data-delay") {
+                    let _ = el
+                        .style()
+                        .set_property("animation-delay", &format!("{ms}ms"));
+                }
+            }
+        }
+    });
     let ids: Vec<NodeId> = shown.iter().map(|r| r.node).collect();
     let pos = layout(&ids, &edges, &previous.borrow());
     *previous.borrow_mut() = ids.iter().copied().zip(pos.iter().copied()).collect();
@@ -99,7 +119,7 @@ pub fn network_map(props: &Props) -> Html {
             PeerKind::Browser => "browser",
         };
         html! {
-            <p class="details" id="map-details">
+            <p class="details" id="map-details" aria-live="polite">
                 <strong>{ format!("{kind} {}", short(&r.node.to_string())) }</strong>
                 { format!(" · {} · {} message{} · {} link{}, {} in the tree{}{}",
                     r.address.clone().unwrap_or_else(|| "no address (a browser)".to_owned()),
@@ -115,12 +135,12 @@ pub fn network_map(props: &Props) -> Html {
     html! {
         <section class="map">
             <h2>{ format!("Network ({} peer{})", shown.len(), if shown.len() == 1 { "" } else { "s" }) }</h2>
-                        <svg id="map" key={spread_key} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="img" aria-label="network map">
+                        <svg id="map" key={spread_key} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="group" aria-label="network map">
                 { for edges.iter().map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
                     html! {
                                                 <line class={classes!("link", if both_nodes { "nn" } else { "nb" }, tree.contains(&(a, b)).then_some("tree"), hops.contains_key(&(a, b)).then_some("lit"))}
-                              style={hops.get(&(a, b)).map(|d| format!("animation-delay: {d}ms"))}
+                              data-delay={hops.get(&(a, b)).map(|d| d.to_string())}
                               x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
                               x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
                     }
@@ -133,14 +153,25 @@ pub fn network_map(props: &Props) -> Html {
                         let selected = selected.clone();
                         Callback::from(move |_| selected.set(Some(id)))
                     };
+                    // Marks are focusable and open with Enter or Space, as buttons do.
+                    let onkeydown = {
+                        let selected = selected.clone();
+                        Callback::from(move |e: KeyboardEvent| {
+                            if e.key() == "Enter" || e.key() == " " {
+                                e.prevent_default();
+                                selected.set(Some(id));
+                            }
+                        })
+                    };
                     let seeds = (0..r.seeds.min(6)).map(|s| {
                         let a = s as f64 * 0.9 - 0.4;
                         html! { <rect class="mark v1" x={format!("{:.1}", x + 16.0 * a.cos() - 3.0)} y={format!("{:.1}", y + 16.0 * a.sin() - 3.0)} width="6" height="6" /> }
                     });
                     html! {
-                                                <g class="peer-mark" {onclick}>
+                                                <g class="peer-mark" {onclick} {onkeydown} tabindex="0" role="button"
+                           aria-label={format!("{kind} {}: details", short(&id.to_string()))}>
                             <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), lit.contains_key(&id).then_some("lit"))}
-                                    style={lit.get(&id).map(|d| format!("animation-delay: {d}ms"))}
+                                    data-delay={lit.get(&id).map(|d| d.to_string())}
                                     data-id={id.to_string()} cx={format!("{x:.1}")} cy={format!("{y:.1}")}
                                     r={if r.kind == PeerKind::Node { "9" } else { "6" }}>
                                 <title>{ format!("{} {}", kind, short(&id.to_string())) }</title>
