@@ -381,21 +381,43 @@ async fn a_message_sent_offline_is_kept_and_delivered_when_a_link_returns() {
     })
     .await;
 
-    // The page keeps its messages in the browser: a reload shows them from there too.
-    let kept = page
+    // The page keeps its messages in the browser's IndexedDB (localStorage is synchronous and
+    // small). A new node with an empty store now answers at the same address: after a
+    // reload the page still shows both, from the browser, and hands them to the new node.
+    wait_for("the page to keep both in IndexedDB", || async {
+        let kept = saved_texts(&page).await;
+        (kept.len() == 2).then_some(())
+    })
+    .await;
+    let old_copy = page
         .execute("return localStorage.getItem('hearsay:messages')", vec![])
         .await
         .unwrap();
-    let kept = kept.as_str().unwrap_or_default().to_owned();
     assert!(
-        kept.contains("sent online") && kept.contains("sent while offline"),
-        "{kept}"
+        old_copy.is_null(),
+        "nothing kept in localStorage: {old_copy}"
     );
+    a.stop().await;
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = start_node_at(
+        addr,
+        hearsay::server::NodeConfig {
+            data: Some(empty.path().to_owned()),
+            ..Default::default()
+        },
+    )
+    .await;
     page.refresh().await.unwrap();
     wait_page_shows(&page, "sent while offline").await;
     wait_page_shows(&page, "sent online").await;
+    wait_for("the new node to get both from the page", || async {
+        let mut held = message_texts(&fresh.http_url()).await;
+        held.sort();
+        (held == ["sent online", "sent while offline"]).then_some(())
+    })
+    .await;
     page.close().await.unwrap();
-    a.stop().await;
+    fresh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

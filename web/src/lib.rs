@@ -4,6 +4,7 @@
 //! - [`net`]: the driver. Fetches the serving node's id and history, starts an engine of kind
 //!   `browser` pinned to that node, opens a WebSocket per `Dial`, feeds frames and timers in,
 //!   and reports to the page as [`state::Action`]s.
+//! - [`saved`]: the page's messages between visits, in the browser's IndexedDB.
 //! - [`state`]: the page's `Reducible` state and its actions; pure, tested on the host.
 //! - [`layout`]: the force layout of the network map; pure, tested on the host.
 //! - [`window`]: which rows of the message list to render (those near the viewport); pure,
@@ -19,6 +20,7 @@
 pub mod components;
 pub mod layout;
 pub mod net;
+pub mod saved;
 pub mod state;
 pub mod window;
 

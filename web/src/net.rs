@@ -2,17 +2,19 @@
 //! node runs, fed by gloo-net WebSockets and a gloo timer, reporting to the page through
 //! [`Action`]s.
 //!
-//! Start-up ([`start`]): ask the serving node who it is (`/api/status`) and what it holds
-//! (`/api/messages`, newest first: the first simple catch-up), then start an engine of kind `browser` whose
-//! home is that node, pinned to `ws(s)://<page host>/ws`. Nodes tell it of others (`PEERS`);
+//! Start-up ([`start`]): show what this browser kept from earlier visits ([`Saved`]), ask
+//! the serving node who it is (`/api/status`) and what it holds (`/api/messages`, newest
+//! first: the first simple catch-up), then start an engine of kind `browser` whose home is
+//! that node, pinned to `ws(s)://<page host>/ws`. Nodes tell it of others (`PEERS`);
 //! it keeps its home plus two more links: messages are pushed to it over one and announced
 //! over the others, and it gives any of them what they ask it for (a leaf of the tree).
 //!
 //! Everything runs on the page's one thread, so the engine lives in a `RefCell`; callbacks to
 //! the page are collected while it is borrowed and sent after. Outputs are drained through
 //! [`PageDriver`], the page's side of `hearsay_proto::Driver`; one browser timeout is kept set
-//! for the engine's next deadline.
+//! for the engine's next deadline; at each, what changed is written to [`Saved`].
 
+use crate::saved::Saved;
 use crate::state::Action;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
@@ -49,12 +51,22 @@ struct Inner {
     sockets: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     /// Every message this page holds, to answer peers' `WANT`s from.
     held: HashMap<MsgId, Message>,
-    /// `held` changed since it was last written to the browser's storage.
-    unsaved: bool,
+    /// Where the page keeps them between visits (none where the browser refuses storage).
+    saved: Option<Saved>,
+    /// What is still to be written there: new messages, and the time before which
+    /// messages were let go.
+    unsaved: Unsaved,
     /// The engine's deadline a timer is waiting for, and that timer's number: a timer
     /// whose number is no longer current wakes to nothing.
     timer_at: Option<u64>,
     timer_gen: u64,
+}
+
+/// Changes not yet written to [`Saved`].
+#[derive(Default)]
+struct Unsaved {
+    messages: Vec<Message>,
+    before: Option<u64>,
 }
 
 /// The page's side of the driver contract: frames into the sockets' queues, dials started
@@ -62,7 +74,7 @@ struct Inner {
 struct PageDriver<'a> {
     sockets: &'a mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
     held: &'a mut HashMap<MsgId, Message>,
-    unsaved: &'a mut bool,
+    unsaved: &'a mut Unsaved,
     /// This browser's key: what this tab publishes is "mine".
     me: Author,
     actions: Vec<Action>,
@@ -91,7 +103,7 @@ impl Driver for PageDriver<'_> {
         // receipts go to that tab).
         let mine = hops == Some(0) && msg.author == self.me;
         self.held.insert(msg.id, msg.clone());
-        *self.unsaved = true;
+        self.unsaved.messages.push(msg.clone());
         self.actions.push(Action::Delivered {
             msg,
             mine,
@@ -119,42 +131,16 @@ impl Driver for PageDriver<'_> {
     fn evict(&mut self, before: u64, _count: usize) {
         // Aged out of the network's window, or older than the newest the page keeps: no
         // longer offered to peers, saved, or shown.
-        self.held
-            .retain(|_, m| hearsay_proto::sync::key_of(m).0 >= before);
-        *self.unsaved = true;
+        let kept = |m: &Message| hearsay_proto::sync::key_of(m).0 >= before;
+        self.held.retain(|_, m| kept(m));
+        self.unsaved.messages.retain(kept);
+        self.unsaved.before = self.unsaved.before.max(Some(before));
         self.actions.push(Action::Evicted { before });
     }
 }
 
-/// Where the page keeps its messages between visits (per origin, so per node).
-const STORAGE_KEY: &str = "hearsay:messages";
-/// The most recent messages kept in the browser's storage (localStorage holds ~5 MB).
-const SAVED_MAX: usize = PAGE_KEEP;
-
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
-}
-
-/// Messages kept from earlier visits; anything unreadable or whose id does not match is
-/// dropped. (They are this page's own copies, signatures checked when they arrived; a peer
-/// checks them again before taking any.)
-fn load_saved() -> Vec<Message> {
-    let Some(text) = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten()) else {
-        return Vec::new();
-    };
-    let messages: Vec<Message> = serde_json::from_str(&text).unwrap_or_default();
-    messages.into_iter().filter(Message::id_is_valid).collect()
-}
-
-/// Keeps the newest [`SAVED_MAX`] messages in the browser's storage. A full storage is not
-/// an error worth stopping for: the network still has everything.
-fn save(held: &HashMap<MsgId, Message>) {
-    let mut newest: Vec<&Message> = held.values().collect();
-    newest.sort_by_key(|m| std::cmp::Reverse((m.timestamp, m.id)));
-    newest.truncate(SAVED_MAX);
-    if let (Some(s), Ok(text)) = (storage(), serde_json::to_string(&newest)) {
-        let _ = s.set_item(STORAGE_KEY, &text);
-    }
 }
 
 /// A handle on the running engine, cheap to clone, given to the components that publish.
@@ -284,12 +270,17 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String
 pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let url = home_ws_url().ok_or("this page has no location to connect to")?;
     // What this browser kept from earlier visits shows before anything is fetched.
-    let saved = load_saved();
+    let store = Saved::open().await.ok();
+    let saved = match &store {
+        Some(store) => store.load().await,
+        None => Vec::new(),
+    };
     if !saved.is_empty() {
         report.emit(Action::History(saved.clone()));
     }
     let status: Status = get_json("/api/status").await?;
-    let mut history = fetch_history().await?;
+    let fetched = fetch_history().await?;
+    let mut history = fetched.clone();
     history.extend(saved);
 
     let config = Config {
@@ -325,14 +316,19 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
         home: status.id,
         home_key: status.key,
     });
-    report.emit(Action::History(history));
+    report.emit(Action::History(history.clone()));
 
     let net = Network {
         inner: Rc::new(RefCell::new(Inner {
             engine,
             sockets: HashMap::new(),
             held,
-            unsaved: true,
+            saved: store,
+            // What came from the home is kept too.
+            unsaved: Unsaved {
+                messages: fetched,
+                before: None,
+            },
             timer_at: None,
             timer_gen: 0,
         })),
@@ -413,9 +409,11 @@ impl Network {
     fn on_timer(&self) {
         self.drive(|e, now| e.handle_timeout(now));
         let mut inner = self.inner.borrow_mut();
-        if inner.unsaved {
-            inner.unsaved = false;
-            save(&inner.held);
+        let Unsaved { messages, before } = std::mem::take(&mut inner.unsaved);
+        if let Some(saved) = &inner.saved
+            && (!messages.is_empty() || before.is_some())
+        {
+            saved.write(&messages, before);
         }
     }
 
