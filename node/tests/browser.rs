@@ -275,6 +275,45 @@ async fn a_page_on_a_long_history_stays_light_and_scrolls_back() {
     a.stop().await;
 }
 
+/// A node whose `HELLO` reaches the page 3 s late (a slow link, or a busy page thread) is
+/// still a hearsay node to the page: silence never makes a peer a seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_answers_late_is_still_a_node() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    let a = start_node(&[]).await;
+    let slow = common::proxy::SlowProxy::start(a.addr, std::time::Duration::from_secs(3)).await;
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(900, 700).await;
+    page.goto(&slow.http_url()).await.unwrap();
+    wait_for("the page to link to its home", || async {
+        (open_links(&page).await == 1).then_some(())
+    })
+    .await;
+    // For three seconds it has heard nothing back.
+    wait_for("the page to hear the node's HELLO", || async {
+        (count(&page, "li.peer.node").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&page, "li.peer.v1").await,
+        0,
+        "never taken for a seed"
+    );
+    let mark = format!("#map circle.mark.node[data-id=\"{}\"]", a.id);
+    wait_for("the map to show it as a node", || async {
+        (count(&page, &mark).await == 1).then_some(())
+    })
+    .await;
+    // And it works: the page's message reaches the node.
+    send_from_page(&page, "through a slow hello").await;
+    wait_all_hold(&[a.http_url()], &["through a slow hello".to_owned()]).await;
+    page.close().await.unwrap();
+    a.stop().await;
+}
+
 /// Another site's page (served from `localhost`, another site than `127.0.0.1`) tries what
 /// needs no permission: a text/plain `fetch` POST and an image pointing at `/commit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

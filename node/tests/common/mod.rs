@@ -1,10 +1,11 @@
 //! Test helpers: real nodes on 127.0.0.1 (listeners bound to port 0 and passed in), an HTTP
 //! client, waiting on conditions with a deadline, a seed (v1) peer written here, and raw
-//! hearsay peers (`raw`).
+//! hearsay peers (`raw`), and a proxy that holds back a node's first words (`proxy`).
 
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod proxy;
 pub mod raw;
 pub mod seed;
 
