@@ -1045,7 +1045,19 @@ impl Engine {
     /// Where the history this node keeps starts, as a key: the window's `start`, or the
     /// storage cap's floor if that is later.
     fn kept_from(&self, start: Option<Millis>) -> Option<sync::Key> {
-        start.max(self.budget_floor).map(sync::key_at)
+        start.max(self.floor()).map(sync::key_at)
+    }
+
+    /// Below this, nothing is fetched or taken: what the storage cap let go, and, while the
+    /// history is full, anything older than its oldest (it would only be let go again). A
+    /// page that starts with its home's newest 2,000 messages thus never fetches the rest.
+    fn floor(&self) -> Option<Millis> {
+        let h = &self.config.history;
+        let full = self.index.full_from(
+            h.max_messages.unwrap_or(usize::MAX),
+            h.max_bytes.unwrap_or(u64::MAX),
+        );
+        self.budget_floor.max(full)
     }
 
     /// Whether `msg` is inside the retention window. A page is told why not (its clock may
@@ -1058,14 +1070,10 @@ impl Engine {
         now: Millis,
     ) -> bool {
         let ts = sync::key_of(msg).0;
-        let checked = self
-            .config
-            .history
-            .check(ts, now)
-            .and(match self.budget_floor {
-                Some(floor) if ts < floor => Err(crate::history::Outside::OverBudget),
-                _ => Ok(()),
-            });
+        let checked = self.config.history.check(ts, now).and(match self.floor() {
+            Some(floor) if ts < floor => Err(crate::history::Outside::OverBudget),
+            _ => Ok(()),
+        });
         let Err(outside) = checked else {
             return true;
         };

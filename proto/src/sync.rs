@@ -99,6 +99,15 @@ impl MessageIndex {
         self.bytes
     }
 
+    /// Where the history starts once it holds `count` messages or `bytes` bytes: anything
+    /// stamped before its oldest would only be let go again. `None` while there is room.
+    pub fn full_from(&self, count: usize, bytes: u64) -> Option<u64> {
+        if self.keys.len() < count && self.bytes < bytes {
+            return None;
+        }
+        self.keys.keys().next().map(|(ts, _)| *ts)
+    }
+
     /// The timestamp to evict before so that at most `count` messages and `bytes` bytes stay
     /// (the oldest go first); `None` if they fit already.
     pub fn cut_for(&self, count: usize, bytes: u64) -> Option<u64> {

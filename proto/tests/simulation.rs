@@ -867,6 +867,38 @@ fn a_node_over_its_storage_cap_keeps_the_newest_and_fetches_nothing_older() {
     sim.check_exactly_once(&ids).unwrap();
 }
 
+/// A node that starts at its cap (a page opening with its home's newest messages, or a node
+/// restarted over a full store) fetches nothing older than what it holds: it would only let
+/// it go again.
+#[test]
+fn a_node_that_starts_full_fetches_nothing_older() {
+    let mut sim = Sim::new(5);
+    let mut capped = sim_config(Strategy::Plumtree);
+    capped.history.max_messages = Some(3);
+    capped.history.evict_every = 5_000;
+    let a = sim.add_hearsay(capped.clone());
+    sim.add_hearsay(sim_config(Strategy::Plumtree));
+    sim.add_hearsay(sim_config(Strategy::Plumtree));
+    sim.wire(Topology::Ring);
+    sim.run_for(5_000);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(sim.publish(1 + i % 2, &format!("message {i}")));
+        sim.run_for(1_000);
+    }
+    sim.run_for(30_000);
+    assert_eq!(sim.nodes[a].held.len(), 3);
+    sim.kill(a);
+    sim.run_for(1_000);
+    sim.restart(a, capped, &[1, 2]);
+    sim.run_for(60_000);
+    let e = sim.nodes[a].engine().unwrap();
+    assert!(e.stats().sync_rounds > 0, "it reconciled");
+    assert_eq!(e.stats().synced, 0, "nothing older fetched");
+    assert_eq!(e.stats().evicted, 0, "so nothing let go again");
+    assert_eq!(sim.nodes[a].held.len(), 3);
+}
+
 /// The root's walk to the centre (`centre`), at a size where it runs: the elected root
 /// hands over, the tree it ends with is shorter than the elected root's, and messages
 /// published while the root moves reach every node exactly once.

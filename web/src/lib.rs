@@ -26,5 +26,10 @@ pub mod window;
 
 /// Mounts the app on the page's `<body>`.
 pub fn run() {
+    // The engine's memory, for tools that measure the page (`scripts/web-report`): the JS
+    // heap does not count it.
+    if let Some(window) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&window, &"hearsayMemory".into(), &wasm_bindgen::memory());
+    }
     yew::Renderer::<components::app::App>::new().render();
 }

@@ -269,17 +269,25 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String
 /// to publish with.
 pub async fn start(report: Callback<Action>) -> Result<Network, String> {
     let url = home_ws_url().ok_or("this page has no location to connect to")?;
-    // What this browser kept from earlier visits shows before anything is fetched.
-    let store = Saved::open().await.ok();
-    let saved = match &store {
-        Some(store) => store.load().await,
-        None => Vec::new(),
+    // What this browser kept from earlier visits shows as soon as it is read; the node is
+    // asked meanwhile (one after the other, the two waits added up on a cold start).
+    let kept = async {
+        let store = Saved::open().await.ok();
+        let saved = match &store {
+            Some(store) => store.load().await,
+            None => Vec::new(),
+        };
+        if !saved.is_empty() {
+            report.emit(Action::History(saved.clone()));
+        }
+        (store, saved)
     };
-    if !saved.is_empty() {
-        report.emit(Action::History(saved.clone()));
-    }
-    let status: Status = get_json("/api/status").await?;
-    let fetched = fetch_history().await?;
+    let asked = async {
+        let status: Status = get_json("/api/status").await?;
+        Ok::<_, String>((status, fetch_history().await?))
+    };
+    let ((store, saved), asked) = futures::join!(kept, asked);
+    let (status, fetched) = asked?;
     let mut history = fetched.clone();
     history.extend(saved);
 

@@ -27,6 +27,7 @@ impl Drop for Chromedriver {
             let _ = Command::new("pkill")
                 .arg("-KILL")
                 .arg("-f")
+                .arg("--")
                 .arg(format!("--user-data-dir={}( |$)", p.display()))
                 .status();
             let _ = std::fs::remove_dir_all(p);

@@ -35,6 +35,12 @@ pub fn composer(props: &Props) -> Html {
             }
         })
     };
+    // Mark when the box first takes text, so start-up can be measured from navigation.
+    use_effect_with(props.enabled, |enabled| {
+        if *enabled && let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+            let _ = p.mark("hearsay:composer-ready");
+        }
+    });
     let onkeydown = {
         let send = send.clone();
         Callback::from(move |e: KeyboardEvent| {
