@@ -82,6 +82,20 @@ pub struct Args {
     /// loopback ones even where this node's own address is not (link-local stays refused).
     #[arg(long)]
     pub allow_private_dials: bool,
+
+    /// Serve HTTPS and WSS on PORT with this certificate chain (PEM); needs --tls-key. The
+    /// node is then advertised as wss://.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Also trust this CA's certificate (PEM) when dialing wss:// nodes, besides the public
+    /// web roots built in (repeatable): for private networks.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]

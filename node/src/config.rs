@@ -13,6 +13,9 @@
 //! max_bytes = 1073741824       # the oldest go (bytes of message text)
 //! allow_origins = ["https://app.example.org"]   # web apps that may write from a browser
 //! allow_private_dials = false  # see the README's "Exposing a node"
+//! tls_cert = "/etc/hearsay/cert.pem"  # serve HTTPS and WSS (with tls_key)
+//! tls_key = "/etc/hearsay/key.pem"
+//! tls_ca = ["/etc/hearsay/private-ca.pem"]  # roots trusted for wss:// dials, beside the web's
 //!
 //! [limits]                     # burst, then per second (see the README)
 //! page_messages = { burst = 100, per_second = 5 }
@@ -51,6 +54,9 @@ pub struct File {
     pub max_bytes: Option<u64>,
     pub allow_origins: Option<Vec<String>>,
     pub allow_private_dials: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<Vec<PathBuf>>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -107,6 +113,9 @@ pub struct Effective {
     /// Web apps that may write through this node from a browser.
     pub allow_origins: Vec<String>,
     pub allow_private_dials: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Vec<PathBuf>,
     pub limits: Limits,
     pub connections: Connections,
 }
@@ -217,6 +226,13 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
         v1_port,
         allow_origins,
         allow_private_dials: args.allow_private_dials || file.allow_private_dials.unwrap_or(false),
+        tls_cert: args.tls_cert.clone().or(file.tls_cert),
+        tls_key: args.tls_key.clone().or(file.tls_key),
+        tls_ca: if args.tls_ca.is_empty() {
+            file.tls_ca.unwrap_or_default()
+        } else {
+            args.tls_ca.clone()
+        },
         limits: file.limits,
         connections: file.connections,
     })

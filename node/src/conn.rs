@@ -50,20 +50,36 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
         r = attempt => r,
         _ = shared.shutdown.cancelled() => return,
     };
-    match result {
+    let reason = match result {
         Ok(Ok(ws)) => {
             tracing::debug!(%conn, %address, "dialed");
+            if shared
+                .dial_failures
+                .lock()
+                .unwrap()
+                .remove(&address)
+                .is_some()
+            {
+                tracing::info!(%address, "dial succeeded again");
+            }
             run(shared, Some(conn), None, ws).await;
+            return;
         }
-        Ok(Err(reason)) => {
-            tracing::debug!(%conn, %address, error = %reason, "dial failed");
-            shared.drive(|engine, now| engine.dial_failed(conn, &reason, now));
-        }
-        Err(_) => {
-            tracing::debug!(%conn, %address, "dial timed out");
-            shared.drive(|engine, now| engine.dial_failed(conn, "dial timed out", now));
-        }
+        Ok(Err(reason)) => reason,
+        Err(_) => "dial timed out".to_owned(),
+    };
+    // Said once per address and reason, not at every retry.
+    let said = shared
+        .dial_failures
+        .lock()
+        .unwrap()
+        .insert(address.clone(), reason.clone());
+    if said.as_ref() != Some(&reason) {
+        tracing::info!(%address, error = %reason, "dial failed (retrying with backoff)");
+    } else {
+        tracing::debug!(%conn, %address, error = %reason, "dial failed");
     }
+    shared.drive(|engine, now| engine.dial_failed(conn, &reason, now));
 }
 
 /// Resolves `address`, connects to the first address the dialing rules allow (so the address
@@ -71,11 +87,11 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
 async fn open(
     shared: &Shared,
     address: &str,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, String> {
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+> {
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-    if address.starts_with("wss:") {
-        return Err("cannot dial wss:// yet: TLS support is not compiled in".to_owned());
-    }
     let targets = crate::dialing::resolve(&shared.dial_rules, address).await?;
     let mut why = format!("{address} resolved to no address");
     for target in targets {
@@ -85,10 +101,17 @@ async fn open(
                 let limits = WebSocketConfig::default()
                     .max_message_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES))
                     .max_frame_size(Some(hearsay_proto::wire::MAX_FRAME_BYTES));
-                return tokio_tungstenite::client_async_with_config(address, tcp, Some(limits))
-                    .await
-                    .map(|(ws, _response)| ws)
-                    .map_err(|e| e.to_string());
+                // `wss://` over TLS checked against the node's roots; `ws://` as it is.
+                let tls = tokio_tungstenite::Connector::Rustls(Arc::clone(&shared.tls));
+                return tokio_tungstenite::client_async_tls_with_config(
+                    address,
+                    tcp,
+                    Some(limits),
+                    Some(tls),
+                )
+                .await
+                .map(|(ws, _response)| ws)
+                .map_err(|e| e.to_string());
             }
             Err(e) => why = format!("cannot connect to {target}: {e}"),
         }

@@ -47,6 +47,8 @@ pub struct Guards {
     pub caps: crate::limit::ConnectionCaps,
     pub dial_rules: crate::dialing::DialRules,
     pub origins: crate::origin::Origins,
+    /// How `wss://` dials check the node they reach.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// Everything the HTTP handlers, connection tasks and timer share.
@@ -75,6 +77,11 @@ pub struct Shared {
     pub dial_rules: crate::dialing::DialRules,
     /// Web apps that may write through this node.
     pub origins: crate::origin::Origins,
+    /// How `wss://` dials check the node they reach.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Why the last dial of each address failed, so the log says it once per change, not
+    /// at every retry.
+    pub dial_failures: Mutex<HashMap<String, String>>,
     /// The settings the node was started with, as `/api/status` shows them.
     pub settings: std::sync::OnceLock<serde_json::Value>,
     /// The retention window (the engine's), for how long evicted ids are remembered.
@@ -98,6 +105,7 @@ impl Shared {
             caps,
             dial_rules,
             origins,
+            tls,
         } = guards;
         let (dials, dial_rx) = mpsc::unbounded_channel();
         let retention = engine.config().history.retention;
@@ -123,6 +131,8 @@ impl Shared {
             caps: Arc::new(caps),
             dial_rules,
             origins,
+            tls,
+            dial_failures: Mutex::new(HashMap::new()),
             settings: std::sync::OnceLock::new(),
         });
         (shared, dial_rx)

@@ -7,6 +7,10 @@
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
 //!   stops every task on shutdown.
+//! - [`serve`]: the accept loop for each listener (HTTP/1.1 with WebSocket upgrades, over
+//!   TLS when the node has a certificate), recording each client's address for the routes.
+//! - [`tls`]: rustls settings: the roots `wss://` dials are checked against (`--tls-ca`), and
+//!   the certificate the node serves with (`--tls-cert`, `--tls-key`).
 //! - [`http`]: routes — the seed's `/add` and `/commit`, the status page, `/api/*` (with
 //!   `/api/stream`, Server-Sent Events of what the store takes in), and the WebSocket upgrade
 //!   at `/ws` and `/`.
@@ -47,6 +51,8 @@ pub mod limit;
 pub mod metrics;
 pub mod origin;
 pub mod page;
+pub mod serve;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod tls;

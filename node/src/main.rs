@@ -67,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
         hearsay::origin::Origins::new(&settings.allow_origins).map_err(|e| anyhow::anyhow!(e))?;
     let mut config = NodeConfig {
         allow_private_dials: settings.allow_private_dials,
+        tls_cert: settings.tls_cert.clone(),
+        tls_key: settings.tls_key,
+        tls_ca: settings.tls_ca,
         origins,
         peers: settings.peers,
         advertise_host: settings.advertise,
@@ -87,8 +90,14 @@ async fn main() -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "hearsay node {} listening on http://{}",
-        node.id, node.addr
+        "hearsay node {} listening on {}://{}",
+        node.id,
+        if settings.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        node.addr
     );
     let _ = writeln!(out, "messages kept in {}", data.display());
     if let Some(v1) = node.v1_addr {

@@ -35,6 +35,12 @@ pub struct NodeConfig {
     pub allow_private_dials: bool,
     /// Web apps allowed to write through this node (`--allow-origin`; see `origin`).
     pub origins: crate::origin::Origins,
+    /// Serve HTTPS and WSS with this certificate chain and key (PEM files); the node is
+    /// then advertised as `wss://` (`--tls-cert`, `--tls-key`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Roots trusted for `wss://` dials besides the web PKI's (`--tls-ca`).
+    pub tls_ca: Vec<PathBuf>,
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
     pub shown: serde_json::Value,
@@ -49,6 +55,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] crate::keyfile::KeyError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("--tls-cert and --tls-key go together")]
+    HalfTls,
 }
 
 /// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
@@ -119,12 +129,19 @@ pub fn start(
     } else {
         host
     };
+    let serving_tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err(StartError::HalfTls),
+    };
+    let dialing_tls = crate::tls::client_config(&config.tls_ca)?;
     let mut engine_config = config.engine.clone();
     // Canonical address first; the seed-compatible port is an alias, so that a node reached
-    // by a seed at one is never named to that seed by the other.
-    engine_config.listen_addresses = std::iter::once(addr.port())
-        .chain(v1_addr.map(|a| a.port()))
-        .map(|port| format!("ws://{host}:{port}"))
+    // by a seed at one is never named to that seed by the other. With a certificate the main
+    // port speaks TLS (wss://); the seed's port never does (seeds dial plain ws://).
+    let scheme = if serving_tls.is_some() { "wss" } else { "ws" };
+    engine_config.listen_addresses = std::iter::once(format!("{scheme}://{host}:{}", addr.port()))
+        .chain(v1_addr.map(|a| format!("ws://{host}:{}", a.port())))
         .collect();
 
     let store: Arc<dyn Store> = match &config.data {
@@ -177,6 +194,7 @@ pub fn start(
         caps,
         dial_rules,
         origins: config.origins.clone(),
+        tls: dialing_tls,
     };
     let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), guards);
     let _ = shared.settings.set(config.shown.clone());
@@ -188,17 +206,19 @@ pub fn start(
     }
 
     let tracker = shared.tracker.clone();
-    let main = warp::serve(http::routes(Arc::clone(&shared)))
-        .incoming(listener)
-        .graceful(shutdown.clone().cancelled_owned())
-        .run();
-    tracker.spawn(main);
+    tracker.spawn(crate::serve::serve(
+        listener,
+        http::routes(Arc::clone(&shared)),
+        serving_tls,
+        shutdown.clone(),
+    ));
     if let Some(v1) = v1_listener {
-        let server = warp::serve(http::v1_routes(Arc::clone(&shared)))
-            .incoming(v1)
-            .graceful(shutdown.clone().cancelled_owned())
-            .run();
-        tracker.spawn(server);
+        tracker.spawn(crate::serve::serve(
+            v1,
+            http::v1_routes(Arc::clone(&shared)),
+            None,
+            shutdown.clone(),
+        ));
     }
     tracker.spawn(Arc::clone(&shared).run_timer());
     tracker.spawn(crate::conn::dialer(Arc::clone(&shared), dials));
