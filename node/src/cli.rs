@@ -29,10 +29,23 @@ Examples:
 
 Logs: RUST_LOG=hearsay=debug hearsay 3000";
 
+/// `hearsay --version`: the release and the protocol it speaks (peers on another protocol
+/// version are refused with a reason naming both).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            hearsay_proto::wire::PROTOCOL_VERSION
+        )
+    })
+}
+
 /// A peer-to-peer gossip node. Every node serves its web page and a JSON API, accepts
 /// WebSocket peers on the same port, and speaks the seed network's protocol too.
 #[derive(Debug, Parser)]
-#[command(name = "hearsay", version, after_help = EXAMPLES)]
+#[command(name = "hearsay", version = version(), after_help = EXAMPLES)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
     #[command(subcommand)]
@@ -96,6 +109,12 @@ pub struct Args {
     /// web roots built in (repeatable): for private networks.
     #[arg(long = "tls-ca", value_name = "FILE")]
     pub tls_ca: Vec<std::path::PathBuf>,
+
+    /// A reverse proxy in front of this node, as an address or CIDR (repeatable): for
+    /// requests from it, and only those, the client's address is taken from Forwarded /
+    /// X-Forwarded-For, for every per-address limit and loopback-only path.
+    #[arg(long = "trust-proxy", value_name = "CIDR")]
+    pub trust_proxies: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -251,5 +270,22 @@ impl V1Port {
                 .map(V1Port::At)
                 .map_err(|_| format!("--v1-port takes a port number or `off`, got {n:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_version_names_the_protocol() {
+        let shown = Args::command().render_version();
+        let want = format!(
+            "hearsay {} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            hearsay_proto::wire::PROTOCOL_VERSION
+        );
+        assert_eq!(shown.trim(), want);
     }
 }

@@ -16,6 +16,7 @@
 //! tls_cert = "/etc/hearsay/cert.pem"  # serve HTTPS and WSS (with tls_key)
 //! tls_key = "/etc/hearsay/key.pem"
 //! tls_ca = ["/etc/hearsay/private-ca.pem"]  # roots trusted for wss:// dials, beside the web's
+//! trust_proxy = ["127.0.0.1"]  # reverse proxies whose X-Forwarded-For names the client
 //!
 //! [limits]                     # burst, then per second (see the README)
 //! page_messages = { burst = 100, per_second = 5 }
@@ -57,6 +58,7 @@ pub struct File {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<Vec<PathBuf>>,
+    pub trust_proxy: Option<Vec<String>>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -116,6 +118,7 @@ pub struct Effective {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Vec<PathBuf>,
+    pub trust_proxy: Vec<String>,
     pub limits: Limits,
     pub connections: Connections,
 }
@@ -232,6 +235,11 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
             file.tls_ca.unwrap_or_default()
         } else {
             args.tls_ca.clone()
+        },
+        trust_proxy: if args.trust_proxies.is_empty() {
+            file.trust_proxy.unwrap_or_default()
+        } else {
+            args.trust_proxies.clone()
         },
         limits: file.limits,
         connections: file.connections,

@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         tls_cert: settings.tls_cert.clone(),
         tls_key: settings.tls_key,
         tls_ca: settings.tls_ca,
+        trust_proxies: settings.trust_proxy,
         origins,
         peers: settings.peers,
         advertise_host: settings.advertise,

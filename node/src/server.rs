@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub tls_key: Option<PathBuf>,
     /// Roots trusted for `wss://` dials besides the web PKI's (`--tls-ca`).
     pub tls_ca: Vec<PathBuf>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client
+    /// (`--trust-proxy`; see `serve`).
+    pub trust_proxies: Vec<String>,
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
     pub shown: serde_json::Value,
@@ -59,6 +62,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("--tls-cert and --tls-key go together")]
     HalfTls,
+    #[error("{0}")]
+    BadProxy(String),
 }
 
 /// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
@@ -135,6 +140,8 @@ pub fn start(
         _ => return Err(StartError::HalfTls),
     };
     let dialing_tls = crate::tls::client_config(&config.tls_ca)?;
+    let proxies =
+        Arc::new(crate::serve::Proxies::new(&config.trust_proxies).map_err(StartError::BadProxy)?);
     let mut engine_config = config.engine.clone();
     // Canonical address first; the seed-compatible port is an alias, so that a node reached
     // by a seed at one is never named to that seed by the other. With a certificate the main
@@ -210,6 +217,7 @@ pub fn start(
         listener,
         http::routes(Arc::clone(&shared)),
         serving_tls,
+        Arc::clone(&proxies),
         shutdown.clone(),
     ));
     if let Some(v1) = v1_listener {
@@ -217,6 +225,7 @@ pub fn start(
             v1,
             http::v1_routes(Arc::clone(&shared)),
             None,
+            proxies,
             shutdown.clone(),
         ));
     }

@@ -447,3 +447,55 @@ async fn spam_from_one_connection_is_bounded_and_a_good_message_still_crosses_at
         n.stop().await;
     }
 }
+
+/// Behind a reverse proxy (`--trust-proxy`), the client is who the proxy says: a client
+/// forwarded from elsewhere is rate limited although every request comes from loopback, one
+/// client's limit is not another's, and a header from a connection that is not a trusted
+/// proxy is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_client() {
+    let config = |trust: &[&str]| {
+        let mut c = NodeConfig {
+            trust_proxies: trust.iter().map(|s| s.to_string()).collect(),
+            ..NodeConfig::default()
+        };
+        c.engine.limits.http_messages = hearsay_proto::Rate::new(0.01, 3.0);
+        c
+    };
+    let post = |url: String, from: Option<&'static str>, n: usize| async move {
+        let mut r = client()
+            .post(format!("{url}/api/messages"))
+            .json(&json!({ "data": format!("post {n}") }));
+        if let Some(ip) = from {
+            r = r.header("x-forwarded-for", ip);
+        }
+        r.send().await.unwrap().status().as_u16()
+    };
+    let proxied = start_node_with(config(&["127.0.0.1/32"])).await;
+    let url = proxied.http_url();
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        statuses.push(post(url.clone(), Some("203.0.113.7"), n).await);
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 429],
+        "the forwarded client is limited"
+    );
+    assert_eq!(
+        post(url.clone(), Some("203.0.113.8"), 4).await,
+        201,
+        "another client is not"
+    );
+    // The proxy's own requests (no header) are from loopback: not limited by default.
+    for n in 5..10 {
+        assert_eq!(post(url.clone(), None, n).await, 201);
+    }
+    // A node that trusts no proxy ignores the header: loopback, not limited.
+    let direct = start_node_with(config(&[])).await;
+    for n in 0..6 {
+        assert_eq!(post(direct.http_url(), Some("203.0.113.7"), n).await, 201);
+    }
+    proxied.stop().await;
+    direct.stop().await;
+}
