@@ -20,6 +20,8 @@ Examples:
       Keep this node's messages in /tmp/hearsay-3004 (they survive restarts).
   hearsay 4000 --host 0.0.0.0 --advertise 192.168.1.20
       Listen on every interface and tell peers to dial 192.168.1.20.
+  hearsay 3000 --advertise wss://nodes.example.org --trust-proxy 127.0.0.1
+      Behind a reverse proxy that serves https://nodes.example.org (see docs/Caddyfile).
   hearsay 3000 --allow-origin https://app.example.org
       Let that web app publish through this node from its visitors' browsers (other sites
       get 403).
@@ -67,8 +69,10 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub host: Option<String>,
 
-    /// Host name or IP other nodes should dial (default: --host, or 127.0.0.1 for 0.0.0.0).
-    #[arg(long, value_name = "HOST")]
+    /// Where other nodes should dial this one: a host name or IP (default: --host, or
+    /// 127.0.0.1 for 0.0.0.0), or a whole URL such as wss://nodes.example.org/hearsay for a
+    /// node behind a reverse proxy.
+    #[arg(long, value_name = "HOST|URL")]
     pub advertise: Option<String>,
 
     /// Folder for this node's messages (default: $XDG_DATA_HOME/hearsay/node-PORT).

@@ -4,7 +4,7 @@
 //! ```toml
 //! port = 3000
 //! host = "0.0.0.0"
-//! advertise = "192.168.1.20"
+//! advertise = "192.168.1.20"      # or a whole URL: "wss://nodes.example.org/hearsay"
 //! data = "/var/lib/hearsay"
 //! peers = ["ws://192.168.1.21:3000"]
 //! v1_port = "off"              # or a port number
@@ -250,6 +250,13 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn the_example_settings_in_docs_are_valid() {
+        let file: File = toml::from_str(include_str!("../../docs/hearsay.toml")).unwrap();
+        assert_eq!(file.advertise.as_deref(), Some("wss://nodes.example.org"));
+        assert_eq!(file.trust_proxy, Some(vec!["127.0.0.1".to_owned()]));
+    }
 
     #[test]
     fn flags_override_the_file_and_unset_limits_keep_their_defaults() {

@@ -106,11 +106,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = out.flush();
 
+    // Ctrl-C, or SIGTERM (what systemd and container runtimes send): stop cleanly, so the
+    // store finishes its writes and closes its file.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => {
             r.context("cannot listen for Ctrl-C")?;
             tracing::info!("Ctrl-C: shutting down");
         }
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = shutdown.cancelled() => {}
     }
     node.stop().await;

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 pub struct NodeConfig {
     /// Addresses to dial at start and keep dialing (`--peer`).
     pub peers: Vec<String>,
-    /// The host other nodes should dial us at; defaults to the listener's IP (or 127.0.0.1
-    /// when it listens on every interface).
+    /// Where other nodes should dial us: a host (the node's own port and scheme are added),
+    /// or a whole `ws://` / `wss://` URL, path included, for a node behind a reverse proxy.
+    /// Defaults to the listener's IP (or 127.0.0.1 when it listens on every interface).
     pub advertise_host: Option<String>,
     /// Engine tunables; listen addresses are filled in here.
     pub engine: EngineConfig,
@@ -64,6 +65,8 @@ pub enum StartError {
     HalfTls,
     #[error("{0}")]
     BadProxy(String),
+    #[error("--advertise {0:?} is not a host or a ws:// or wss:// URL")]
+    BadAdvertise(String),
 }
 
 /// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
@@ -122,13 +125,30 @@ pub fn start(
         socket2::SockRef::from(l).set_tcp_nodelay(true)?;
     }
 
-    let host = config.advertise_host.clone().unwrap_or_else(|| {
-        if addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            addr.ip().to_string()
-        }
+    // A whole URL: the node is dialed there (a proxy's host, port and path), and its host
+    // sets the dialing rules' scope.
+    let advertised_url = match config.advertise_host.as_deref() {
+        Some(a) if a.contains("://") => Some(
+            hearsay_proto::canonical_address(a)
+                .ok_or_else(|| StartError::BadAdvertise(a.to_owned()))?,
+        ),
+        _ => None,
+    };
+    let from_url = advertised_url.as_deref().and_then(|u| {
+        url::Url::parse(u)
+            .ok()?
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
     });
+    let host = from_url
+        .or(config.advertise_host.clone())
+        .unwrap_or_else(|| {
+            if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                addr.ip().to_string()
+            }
+        });
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -147,7 +167,8 @@ pub fn start(
     // by a seed at one is never named to that seed by the other. With a certificate the main
     // port speaks TLS (wss://); the seed's port never does (seeds dial plain ws://).
     let scheme = if serving_tls.is_some() { "wss" } else { "ws" };
-    engine_config.listen_addresses = std::iter::once(format!("{scheme}://{host}:{}", addr.port()))
+    let main = advertised_url.unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));
+    engine_config.listen_addresses = std::iter::once(main)
         .chain(v1_addr.map(|a| format!("ws://{host}:{}", a.port())))
         .collect();
 

@@ -141,3 +141,53 @@ async fn a_node_stops_cleanly_and_frees_its_ports() {
     .await;
     a.stop().await;
 }
+
+/// A node behind a reverse proxy that serves it under a path advertises that URL
+/// (`--advertise ws://host:port/hearsay`): a node that dials it there links to it, a third
+/// that only learns its address from the second links to it there too, and each counts it
+/// once; messages cross the proxy each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_proxy_path_is_reached_at_the_url_it_advertises() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = common::proxy::PathProxy::start(listener.local_addr().unwrap(), "/hearsay").await;
+    let advertised = format!("ws://127.0.0.1:{}/hearsay", proxy.addr.port());
+    let v1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = hearsay::server::start(
+        listener,
+        Some(v1),
+        hearsay::server::NodeConfig {
+            advertise_host: Some(advertised.clone()),
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        status(&a.http_url()).await["addresses"][0],
+        advertised.as_str()
+    );
+    let b = start_node(std::slice::from_ref(&advertised)).await;
+    let c = start_node(&[b.ws_url()]).await;
+    for node in [&b, &c] {
+        wait_for("a linked through the proxy", || async {
+            let peers = get_json(&format!("{}/api/peers", node.http_url())).await;
+            let to_a: Vec<&serde_json::Value> = peers["peers"]
+                .as_array()?
+                .iter()
+                .filter(|p| p["id"] == a.id.to_string().as_str())
+                .collect();
+            (to_a.len() == 1 && to_a[0]["address"] == advertised.as_str()).then_some(())
+        })
+        .await;
+    }
+    let texts = ["from a".to_owned(), "from c".to_owned()];
+    post_message(&a, "from a").await;
+    post_message(&c, "from c").await;
+    wait_all_hold(&[a.http_url(), b.http_url(), c.http_url()], &texts).await;
+    for node in [&a, &b, &c] {
+        assert_eq!(neighbor_ids(&node.http_url()).await.len(), 2);
+    }
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}

@@ -103,32 +103,36 @@ async fn post_message_url(url: &str, data: &str) {
     assert_eq!(r.status().as_u16(), 201);
 }
 
+/// Ctrl-C (SIGINT) and SIGTERM (what systemd sends) both stop the node cleanly: exit 0,
+/// ports freed, peers told.
 #[tokio::test]
-async fn ctrl_c_stops_the_node_and_frees_its_ports() {
-    let a = spawn(0, &[]);
-    let b = spawn(0, std::slice::from_ref(&a.ws));
-    wait_for("a and b linked", || async {
-        (neighbor_ids(&a.url).await.len() == 1).then_some(())
-    })
-    .await;
-    let addr = b.url.trim_start_matches("http://").to_owned();
-    let mut b = b;
-    let pid = b.child.id().to_string();
-    let ok = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let status = wait_for("the node to exit", || {
-        let s = b.child.try_wait().unwrap();
-        async move { s }
-    })
-    .await;
-    assert!(status.success(), "exit status {status:?}");
-    std::net::TcpListener::bind(&addr).expect("port freed");
-    wait_for("a to see b leave", || async {
-        neighbor_ids(&a.url).await.is_empty().then_some(())
-    })
-    .await;
+async fn ctrl_c_or_sigterm_stops_the_node_and_frees_its_ports() {
+    for signal in ["-INT", "-TERM"] {
+        let a = spawn(0, &[]);
+        let b = spawn(0, std::slice::from_ref(&a.ws));
+        wait_for("a and b linked", || async {
+            (neighbor_ids(&a.url).await.len() == 1).then_some(())
+        })
+        .await;
+        let addr = b.url.trim_start_matches("http://").to_owned();
+        let mut b = b;
+        let pid = b.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let status = wait_for("the node to exit", || {
+            let s = b.child.try_wait().unwrap();
+            async move { s }
+        })
+        .await;
+        assert!(status.success(), "{signal}: exit status {status:?}");
+        std::net::TcpListener::bind(&addr).expect("port freed");
+        wait_for("a to see b leave", || async {
+            neighbor_ids(&a.url).await.is_empty().then_some(())
+        })
+        .await;
+    }
 }
