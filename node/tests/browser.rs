@@ -238,6 +238,21 @@ async fn a_page_on_a_long_history_stays_light_and_scrolls_back() {
         "the row the reader was reading is still first on screen"
     );
     assert!((now - top).abs() <= 1.0, "it moved from {top} to {now} px");
+    // Reading on down does not lose the count.
+    js("window.scrollBy(0, 200)").await;
+    wait_for("the window to follow", || async {
+        (anchor().await.0 != seen).then_some(())
+    })
+    .await;
+    assert_eq!(
+        page.find(Locator::Css("button.fresh"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "↑ 3 new messages"
+    );
 
     // At the end of the list, one page of older messages is fetched from the node.
     js("window.scrollTo(0, document.body.scrollHeight)").await;

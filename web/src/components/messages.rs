@@ -58,6 +58,9 @@ struct Shared {
     anchor: Option<(MsgId, f64)>,
     /// The oldest message older ones were last asked for: asked once each.
     asked: Option<MsgId>,
+    /// The newest message when the reader scrolled into the list; `None` at the top (the
+    /// view shows it; this is the copy `follow` decides from, with the rest it reads).
+    seen: Option<Key>,
     /// The two spacers' heights as last rendered. They are set through the DOM's style object
     /// after the render: the page's Content-Security-Policy refuses `style` attributes.
     spacers: (f64, f64),
@@ -304,12 +307,14 @@ fn follow(
     } else {
         None
     };
-    let seen = match (away, view.seen) {
+    let before = s.seen;
+    let seen = match (away, before) {
         (false, _) => None,
         (true, Some(seen)) => Some(seen),
         (true, None) => messages.first().map(|e| order(&e.msg)),
     };
-    if view.seen.is_some() && seen.is_none() {
+    s.seen = seen;
+    if before.is_some() && seen.is_none() {
         s.asked = None;
         on_top.emit(());
     }
