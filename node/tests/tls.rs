@@ -6,31 +6,7 @@ mod common;
 
 use common::*;
 use hearsay::server::NodeConfig;
-use std::path::{Path, PathBuf};
-
-/// A CA, and a certificate it signed for `localhost` and 127.0.0.1, as PEM files in `dir`:
-/// (the CA's certificate, the node's certificate, the node's key).
-fn make_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let node_key = KeyPair::generate().unwrap();
-    let node = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&node_key, &ca, &ca_key)
-        .unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("node.pem"),
-        dir.join("node.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, node.pem()).unwrap();
-    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
-    paths
-}
+use std::path::Path;
 
 /// An HTTPS client that trusts the test's CA.
 fn https_client(ca: &Path) -> reqwest::Client {
@@ -41,15 +17,12 @@ fn https_client(ca: &Path) -> reqwest::Client {
         .unwrap()
 }
 
+async fn get_over(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn texts_over(client: &reqwest::Client, base: &str) -> Vec<String> {
-    let body: serde_json::Value = client
-        .get(format!("{base}/api/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_over(client, &format!("{base}/api/messages")).await;
     body["messages"]
         .as_array()
         .unwrap()
@@ -61,7 +34,7 @@ async fn texts_over(client: &reqwest::Client, base: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_dial_each_other_over_wss_and_a_certificate_nobody_vouches_for_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_ca(dir.path());
+    let common::TestCa { ca, cert, key, .. } = common::make_ca(dir.path());
     let a = start_node_with(NodeConfig {
         tls_cert: Some(cert),
         tls_key: Some(key),
@@ -72,14 +45,7 @@ async fn nodes_dial_each_other_over_wss_and_a_certificate_nobody_vouches_for_is_
     let https = format!("https://127.0.0.1:{}", a.addr.port());
     let client = https_client(&ca);
     // It advertises the address it is dialed at.
-    let st: serde_json::Value = client
-        .get(format!("{https}/api/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = get_over(&client, &format!("{https}/api/status")).await;
     assert_eq!(st["addresses"][0], wss.as_str(), "{st}");
 
     let b = start_node_with(NodeConfig {

@@ -61,6 +61,9 @@ pub struct Config {
     pub client_extra_links: usize,
     /// Nodes named to a client in `PEERS`.
     pub peers_sample: usize,
+    /// A client that can open only `wss://` links (a page served over https: browsers refuse
+    /// plain WebSockets from a secure page) takes only nodes that advertise one.
+    pub client_secure_only: bool,
     /// Whether joins spread by random walks and views are shuffled. Off, a node keeps the
     /// links it was given (`--peer`, and nodes that dialed it) and nothing more: for tests
     /// that need a fixed shape, and for layouts an operator wants exactly.
@@ -81,6 +84,7 @@ impl Default for Config {
             max_clients: 2_000,
             client_extra_links: 2,
             peers_sample: 8,
+            client_secure_only: false,
             random_walks: true,
         }
     }
@@ -382,7 +386,12 @@ impl Membership {
         let from_record = self.connected.get(&from).cloned().flatten();
         match (self.kind, message) {
             (PeerKind::Browser, Message::Peers { peers }) => {
-                for p in peers.iter().filter_map(PeerRecord::canonical) {
+                let secure = self.config.client_secure_only;
+                for p in peers
+                    .iter()
+                    .filter_map(PeerRecord::canonical)
+                    .filter(|p| !secure || p.address.starts_with("wss://"))
+                {
                     if p.id != self.me && !self.candidates.iter().any(|c| c.id == p.id) {
                         self.candidates.push(p);
                     }
@@ -979,6 +988,35 @@ mod tests {
             drain(&mut full),
             vec![Out::Close(id(51), CloseReason::TooManyClients)]
         );
+    }
+
+    #[test]
+    fn a_page_served_over_https_links_only_to_wss_nodes() {
+        let config = Config {
+            client_secure_only: true,
+            ..Config::default()
+        };
+        let mut page = Membership::new(id(60), PeerKind::Browser, None, config, 1, 0);
+        page.connected(id(1), PeerKind::Node, Some(rec(1)), true, false, 0);
+        let secure = |n: u8| PeerRecord {
+            address: format!("wss://n{n}.example.org"),
+            ..rec(n)
+        };
+        page.message(
+            id(1),
+            Message::Peers {
+                peers: vec![rec(2), secure(3), rec(4)],
+            },
+            0,
+        );
+        let dialed: Vec<String> = drain(&mut page)
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Connect { peer, then: None } => Some(peer.address),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dialed, ["wss://n3.example.org"]);
     }
 
     #[test]

@@ -297,6 +297,11 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
         transport_ping: false,
         // A person is watching: come back quickly when a node returns.
         backoff_max: 5_000,
+        // Served over https, the browser opens only wss:// (no mixed content).
+        membership: hearsay_proto::membership::Config {
+            client_secure_only: url.starts_with("wss://"),
+            ..Default::default()
+        },
         history: hearsay_proto::History {
             max_messages: Some(PAGE_KEEP),
             // Checked often: what reconciliation brings in before the first check is let go

@@ -67,24 +67,37 @@ impl Chromedriver {
 
     /// A new headless browser window of `width`×`height`.
     pub async fn open(&mut self, width: u32, height: u32) -> Client {
+        self.open_with(width, height, &[]).await
+    }
+
+    /// [`Chromedriver::open`] with more Chromium flags.
+    pub async fn open_with(&mut self, width: u32, height: u32, extra: &[String]) -> Client {
         // One profile per browser across the whole test binary (tests run in parallel).
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let profile =
             std::env::temp_dir().join(format!("hearsay-chromium-{}-{n}", std::process::id()));
         self.profiles.push(profile.clone());
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.push(format!("--window-size={width},{height}"));
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().cloned());
         let caps = serde_json::json!({
             "browserName": "chrome",
             "goog:loggingPrefs": { "browser": "ALL" },
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", format!("--window-size={width},{height}"),
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
         });
         let caps = caps.as_object().unwrap().clone();
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();

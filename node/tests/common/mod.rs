@@ -12,6 +12,7 @@ pub mod seed;
 use hearsay::server::{self, NodeConfig, RunningNode};
 use serde_json::Value;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -290,4 +291,42 @@ pub fn spawn_hearsay(cmd: &mut std::process::Command) -> (std::process::Child, S
         "unexpected first line {line:?}"
     );
     (child, url)
+}
+
+/// A CA made for a test, and a certificate it signed for `localhost` and 127.0.0.1.
+pub struct TestCa {
+    /// PEM files: the CA's certificate, the node's certificate and its key.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The node key's SubjectPublicKeyInfo, SHA-256, base64: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes to trust that certificate.
+    pub spki_sha256: String,
+}
+
+/// A CA, and a certificate it signed for `localhost` and 127.0.0.1, as PEM files in `dir`.
+pub fn make_ca(dir: &std::path::Path) -> TestCa {
+    use base64::Engine as _;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use sha2::Digest as _;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let node_key = KeyPair::generate().unwrap();
+    let node = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&node_key, &ca, &ca_key)
+        .unwrap();
+    let made = TestCa {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("node.pem"),
+        key: dir.join("node.key"),
+        spki_sha256: base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(node_key.public_key_der())),
+    };
+    std::fs::write(&made.ca, ca.pem()).unwrap();
+    std::fs::write(&made.cert, node.pem()).unwrap();
+    std::fs::write(&made.key, node_key.serialize_pem()).unwrap();
+    made
 }

@@ -252,7 +252,9 @@ fn measure(shared: &RefCell<Shared>, list: &NodeRef) {
     let mut s = shared.borrow_mut();
     let mut anchor_now = None;
     for (id, el) in rendered(list) {
-        s.heights.insert(id, f64::from(el.offset_height()));
+        // Fractional, as the layout has it: whole pixels would add up to a drift under the
+        // reader as the spacers stand in for more rows.
+        s.heights.insert(id, el.get_bounding_client_rect().height());
         if s.anchor.is_some_and(|(a, _)| a == id) {
             anchor_now = Some(el.get_bounding_client_rect().top());
         }
