@@ -71,8 +71,9 @@ pub struct Args {
 
     /// Where other nodes should dial this one: a host name or IP (default: --host, or
     /// 127.0.0.1 for 0.0.0.0), or a whole URL such as wss://nodes.example.org/hearsay for a
-    /// node behind a reverse proxy.
-    #[arg(long, value_name = "HOST|URL")]
+    /// node behind a reverse proxy, or `none` for a node nobody can dial (behind NAT): it
+    /// dials out only and still relays.
+    #[arg(long, value_name = "HOST|URL|none")]
     pub advertise: Option<String>,
 
     /// Folder for this node's messages (default: $XDG_DATA_HOME/hearsay/node-PORT).

@@ -18,8 +18,10 @@ pub struct NodeConfig {
     /// Addresses to dial at start and keep dialing (`--peer`).
     pub peers: Vec<String>,
     /// Where other nodes should dial us: a host (the node's own port and scheme are added),
-    /// or a whole `ws://` / `wss://` URL, path included, for a node behind a reverse proxy.
-    /// Defaults to the listener's IP (or 127.0.0.1 when it listens on every interface).
+    /// or a whole `ws://` / `wss://` URL, path included, for a node behind a reverse proxy;
+    /// `none` for a node nobody can dial (behind NAT): it dials out only, and is never named
+    /// to others to dial. Defaults to the listener's IP (or 127.0.0.1 when it listens on
+    /// every interface).
     pub advertise_host: Option<String>,
     /// Engine tunables; listen addresses are filled in here.
     pub engine: EngineConfig,
@@ -140,8 +142,9 @@ pub fn start(
             .host_str()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
     });
+    let unlisted = config.advertise_host.as_deref() == Some("none");
     let host = from_url
-        .or(config.advertise_host.clone())
+        .or(config.advertise_host.clone().filter(|_| !unlisted))
         .unwrap_or_else(|| {
             if addr.ip().is_unspecified() {
                 "127.0.0.1".to_owned()
@@ -170,6 +173,7 @@ pub fn start(
     let main = advertised_url.unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));
     engine_config.listen_addresses = std::iter::once(main)
         .chain(v1_addr.map(|a| format!("ws://{host}:{}", a.port())))
+        .filter(|_| !unlisted)
         .collect();
 
     let store: Arc<dyn Store> = match &config.data {

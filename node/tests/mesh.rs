@@ -191,3 +191,60 @@ async fn a_node_behind_a_proxy_path_is_reached_at_the_url_it_advertises() {
     b.stop().await;
     c.stop().await;
 }
+
+/// A node nobody can dial (`--advertise none`, as behind NAT) joins by dialing out: it is a
+/// neighbour over the links it opened and relays between nodes that know only it, it is
+/// never named to others to dial, and no one dials it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_nobody_can_dial_joins_by_dialing_out_and_relays() {
+    // Nodes keep only the links they are given, so the unlisted node is the only path.
+    let fixed = |peers: Vec<String>, advertise: Option<&str>| {
+        let mut c = hearsay::server::NodeConfig {
+            peers,
+            advertise_host: advertise.map(str::to_owned),
+            ..Default::default()
+        };
+        c.engine.membership.random_walks = false;
+        c
+    };
+    let a = start_node_with(fixed(vec![], None)).await;
+    let b = start_node_with(fixed(vec![], None)).await;
+    let d = start_node_with(fixed(vec![a.ws_url(), b.ws_url()], Some("none"))).await;
+    assert_eq!(
+        status(&d.http_url()).await["addresses"],
+        serde_json::json!([])
+    );
+    for node in [&a, &b] {
+        wait_for("d as a neighbour", || async {
+            (neighbor_ids(&node.http_url()).await == [d.id.to_string()]).then_some(())
+        })
+        .await;
+    }
+    // Through d only: a's message reaches b and b's reaches a, each once.
+    post_message(&a, "from a").await;
+    post_message(&b, "from b").await;
+    post_message(&d, "from d").await;
+    let all = [
+        "from a".to_owned(),
+        "from b".to_owned(),
+        "from d".to_owned(),
+    ];
+    wait_all_hold(&[a.http_url(), b.http_url(), d.http_url()], &all).await;
+    // Nobody was given an address for d, and every link d has, d opened.
+    for node in [&a, &b] {
+        let peers = get_json(&format!("{}/api/peers", node.http_url())).await;
+        let to_d = peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == d.id.to_string().as_str())
+            .unwrap()
+            .clone();
+        assert!(to_d["address"].is_null(), "{to_d}");
+        assert_eq!(to_d["direction"], "inbound", "{to_d}");
+    }
+    assert_eq!(neighbor_ids(&a.http_url()).await, [d.id.to_string()]);
+    a.stop().await;
+    b.stop().await;
+    d.stop().await;
+}

@@ -259,6 +259,7 @@ impl Membership {
             .iter()
             .chain(&self.passive)
             .chain(&self.candidates)
+            .filter(|r| r.is_dialable())
     }
 
     /// Whether `peer` is a neighbour (gossiped with) or one we are waiting on. Connections to
@@ -288,6 +289,11 @@ impl Membership {
         elsewhere: bool,
         now: Millis,
     ) {
+        // A node with no address dialed us: a neighbour like any other over this link, but
+        // never named to others to dial (receivers drop what they cannot dial, and it never
+        // enters a passive view).
+        let record =
+            record.or_else(|| (kind == PeerKind::Node).then(|| PeerRecord::unlisted(peer)));
         self.connected.insert(peer, record.clone());
         if let Some(r) = &record {
             // A node's own handshake is the authority on its addresses.
@@ -628,7 +634,10 @@ impl Membership {
     }
 
     fn add_passive(&mut self, record: PeerRecord) {
-        if record.id == self.me || self.active.iter().any(|r| r.id == record.id) {
+        if record.id == self.me
+            || !record.is_dialable()
+            || self.active.iter().any(|r| r.id == record.id)
+        {
             return;
         }
         // Only a node's own handshake may change what we know of its addresses.
@@ -988,6 +997,40 @@ mod tests {
             drain(&mut full),
             vec![Out::Close(id(51), CloseReason::TooManyClients)]
         );
+    }
+
+    #[test]
+    fn a_node_with_no_address_is_a_neighbour_but_never_passed_on() {
+        let mut m = node(1);
+        m.connected(id(2), PeerKind::Node, Some(rec(2)), true, false, 0);
+        m.message(id(2), Message::Neighbor { high: true }, 0);
+        // Node 70 cannot be dialed; it dialed us and joins.
+        m.connected(id(70), PeerKind::Node, None, false, false, 0);
+        m.message(id(70), Message::Join, 0);
+        let out = drain(&mut m);
+        assert!(m.active().contains(&id(70)), "{out:?}");
+        assert!(
+            m.known_nodes().all(|r| r.id != id(70)),
+            "never named to dial"
+        );
+        // Its walk ends here: what is forwarded cannot be dialed, and receivers drop it.
+        let forwarded = out.iter().find_map(|o| match o {
+            Out::Send(_, Message::ForwardJoin { peer, .. }) => Some(peer.clone()),
+            _ => None,
+        });
+        assert!(forwarded.is_none_or(|p| p.canonical().is_none()));
+        // Evicted to make room, it is not kept to dial later.
+        let small = Config {
+            active_capacity: 1,
+            ..Config::default()
+        };
+        let mut full = Membership::new(id(3), PeerKind::Node, Some(rec(3)), small, 3, 0);
+        full.connected(id(70), PeerKind::Node, None, false, false, 0);
+        full.message(id(70), Message::Join, 0);
+        full.connected(id(4), PeerKind::Node, Some(rec(4)), false, false, 0);
+        full.message(id(4), Message::Neighbor { high: true }, 0);
+        assert!(!full.active().contains(&id(70)));
+        assert!(full.passive().iter().all(|r| r.id != id(70)));
     }
 
     #[test]

@@ -42,6 +42,21 @@ impl PeerRecord {
         })
     }
 
+    /// A node that cannot be dialed (behind NAT, `--advertise none`): it dials out only.
+    /// It can be a neighbour over the link it opened, but is never passed on to be dialed.
+    pub fn unlisted(id: NodeId) -> PeerRecord {
+        PeerRecord {
+            id,
+            address: String::new(),
+            aliases: Vec::new(),
+        }
+    }
+
+    /// Whether the node can be dialed at all.
+    pub fn is_dialable(&self) -> bool {
+        !self.address.is_empty()
+    }
+
     /// Every address of the node, canonical first.
     pub fn addresses(&self) -> impl Iterator<Item = &String> {
         std::iter::once(&self.address).chain(&self.aliases)
