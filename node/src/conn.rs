@@ -28,6 +28,9 @@ pub const STALL: Duration = Duration::from_secs(30);
 /// Most frames written before a flush.
 const BATCH: usize = 64;
 
+/// Addresses whose last dial failure is remembered (so the log says it once).
+const DIAL_FAILURES_KEPT: usize = 1_024;
+
 /// How long a dial may take before it counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -68,12 +71,15 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
         Ok(Err(reason)) => reason,
         Err(_) => "dial timed out".to_owned(),
     };
-    // Said once per address and reason, not at every retry.
-    let said = shared
-        .dial_failures
-        .lock()
-        .unwrap()
-        .insert(address.clone(), reason.clone());
+    // Said once per address and reason, not at every retry. (Peers can name many addresses
+    // over months: past a bound the memory of what was said starts afresh.)
+    let said = {
+        let mut failures = shared.dial_failures.lock().unwrap();
+        if failures.len() >= DIAL_FAILURES_KEPT && !failures.contains_key(&address) {
+            failures.clear();
+        }
+        failures.insert(address.clone(), reason.clone())
+    };
     if said.as_ref() != Some(&reason) {
         tracing::info!(%address, error = %reason, "dial failed (retrying with backoff)");
     } else {
