@@ -189,7 +189,7 @@ impl Metrics {
             let n = peers
                 .iter()
                 .filter(|p| match (p.protocol, p.kind) {
-                    (Protocol::V1, _) => kind == "v1",
+                    (Protocol::Seed, _) => kind == "v1",
                     (Protocol::Pending, _) => kind == "pending",
                     (_, Some(PeerKind::Browser)) => kind == "browser",
                     _ => kind == "node",

@@ -10,10 +10,11 @@ use crate::Millis;
 use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::id::NodeId;
+use crate::part::Part;
 use crate::peer::canonical_address;
 use rand::Rng;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// How an address we dial stands, for a page that shows each link and why it is down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,6 +85,8 @@ struct Entry {
 pub struct AddressBook {
     entries: BTreeMap<String, Entry>,
     backoff: Backoff,
+    /// Addresses due for a dial, for the engine to dial.
+    due: VecDeque<String>,
 }
 
 impl AddressBook {
@@ -102,7 +105,11 @@ impl AddressBook {
                 )
             })
             .collect();
-        Self { entries, backoff }
+        Self {
+            entries,
+            backoff,
+            due: VecDeque::new(),
+        }
     }
 
     /// Pins `address`: it is dialed now and kept dialed. Returns its canonical form.
@@ -341,6 +348,27 @@ fn backoff(b: &Backoff, failures: u32, rng: &mut impl Rng) -> Millis {
         .saturating_mul(1u64 << failures.min(16))
         .min(b.max);
     base + rng.random_range(0..=base / 4)
+}
+
+/// The book as a part of the engine: its deadline is the earliest pinned address due for a
+/// dial, and when it comes the due addresses are handed out to dial. It reads which nodes
+/// are linked (a pinned node linked already is only revisited later).
+impl Part for AddressBook {
+    type Out = String;
+    type Context<'a> = &'a dyn Fn(NodeId) -> bool;
+
+    fn poll(&mut self) -> Option<String> {
+        self.due.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.next_due()
+    }
+
+    fn handle_timeout(&mut self, now: Millis, linked: &dyn Fn(NodeId) -> bool) {
+        let due = self.due(now, linked);
+        self.due.extend(due);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The connection table: every connection the engine has, dialed or accepted, from dial to
 //! close — its direction, what the handshake found, and keepalive bookkeeping. What other
-//! modules keep per connection (seed and sync state) they keep themselves, keyed by
-//! [`ConnId`].
+//! parts keep per connection (seed, reconciliation and admission state) they keep
+//! themselves, keyed by [`ConnId`].
 
 use crate::Millis;
 use crate::id::NodeId;
@@ -30,13 +30,19 @@ pub enum Direction {
     Outbound,
 }
 
-/// Which protocol a connection speaks, as far as the engine knows yet.
+/// Which protocol a connection speaks, as far as the engine knows yet. (The API shows
+/// them as `"v1"` and `"v2"`, the names they had when hearsay was the seed's second
+/// version.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    #[serde(rename = "pending")]
     Pending,
-    V1,
-    V2,
+    /// The seed's protocol.
+    #[serde(rename = "v1")]
+    Seed,
+    /// hearsay's own.
+    #[serde(rename = "v2")]
+    Hearsay,
 }
 
 /// A hearsay peer, as its handshake described it.
@@ -65,11 +71,12 @@ pub enum State {
     /// has not come yet.
     Proving {
         since: Millis,
-        hello: Box<crate::wire::Hello>,
+        hello: Box<crate::handshake::Hello>,
         key: PublicKey,
     },
-    V1,
-    V2(Hearsay),
+    /// A seed (v1) peer.
+    Seed,
+    Hearsay(Hearsay),
 }
 
 #[derive(Debug)]
@@ -91,10 +98,6 @@ pub struct Conn {
     pub wanted: bool,
     /// Since when membership has had no use for this peer.
     pub unwanted_since: Option<Millis>,
-    /// What it may still publish, for peers whose messages are charged (pages, seeds).
-    pub messages: Option<crate::limits::TokenBucket>,
-    /// For a node peer: how many more messages over their origins' quotas it may push.
-    pub over_quota: Option<crate::limits::TokenBucket>,
     /// The client address an inbound connection came from, if it is capped (see
     /// `limits::KindCaps`).
     pub from: Option<String>,
@@ -112,8 +115,6 @@ impl Conn {
             last_heard: now,
             ping_sent: None,
             bad_frames: 0,
-            messages: None,
-            over_quota: None,
             from: None,
             nonce: Default::default(),
             queued: Vec::new(),
@@ -125,7 +126,7 @@ impl Conn {
 
     pub fn hearsay(&self) -> Option<&Hearsay> {
         match &self.state {
-            State::V2(h) => Some(h),
+            State::Hearsay(h) => Some(h),
             _ => None,
         }
     }
@@ -134,22 +135,22 @@ impl Conn {
         self.hearsay().map(|h| h.id)
     }
 
-    pub fn is_v2(&self) -> bool {
-        matches!(self.state, State::V2(_))
+    pub fn is_hearsay(&self) -> bool {
+        matches!(self.state, State::Hearsay(_))
     }
 
     pub fn protocol(&self) -> Protocol {
         match self.state {
             State::Dialing | State::Handshake { .. } | State::Proving { .. } => Protocol::Pending,
-            State::V1 => Protocol::V1,
-            State::V2(_) => Protocol::V2,
+            State::Seed => Protocol::Seed,
+            State::Hearsay(_) => Protocol::Hearsay,
         }
     }
 
     /// The canonical address this peer is known by, if any.
     pub fn address(&self) -> Option<&str> {
         match &self.state {
-            State::V2(h) => h.record.as_ref().map(|r| r.address.as_str()),
+            State::Hearsay(h) => h.record.as_ref().map(|r| r.address.as_str()),
             _ => self.dialed.as_deref(),
         }
     }
@@ -197,7 +198,7 @@ impl Conns {
             self.by_node.insert(peer.id, id);
         }
         if let Some(c) = self.conns.get_mut(&id) {
-            c.state = State::V2(peer);
+            c.state = State::Hearsay(peer);
         }
     }
 
@@ -217,6 +218,28 @@ impl Conns {
     /// The connection to hearsay peer `node`, if there is one.
     pub fn to_node(&self, node: NodeId) -> Option<ConnId> {
         self.by_node.get(&node).copied()
+    }
+
+    /// How many connections other than `conn` came from `conn`'s client address and are of
+    /// `kind` (`None`: seeds), those still proving who they are included (they hold their
+    /// place meanwhile). None for a connection that is not capped.
+    pub fn held_from(&self, conn: ConnId, kind: Option<PeerKind>) -> usize {
+        let Some(from) = self.get(conn).and_then(|c| c.from.as_deref()) else {
+            return 0;
+        };
+        self.conns
+            .iter()
+            .filter(|&(&other, c)| {
+                other != conn
+                    && c.from.as_deref() == Some(from)
+                    && match (&c.state, kind) {
+                        (State::Hearsay(h), Some(k)) => h.kind == k,
+                        (State::Proving { hello, .. }, Some(k)) => hello.kind == k,
+                        (State::Seed, None) => true,
+                        _ => false,
+                    }
+            })
+            .count()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {

@@ -3,48 +3,54 @@
 //! The driver feeds it events — a connection accepted or opened, a text frame received, a
 //! connection closed, a dial failed, a local publish, time passing — each with the current
 //! time, and then drains [`Output`]s (see the crate docs for the contract). The engine owns
-//! the connections and the handshake, and routes everything else:
+//! the connections ([`conns`](crate::conns), [`book`](crate::book)) and carries out the
+//! handshake's verdicts ([`handshake`](crate::handshake)); everything else is a part, kept
+//! under one contract ([`Part`]): it takes its inputs, queues its outputs, keeps its timers.
+//! The engine routes every part's outputs in one place ([`Engine::route`]):
 //!
-//! - [`conns`](crate::conns) and [`book`](crate::book): connections, and the addresses we
-//!   dial with their backoff;
-//! - [`membership`](crate::membership): which peers are neighbours (HyParView for nodes, a
-//!   few links for a page);
-//! - [`broadcast`](crate::broadcast): who gets each message (Plumtree, or flooding);
+//! - [`keepalive`](crate::keepalive): handshake deadlines, probes, idle and transient links;
+//! - [`membership`](crate::membership): which peers are neighbours;
+//! - [`tree`](crate::tree) and [`broadcast`](crate::broadcast): which links are the broadcast
+//!   tree's, and who gets each message over them (Plumtree, or flooding);
 //! - [`seed`](crate::seed): what seed (v1) peers get and are told;
 //! - [`sync`](crate::sync): reconciliation, the safety net under broadcast;
-//! - [`map`](crate::map): the network map.
+//! - [`map`](crate::map): the network map;
+//! - [`history`](crate::history): the messages held, and what ages out of them;
+//! - [`admission`](crate::admission): whether each message that arrives is taken.
 //!
-//! Connections move through `Dialing` (outbound, transport not yet open) → `Handshake` → `V1`
-//! or `V2`. A dialer sends `HELLO` at once; an acceptor waits for the first frame: `HELLO`
-//! makes the peer a hearsay peer (once it has proven its key: `Proving` until its `PROOF`
-//! comes), a seed frame a seed. Silence never makes a seed: a seed speaks first on every
-//! connection, either direction (its `SOCKETS`), and a peer whose thread is busy or whose link
-//! is slow may answer late; a connection that says nothing valid for `hello_timeout` is
-//! closed, saying so.
+//! Every message enters by one way ([`Engine::arrive`], then [`Engine::take`]), whatever
+//! brought it: a push, a reconciliation page, a seed's text, or a local publish.
+//!
+//! Connections move through `Dialing` (outbound, transport not yet open) → `Handshake` →
+//! `Seed` or `Hearsay`. A dialer sends `HELLO` at once; an acceptor waits for the first frame:
+//! `HELLO` makes the peer a hearsay peer (once it has proven its key: `Proving` until its
+//! `PROOF` comes), a seed frame a seed. Silence never makes a seed: a seed speaks first on
+//! every connection, either direction (its `SOCKETS`), and a peer whose thread is busy or
+//! whose link is slow may answer late; a connection that says nothing valid for
+//! `hello_timeout` is closed, saying so.
 
 use crate::Millis;
+use crate::admission::{self, Admission, Dropped, Reply, Sender, Verdict};
 use crate::book::{AddressBook, AddressError, Backoff, LinkInfo};
 use crate::broadcast::{self, Broadcast, BroadcastStats};
 use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, Protocol, State};
-use crate::dedup::Recent;
-use crate::history::History;
+use crate::handshake::{self, Handshake, Hello};
+use crate::history::{Held, HeldOut, History};
 use crate::id::{MsgId, NodeId};
-use crate::identity::{
-    Author, Identity, Keypair, Nonce, PublicKey, Role, Tab, handshake_proof, id_of,
-};
+use crate::identity::{Author, Identity, Keypair, PublicKey, Tab};
+use crate::keepalive::{self, Keepalive};
 use crate::limits::{KindCaps, Limits, TokenBucket};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
 use crate::membership::{self, Membership};
 use crate::message::Message;
+use crate::part::Part;
 use crate::peer::{PeerKind, PeerRecord, canonical_address};
-use crate::seed::{self, Seeds};
-use crate::sync::{self, MessageIndex, Reconciler, SyncConfig};
-use crate::timers::{Timers, earliest};
-use crate::wire::{
-    Frame, Hello, Inbound, InboundError, MAX_ADDRESSES, MAX_WANT, MESSAGES_PAGE_BYTES,
-    PROTOCOL_NAME, PROTOCOL_VERSION, Part,
-};
+use crate::seed::{self, SeedPeers};
+use crate::sync::{self, Sync, SyncConfig};
+use crate::timers::earliest;
+use crate::tree::{self, Tree};
+use crate::wire::{Frame, Inbound, InboundError, MAX_ADDRESSES};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -52,8 +58,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-/// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
-const ORIGINS_TRACKED: usize = 20_000;
+pub use crate::driver::{Driver, Output};
 
 /// Tunables. The defaults suit a native node; a page sets `kind` and `home`.
 #[derive(Debug, Clone)]
@@ -65,6 +70,7 @@ pub struct Config {
     pub home: Option<NodeId>,
     pub membership: membership::Config,
     pub broadcast: broadcast::Config,
+    pub tree: tree::Config,
     pub map: map::Config,
     pub sync: SyncConfig,
     /// How long a connection may go without a `HELLO` (or a seed's first frame) before it is
@@ -108,6 +114,7 @@ impl Default for Config {
             home: None,
             membership: membership::Config::default(),
             broadcast: broadcast::Config::default(),
+            tree: tree::Config::default(),
             map: map::Config::default(),
             sync: SyncConfig::default(),
             hello_timeout: 10_000,
@@ -127,40 +134,6 @@ impl Default for Config {
             per_address: KindCaps::default(),
         }
     }
-}
-
-/// What the engine asks its driver to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Send this text frame. The same `Arc` goes to every peer a frame is broadcast to, so it
-    /// is encoded once.
-    Send { conn: ConnId, frame: Arc<str> },
-    /// Send a WebSocket ping frame (v1 peers only understand transport-level pings).
-    Ping { conn: ConnId },
-    /// Open a WebSocket to `address`; report `opened` or `dial_failed` for `conn`.
-    Dial { conn: ConnId, address: String },
-    /// Close the connection, telling the peer why. The engine has already forgotten it.
-    Close { conn: ConnId, reason: CloseReason },
-    /// A message new to this peer: store it and show it. Each id is delivered once. `hops`
-    /// is how far it travelled (0: published here or by a seed linked here; `None`: it came
-    /// by reconciliation).
-    Deliver { msg: Message, hops: Option<u32> },
-    /// A node confirmed it holds message `id`, which this peer published (browsers only).
-    Acked { id: MsgId, by: NodeId },
-    /// A peer refused something we sent (an `ERROR` frame): a page shows it.
-    Refused {
-        by: NodeId,
-        reason: String,
-        id: Option<MsgId>,
-        retry_after_ms: Option<u64>,
-    },
-    /// The peer on `conn` asked for these messages: load the ones held and hand them to
-    /// [`Engine::provide`].
-    Fetch { conn: ConnId, ids: Vec<MsgId> },
-    /// Messages stamped (by their reconciliation timestamp) before `before` have aged out of
-    /// the retention window: drop them from the store. The engine has forgotten them, and
-    /// refuses them if they come again.
-    Evict { before: Millis, count: usize },
 }
 
 /// A connected peer, as the API and the page show it.
@@ -254,62 +227,48 @@ pub enum PublishError {
     Outside(String),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Timer {
-    /// Handshake, keepalive and transient-link checks for one connection.
-    Conn(ConnId),
-    /// What has aged out of the window is evicted.
-    Evict,
-    /// Pinned addresses may be due for a dial.
-    Dial,
-    /// Tell seeds about nodes they have not heard of.
-    SeedExchange,
-    /// Answer a seed's connection, now that its dials under way have opened.
-    SeedAnswer(ConnId),
-}
-
 /// How soon after its handshake a connection is first checked (keepalive, and whether
 /// membership wants it); the checks then set their own next deadline.
 const ESTABLISHED_CHECK: Millis = 1_000;
+
+/// How a message reached this peer, for the one way in ([`Engine::take`]).
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// Published here (by the application, or through this node by a client).
+    Published,
+    /// A seed's text, on a seed's connection.
+    Seed,
+    /// Pushed by neighbour `from` (`GOSSIP`), `hops` from its origin.
+    Pushed { from: NodeId, hops: u32 },
+    /// Fetched by reconciliation (`MESSAGES`).
+    Fetched,
+}
 
 /// One peer's protocol state. See the module docs for how a driver uses it.
 pub struct Engine {
     config: Config,
     me: NodeId,
-    /// What this peer signs its messages and proves its id with.
+    /// What this peer signs its messages with.
     key: Keypair,
     tab: Option<Tab>,
-    /// Drawn at start: a node keeps its id across restarts, and this tells its new process
-    /// from the old one, whose links may linger half-open.
-    run: Nonce,
     /// Messages of the frame being handled whose signatures the driver had checked.
     checked: Vec<MsgId>,
-    /// Handshake nonces made so far (see `fresh_nonce`).
-    nonces: u64,
+    /// The engine's own random numbers (probe nonces, redial jitter).
     rng: SmallRng,
     conns: Conns,
+    handshake: Handshake,
     book: AddressBook,
-    membership: Membership,
-    broadcast: Broadcast,
-    seeds: Seeds,
-    sync: Reconciler<ConnId>,
-    map: Map,
-    /// Every message held (by key), for reconciliation and lasting dedup.
-    index: MessageIndex,
-    /// Peers closed for bad frames lately, with when they may come back.
-    refused: Recent<NodeId, Millis>,
     /// Dials to addresses learned from peers (see `Limits::dials`).
     dial_bucket: TokenBucket,
-    /// Nothing stamped before this is kept: where the storage cap last cut the history.
-    budget_floor: Option<Millis>,
-    /// What each origin may still have relayed to us (see `Limits::origin_messages`).
-    origins: Recent<Author, TokenBucket>,
-    /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
-    /// (reconciliation fetches them once the quota refills), nor charged to a relay twice.
-    over_quota: Recent<MsgId, ()>,
-    timers: Timers<Timer>,
-    dial_timer: Option<Millis>,
-    seed_timer: bool,
+    keepalive: Keepalive,
+    membership: Membership,
+    tree: Tree,
+    broadcast: Broadcast,
+    seeds: SeedPeers,
+    sync: Sync,
+    map: Map,
+    held: Held,
+    admission: Admission,
     seq: u64,
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -321,9 +280,6 @@ impl Engine {
     pub fn new(config: Config, identity: Identity, seed: u64, now: Millis) -> Self {
         let me = identity.id();
         let mut config = config;
-        let refuse_for = config.refuse_for;
-        let dial_rate = config.limits.dials;
-        let evict_every = config.history.evict_every.max(1);
         config.listen_addresses = config
             .listen_addresses
             .iter()
@@ -333,16 +289,13 @@ impl Engine {
             config.listen_addresses.clear();
         }
         let own = record_of(me, &config.listen_addresses);
+        let node = config.kind == PeerKind::Node;
         let mut rng = SmallRng::seed_from_u64(seed);
-        let book = AddressBook::new(
-            &config.listen_addresses,
-            me,
-            Backoff {
-                initial: config.backoff_initial,
-                max: config.backoff_max,
-                revisit: config.revisit_interval,
-            },
-        );
+        let backoff = Backoff {
+            initial: config.backoff_initial,
+            max: config.backoff_max,
+            revisit: config.revisit_interval,
+        };
         let membership = Membership::new(
             me,
             config.kind,
@@ -351,51 +304,57 @@ impl Engine {
             rng.random(),
             now,
         );
+        let broadcast = Broadcast::new(config.broadcast.clone(), node, rng.random());
+        let run = crate::identity::Nonce::from_bytes(rng.random());
         let mut map_config = config.map.clone();
-        if config.kind == PeerKind::Browser {
+        if !node {
             // A page joins a network that has formed: it shows itself at once.
             map_config.first_check = map_config.first_check.min(1_000);
         }
-        let address = own.map(|r| r.address);
-        let map = Map::new(me, config.kind, address.clone(), map_config, now);
+        let address = own.as_ref().map(|r| r.address.clone());
+        let shaping = config.broadcast.strategy == broadcast::Strategy::Plumtree;
         Self {
-            broadcast: Broadcast::new(
-                config.broadcast.clone(),
-                me,
-                config.kind == PeerKind::Node,
-                rng.random(),
+            handshake: Handshake::new(
+                identity.key.clone(),
+                identity.tab,
+                config.kind,
+                run,
+                config.listen_addresses.clone(),
+                config.home,
+            ),
+            book: AddressBook::new(&config.listen_addresses, me, backoff),
+            dial_bucket: TokenBucket::new(config.limits.dials, now),
+            keepalive: Keepalive::new(keepalive::Config {
+                hello_timeout: config.hello_timeout,
+                ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+                transport_ping: config.transport_ping,
+                transient_idle: config.transient_idle,
+            }),
+            membership,
+            tree: Tree::new(config.tree.clone(), me, node, shaping, address.clone(), now),
+            broadcast,
+            seeds: SeedPeers::new(me, own, config.seed_exchange_interval),
+            sync: Sync::new(config.sync.clone()),
+            map: Map::new(me, config.kind, address, map_config, now),
+            held: Held::new(config.history.clone(), now),
+            admission: Admission::new(
+                admission::Config {
+                    node,
+                    limits: config.limits.clone(),
+                    max_message_bytes: config.max_message_bytes,
+                    refuse_for: config.refuse_for,
+                    expire_every: config.history.evict_every,
+                },
                 now,
-            )
-            .with_address(address),
-            sync: Reconciler::new(config.sync.clone()),
+            ),
             config,
             me,
             key: identity.key,
             tab: identity.tab,
-            run: Nonce::from_bytes(rng.random()),
             checked: Vec::new(),
-            nonces: 0,
             rng,
             conns: Conns::default(),
-            book,
-            membership,
-            seeds: Seeds::default(),
-            map,
-            index: MessageIndex::default(),
-            refused: Recent::new(10_000, refuse_for),
-            dial_bucket: TokenBucket::new(dial_rate, now),
-            budget_floor: None,
-            origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
-            over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
-            timers: {
-                // The first eviction soon after start, once the driver has noted what its
-                // store holds (`note_held`).
-                let mut timers = Timers::default();
-                timers.insert(now + evict_every.min(1_000), Timer::Evict);
-                timers
-            },
-            dial_timer: None,
-            seed_timer: false,
             seq: 0,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -407,7 +366,7 @@ impl Engine {
     }
 
     /// The key this peer signs its messages with.
-    pub fn public_key(&self) -> crate::identity::PublicKey {
+    pub fn public_key(&self) -> PublicKey {
         self.key.public()
     }
 
@@ -419,8 +378,17 @@ impl Engine {
         &self.stats
     }
 
-    pub fn broadcast_stats(&self) -> &BroadcastStats {
-        self.broadcast.stats()
+    /// Broadcast's counters, the tree's included.
+    pub fn broadcast_stats(&self) -> BroadcastStats {
+        let (plumtree, tree) = (self.broadcast.stats(), self.tree.stats());
+        BroadcastStats {
+            grafts: plumtree.grafts + tree.grafts,
+            prunes: tree.prunes,
+            beacons: tree.beacons,
+            depth_reports: tree.depth_reports,
+            handovers: tree.handovers,
+            ..plumtree.clone()
+        }
     }
 
     /// The next thing for the driver to do, if any.
@@ -431,8 +399,13 @@ impl Engine {
     /// When [`Engine::handle_timeout`] should run next: the earliest deadline of any part.
     pub fn poll_timeout(&self) -> Option<Millis> {
         earliest([
-            self.timers.next(),
+            self.keepalive.poll_timeout(),
+            self.book.poll_timeout(),
+            self.held.poll_timeout(),
+            self.admission.poll_timeout(),
+            self.seeds.poll_timeout(),
             self.membership.poll_timeout(),
+            self.tree.poll_timeout(),
             self.broadcast.poll_timeout(),
             self.map.poll_timeout(),
             self.sync.poll_timeout(),
@@ -468,7 +441,7 @@ impl Engine {
 
     /// The root of the broadcast tree, as this peer knows it.
     pub fn root(&self) -> Option<NodeId> {
-        self.broadcast.root()
+        self.tree.root()
     }
 
     /// The passive view: nodes known and not linked.
@@ -494,13 +467,13 @@ impl Engine {
     /// Records a message already held (the store's history at start, or history fetched out
     /// of band): it is reconciled with peers and never delivered again.
     pub fn note_held(&mut self, key: sync::Key, bytes: usize) {
-        self.index.insert(key, bytes);
+        self.held.insert(key, bytes);
     }
 
     /// Nothing stamped before `ts` is to be taken again: the driver's store evicted up to
     /// there before a restart (for its storage cap, or the window).
     pub fn note_floor(&mut self, ts: Millis) {
-        self.budget_floor = self.budget_floor.max(Some(ts));
+        self.held.note_floor(ts);
     }
 
     // ----- events -----
@@ -509,7 +482,10 @@ impl Engine {
     /// and redialed with backoff until it answers.
     pub fn add_peer(&mut self, address: &str, now: Millis) -> Result<String, AddressError> {
         let canonical = self.book.pin(address, now)?;
-        self.dial_pinned(now);
+        let conns = &self.conns;
+        self.book
+            .handle_timeout(now, &|id| conns.to_node(id).is_some());
+        self.route(now);
         Ok(canonical)
     }
 
@@ -529,16 +505,15 @@ impl Engine {
             now,
         );
         c.from = from;
-        c.nonce = self.fresh_nonce();
+        c.nonce = self.handshake.fresh_nonce();
         let conn = self.conns.insert(c);
-        self.timers
-            .insert(now + self.config.hello_timeout, Timer::Conn(conn));
+        self.keepalive.handshake_started(conn, now);
         conn
     }
 
     /// A dial we asked for succeeded: say hello.
     pub fn opened(&mut self, conn: ConnId, now: Millis) {
-        let nonce = self.fresh_nonce();
+        let nonce = self.handshake.fresh_nonce();
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -549,26 +524,9 @@ impl Engine {
         c.connected_at = now;
         c.last_heard = now;
         c.nonce = nonce;
-        self.timers
-            .insert(now + self.config.hello_timeout, Timer::Conn(conn));
-        let hello = self.hello_frame(conn, None);
+        self.keepalive.handshake_started(conn, now);
+        let hello = self.hello(conn, None);
         self.send(conn, hello);
-    }
-
-    /// A nonce for a handshake that no one can predict: a hash of our secret key, this run
-    /// and a count (the engine's own random numbers are fast, not secret).
-    fn fresh_nonce(&mut self) -> Nonce {
-        use sha2::{Digest, Sha256};
-        self.nonces = self.nonces.wrapping_add(1);
-        let mut h = Sha256::new();
-        h.update(b"hearsay/nonce\0");
-        h.update(self.key.secret());
-        h.update(self.run.as_bytes());
-        h.update(self.nonces.to_be_bytes());
-        let digest = h.finalize();
-        let mut nonce = [0u8; 16];
-        nonce.copy_from_slice(&digest[..16]);
-        Nonce::from_bytes(nonce)
     }
 
     /// A dial we asked for failed, for the reason given (shown on status pages).
@@ -584,8 +542,7 @@ impl Engine {
         if let Some(node) = c.intended {
             self.membership.connect_failed(node, now);
         }
-        self.schedule_dial();
-        self.after(now);
+        self.route(now);
     }
 
     /// The connection closed (by the peer, or the transport failed); `reason` is the peer's
@@ -596,7 +553,7 @@ impl Engine {
             _ => "connection lost".to_owned(),
         };
         self.forget(conn, None, &text, now);
-        self.after(now);
+        self.route(now);
     }
 
     /// A WebSocket pong arrived: the peer is alive.
@@ -620,43 +577,24 @@ impl Engine {
         if backed_up {
             self.stats.backed_up += 1;
         }
-        self.after(now);
+        self.route(now);
     }
 
     /// A frame the protocol has no use for arrived (a binary WebSocket message): counted as
     /// bad, like undecodable text.
     pub fn unsupported_frame(&mut self, conn: ConnId, now: Millis) {
         self.bad_frame(conn, "binary frame", now);
-        self.after(now);
+        self.route(now);
     }
 
     /// The messages the peer on `conn` asked for (after [`Output::Fetch`]), in pages.
     pub fn provide(&mut self, conn: ConnId, messages: Vec<Message>) {
-        if !self.conns.get(conn).is_some_and(Conn::is_v2) {
+        if !self.conns.get(conn).is_some_and(Conn::is_hearsay) {
             return;
         }
-        let mut page: Vec<Message> = Vec::new();
-        let mut bytes = 0;
-        for m in messages {
-            // Counted as encoded (escapes can make a text's JSON six times its length), so
-            // a page always fits in a frame (`MAX_FRAME_BYTES`).
-            let size = serde_json::to_string(&m).map_or(m.data.len(), |j| j.len());
-            if bytes + size > MESSAGES_PAGE_BYTES && !page.is_empty() {
-                let frame = Frame::Messages {
-                    messages: std::mem::take(&mut page),
-                    done: false,
-                };
-                self.send(conn, frame.encode().into());
-                bytes = 0;
-            }
-            bytes += size;
-            page.push(m);
+        for page in sync::pages(messages) {
+            self.send(conn, Frame::from(page).encode().into());
         }
-        let last = Frame::Messages {
-            messages: page,
-            done: true,
-        };
-        self.send(conn, last.encode().into());
     }
 
     /// A text frame arrived on `conn`.
@@ -673,54 +611,30 @@ impl Engine {
         };
         c.last_heard = now;
         c.ping_sent = None;
-        let frame = match inbound.frame {
-            Ok(frame) => frame,
+        let state = match &c.state {
+            State::Hearsay(peer) => Some((peer.id, peer.kind)),
+            _ => None,
+        };
+        match inbound.frame {
             Err(InboundError::TooLarge) => {
                 // A driver should refuse it at the transport already; the page cannot.
                 self.bad_frame(conn, "frame larger than the limit", now);
-                self.after(now);
-                return;
             }
-            Err(InboundError::Undecodable) => {
-                self.bad_frame(conn, "undecodable frame", now);
-                self.after(now);
-                return;
+            Err(InboundError::Undecodable) => self.bad_frame(conn, "undecodable frame", now),
+            Ok(frame) if frame.address_count() > MAX_ADDRESSES => {
+                self.bad_frame(conn, "too many addresses in one frame", now);
             }
-        };
-        if frame.address_count() > MAX_ADDRESSES {
-            self.bad_frame(conn, "too many addresses in one frame", now);
-            self.after(now);
-            return;
-        }
-        // Good for this frame only (cleared below).
-        self.checked = inbound.signed;
-        match &c.state {
-            State::Dialing => {}
-            State::Handshake { .. } => match frame {
-                Frame::Hello(hello) => self.on_hello(conn, hello, now),
-                frame @ (Frame::Message { .. } | Frame::Sockets { .. }) => {
-                    // Read the seed's first frame (its SOCKETS: what it has dialed) before
-                    // answering, so the answer can take it into account.
-                    self.start_v1(conn, now);
-                    self.on_v1_frame(conn, frame, now);
-                    self.answer_v1(conn, now);
+            Ok(frame) => {
+                // Good for this frame only (cleared below).
+                self.checked = inbound.signed;
+                match state {
+                    Some((from, kind)) => self.on_hearsay_frame(conn, from, kind, frame, now),
+                    None => self.on_other_frame(conn, frame, now),
                 }
-                _ => self.close(conn, CloseReason::ExpectedHello, now),
-            },
-            State::Proving { .. } => match frame {
-                Frame::Proof { sig } => self.on_proof(conn, sig, now),
-                _ => {
-                    self.unproven(conn, now);
-                }
-            },
-            State::V1 => self.on_v1_frame(conn, frame, now),
-            State::V2(peer) => {
-                let (from, kind) = (peer.id, peer.kind);
-                self.on_v2_frame(conn, from, kind, frame, now);
+                self.checked.clear();
             }
         }
-        self.checked.clear();
-        self.after(now);
+        self.route(now);
     }
 
     /// The application publishes `data`, signed with this peer's key. Returns the message
@@ -731,7 +645,8 @@ impl Engine {
         self.seq = next_seq(self.seq, now, self.tab.as_ref());
         let msg = Message::signed(&self.key, self.seq, now, data.to_owned());
         self.stats.published += 1;
-        self.originate(msg.clone(), now);
+        self.take(msg.clone(), Via::Published, now);
+        self.route(now);
         Ok(msg)
     }
 
@@ -752,15 +667,16 @@ impl Engine {
             self.stats.bad_signatures += 1;
             return Err(PublishError::BadSignature);
         }
-        if self.index.contains(&msg.id) {
+        if self.held.contains(&msg.id) {
             return Ok(false);
         }
-        if let Err(outside) = self.config.history.check(sync::key_of(&msg).0, now) {
+        if let Err(outside) = self.held.history().check(sync::key_of(&msg).0, now) {
             return Err(PublishError::Outside(outside.to_string()));
         }
         self.charge_own(msg.author, now)?;
         self.stats.published += 1;
-        self.originate(msg, now);
+        self.take(msg, Via::Published, now);
+        self.route(now);
         Ok(true)
     }
 
@@ -783,136 +699,165 @@ impl Engine {
         if self.config.kind != PeerKind::Node {
             return Ok(());
         }
-        self.take_from_quota(author, now)
+        let rate = self.config.limits.origin_messages;
+        self.admission
+            .take_from_quota(author, now)
             .map_err(|wait| PublishError::OverQuota {
-                burst: self.config.limits.origin_messages.burst as u64,
-                per_second: self.config.limits.origin_messages.per_second as u64,
+                burst: rate.burst as u64,
+                per_second: rate.per_second as u64,
                 retry_after_ms: wait,
             })
     }
 
-    /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,
-    /// how long until there is room.
-    fn take_from_quota(&mut self, author: Author, now: Millis) -> Result<(), Millis> {
-        if self.origins.get(&author).is_none() {
-            let rate = self.config.limits.origin_messages;
-            self.origins
-                .insert(author, TokenBucket::new(rate, now), now);
-        }
-        match self.origins.get_mut(&author) {
-            Some(bucket) => bucket.take(1.0, now),
-            None => Ok(()),
-        }
-    }
-
-    /// A message enters the network here: delivered, given to seeds, pushed.
-    fn originate(&mut self, msg: Message, now: Millis) {
-        self.index.insert(sync::key_of(&msg), msg.data.len());
-        self.stats.delivered += 1;
-        self.outputs.push_back(Output::Deliver {
-            msg: msg.clone(),
-            hops: Some(0),
-        });
-        if seed::should_receive(&msg, true, false) {
-            self.send_to_seeds(&msg);
-        }
-        self.broadcast.publish(Arc::new(msg), now);
-        self.after(now);
-    }
-
-    /// Time has passed: runs whatever is due in every part.
+    /// Time has passed: runs whatever is due in every part, in a fixed order.
     pub fn handle_timeout(&mut self, now: Millis) {
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Conn(conn) => self.check_conn(conn, now),
-                Timer::Dial => {
-                    self.dial_timer = None;
-                    self.dial_pinned(now);
-                }
-                Timer::Evict => {
-                    let every = self.config.history.evict_every.max(1);
-                    self.timers.insert(now + every, Timer::Evict);
-                    self.origins.expire(now);
-                    self.over_quota.expire(now);
-                    let window = self.config.history.cutoff(now);
-                    let h = &self.config.history;
-                    let cap = self.index.cut_for(
-                        h.max_messages.unwrap_or(usize::MAX),
-                        h.max_bytes.unwrap_or(u64::MAX),
-                    );
-                    if let Some(cap) = cap
-                        && window.is_none_or(|w| cap > w)
-                    {
-                        // Over the storage cap: the oldest go, and nothing older than what is
-                        // kept is taken or fetched again.
-                        self.budget_floor = self.budget_floor.max(Some(cap));
-                    }
-                    if let Some(before) = window.max(self.budget_floor) {
-                        let count = self.index.evict_before(before);
-                        if count > 0 {
-                            self.stats.evicted += count as u64;
-                            self.outputs.push_back(Output::Evict { before, count });
-                        }
-                    }
-                }
-                Timer::SeedAnswer(conn) => {
-                    if self.conns.get(conn).is_some_and(|c| c.state == State::V1) {
-                        let known = self.seed_known();
-                        self.seeds.answered(conn, known.iter());
-                        self.send_sockets(conn, &known, None);
-                        self.schedule_seed_exchange(now);
-                    }
-                }
-                Timer::SeedExchange => {
-                    self.seed_timer = false;
-                    // Seeds are introduced only here, once the map has said who dialed which.
-                    let conns: Vec<ConnId> = self.seeds.conns().collect();
-                    let known = self.seed_known();
-                    let dialers = self.seed_dialers();
-                    for conn in conns {
-                        self.send_sockets(conn, &known, Some(&dialers));
-                    }
-                    self.schedule_seed_exchange(now);
-                }
-            }
+        let due = |t: Option<Millis>| t.is_some_and(|t| t <= now);
+        if due(self.keepalive.poll_timeout()) {
+            let membership = &self.membership;
+            let cx = keepalive::Context {
+                conns: &mut self.conns,
+                wants: &|node| membership.wants(node),
+                rng: &mut self.rng,
+            };
+            self.keepalive.handle_timeout(now, cx);
+            self.route_direct(now);
         }
-        if self.membership.poll_timeout().is_some_and(|t| t <= now) {
-            self.membership.handle_timeout(now);
+        if due(self.book.poll_timeout()) {
+            let conns = &self.conns;
+            self.book
+                .handle_timeout(now, &|id| conns.to_node(id).is_some());
+            self.route_direct(now);
         }
-        if self.broadcast.poll_timeout().is_some_and(|t| t <= now) {
-            self.broadcast.handle_timeout(now);
+        if due(self.held.poll_timeout()) {
+            self.held.handle_timeout(now, ());
+            self.route_direct(now);
         }
-        if self.map.poll_timeout().is_some_and(|t| t <= now) {
-            let held = self.index.len() as u64;
-            let own = self.own_links();
+        if due(self.admission.poll_timeout()) {
+            self.admission.handle_timeout(now, ());
+        }
+        if due(self.seeds.poll_timeout()) {
+            let (me, membership, view) = (self.me, &self.membership, self.map.view());
+            let cx = seed::Context {
+                known: &|| seed::known(me, membership.known_nodes(), view),
+                map: view,
+            };
+            self.seeds.handle_timeout(now, cx);
+            self.route_direct(now);
+        }
+        if due(self.membership.poll_timeout()) {
+            self.membership.handle_timeout(now, ());
+        }
+        if due(self.broadcast.poll_timeout()) {
+            self.broadcast.handle_timeout(now, ());
+        }
+        if due(self.tree.poll_timeout()) {
+            self.tree.handle_timeout(now, self.broadcast.links_mut());
+        }
+        if due(self.map.poll_timeout()) {
             // A page joins a tree that is there already; flooding needs none.
             let ready = self.config.kind == PeerKind::Browser
                 || self.config.broadcast.strategy == broadcast::Strategy::Flood
-                || self.broadcast.root().is_some();
-            if let Some(batch) = self.map.handle_timeout(now, held, ready, || own) {
-                self.send_map(batch);
-            }
+                || self.tree.root().is_some();
+            let (membership, broadcast, seeds) = (&self.membership, &self.broadcast, &self.seeds);
+            let cx = map::Context {
+                held: self.held.len() as u64,
+                ready,
+                own: &|| own_links(membership, broadcast, seeds),
+                eager: &|| broadcast.eager().copied().collect(),
+            };
+            self.map.handle_timeout(now, cx);
+            self.route_direct(now);
         }
-        if self.sync.poll_timeout().is_some_and(|t| t <= now) {
-            let due = self.sync.due(now);
-            self.stats.sync_rounds += due.len() as u64;
-            if !due.is_empty() {
-                let upper = self.sync.upper_bound(now);
-                let floor = self.kept_from(self.config.history.sync_floor(now));
-                let frame: Arc<str> = Frame::Sync(sync::initiate(&self.index, floor, Some(upper)))
-                    .encode()
-                    .into();
-                for conn in due {
-                    self.send(conn, frame.clone());
-                }
-            }
+        if due(self.sync.poll_timeout()) {
+            let history = self.held.history();
+            let cx = sync::Context {
+                index: self.held.index(),
+                floor: self.held.kept_from(history.sync_floor(now)),
+            };
+            self.sync.handle_timeout(now, cx);
+            self.stats.sync_rounds = self.sync.rounds();
+            self.route_direct(now);
         }
-        self.after(now);
+        self.route(now);
     }
 
-    // ----- hearsay frames -----
+    /// Drains every output into `driver`. Call after every event (see the crate docs).
+    pub fn drain(&mut self, driver: &mut impl Driver, now: Millis) {
+        loop {
+            let mut full = Vec::new();
+            let mut more = false;
+            while let Some(output) = self.poll_output() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if !driver.send(conn, frame) && !full.contains(&conn) {
+                            full.push(conn);
+                        }
+                    }
+                    Output::Ping { conn } => driver.ping(conn),
+                    Output::Dial { conn, address } => driver.dial(conn, address),
+                    Output::Close { conn, reason } => driver.close(conn, reason),
+                    Output::Deliver { msg, hops } => driver.deliver(msg, hops),
+                    Output::Acked { id, by } => driver.acked(id, by),
+                    Output::Refused {
+                        by,
+                        reason,
+                        id,
+                        retry_after_ms,
+                    } => driver.refused(by, &reason, id, retry_after_ms),
+                    Output::Evict { before, count } => driver.evict(before, count),
+                    Output::Fetch { conn, ids } => {
+                        if let Some(found) = driver.fetch(conn, ids) {
+                            self.provide(conn, found);
+                            more = true;
+                        }
+                    }
+                }
+            }
+            for conn in full {
+                more = true;
+                // A peer that cannot keep up is dropped rather than allowed to grow memory.
+                self.close(conn, CloseReason::SendQueueFull, now);
+                self.route(now);
+            }
+            if !more {
+                return;
+            }
+        }
+    }
 
-    fn on_v2_frame(
+    // ----- frames -----
+
+    /// A frame on a connection whose handshake is not done, or from a seed.
+    fn on_other_frame(&mut self, conn: ConnId, frame: Frame, now: Millis) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        match (&c.state, frame) {
+            (State::Handshake { .. }, Frame::Handshake(handshake::Message::Hello(hello))) => {
+                self.on_hello(conn, hello, now);
+            }
+            (State::Handshake { .. }, Frame::Seed(message)) => {
+                // Read the seed's first frame (its SOCKETS: what it has dialed) before
+                // answering, so the answer can take it into account.
+                let dialed = c.dialed.clone();
+                if !self.start_seed(conn, now) {
+                    return;
+                }
+                self.on_seed_frame(conn, Frame::Seed(message), now);
+                let nodes = self.membership.known_nodes();
+                self.seeds.first_frame(conn, dialed, nodes, now);
+            }
+            (State::Handshake { .. }, _) => self.close(conn, CloseReason::ExpectedHello, now),
+            (State::Proving { .. }, Frame::Handshake(handshake::Message::Proof { sig })) => {
+                self.on_proof(conn, sig, now);
+            }
+            (State::Proving { .. }, _) => self.close(conn, CloseReason::BadIdentity, now),
+            (State::Seed, frame) => self.on_seed_frame(conn, frame, now),
+            (State::Dialing | State::Hearsay(_), _) => {}
+        }
+    }
+
+    fn on_hearsay_frame(
         &mut self,
         conn: ConnId,
         from: NodeId,
@@ -920,57 +865,186 @@ impl Engine {
         frame: Frame,
         now: Millis,
     ) {
-        match frame.part() {
-            Part::Membership(m) => self.membership.message(from, m, now),
-            Part::Broadcast(control) => {
-                let (index, dropped) = (&self.index, &self.over_quota);
-                self.broadcast.control(
-                    from,
-                    control,
-                    |id| index.contains(id) || dropped.contains(id),
-                    now,
-                );
+        match frame {
+            Frame::Membership(m) => self.membership.message(from, m, now),
+            Frame::Broadcast(broadcast::Message::Gossip { msg, hops }) => {
+                self.arrive(conn, kind, msg, Via::Pushed { from, hops }, now);
             }
-            Part::Other(frame) => match frame {
-                Frame::Gossip { msg, hops } => self.on_gossip(conn, from, kind, msg, hops, now),
-                Frame::Ping { nonce } => self.send(conn, Frame::Pong { nonce }.encode().into()),
-                Frame::Pong { .. } => {}
-                Frame::Ack { id } => self.outputs.push_back(Output::Acked { id, by: from }),
-                Frame::Error {
-                    reason,
-                    id,
-                    retry_after_ms,
-                } => self.outputs.push_back(Output::Refused {
-                    by: from,
-                    reason,
-                    id,
-                    retry_after_ms,
-                }),
-                Frame::Sync(f) => {
-                    let floor = self.kept_from(self.config.history.cutoff(now));
-                    let reply = sync::respond(&self.index, &f, floor);
-                    for f in reply.frames {
-                        self.send(conn, Frame::Sync(f).encode().into());
-                    }
-                    let index = &self.index;
-                    if let Some(ids) = self.sync.want(conn, reply.want, |id| index.contains(id)) {
-                        self.send(conn, Frame::Want { ids }.encode().into());
-                    }
-                }
-                Frame::Want { ids } => {
-                    if ids.len() > MAX_WANT {
-                        self.bad_frame(conn, "WANT asks for too many messages", now);
-                    } else {
-                        self.outputs.push_back(Output::Fetch { conn, ids });
-                    }
-                }
-                Frame::Messages { messages, done } => {
-                    self.on_messages(conn, kind, messages, done, now)
-                }
-                Frame::Map { records } => self.map.received(from, records, now),
-                _ => self.bad_frame(conn, "unexpected frame", now),
-            },
+            Frame::Broadcast(m) => {
+                let (held, admission) = (&self.held, &self.admission);
+                let held = |id: &MsgId| held.contains(id) || admission.dropped_over_quota(id);
+                self.broadcast.message(from, m, held, now);
+            }
+            Frame::Tree(m) => self.tree.message(from, m, self.broadcast.links_mut(), now),
+            Frame::Keepalive(m) => self.keepalive.message(conn, m),
+            Frame::Reply(Reply::Ack { id }) => {
+                self.outputs.push_back(Output::Acked { id, by: from })
+            }
+            Frame::Reply(Reply::Error {
+                reason,
+                id,
+                retry_after_ms,
+            }) => self.outputs.push_back(Output::Refused {
+                by: from,
+                reason,
+                id,
+                retry_after_ms,
+            }),
+            Frame::Sync(sync::Message::Messages { messages, done }) => {
+                self.on_messages(conn, kind, messages, done, now);
+            }
+            Frame::Sync(m) => {
+                let history = self.held.history();
+                let cx = sync::Context {
+                    index: self.held.index(),
+                    floor: self.held.kept_from(history.cutoff(now)),
+                };
+                self.sync.message(conn, m, cx);
+            }
+            Frame::Map(map::Message::Map { records }) => self.map.received(from, records, now),
+            Frame::Seed(_) | Frame::Handshake(_) => self.bad_frame(conn, "unexpected frame", now),
         }
+    }
+
+    fn on_seed_frame(&mut self, conn: ConnId, frame: Frame, now: Millis) {
+        match frame {
+            Frame::Seed(seed::Message::Text { data }) => {
+                let msg = Message::from_seed(data, now);
+                self.arrive(conn, PeerKind::Node, msg, Via::Seed, now);
+            }
+            Frame::Seed(seed::Message::Sockets { addresses }) => {
+                self.seeds.sockets(conn, &addresses, now);
+            }
+            // A seed ignores frames it does not know; so do we, but we count them.
+            _ => self.bad_frame(conn, "unexpected frame from a v1 peer", now),
+        }
+    }
+
+    /// Messages fetched by reconciliation: delivered but not pushed on. Instead, every other
+    /// peer is reconciled with at once, which carries them on hop by hop.
+    fn on_messages(
+        &mut self,
+        conn: ConnId,
+        kind: PeerKind,
+        messages: Vec<Message>,
+        done: bool,
+        now: Millis,
+    ) {
+        let mut new = 0;
+        for msg in messages {
+            match self.arrive(conn, kind, msg, Via::Fetched, now) {
+                // Closed: nothing more of what it sent is taken (nor checked, which costs).
+                None => return,
+                Some(taken) => new += usize::from(taken),
+            }
+        }
+        self.sync.page(conn, done, self.held.index());
+        if new > 0 {
+            self.sync.news(conn, now);
+        }
+    }
+
+    // ----- the one way in -----
+
+    /// A message arrived from the peer on `conn` (of `kind`; a seed's by [`Via::Seed`]):
+    /// admission judges it and the verdict is carried out here. Whether it was taken, or
+    /// `None` if the connection is gone.
+    fn arrive(
+        &mut self,
+        conn: ConnId,
+        kind: PeerKind,
+        msg: Message,
+        via: Via,
+        now: Millis,
+    ) -> Option<bool> {
+        self.stats.received += 1;
+        let sender = match (via, kind) {
+            (Via::Seed, _) => Sender::Seed,
+            (_, PeerKind::Browser) => Sender::Page,
+            (via, PeerKind::Node) => Sender::Node {
+                pushed: matches!(via, Via::Pushed { .. }),
+            },
+        };
+        let from = self.conns.get(conn).and_then(Conn::node_id);
+        let checked = self.checked.contains(&msg.id);
+        let verdict = self
+            .admission
+            .judge(conn, from, sender, &msg, checked, &self.held, now);
+        let mut taken = false;
+        match verdict {
+            Verdict::Take => {
+                taken = true;
+                self.ack_if_page_published(conn, kind, &msg);
+                self.take(msg, via, now);
+            }
+            Verdict::Duplicate => {
+                self.stats.duplicates += 1;
+                if matches!(via, Via::Pushed { .. }) {
+                    self.ack_if_page_published(conn, kind, &msg);
+                }
+            }
+            Verdict::Bad(why) => self.bad_frame(conn, why, now),
+            Verdict::Drop { why, tell } => {
+                match why {
+                    Dropped::TooOld => self.stats.too_old += 1,
+                    Dropped::Future => self.stats.from_future += 1,
+                    Dropped::RateLimited => self.stats.rate_limited += 1,
+                    Dropped::OverQuota => self.stats.over_quota += 1,
+                }
+                if let Some(reply) = tell {
+                    self.send(conn, Frame::from(reply).encode().into());
+                }
+            }
+            Verdict::Close(reason) => {
+                match reason {
+                    CloseReason::BadSignature => self.stats.bad_signatures += 1,
+                    CloseReason::OverQuota => {
+                        self.stats.over_quota += 1;
+                        self.stats.closed_over_quota += 1;
+                    }
+                    _ => {}
+                }
+                self.close(conn, reason, now);
+            }
+        }
+        self.conns.get(conn).map(|_| taken)
+    }
+
+    /// A message new here is taken: held, delivered, passed to seeds, broadcast.
+    fn take(&mut self, msg: Message, via: Via, now: Millis) {
+        self.held.insert(sync::key_of(&msg), msg.data.len());
+        self.stats.delivered += 1;
+        let own = matches!(via, Via::Published);
+        let homed = matches!(via, Via::Pushed { .. })
+            && !self.seeds.is_empty()
+            && self.homed_here(&msg.author);
+        if seed::should_receive(&msg, own, homed) {
+            self.seeds.pass_on(&msg);
+        }
+        let hops = match via {
+            Via::Published | Via::Seed => Some(0),
+            Via::Pushed { hops, .. } => Some(hops),
+            Via::Fetched => None,
+        };
+        self.outputs.push_back(Output::Deliver {
+            msg: msg.clone(),
+            hops,
+        });
+        let msg = Arc::new(msg);
+        let (from, hops) = match via {
+            Via::Fetched => {
+                self.stats.synced += 1;
+                self.broadcast.received_otherwise(msg, now);
+                return;
+            }
+            Via::Pushed { from, hops } => (Some(from), hops),
+            Via::Published | Via::Seed => (None, 0),
+        };
+        // A node that publishes nearly everything takes the root (see `tree`).
+        let mine = from.is_none() && !msg.author.is_seed();
+        self.tree.note_publisher(mine, self.broadcast.links(), now);
+        let root = self.tree.root();
+        self.broadcast.received_new(from, msg, hops, root, now);
     }
 
     /// Whether `author` is a page homed at this node (we pass its messages to seeds).
@@ -994,532 +1068,32 @@ impl Engine {
             && kind == PeerKind::Browser
             && key.is_some_and(|k| msg.author == Author::Key(k))
         {
-            self.send(conn, Frame::Ack { id: msg.id }.encode().into());
+            let ack = Frame::from(Reply::Ack { id: msg.id });
+            self.send(conn, ack.encode().into());
         }
     }
 
-    /// Charges a new message to the connection it entered by, if that is a page's (`kind`
-    /// browser, at a node) or a seed's (`kind` none); false if it is over its limit. A page
-    /// is told, with when to try again; nothing is marked as seen, so the message can come
-    /// again later (by reconciliation, once the page's bucket has refilled).
-    fn admit(
-        &mut self,
-        conn: ConnId,
-        kind: Option<PeerKind>,
-        id: Option<MsgId>,
-        now: Millis,
-    ) -> bool {
-        let limits = &self.config.limits;
-        let (rate, who) = match kind {
-            Some(PeerKind::Browser) if self.config.kind == PeerKind::Node => {
-                (limits.page_messages, "a page")
-            }
-            None => (limits.seed_messages, "a seed"),
-            Some(_) => return true,
-        };
-        let Some(c) = self.conns.get_mut(conn) else {
-            return false;
-        };
-        let bucket = c
-            .messages
-            .get_or_insert_with(|| TokenBucket::new(rate, now));
-        let Err(wait) = bucket.take(1.0, now) else {
-            return true;
-        };
-        self.stats.rate_limited += 1;
-        if kind.is_some() {
-            let reason = format!(
-                "rate limited: {who} may send {} messages at once and {} a second; try again in {} ms",
-                rate.burst, rate.per_second, wait
-            );
-            let frame = Frame::Error {
-                reason,
-                id,
-                retry_after_ms: Some(wait),
-            };
-            self.send(conn, frame.encode().into());
-        }
-        false
-    }
-
-    /// Where the history this node keeps starts, as a key: the window's `start`, or the
-    /// storage cap's floor if that is later.
-    fn kept_from(&self, start: Option<Millis>) -> Option<sync::Key> {
-        start.max(self.floor()).map(sync::key_at)
-    }
-
-    /// Below this, nothing is fetched or taken: what the storage cap let go, and, while the
-    /// history is full, anything older than its oldest (it would only be let go again). A
-    /// page that starts with its home's newest 2,000 messages thus never fetches the rest.
-    fn floor(&self) -> Option<Millis> {
-        let h = &self.config.history;
-        let full = self.index.full_from(
-            h.max_messages.unwrap_or(usize::MAX),
-            h.max_bytes.unwrap_or(u64::MAX),
-        );
-        self.budget_floor.max(full)
-    }
-
-    /// Whether `msg` is inside the retention window. A page is told why not (its clock may
-    /// be wrong); a node's copy is dropped and counted.
-    fn in_window(
-        &mut self,
-        conn: ConnId,
-        kind: Option<PeerKind>,
-        msg: &Message,
-        now: Millis,
-    ) -> bool {
-        let ts = sync::key_of(msg).0;
-        let checked = self.config.history.check(ts, now).and(match self.floor() {
-            Some(floor) if ts < floor => Err(crate::history::Outside::OverBudget),
-            _ => Ok(()),
-        });
-        let Err(outside) = checked else {
-            return true;
-        };
-        match outside {
-            crate::history::Outside::Future { .. } => self.stats.from_future += 1,
-            _ => self.stats.too_old += 1,
-        }
-        if kind == Some(PeerKind::Browser) && self.config.kind == PeerKind::Node {
-            let frame = Frame::Error {
-                reason: outside.to_string(),
-                id: Some(msg.id),
-                retry_after_ms: None,
-            };
-            self.send(conn, frame.encode().into());
-        }
-        false
-    }
-
-    /// Charges a new message that a node peer relayed to its origin's quota. Over it, the
-    /// message is dropped, not marked as seen (it may come again once the quota refills).
-    /// If the peer pushed it (we did not fetch it), the peer's tolerance is charged too: it
-    /// applies the same quota before relaying, so it crosses ours only by a little unless it
-    /// floods; one that keeps on is closed and refused for a while, as for bad frames.
-    fn charge_origin(
-        &mut self,
-        conn: ConnId,
-        kind: PeerKind,
-        msg: &Message,
-        pushed: bool,
-        now: Millis,
-    ) -> bool {
-        // Seed texts relayed by nodes are charged too, under their one shared origin.
-        if kind != PeerKind::Node {
-            return true;
-        }
-        if self.take_from_quota(msg.author, now).is_ok() {
-            return true;
-        }
-        self.stats.over_quota += 1;
-        // A copy of one already dropped (a relay answering our GRAFT, another relay) is not
-        // held against anyone again.
-        let again = !self.over_quota.insert(msg.id, (), now);
-        let tolerance = self.config.limits.over_quota;
-        let Some(c) = self.conns.get_mut(conn) else {
-            return false;
-        };
-        let bucket = c
-            .over_quota
-            .get_or_insert_with(|| TokenBucket::new(tolerance, now));
-        if pushed && !again && bucket.take(1.0, now).is_err() {
-            self.stats.closed_over_quota += 1;
-            if let Some(node) = c.node_id() {
-                let until = now + self.config.refuse_for;
-                self.refused.insert(node, until, now);
-            }
-            self.close(conn, CloseReason::OverQuota, now);
-        }
-        false
-    }
-
-    /// Whether a message new here was signed by its author: checked once per id (after
-    /// dedup, as it is the costly check), before it is charged, stored or passed on. A copy
-    /// that fails is dropped without marking the id as seen, so a forged copy cannot keep
-    /// the real one out; its sender is closed and refused for a while, as an honest peer
-    /// checks what it passes on and never sends one.
-    ///
-    /// Seed texts are unsigned by nature; a node relays those it took from a seed, but a page
-    /// never has one to give (it links to no seed), so one from a page is a forgery too.
-    fn signed(&mut self, conn: ConnId, kind: PeerKind, msg: &Message, now: Millis) -> bool {
-        let valid = self.checked.contains(&msg.id) || msg.signature_is_valid();
-        if valid && !(msg.author.is_seed() && kind == PeerKind::Browser) {
-            return true;
-        }
-        self.stats.bad_signatures += 1;
-        if let Some(node) = self.conns.get(conn).and_then(Conn::node_id) {
-            let until = now + self.config.refuse_for;
-            self.refused.insert(node, until, now);
-        }
-        self.close(conn, CloseReason::BadSignature, now);
-        false
-    }
-
-    fn valid(&mut self, conn: ConnId, msg: &Message, now: Millis) -> bool {
-        if !msg.id_is_valid()
-            || msg.data.is_empty()
-            || msg.data.len() > self.config.max_message_bytes
-        {
-            self.bad_frame(
-                conn,
-                "message id does not match its content, or bad size",
-                now,
-            );
-            return false;
-        }
-        true
-    }
-
-    fn on_gossip(
-        &mut self,
-        conn: ConnId,
-        from: NodeId,
-        kind: PeerKind,
-        msg: Message,
-        hops: u32,
-        now: Millis,
-    ) {
-        self.stats.received += 1;
-        if !self.valid(conn, &msg, now) {
-            return;
-        }
-        if self.index.contains(&msg.id) {
-            self.ack_if_page_published(conn, kind, &msg);
-            self.stats.duplicates += 1;
-            return;
-        }
-        if !self.in_window(conn, Some(kind), &msg, now)
-            || !self.admit(conn, Some(kind), Some(msg.id), now)
-            || !self.signed(conn, kind, &msg, now)
-            || !self.charge_origin(conn, kind, &msg, true, now)
-        {
-            return;
-        }
-        self.ack_if_page_published(conn, kind, &msg);
-        self.index.insert(sync::key_of(&msg), msg.data.len());
-        self.stats.delivered += 1;
-        if !self.seeds.is_empty() && seed::should_receive(&msg, false, self.homed_here(&msg.author))
-        {
-            self.send_to_seeds(&msg);
-        }
-        self.outputs.push_back(Output::Deliver {
-            msg: msg.clone(),
-            hops: Some(hops),
-        });
-        self.broadcast
-            .received_new(Some(from), Arc::new(msg), hops, now);
-    }
-
-    /// Messages fetched by reconciliation: delivered but not pushed on. Instead, every other
-    /// peer is reconciled with at once, which carries them on hop by hop.
-    fn on_messages(
-        &mut self,
-        conn: ConnId,
-        kind: PeerKind,
-        messages: Vec<Message>,
-        done: bool,
-        now: Millis,
-    ) {
-        let mut new = 0;
-        for msg in messages {
-            self.stats.received += 1;
-            if !self.valid(conn, &msg, now) {
-                continue;
-            }
-            if self.index.contains(&msg.id) {
-                self.stats.duplicates += 1;
-                continue;
-            }
-            if !self.in_window(conn, Some(kind), &msg, now)
-                || !self.admit(conn, Some(kind), Some(msg.id), now)
-            {
-                continue;
-            }
-            if !self.signed(conn, kind, &msg, now) {
-                // Closed: nothing more of what it sent is taken (nor checked, which costs).
-                return;
-            }
-            if !self.charge_origin(conn, kind, &msg, false, now) {
-                continue;
-            }
-            self.index.insert(sync::key_of(&msg), msg.data.len());
-            self.stats.delivered += 1;
-            self.stats.synced += 1;
-            new += 1;
-            // A page that published while offline hands its message over this way.
-            self.ack_if_page_published(conn, kind, &msg);
-            self.broadcast
-                .received_otherwise(Arc::new(msg.clone()), now);
-            self.outputs.push_back(Output::Deliver { msg, hops: None });
-        }
-        let index = &self.index;
-        if let Some(ids) = self.sync.page(conn, done, |id| index.contains(id)) {
-            self.send(conn, Frame::Want { ids }.encode().into());
-        }
-        if new > 0 {
-            self.sync.news(conn, now);
-        }
-    }
-
-    // ----- seed (v1) frames -----
-
-    fn on_v1_frame(&mut self, conn: ConnId, frame: Frame, now: Millis) {
-        match frame {
-            Frame::Message { data } => {
-                self.stats.received += 1;
-                if data.is_empty() || data.len() > self.config.max_message_bytes {
-                    self.bad_frame(conn, "message empty or too large", now);
-                    return;
-                }
-                let id = MsgId::v1(&data);
-                if self.index.contains(&id) {
-                    self.stats.duplicates += 1;
-                    return;
-                }
-                // A seed has no error frame: what it sends over its limit is dropped, and
-                // counted.
-                if !self.admit(conn, None, None, now) {
-                    return;
-                }
-                let msg = Message::from_seed(data, now);
-                self.index.insert(sync::key_of(&msg), msg.data.len());
-                self.stats.delivered += 1;
-                self.outputs.push_back(Output::Deliver {
-                    msg: msg.clone(),
-                    hops: Some(0),
-                });
-                self.broadcast.publish(Arc::new(msg), now);
-            }
-            Frame::Sockets { addresses } => {
-                self.seeds.sockets_received(conn, &addresses, now);
-            }
-            // A seed ignores frames it does not know; so do we, but we count them.
-            _ => self.bad_frame(conn, "unexpected frame from a v1 peer", now),
-        }
-    }
-
-    fn send_to_seeds(&mut self, msg: &Message) {
-        if self.seeds.is_empty() {
-            return;
-        }
-        let frame: Arc<str> = Frame::Message {
-            data: msg.data.clone(),
-        }
-        .encode()
-        .into();
-        let conns: Vec<ConnId> = self.seeds.conns().collect();
-        for conn in conns {
-            self.send(conn, frame.clone());
-        }
-    }
-
-    /// Whether `conn`'s client address already holds as many connections of `kind` (`None`:
-    /// a seed) as it may; if so, `conn` is closed, saying why.
-    fn over_address_cap(&mut self, conn: ConnId, kind: Option<PeerKind>, now: Millis) -> bool {
-        let Some(from) = self.conns.get(conn).and_then(|c| c.from.clone()) else {
-            return false;
-        };
-        let caps = self.config.per_address;
-        let (max, name) = match kind {
-            Some(PeerKind::Node) => (caps.nodes, "node"),
-            Some(PeerKind::Browser) => (caps.pages, "page"),
-            None => (caps.seeds, "seed"),
-        };
-        let held = self
-            .conns
-            .iter()
-            .filter(|&(other, c)| {
-                other != conn
-                    && c.from.as_deref() == Some(from.as_str())
-                    && match (&c.state, kind) {
-                        (State::V2(h), Some(k)) => h.kind == k,
-                        // Still proving who it is: it holds its place meanwhile.
-                        (State::Proving { hello, .. }, Some(k)) => hello.kind == k,
-                        (State::V1, None) => true,
-                        _ => false,
-                    }
-            })
-            .count();
-        if held < max {
-            return false;
-        }
-        let reason = CloseReason::TooManyFromAddress { kind: name, max };
-        self.close(conn, reason, now);
-        true
-    }
-
-    /// The peer on `conn` is a seed.
-    fn start_v1(&mut self, conn: ConnId, now: Millis) {
-        if self.over_address_cap(conn, None, now) {
-            return;
-        }
-        let Some(c) = self.conns.get_mut(conn) else {
-            return;
-        };
-        c.state = State::V1;
-        c.last_heard = now;
-        let dialed = c.dialed.clone();
-        self.seeds.opened(conn, dialed);
-    }
-
-    /// Answers a seed's first frame (or its silence): introduces us and hangs up if we
-    /// dialed it, or tells it the nodes we know.
-    fn answer_v1(&mut self, conn: ConnId, now: Millis) {
-        let Some(c) = self.conns.get(conn) else {
-            return;
-        };
-        let dialed = c.dialed.clone();
-        let own = self.own_record();
-        match (dialed, own) {
-            (Some(address), Some(own)) => {
-                // We dialed a seed. It will dial every address it hears of, ours included
-                // once any node mentions it, and a seed with two links to us would get our
-                // messages twice. So introduce ourselves and hang up: the seed's own dial
-                // back becomes its one link.
-                let addresses =
-                    self.seeds
-                        .introduction(conn, self.me, &own, self.membership.known_nodes());
-                self.send(conn, Frame::Sockets { addresses }.encode().into());
-                self.book.seed_answered(&address, now);
-                self.close(conn, CloseReason::SeedDialsUs, now);
-                self.schedule_dial();
-            }
-            (None, Some(own)) if self.seeds.links_us_twice(conn, &own) => {
-                // Its list names us: it holds a link to us already (see `seed`).
-                self.close(conn, CloseReason::SeedLinkedTwice, now);
-            }
-            _ => {
-                // Inbound, or we cannot be dialed (a page): this link is the seed's only one.
-                // Answered once the dials it has under way have had time to open.
-                self.timers
-                    .insert(now + seed::SEED_SETTLE, Timer::SeedAnswer(conn));
-            }
-        }
-    }
-
-    /// The nodes to name to seeds: those membership knows (with every address), and those
-    /// only the map knows (their main address).
-    fn seed_known(&self) -> Vec<PeerRecord> {
-        let mut known: Vec<PeerRecord> = self.membership.known_nodes().cloned().collect();
-        for r in self.map.view().records() {
-            if r.kind == PeerKind::Node
-                && r.node != self.me
-                && !known.iter().any(|k| k.id == r.node)
-                && let Some(address) = &r.address
-            {
-                known.push(PeerRecord {
-                    id: r.node,
-                    address: address.clone(),
-                    aliases: Vec::new(),
-                });
-            }
-        }
-        known
-    }
-
-    /// Which seeds each node dialed, from the map (ours included).
-    fn seed_dialers(&self) -> seed::Dialers {
-        let mut dialers = seed::Dialers::new();
-        for r in self.map.view().records() {
-            if let Some(address) = r.address.as_deref().and_then(seed::authority)
-                && !r.seeds_dialed.is_empty()
-            {
-                dialers.insert(address, r.seeds_dialed.clone());
-            }
-        }
-        for address in &self.config.listen_addresses {
-            if let Some(address) = seed::authority(address) {
-                dialers.insert(address, self.seeds.dialed_addresses());
-            }
-        }
-        dialers
-    }
-
-    fn own_record(&self) -> Option<PeerRecord> {
-        record_of(self.me, &self.config.listen_addresses)
-    }
-
-    /// Tells the seed on `conn` what it should dial (see `seed`): nodes of `known`, and with
-    /// `dialers`, seeds.
-    fn send_sockets(
-        &mut self,
-        conn: ConnId,
-        known: &[PeerRecord],
-        dialers: Option<&seed::Dialers>,
-    ) {
-        if let Some(addresses) = self
-            .seeds
-            .sockets_update(conn, self.me, known.iter(), dialers)
-        {
-            self.send(conn, Frame::Sockets { addresses }.encode().into());
-        }
-    }
-
-    fn schedule_seed_exchange(&mut self, now: Millis) {
-        if !self.seed_timer && !self.seeds.is_empty() {
-            self.seed_timer = true;
-            self.timers.insert(
-                now + self.config.seed_exchange_interval,
-                Timer::SeedExchange,
-            );
-        }
-    }
-
-    // ----- handshake -----
+    // ----- the handshake -----
 
     /// Our `HELLO` on `conn`, with its nonce; answering a dialer, with our proof over its
     /// nonce and the id it claims.
-    fn hello_frame(&self, conn: ConnId, answering: Option<(Nonce, NodeId)>) -> Arc<str> {
+    fn hello(&self, conn: ConnId, answering: Option<(crate::identity::Nonce, NodeId)>) -> Arc<str> {
         let nonce = self.conns.get(conn).map(|c| c.nonce);
-        let proof = answering
-            .map(|(theirs, id)| self.key.sign(&handshake_proof(Role::Acceptor, &theirs, id)));
-        Frame::Hello(Hello {
-            protocol: PROTOCOL_NAME.to_owned(),
-            version: PROTOCOL_VERSION,
-            id: self.me,
-            key: Some(self.key.public()),
-            tab: self.tab,
-            nonce,
-            proof,
-            run: Some(self.run),
-            kind: self.config.kind,
-            addresses: self.config.listen_addresses.clone(),
-            home: self.config.home,
-            root: self.broadcast.root(),
-            term: self.broadcast.root_and_term().map(|(_, t)| t),
-        })
-        .encode()
-        .into()
+        let hello = self
+            .handshake
+            .hello(nonce, answering, self.tree.root_and_term());
+        Frame::from(hello).encode().into()
     }
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Millis) {
-        if hello.protocol != PROTOCOL_NAME {
-            self.close(conn, CloseReason::NotHearsay, now);
-            return;
-        }
-        if hello.version != PROTOCOL_VERSION {
-            let reason = CloseReason::VersionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: hello.version,
-            };
-            self.close(conn, reason, now);
-            return;
-        }
-        let Some(key) = hello
-            .key
-            .filter(|k| id_of(k, hello.tab.as_ref()) == hello.id)
-            .filter(|_| (hello.kind == PeerKind::Node) == hello.tab.is_none())
-        else {
-            self.unproven(conn, now);
-            return;
+        let key = match self.handshake.check(&hello) {
+            Ok(key) => key,
+            Err(reason) => return self.close(conn, reason, now),
         };
-        self.refused.expire(now);
-        if let Some(&until) = self.refused.get(&hello.id) {
+        if let Some(until) = self.admission.refused_until(&hello.id, now) {
             self.stats.refused += 1;
             let seconds = until.saturating_sub(now).div_ceil(1_000);
-            self.close(conn, CloseReason::Refused { seconds }, now);
-            return;
+            return self.close(conn, CloseReason::Refused { seconds }, now);
         }
         if self.over_address_cap(conn, Some(hello.kind), now) {
             return;
@@ -1527,24 +1101,21 @@ impl Engine {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
-        let (direction, dialed) = (c.direction, c.dialed.clone());
+        let (direction, ours) = (c.direction, c.nonce);
         if hello.id == self.me {
-            if let Some(address) = &dialed {
+            if let Some(address) = &c.dialed {
                 self.book.mark_self(address, self.me);
             }
-            self.close(conn, CloseReason::ConnectedToSelf, now);
-            return;
+            return self.close(conn, CloseReason::ConnectedToSelf, now);
         }
-        let (Some(theirs), Some(ours)) = (hello.nonce, self.conns.get(conn).map(|c| c.nonce))
-        else {
-            self.unproven(conn, now);
-            return;
+        let Some(theirs) = hello.nonce else {
+            return self.close(conn, CloseReason::BadIdentity, now);
         };
         match direction {
             Direction::Inbound => {
                 // Answer with our proof, then wait for the dialer's before taking it for
                 // the node it says it is.
-                let frame = self.hello_frame(conn, Some((theirs, hello.id)));
+                let frame = self.hello(conn, Some((theirs, hello.id)));
                 self.send(conn, frame);
                 if let Some(c) = self.conns.get_mut(conn) {
                     c.state = State::Proving {
@@ -1553,23 +1124,15 @@ impl Engine {
                         key,
                     };
                 }
-                self.timers
-                    .insert(now + self.config.hello_timeout, Timer::Conn(conn));
+                self.keepalive.handshake_started(conn, now);
             }
-            Direction::Outbound => {
-                let proven = hello.proof.is_some_and(|sig| {
-                    key.verify(&handshake_proof(Role::Acceptor, &ours, self.me), &sig)
-                });
-                if !proven {
-                    self.unproven(conn, now);
-                    return;
+            Direction::Outbound => match self.handshake.answer(&key, &hello, &ours, &theirs) {
+                Some(proof) => {
+                    self.send(conn, Frame::from(proof).encode().into());
+                    self.establish(conn, hello, key, now);
                 }
-                let sig = self
-                    .key
-                    .sign(&handshake_proof(Role::Dialer, &theirs, hello.id));
-                self.send(conn, Frame::Proof { sig }.encode().into());
-                self.establish(conn, hello, key, now);
-            }
+                None => self.close(conn, CloseReason::BadIdentity, now),
+            },
         }
     }
 
@@ -1582,9 +1145,8 @@ impl Engine {
             return;
         };
         let key = *key;
-        if !key.verify(&handshake_proof(Role::Dialer, &c.nonce, self.me), &sig) {
-            self.unproven(conn, now);
-            return;
+        if !self.handshake.proven(&key, &c.nonce, &sig) {
+            return self.close(conn, CloseReason::BadIdentity, now);
         }
         let since = c.connected_at;
         let State::Proving { hello, .. } =
@@ -1593,12 +1155,6 @@ impl Engine {
             return;
         };
         self.establish(conn, *hello, key, now);
-    }
-
-    /// The peer on `conn` did not prove the identity it claimed: counted and closed.
-    fn unproven(&mut self, conn: ConnId, now: Millis) {
-        self.stats.bad_identities += 1;
-        self.close(conn, CloseReason::BadIdentity, now);
     }
 
     /// A peer whose identity is proven becomes the node (or page) it says it is.
@@ -1646,11 +1202,10 @@ impl Engine {
             };
             if drop_new {
                 // (An inbound one was answered already, so the dialer learns who we are
-                // and stops redialing.)
-                // A pinned address we dialed is that node's: the book learns it, so it is
-                // revisited, not counted as failing. (Membership still hears of a failed
-                // dial and repairs from elsewhere: measured at 1,000 nodes, keeping its
-                // request pending instead lengthens the tree, p99 280 ms -> 1.6 s.)
+                // and stops redialing.) A pinned address we dialed is that node's: the book
+                // learns it, so it is revisited, not counted as failing. (Membership still
+                // hears of a failed dial and repairs from elsewhere: measured at 1,000 nodes,
+                // keeping its request pending instead lengthens the tree, p99 280 ms -> 1.6 s.)
                 if dialed.as_deref().is_some_and(|a| self.book.is_pinned(a)) {
                     self.book
                         .established(conn, dialed.as_deref(), hello.id, &[]);
@@ -1681,24 +1236,20 @@ impl Engine {
         let record = record_of(hello.id, &addresses);
         self.book
             .established(conn, dialed.as_deref(), hello.id, &addresses);
-        self.conns.established(
-            conn,
-            Hearsay {
-                id: hello.id,
-                key,
-                run: hello.run,
-                kind: hello.kind,
-                record: record.clone(),
-                home: hello.home,
-            },
-            !second,
-        );
+        let peer = Hearsay {
+            id: hello.id,
+            key,
+            run: hello.run,
+            kind: hello.kind,
+            record: record.clone(),
+            home: hello.home,
+        };
+        self.conns.established(conn, peer, !second);
         for frame in self.conns.take_queued(conn) {
             self.send(conn, frame);
         }
         // Keepalive and the transient check start now, not at the handshake's deadline.
-        self.timers
-            .insert(now + ESTABLISHED_CHECK, Timer::Conn(conn));
+        self.keepalive.check_at(conn, now + ESTABLISHED_CHECK);
         if second {
             // The node dialed us twice; its dialer closes the newer connection.
             return;
@@ -1718,30 +1269,76 @@ impl Engine {
         // only be a new root's first beacon still on its way: joining again then would
         // reshape the overlay under every message in flight; measured at 1,000 nodes with
         // revisits every 7.5 s, p99 280 ms -> 1.4 s.) A part that lost the root is found by
-        // its new root instead (`broadcast::Out::RootLost`).
-        let ours = self.broadcast.root_and_term();
+        // its new root instead (`tree::Out::RootLost`).
+        let ours = self.tree.root_and_term();
         let theirs = hello.root.zip(Some(hello.term.unwrap_or(0)));
         let elsewhere = matches!((theirs, ours), (Some((a, t)), Some((b, u))) if a != b && t == u);
         self.membership
             .connected(hello.id, hello.kind, record, pinned, elsewhere, now);
     }
 
+    /// The peer on `conn` is a seed (its first frame is a seed's); false if it was closed
+    /// instead, its address holding as many seeds as it may.
+    fn start_seed(&mut self, conn: ConnId, now: Millis) -> bool {
+        if self.over_address_cap(conn, None, now) {
+            return false;
+        }
+        let Some(c) = self.conns.get_mut(conn) else {
+            return false;
+        };
+        c.state = State::Seed;
+        c.last_heard = now;
+        let dialed = c.dialed.clone();
+        self.seeds.opened(conn, dialed);
+        true
+    }
+
+    /// Whether `conn`'s client address already holds as many connections of `kind` (`None`:
+    /// a seed) as it may; if so, `conn` is closed, saying why.
+    fn over_address_cap(&mut self, conn: ConnId, kind: Option<PeerKind>, now: Millis) -> bool {
+        let caps = self.config.per_address;
+        let (max, name) = match kind {
+            Some(PeerKind::Node) => (caps.nodes, "node"),
+            Some(PeerKind::Browser) => (caps.pages, "page"),
+            None => (caps.seeds, "seed"),
+        };
+        if self.conns.held_from(conn, kind) < max {
+            return false;
+        }
+        let reason = CloseReason::TooManyFromAddress { kind: name, max };
+        self.close(conn, reason, now);
+        true
+    }
+
     // ----- the parts' outputs -----
 
-    /// Carries out what the parts asked for, until none has anything more to say.
-    fn after(&mut self, now: Millis) {
+    /// Carries out what the parts asked for, until none has anything more to say. Parts
+    /// whose effects the others read at once (keepalive, the book, the held set, seeds, the
+    /// map, reconciliation) are carried out as soon as they speak; membership's and
+    /// broadcast's outputs in turn, each part's in the order it queued them.
+    fn route(&mut self, now: Millis) {
         // What broadcast scales by (how far a message's first hops go, whether the root
         // walks): the map's size as of this call, for the next.
-        self.broadcast.set_network_size(self.map.view().len());
+        let size = self.map.view().len();
+        self.broadcast.set_network_size(size);
+        self.tree.set_network_size(size);
         loop {
+            self.route_direct(now);
             let mut any = false;
             while let Some(out) = self.membership.poll() {
                 any = true;
                 self.on_membership(out, now);
+                self.route_direct(now);
+            }
+            while let Some(out) = self.tree.poll() {
+                any = true;
+                self.on_tree(out, now);
+                self.route_direct(now);
             }
             while let Some(out) = self.broadcast.poll() {
                 any = true;
                 self.on_broadcast(out, now);
+                self.route_direct(now);
             }
             if !any {
                 break;
@@ -1749,14 +1346,74 @@ impl Engine {
         }
     }
 
+    fn route_direct(&mut self, now: Millis) {
+        loop {
+            let mut any = false;
+            while let Some(out) = self.keepalive.poll() {
+                any = true;
+                match out {
+                    keepalive::Out::Send(conn, m) => {
+                        self.send(conn, Frame::from(m).encode().into())
+                    }
+                    keepalive::Out::TransportPing(conn) => {
+                        self.outputs.push_back(Output::Ping { conn });
+                    }
+                    keepalive::Out::Close(conn, reason) => self.close(conn, reason, now),
+                }
+            }
+            while let Some(address) = self.book.poll() {
+                any = true;
+                self.dial(address, None, now);
+            }
+            while let Some(HeldOut::Evict { before, count }) = self.held.poll() {
+                any = true;
+                self.stats.evicted += count as u64;
+                self.outputs.push_back(Output::Evict { before, count });
+            }
+            while let Some(out) = self.seeds.poll() {
+                any = true;
+                match out {
+                    seed::Out::Send { to, message } => self.send_all(&to, Frame::from(message)),
+                    seed::Out::Close(conn, reason) => self.close(conn, reason, now),
+                    seed::Out::Introduced(address) => self.book.seed_answered(&address, now),
+                }
+            }
+            // Neighbours that get the same records share one encoding.
+            let mut encoded: Vec<(Arc<map::Message>, Arc<str>)> = Vec::new();
+            while let Some(map::Out::Send(node, message)) = self.map.poll() {
+                any = true;
+                let frame = match encoded.iter().find(|(m, _)| Arc::ptr_eq(m, &message)) {
+                    Some((_, frame)) => frame.clone(),
+                    None => {
+                        let frame: Arc<str> = Frame::from((*message).clone()).encode().into();
+                        encoded.push((message, frame.clone()));
+                        frame
+                    }
+                };
+                if let Some(conn) = self.conns.to_node(node) {
+                    self.send(conn, frame);
+                }
+            }
+            while let Some(out) = self.sync.poll() {
+                any = true;
+                match out {
+                    sync::Out::Send { to, message } => self.send_all(&to, Frame::from(message)),
+                    sync::Out::Fetch { conn, ids } => {
+                        self.outputs.push_back(Output::Fetch { conn, ids });
+                    }
+                    sync::Out::Bad(conn, why) => self.bad_frame(conn, why, now),
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
     fn on_membership(&mut self, out: membership::Out, now: Millis) {
         use membership::Out;
         match out {
-            Out::Send(node, message) => {
-                if let Some(conn) = self.conns.to_node(node) {
-                    self.send(conn, Frame::from(message).encode().into());
-                }
-            }
+            Out::Send(node, message) => self.send_to(node, Frame::from(message)),
             Out::Connect { peer, then } => {
                 let frame: Option<Arc<str>> = then.map(|m| Frame::from(m).encode().into());
                 if let Some(conn) = self.conns.to_node(peer.id) {
@@ -1766,16 +1423,14 @@ impl Engine {
                     return;
                 }
                 if self.book.is_self(&peer.address) {
-                    self.membership.connect_failed(peer.id, now);
-                    return;
+                    return self.membership.connect_failed(peer.id, now);
                 }
                 let conn = match self.book.dialing(&peer.address, Some(peer.id)) {
                     Some(conn) => conn,
                     None => {
                         if self.dial_bucket.take(1.0, now).is_err() {
                             self.stats.dials_limited += 1;
-                            self.membership.connect_failed(peer.id, now);
-                            return;
+                            return self.membership.connect_failed(peer.id, now);
                         }
                         self.dial(peer.address.clone(), Some(peer.id), now)
                     }
@@ -1790,33 +1445,23 @@ impl Engine {
                 }
             }
             Out::NeighborUp(node) => {
-                let Some(conn) = self.conns.to_node(node) else {
+                let Some(c) = self.conns.to_node(node).and_then(|c| self.conns.get(c)) else {
                     return;
                 };
-                let client = self
-                    .conns
-                    .get(conn)
-                    .and_then(Conn::hearsay)
-                    .is_some_and(|h| h.kind == PeerKind::Browser);
-                self.broadcast.neighbor_up(node, client);
-                let initiator = self
-                    .conns
-                    .get(conn)
-                    .is_some_and(|c| c.direction == Direction::Outbound);
-                self.sync.open(conn, initiator, now);
+                let client = c.hearsay().is_some_and(|h| h.kind == PeerKind::Browser);
+                let initiator = c.direction == Direction::Outbound;
+                let formed = self.tree.root().is_some();
+                self.broadcast.neighbor_up(node, client, formed);
+                if let Some(conn) = self.conns.to_node(node) {
+                    self.sync.open(conn, initiator, now);
+                }
                 if client && self.config.kind == PeerKind::Node {
-                    // A page gets the whole map at once, not over the next minute.
-                    let records: Vec<(TopoRecord, Option<NodeId>)> = self
-                        .map
-                        .view()
-                        .records()
-                        .map(|r| (r.clone(), None))
-                        .collect();
-                    self.send_map_to(conn, &records);
+                    self.map.send_all(node);
                 }
             }
             Out::NeighborDown(node) => {
                 self.broadcast.neighbor_down(node);
+                self.tree.neighbor_down(node, self.broadcast.links_mut());
                 if let Some(conn) = self.conns.to_node(node) {
                     self.sync.close(conn);
                 }
@@ -1824,26 +1469,15 @@ impl Engine {
         }
     }
 
-    fn on_broadcast(&mut self, out: broadcast::Out, now: Millis) {
+    fn on_tree(&mut self, out: tree::Out, now: Millis) {
         match out {
-            broadcast::Out::Push { to, msg, hops } => {
-                let frame: Arc<str> = Frame::encode_gossip(&msg, hops).into();
-                let own = msg.author == Author::Key(self.key.public());
-                for node in to {
-                    if let Some(conn) = self.conns.to_node(node) {
-                        if !own {
-                            self.stats.forwarded += 1;
-                        }
-                        self.send(conn, frame.clone());
-                    }
-                }
+            tree::Out::Send(node, message) => self.send_to(node, Frame::from(message)),
+            tree::Out::Graft(node) => {
+                let graft = broadcast::Message::Graft { ids: Vec::new() };
+                self.send_to(node, Frame::from(graft));
             }
-            broadcast::Out::Send(node, control) => {
-                if let Some(conn) = self.conns.to_node(node) {
-                    self.send(conn, Frame::from(control).encode().into());
-                }
-            }
-            broadcast::Out::RootLost { root, address } => {
+            tree::Out::Prune(node) => self.send_to(node, Frame::from(broadcast::Message::Prune)),
+            tree::Out::RootLost { root, address } => {
                 let record = PeerRecord {
                     id: root,
                     address: address.to_string(),
@@ -1861,70 +1495,23 @@ impl Engine {
         }
     }
 
-    fn own_links(&self) -> OwnLinks {
-        let mut links = self.membership.active();
-        links.extend(
-            self.membership
-                .client_ids()
-                .take(map::LISTED_CLIENTS)
-                .copied(),
-        );
-        let eager = links
-            .iter()
-            .copied()
-            .filter(|id| self.broadcast.is_eager(id))
-            .collect();
-        OwnLinks {
-            links,
-            eager,
-            clients: self.membership.clients() as u32,
-            seeds: self.seeds.len() as u32,
-            seeds_dialed: self.seeds.dialed_addresses(),
-        }
-    }
-
-    /// Passes map records on along the tree: every eager neighbour gets the batch, less what
-    /// it sent us itself.
-    fn send_map(&mut self, batch: Vec<(TopoRecord, Option<NodeId>)>) {
-        let eager: Vec<NodeId> = self.broadcast.eager().copied().collect();
-        let mut everything: Option<Vec<Arc<str>>> = None;
-        for node in eager {
-            let Some(conn) = self.conns.to_node(node) else {
-                continue;
-            };
-            if batch.iter().any(|(_, from)| *from == Some(node)) {
-                let theirs: Vec<(TopoRecord, Option<NodeId>)> = batch
-                    .iter()
-                    .filter(|(_, from)| *from != Some(node))
-                    .cloned()
-                    .collect();
-                self.send_map_to(conn, &theirs);
-            } else {
-                let frames = everything.get_or_insert_with(|| self.map_frames(&batch));
-                for frame in frames.clone() {
-                    self.send(conn, frame);
+    fn on_broadcast(&mut self, out: broadcast::Out, _now: Millis) {
+        match out {
+            broadcast::Out::Push { to, msg, hops } => {
+                let frame: Arc<str> = Frame::encode_gossip(&msg, hops).into();
+                let own = msg.author == Author::Key(self.key.public());
+                for node in to {
+                    if let Some(conn) = self.conns.to_node(node) {
+                        if !own {
+                            self.stats.forwarded += 1;
+                        }
+                        self.send(conn, frame.clone());
+                    }
                 }
             }
+            broadcast::Out::Send(node, message) => self.send_to(node, Frame::from(message)),
+            broadcast::Out::Pruned(node) => self.tree.pruned_by(node, self.broadcast.links_mut()),
         }
-    }
-
-    fn send_map_to(&mut self, conn: ConnId, records: &[(TopoRecord, Option<NodeId>)]) {
-        for frame in self.map_frames(records) {
-            self.send(conn, frame);
-        }
-    }
-
-    fn map_frames(&self, records: &[(TopoRecord, Option<NodeId>)]) -> Vec<Arc<str>> {
-        records
-            .chunks(self.config.map.records_per_frame.max(1))
-            .map(|chunk| {
-                Frame::Map {
-                    records: chunk.iter().map(|(r, _)| r.clone()).collect(),
-                }
-                .encode()
-                .into()
-            })
-            .collect()
     }
 
     // ----- connections -----
@@ -1944,111 +1531,25 @@ impl Engine {
         conn
     }
 
-    /// Dials the pinned addresses that are due.
-    fn dial_pinned(&mut self, now: Millis) {
-        let due = self.book.due(now, |id| self.conns.to_node(id).is_some());
-        for address in due {
-            self.dial(address, None, now);
-        }
-        self.schedule_dial();
-    }
-
-    fn schedule_dial(&mut self) {
-        if let Some(at) = self.book.next_due()
-            && self.dial_timer.is_none_or(|t| at < t)
-        {
-            self.dial_timer = Some(at);
-            self.timers.insert(at, Timer::Dial);
-        }
-    }
-
-    /// Handshake timeout, keepalive, and closing links membership has no use for.
-    fn check_conn(&mut self, conn: ConnId, now: Millis) {
-        let Some(c) = self.conns.get_mut(conn) else {
-            return;
-        };
-        let next = match &c.state {
-            State::Dialing => None,
-            State::Handshake { since } => {
-                let since = *since;
-                if now >= since + self.config.hello_timeout {
-                    self.close(conn, CloseReason::HandshakeTimeout, now);
-                    return;
-                }
-                Some(since + self.config.hello_timeout)
-            }
-            State::Proving { since, .. } => {
-                let since = *since;
-                if now >= since + self.config.hello_timeout {
-                    self.unproven(conn, now);
-                    return;
-                }
-                Some(since + self.config.hello_timeout)
-            }
-            State::V1 | State::V2(_) => {
-                let idle = now.saturating_sub(c.last_heard);
-                let can_ping = c.is_v2() || self.config.transport_ping;
-                if !can_ping {
-                    None
-                } else if idle >= self.config.idle_timeout {
-                    self.close(conn, CloseReason::KeepaliveTimeout, now);
-                    return;
-                } else if idle >= self.config.ping_interval && c.ping_sent.is_none() {
-                    let nonce: u32 = self.rng.random();
-                    c.ping_sent = Some(nonce);
-                    if c.is_v2() {
-                        self.send(conn, Frame::Ping { nonce }.encode().into());
-                    } else {
-                        self.outputs.push_back(Output::Ping { conn });
-                    }
-                    Some(now + self.config.idle_timeout - idle)
-                } else if c.ping_sent.is_some() {
-                    Some(c.last_heard + self.config.idle_timeout)
-                } else {
-                    Some(c.last_heard + self.config.ping_interval)
-                }
-            }
-        };
-        // A node connection that membership has no use for (it carried a request or a reply,
-        // or the node left our view) is closed after a while, however busy the other end
-        // keeps it: closing is how the other end learns it is not our neighbour, should it
-        // think it is.
-        let mut next = next;
-        let node = self
-            .conns
-            .get(conn)
-            .and_then(Conn::hearsay)
-            .filter(|h| h.kind == PeerKind::Node)
-            .map(|h| h.id);
-        if let Some(node) = node {
-            let wanted = self.membership.wants(node);
-            let Some(c) = self.conns.get_mut(conn) else {
-                return;
-            };
-            if wanted {
-                c.wanted = true;
-                c.unwanted_since = None;
-                // Look again now and then: the view may change.
-                next = earliest([next, Some(now + self.config.transient_idle)]);
-            } else {
-                let first = if c.wanted { now } else { c.connected_at };
-                let since = *c.unwanted_since.get_or_insert(first);
-                if now >= since + self.config.transient_idle {
-                    self.close(conn, CloseReason::NotANeighbour, now);
-                    return;
-                }
-                next = earliest([next, Some(since + self.config.transient_idle)]);
-            }
-        }
-        if let Some(at) = next {
-            self.timers.insert(at.max(now + 1), Timer::Conn(conn));
-        }
-    }
-
     fn send(&mut self, conn: ConnId, frame: Arc<str>) {
         self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;
         self.outputs.push_back(Output::Send { conn, frame });
+    }
+
+    /// Sends `frame` to the connection of hearsay peer `node`, if there is one.
+    fn send_to(&mut self, node: NodeId, frame: Frame) {
+        if let Some(conn) = self.conns.to_node(node) {
+            self.send(conn, frame.encode().into());
+        }
+    }
+
+    /// Sends `frame`, encoded once, to each of `conns`.
+    fn send_all(&mut self, conns: &[ConnId], frame: Frame) {
+        let frame: Arc<str> = frame.encode().into();
+        for &conn in conns {
+            self.send(conn, frame.clone());
+        }
     }
 
     fn bad_frame(&mut self, conn: ConnId, why: &str, now: Millis) {
@@ -2061,8 +1562,7 @@ impl Engine {
             // A node or page that comes back under the same id is refused for a while (a
             // seed has no id: it is only closed).
             if let Some(node) = c.node_id() {
-                let until = now + self.config.refuse_for;
-                self.refused.insert(node, until, now);
+                self.admission.refuse(node, now);
             }
             let reason = CloseReason::TooManyBadFrames {
                 last: why.to_owned(),
@@ -2074,6 +1574,9 @@ impl Engine {
     fn close(&mut self, conn: ConnId, reason: CloseReason, now: Millis) {
         if self.conns.get(conn).is_none() {
             return;
+        }
+        if reason == CloseReason::BadIdentity {
+            self.stats.bad_identities += 1;
         }
         let text = format!("we closed it: {reason}");
         self.outputs.push_back(Output::Close {
@@ -2097,6 +1600,7 @@ impl Engine {
             .closed(conn, c.dialed.as_deref(), reason, text, now, &mut self.rng);
         self.seeds.closed(conn);
         self.sync.close(conn);
+        self.admission.forget(conn);
         if registered && let Some(node) = c.node_id() {
             self.membership.disconnected(node, now);
         } else if let Some(node) = c.intended
@@ -2104,7 +1608,25 @@ impl Engine {
         {
             self.membership.connect_failed(node, now);
         }
-        self.schedule_dial();
+    }
+}
+
+/// What this peer says of itself in its map record: its links (a node's active view and some
+/// of its pages), which are the tree's, and its seeds.
+fn own_links(membership: &Membership, broadcast: &Broadcast, seeds: &SeedPeers) -> OwnLinks {
+    let mut links = membership.active();
+    links.extend(membership.client_ids().take(map::LISTED_CLIENTS).copied());
+    let eager = links
+        .iter()
+        .copied()
+        .filter(|id| broadcast.is_eager(id))
+        .collect();
+    OwnLinks {
+        links,
+        eager,
+        clients: membership.clients() as u32,
+        seeds: seeds.len() as u32,
+        seeds_dialed: seeds.dialed_addresses(),
     }
 }
 
@@ -2138,81 +1660,7 @@ impl fmt::Debug for Engine {
             .field("me", &self.me)
             .field("conns", &self.conns.len())
             .field("active", &self.membership.active().len())
-            .field("held", &self.index.len())
+            .field("held", &self.held.len())
             .finish()
-    }
-}
-
-/// Bookkeeping shared by every driver: carries out the engine's outputs through a
-/// [`Driver`], going round until nothing is left (answering a `Fetch` or closing a peer
-/// whose queue is full makes more output).
-pub trait Driver {
-    /// Queues a frame for the peer; false if its queue is full (the engine then closes it).
-    fn send(&mut self, conn: ConnId, frame: Arc<str>) -> bool;
-    fn ping(&mut self, conn: ConnId);
-    fn dial(&mut self, conn: ConnId, address: String);
-    fn close(&mut self, conn: ConnId, reason: CloseReason);
-    fn deliver(&mut self, msg: Message, hops: Option<u32>);
-    fn acked(&mut self, _id: MsgId, _by: NodeId) {}
-    /// A peer refused something (an `ERROR` frame); see [`Output::Refused`].
-    fn refused(
-        &mut self,
-        _by: NodeId,
-        _reason: &str,
-        _id: Option<MsgId>,
-        _retry_after_ms: Option<u64>,
-    ) {
-    }
-    /// The messages held of `ids`, if they can be had at once; `None` means the driver will
-    /// call [`Engine::provide`] itself later.
-    fn fetch(&mut self, conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>>;
-    /// Messages stamped before `before` aged out: drop them from the store (see
-    /// [`Output::Evict`]).
-    fn evict(&mut self, before: Millis, count: usize);
-}
-
-impl Engine {
-    /// Drains every output into `driver`. Call after every event (see the crate docs).
-    pub fn drain(&mut self, driver: &mut impl Driver, now: Millis) {
-        loop {
-            let mut full = Vec::new();
-            let mut more = false;
-            while let Some(output) = self.poll_output() {
-                match output {
-                    Output::Send { conn, frame } => {
-                        if !driver.send(conn, frame) && !full.contains(&conn) {
-                            full.push(conn);
-                        }
-                    }
-                    Output::Ping { conn } => driver.ping(conn),
-                    Output::Dial { conn, address } => driver.dial(conn, address),
-                    Output::Close { conn, reason } => driver.close(conn, reason),
-                    Output::Deliver { msg, hops } => driver.deliver(msg, hops),
-                    Output::Acked { id, by } => driver.acked(id, by),
-                    Output::Refused {
-                        by,
-                        reason,
-                        id,
-                        retry_after_ms,
-                    } => driver.refused(by, &reason, id, retry_after_ms),
-                    Output::Evict { before, count } => driver.evict(before, count),
-                    Output::Fetch { conn, ids } => {
-                        if let Some(found) = driver.fetch(conn, ids) {
-                            self.provide(conn, found);
-                            more = true;
-                        }
-                    }
-                }
-            }
-            for conn in full {
-                more = true;
-                // A peer that cannot keep up is dropped rather than allowed to grow memory.
-                self.close(conn, CloseReason::SendQueueFull, now);
-                self.after(now);
-            }
-            if !more {
-                return;
-            }
-        }
     }
 }

@@ -16,6 +16,10 @@
 //! text independently almost always agree on.
 
 use crate::Millis;
+use crate::part::Part;
+use crate::sync::{Key, MessageIndex, key_at};
+use crate::timers::Timers;
+use std::collections::VecDeque;
 
 /// One day, in milliseconds.
 pub const DAY: Millis = 24 * 60 * 60_000;
@@ -96,6 +100,136 @@ impl History {
     pub fn sync_floor(&self, now: Millis) -> Option<Millis> {
         let edge = self.edge.min(self.retention.unwrap_or(0) / 4);
         self.cutoff(now).map(|c| c.saturating_add(edge))
+    }
+}
+
+/// The messages this peer holds, under the retention rules: what is inside the window and
+/// the storage cap, and what has aged out and is evicted (a part of the engine: its timer is
+/// the eviction round).
+pub struct Held {
+    config: History,
+    index: MessageIndex,
+    /// Nothing stamped before this is kept: where the storage cap last cut the history.
+    budget_floor: Option<Millis>,
+    timers: Timers<()>,
+    out: VecDeque<HeldOut>,
+}
+
+/// What the held set asks of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldOut {
+    /// Messages stamped before `before` aged out (`count` of them): the driver drops them.
+    Evict { before: Millis, count: usize },
+}
+
+impl Held {
+    pub fn new(config: History, now: Millis) -> Self {
+        // The first eviction soon after start, once the driver has noted what its store
+        // holds (`Engine::note_held`).
+        let mut timers = Timers::default();
+        timers.insert(now + config.evict_every.clamp(1, 1_000), ());
+        Self {
+            config,
+            index: MessageIndex::default(),
+            budget_floor: None,
+            timers,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.config
+    }
+
+    pub fn index(&self) -> &MessageIndex {
+        &self.index
+    }
+
+    pub fn contains(&self, id: &crate::MsgId) -> bool {
+        self.index.contains(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Records a message held (taken now, or held by the store already).
+    pub fn insert(&mut self, key: Key, bytes: usize) {
+        self.index.insert(key, bytes);
+    }
+
+    /// Nothing stamped before `ts` is to be taken again (the store evicted up to there).
+    pub fn note_floor(&mut self, ts: Millis) {
+        self.budget_floor = self.budget_floor.max(Some(ts));
+    }
+
+    /// Below this, nothing is fetched or taken: what the storage cap let go, and, while the
+    /// history is full, anything older than its oldest (it would only be let go again). A
+    /// page that starts with its home's newest 2,000 messages thus never fetches the rest.
+    pub fn floor(&self) -> Option<Millis> {
+        let h = &self.config;
+        let full = self.index.full_from(
+            h.max_messages.unwrap_or(usize::MAX),
+            h.max_bytes.unwrap_or(u64::MAX),
+        );
+        self.budget_floor.max(full)
+    }
+
+    /// Where the history this peer keeps starts, as a key: `start` (the window's), or the
+    /// floor if that is later.
+    pub fn kept_from(&self, start: Option<Millis>) -> Option<Key> {
+        start.max(self.floor()).map(key_at)
+    }
+
+    /// Whether a message stamped `timestamp` (its reconciliation timestamp) is to be taken
+    /// at `now`: inside the window and above the floor.
+    pub fn check(&self, timestamp: Millis, now: Millis) -> Result<(), Outside> {
+        self.config.check(timestamp, now).and(match self.floor() {
+            Some(floor) if timestamp < floor => Err(Outside::OverBudget),
+            _ => Ok(()),
+        })
+    }
+}
+
+impl Part for Held {
+    type Out = HeldOut;
+    type Context<'a> = ();
+
+    fn poll(&mut self) -> Option<HeldOut> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Millis, _: ()) {
+        while self.timers.pop_due(now).is_some() {
+            self.timers.insert(now + self.config.evict_every.max(1), ());
+            let window = self.config.cutoff(now);
+            let h = &self.config;
+            let cap = self.index.cut_for(
+                h.max_messages.unwrap_or(usize::MAX),
+                h.max_bytes.unwrap_or(u64::MAX),
+            );
+            if let Some(cap) = cap
+                && window.is_none_or(|w| cap > w)
+            {
+                // Over the storage cap: the oldest go, and nothing older than what is kept
+                // is taken or fetched again.
+                self.budget_floor = self.budget_floor.max(Some(cap));
+            }
+            if let Some(before) = window.max(self.budget_floor) {
+                let count = self.index.evict_before(before);
+                if count > 0 {
+                    self.out.push_back(HeldOut::Evict { before, count });
+                }
+            }
+        }
     }
 }
 

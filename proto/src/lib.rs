@@ -5,11 +5,11 @@
 //!
 //! - [`membership`]: HyParView — a small active view of neighbours, a passive view to repair
 //!   it from, joins by random walk, periodic shuffles; pages are held as clients.
-//! - [`broadcast`]: Plumtree — messages pushed along a spanning tree of the neighbours, ids
-//!   announced lazily on the other links, `GRAFT`/`PRUNE` to repair and trim the tree
-//!   (flooding is kept as a strategy for baselines and tiny networks).
-//! - [`centre`]: how the tree's root walks to the graph's centre, where the tree is
-//!   shortest, from what each node reports of the tree below it.
+//! - [`tree`]: which links are the broadcast tree's — the root's beacons, each node's parent,
+//!   the root's walk to the graph's centre ([`centre`]).
+//! - [`broadcast`]: Plumtree — messages pushed over the tree's links, ids announced lazily
+//!   on the others, `GRAFT` to repair (flooding is kept as a strategy for baselines and tiny
+//!   networks).
 //! - [`seed`]: what seed (v1) nodes of the tutorial network get and are told.
 //! - [`sync`]: range-based set reconciliation, the safety net under broadcast.
 //! - [`map`]: the network map, from records each peer sends at a bounded rate.
@@ -17,10 +17,11 @@
 //!   client and any peer may send).
 //! - [`history`]: the retention window — which messages are refused as too old or stamped
 //!   in the future, when held ones are evicted, where reconciliation starts.
+//! - [`keepalive`]: each connection's deadlines; [`admission`]: whether a message that
+//!   arrives is taken, as a verdict.
 //! - [`engine`]: composes them with the connection table ([`conns`]), the address book
-//!   ([`book`]) and the handshake (each side proves it holds the key its id derives from);
-//!   it checks every new message's signature once, before any part sees it. [`Engine`] is
-//!   what drivers hold.
+//!   ([`book`]) and the handshake ([`handshake`]: each side proves it holds the key its id
+//!   derives from), under one contract ([`part::Part`]). [`Engine`] is what drivers hold.
 //!
 //! Underneath: [`id`] (node and message ids), [`identity`] (keys, signatures, authors, and
 //! the ids derived from keys), [`message`] (a signed message), [`peer`] (kinds of
@@ -52,25 +53,31 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod book;
 pub mod broadcast;
 pub mod centre;
 pub mod close;
 pub mod conns;
 pub mod dedup;
+pub mod driver;
 pub mod engine;
+pub mod handshake;
 pub mod history;
 pub mod id;
 pub mod identity;
+pub mod keepalive;
 pub mod limits;
 pub mod map;
 pub mod membership;
 pub mod message;
+pub mod part;
 pub mod peer;
 pub mod seed;
 pub mod sim;
 pub mod sync;
 pub mod timers;
+pub mod tree;
 pub mod wire;
 
 pub use book::{AddressError, LinkInfo, LinkState};

@@ -19,10 +19,12 @@
 
 use crate::Millis;
 use crate::id::NodeId;
+use crate::part::Part;
 use crate::peer::PeerKind;
 use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 /// Most pages a node lists among its links.
 pub const LISTED_CLIENTS: usize = 32;
@@ -99,6 +101,14 @@ pub struct TopoRecord {
     pub held: u64,
 }
 
+/// The map's one frame: a batch of records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type")]
+pub enum Message {
+    #[serde(rename = "MAP")]
+    Map { records: Vec<TopoRecord> },
+}
+
 /// What a peer currently says of itself, before it is stamped into a record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OwnLinks {
@@ -159,6 +169,26 @@ enum Timer {
     Flush,
 }
 
+/// What the map asks of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Send `message` to this neighbour. Neighbours that get the same records share one
+    /// `Arc`, so the frame is encoded once.
+    Send(NodeId, Arc<Message>),
+}
+
+/// What the map reads when its timers fire: how many messages this peer holds, whether its
+/// record can go out yet (a node that starts with the network waits for the broadcast tree to
+/// form, so its first record does not go out over links that are about to be pruned and miss
+/// part of the network), its links as they are now (read only when its record may be due),
+/// and the tree's links, which records travel along.
+pub struct Context<'a> {
+    pub held: u64,
+    pub ready: bool,
+    pub own: &'a dyn Fn() -> OwnLinks,
+    pub eager: &'a dyn Fn() -> Vec<NodeId>,
+}
+
 /// The map as this peer knows it, and what it still has to pass on.
 pub struct Map {
     me: NodeId,
@@ -173,6 +203,7 @@ pub struct Map {
     outbox: Vec<(TopoRecord, Option<NodeId>)>,
     flush_scheduled: bool,
     timers: Timers<Timer>,
+    out: VecDeque<Out>,
 }
 
 impl Map {
@@ -199,15 +230,12 @@ impl Map {
             outbox: Vec::new(),
             flush_scheduled: false,
             timers,
+            out: VecDeque::new(),
         }
     }
 
     pub fn view(&self) -> &TopologyView {
         &self.view
-    }
-
-    pub fn poll_timeout(&self) -> Option<Millis> {
-        self.timers.next()
     }
 
     /// The renewal and the least change intervals, stretched with the size of the map.
@@ -236,39 +264,50 @@ impl Map {
         self.schedule_flush(now);
     }
 
-    /// What timers are due. `own` gives our links as they are now (called when our record
-    /// may be due); `ready` says there is a way to send it (a node that starts with
-    /// the network waits for the broadcast tree to form, so its first record does not go out
-    /// over links that are about to be pruned and miss part of the network). Returns the
-    /// records to pass on, if a flush is due.
-    pub fn handle_timeout(
-        &mut self,
-        now: Millis,
-        held: u64,
-        ready: bool,
-        own: impl FnOnce() -> OwnLinks,
-    ) -> Option<Vec<(TopoRecord, Option<NodeId>)>> {
-        let mut own = Some(own);
-        let mut flush = None;
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Check => {
-                    let (_, min_interval) = self.pace();
-                    self.timers.insert(now + min_interval, Timer::Check);
-                    self.view.expire(now);
-                    if let Some(own) = own.take().filter(|_| ready) {
-                        self.check_own(own(), held, now);
-                    }
-                }
-                Timer::Flush => {
-                    self.flush_scheduled = false;
-                    if !self.outbox.is_empty() {
-                        flush = Some(std::mem::take(&mut self.outbox));
-                    }
-                }
+    /// A page linked to this node gets the whole map at once, not over the next minute.
+    pub fn send_all(&mut self, to: NodeId) {
+        let records: Vec<&TopoRecord> = self.view.records().collect();
+        for message in self.messages(&records) {
+            self.out.push_back(Out::Send(to, message));
+        }
+    }
+
+    /// Records in frames of at most [`Config::records_per_frame`].
+    fn messages(&self, records: &[&TopoRecord]) -> Vec<Arc<Message>> {
+        records
+            .chunks(self.config.records_per_frame.max(1))
+            .map(|chunk| {
+                Arc::new(Message::Map {
+                    records: chunk.iter().map(|&r| r.clone()).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Passes what was learned on along the tree: every eager neighbour gets the batch, less
+    /// what it sent us itself.
+    fn flush(&mut self, batch: Vec<(TopoRecord, Option<NodeId>)>, eager: Vec<NodeId>) {
+        let mut everything: Option<Vec<Arc<Message>>> = None;
+        for node in eager {
+            let messages = if batch.iter().any(|(_, from)| *from == Some(node)) {
+                let theirs: Vec<&TopoRecord> = batch
+                    .iter()
+                    .filter(|(_, from)| *from != Some(node))
+                    .map(|(r, _)| r)
+                    .collect();
+                self.messages(&theirs)
+            } else {
+                everything
+                    .get_or_insert_with(|| {
+                        let all: Vec<&TopoRecord> = batch.iter().map(|(r, _)| r).collect();
+                        self.messages(&all)
+                    })
+                    .clone()
+            };
+            for message in messages {
+                self.out.push_back(Out::Send(node, message));
             }
         }
-        flush
     }
 
     fn check_own(&mut self, links: OwnLinks, held: u64, now: Millis) {
@@ -321,6 +360,43 @@ impl Map {
             self.flush_scheduled = true;
             self.timers
                 .insert(now + self.config.flush_interval, Timer::Flush);
+        }
+    }
+}
+
+impl Part for Map {
+    type Out = Out;
+    type Context<'a> = Context<'a>;
+
+    fn poll(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Millis, cx: Context<'_>) {
+        let mut checked = false;
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Check => {
+                    let (_, min_interval) = self.pace();
+                    self.timers.insert(now + min_interval, Timer::Check);
+                    self.view.expire(now);
+                    if !checked && cx.ready {
+                        checked = true;
+                        self.check_own((cx.own)(), cx.held, now);
+                    }
+                }
+                Timer::Flush => {
+                    self.flush_scheduled = false;
+                    if !self.outbox.is_empty() {
+                        let batch = std::mem::take(&mut self.outbox);
+                        self.flush(batch, (cx.eager)());
+                    }
+                }
+            }
         }
     }
 }
@@ -388,6 +464,23 @@ mod tests {
         assert_eq!(v.len(), 1, "node 2 renewed in time");
     }
 
+    /// Runs the map's timers with a tree of one link; the records that went out on it.
+    fn tick(m: &mut Map, now: Millis, own: impl Fn() -> OwnLinks) -> Option<Vec<TopoRecord>> {
+        let cx = Context {
+            held: 0,
+            ready: true,
+            own: &own,
+            eager: &|| vec![id(99)],
+        };
+        m.handle_timeout(now, cx);
+        let records: Vec<TopoRecord> = std::iter::from_fn(|| m.poll())
+            .flat_map(|Out::Send(_, message)| match &*message {
+                Message::Map { records } => records.clone(),
+            })
+            .collect();
+        (!records.is_empty()).then_some(records)
+    }
+
     #[test]
     fn own_records_go_out_at_a_bounded_rate_and_news_is_batched() {
         let config = Config::default();
@@ -402,9 +495,9 @@ mod tests {
         for step in 0..20u8 {
             now += 1_250;
             m.received(id(7), vec![rec(20 + step, 1, &[])], now);
-            if let Some(batch) = m.handle_timeout(now, 0, true, || links(&[2, 3 + step])) {
-                announced += batch.iter().filter(|(r, _)| r.node == id(1)).count();
-                heard += batch.iter().filter(|(r, _)| r.node != id(1)).count();
+            if let Some(batch) = tick(&mut m, now, || links(&[2, 3 + step])) {
+                announced += batch.iter().filter(|r| r.node == id(1)).count();
+                heard += batch.iter().filter(|r| r.node != id(1)).count();
                 flushes += 1;
             }
         }
@@ -417,8 +510,8 @@ mod tests {
         let mut quiet = 0;
         for _ in 0..15 {
             now += 5_000;
-            if let Some(batch) = m.handle_timeout(now, 0, true, || links(&[2, 40])) {
-                quiet += batch.iter().filter(|(r, _)| r.node == id(1)).count();
+            if let Some(batch) = tick(&mut m, now, || links(&[2, 40])) {
+                quiet += batch.iter().filter(|r| r.node == id(1)).count();
             }
         }
         assert!(
@@ -433,8 +526,8 @@ mod tests {
                 eager: vec![id(2)],
                 ..links(&[2, 40])
             };
-            if let Some(batch) = m.handle_timeout(now, 0, true, own) {
-                eager_only += batch.iter().filter(|(r, _)| r.node == id(1)).count();
+            if let Some(batch) = tick(&mut m, now, own) {
+                eager_only += batch.iter().filter(|r| r.node == id(1)).count();
             }
         }
         assert!(eager_only <= 1, "{eager_only}");

@@ -28,6 +28,7 @@ use crate::Millis;
 use crate::close::CloseReason;
 use crate::dedup::Recent;
 use crate::id::NodeId;
+use crate::part::Part;
 use crate::peer::{PeerKind, PeerRecord};
 use crate::timers::Timers;
 use rand::rngs::SmallRng;
@@ -90,32 +91,29 @@ impl Default for Config {
     }
 }
 
-/// Membership frames (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Membership frames (see the module docs), as they go on the wire (`crate::wire`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type")]
 pub enum Message {
+    #[serde(rename = "JOIN")]
     Join,
-    ForwardJoin {
-        peer: PeerRecord,
-        ttl: u8,
-    },
-    Neighbor {
-        high: bool,
-    },
-    Disconnect {
-        alive: bool,
-    },
+    #[serde(rename = "FORWARD_JOIN")]
+    ForwardJoin { peer: PeerRecord, ttl: u8 },
+    #[serde(rename = "NEIGHBOR")]
+    Neighbor { high: bool },
+    #[serde(rename = "DISCONNECT")]
+    Disconnect { alive: bool },
+    #[serde(rename = "SHUFFLE")]
     Shuffle {
         origin: PeerRecord,
         peers: Vec<PeerRecord>,
         ttl: u8,
     },
-    ShuffleReply {
-        peers: Vec<PeerRecord>,
-    },
+    #[serde(rename = "SHUFFLE_REPLY")]
+    ShuffleReply { peers: Vec<PeerRecord> },
     /// To a client: nodes it may link to.
-    Peers {
-        peers: Vec<PeerRecord>,
-    },
+    #[serde(rename = "PEERS")]
+    Peers { peers: Vec<PeerRecord> },
 }
 
 /// What membership asks the engine to do.
@@ -221,14 +219,6 @@ impl Membership {
             asked_at: None,
             out: VecDeque::new(),
         }
-    }
-
-    pub fn poll(&mut self) -> Option<Out> {
-        self.out.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Millis> {
-        self.timers.next()
     }
 
     /// The active view (nodes), or a client's linked nodes.
@@ -550,41 +540,6 @@ impl Membership {
         }
     }
 
-    /// Runs what is due: shuffles, lapsed requests, repairs.
-    pub fn handle_timeout(&mut self, now: Millis) {
-        let lapsed = self.pending.iter().any(|&(_, until)| until <= now);
-        if lapsed {
-            for &(p, until) in &self.pending {
-                if until <= now {
-                    self.failed.insert(p, (), now);
-                }
-            }
-            self.pending.retain(|&(_, until)| until > now);
-        }
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Shuffle => {
-                    let jitter = self.rng.random_range(0..=self.config.shuffle_interval / 4);
-                    self.timers
-                        .insert(now + self.config.shuffle_interval + jitter, Timer::Shuffle);
-                    if self.config.random_walks {
-                        self.shuffle();
-                    }
-                }
-                Timer::Repair => {
-                    self.repair_scheduled = false;
-                    self.asking = true;
-                    self.repair(now);
-                    self.asking = false;
-                }
-                Timer::Lapse => {}
-            }
-        }
-        if lapsed {
-            self.repair(now);
-        }
-    }
-
     /// Joins again through `peer`, which may be in a part of the network we are cut off
     /// from (the root we lost): as with a pinned peer found in another overlay, its random
     /// walks link us to its part, which merges the two.
@@ -792,6 +747,54 @@ impl Membership {
     }
 }
 
+impl Part for Membership {
+    type Out = Out;
+    type Context<'a> = ();
+
+    fn poll(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// Runs what is due: shuffles, lapsed requests, repairs.
+    fn handle_timeout(&mut self, now: Millis, _: ()) {
+        let lapsed = self.pending.iter().any(|&(_, until)| until <= now);
+        if lapsed {
+            for &(p, until) in &self.pending {
+                if until <= now {
+                    self.failed.insert(p, (), now);
+                }
+            }
+            self.pending.retain(|&(_, until)| until > now);
+        }
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Shuffle => {
+                    let jitter = self.rng.random_range(0..=self.config.shuffle_interval / 4);
+                    self.timers
+                        .insert(now + self.config.shuffle_interval + jitter, Timer::Shuffle);
+                    if self.config.random_walks {
+                        self.shuffle();
+                    }
+                }
+                Timer::Repair => {
+                    self.repair_scheduled = false;
+                    self.asking = true;
+                    self.repair(now);
+                    self.asking = false;
+                }
+                Timer::Lapse => {}
+            }
+        }
+        if lapsed {
+            self.repair(now);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,7 +961,7 @@ mod tests {
         );
         drain(&mut m);
         // Its own shuffle, due within ten seconds of starting.
-        m.handle_timeout(10_000);
+        m.handle_timeout(10_000, ());
         let out = drain(&mut m);
         assert!(
             out.iter().any(|o| matches!(o, Out::Send(_, Message::Shuffle { origin, ttl: 6, .. }) if origin.id == id(1))),

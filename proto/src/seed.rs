@@ -58,11 +58,27 @@
 //! one commit, so the id is the text's; the seed's own links (other seeds) get both copies.
 
 use crate::Millis;
+use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::id::NodeId;
-use crate::message::Message;
-use crate::peer::{PeerRecord, canonical_address};
-use std::collections::BTreeMap;
+use crate::map::TopologyView;
+use crate::message::Message as Signed;
+use crate::part::Part;
+use crate::peer::{PeerKind, PeerRecord, canonical_address};
+use crate::timers::Timers;
+use std::collections::{BTreeMap, VecDeque};
+
+/// The seed's two frames (v1), exactly as the Node.js seed sends and reads them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type")]
+pub enum Message {
+    /// A published text, no id.
+    #[serde(rename = "MESSAGE")]
+    Text { data: String },
+    /// The addresses the sender has dialed.
+    #[serde(rename = "SOCKETS")]
+    Sockets { addresses: Vec<String> },
+}
 
 /// How long after a seed's connection opens we answer it (see the module docs).
 pub const SEED_SETTLE: crate::Millis = 2_000;
@@ -395,9 +411,250 @@ impl Seeds {
     }
 }
 
+/// What the seed protocol asks of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Send `message` to each of these seeds (encoded once).
+    Send {
+        to: Vec<ConnId>,
+        message: Message,
+    },
+    Close(ConnId, CloseReason),
+    /// We dialed the seed at this address, introduced ourselves and hung up: its dial back
+    /// will be its link, so the address is not redialed as failing.
+    Introduced(String),
+}
+
+/// What the seed protocol reads when its timers fire: the nodes this peer knows to name to
+/// seeds ([`known`]: membership's records and the map's), and the map (which
+/// node dialed which seed).
+pub struct Context<'a> {
+    pub known: &'a dyn Fn() -> Vec<PeerRecord>,
+    pub map: &'a TopologyView,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Answer a seed's connection, now that its dials under way have opened.
+    Answer(ConnId),
+    /// Tell seeds about nodes they have not heard of.
+    Exchange,
+}
+
+/// The seed protocol as a part of the engine: every seed linked to this peer, the rules
+/// above ([`Seeds`]), and when to answer and tell them.
+pub struct SeedPeers {
+    seeds: Seeds,
+    me: NodeId,
+    /// How this peer is dialed (nodes): named to a seed we dial.
+    own: Option<PeerRecord>,
+    /// How often to tell seeds of nodes they have not heard of yet.
+    exchange_interval: Millis,
+    exchange_scheduled: bool,
+    timers: Timers<Timer>,
+    out: VecDeque<Out>,
+}
+
+impl SeedPeers {
+    pub fn new(me: NodeId, own: Option<PeerRecord>, exchange_interval: Millis) -> Self {
+        Self {
+            seeds: Seeds::default(),
+            me,
+            own,
+            exchange_interval,
+            exchange_scheduled: false,
+            timers: Timers::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seeds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seeds.is_empty()
+    }
+
+    /// The seeds we dialed, for our map record.
+    pub fn dialed_addresses(&self) -> Vec<String> {
+        self.seeds.dialed_addresses()
+    }
+
+    /// Which seeds each node dialed, from the map (ours included).
+    fn dialers(&self, map: &TopologyView) -> Dialers {
+        let mut dialers = Dialers::new();
+        for r in map.records() {
+            if let Some(address) = r.address.as_deref().and_then(authority)
+                && !r.seeds_dialed.is_empty()
+            {
+                dialers.insert(address, r.seeds_dialed.clone());
+            }
+        }
+        for address in self.own.iter().flat_map(PeerRecord::addresses) {
+            if let Some(address) = authority(address) {
+                dialers.insert(address, self.seeds.dialed_addresses());
+            }
+        }
+        dialers
+    }
+
+    /// The peer on `conn` (which we dialed at `dialed`, if we did) is a seed: its first
+    /// frame came. `nodes` are the nodes membership knows.
+    pub fn opened(&mut self, conn: ConnId, dialed: Option<String>) {
+        self.seeds.opened(conn, dialed);
+    }
+
+    pub fn closed(&mut self, conn: ConnId) {
+        self.seeds.closed(conn);
+    }
+
+    /// A seed's `SOCKETS` (what it has dialed).
+    pub fn sockets(&mut self, conn: ConnId, addresses: &[String], now: Millis) {
+        self.seeds.sockets_received(conn, addresses, now);
+    }
+
+    /// Answers a seed's first frame: introduces us and hangs up if we dialed it, closes a
+    /// second link from one seed, or tells it the nodes we know once its dials under way
+    /// have opened. `nodes` are the nodes membership knows.
+    pub fn first_frame<'a>(
+        &mut self,
+        conn: ConnId,
+        dialed: Option<String>,
+        nodes: impl Iterator<Item = &'a PeerRecord>,
+        now: Millis,
+    ) {
+        match (dialed, self.own.clone()) {
+            (Some(address), Some(own)) => {
+                // We dialed a seed. It will dial every address it hears of, ours included
+                // once any node mentions it, and a seed with two links to us would get our
+                // messages twice. So introduce ourselves and hang up: the seed's own dial
+                // back becomes its one link.
+                let addresses = self.seeds.introduction(conn, self.me, &own, nodes);
+                self.out.push_back(Out::Send {
+                    to: vec![conn],
+                    message: Message::Sockets { addresses },
+                });
+                self.out.push_back(Out::Introduced(address));
+                self.out
+                    .push_back(Out::Close(conn, CloseReason::SeedDialsUs));
+            }
+            (None, Some(own)) if self.seeds.links_us_twice(conn, &own) => {
+                // Its list names us: it holds a link to us already (see the module docs).
+                self.out
+                    .push_back(Out::Close(conn, CloseReason::SeedLinkedTwice));
+            }
+            _ => {
+                // Inbound, or we cannot be dialed (a page): this link is the seed's only one.
+                // Answered once the dials it has under way have had time to open.
+                self.timers.insert(now + SEED_SETTLE, Timer::Answer(conn));
+            }
+        }
+    }
+
+    /// Passes `msg` on to every seed (see [`should_receive`] for which).
+    pub fn pass_on(&mut self, msg: &Signed) {
+        if self.seeds.is_empty() {
+            return;
+        }
+        self.out.push_back(Out::Send {
+            to: self.seeds.conns().collect(),
+            message: Message::Text {
+                data: msg.data.clone(),
+            },
+        });
+    }
+
+    /// Tells the seed on `conn` what it should dial: nodes of `known`, and with `dialers`,
+    /// seeds.
+    fn send_sockets(&mut self, conn: ConnId, known: &[PeerRecord], dialers: Option<&Dialers>) {
+        if let Some(addresses) = self
+            .seeds
+            .sockets_update(conn, self.me, known.iter(), dialers)
+        {
+            self.out.push_back(Out::Send {
+                to: vec![conn],
+                message: Message::Sockets { addresses },
+            });
+        }
+    }
+
+    fn schedule_exchange(&mut self, now: Millis) {
+        if !self.exchange_scheduled && !self.seeds.is_empty() {
+            self.exchange_scheduled = true;
+            self.timers
+                .insert(now + self.exchange_interval, Timer::Exchange);
+        }
+    }
+}
+
+impl Part for SeedPeers {
+    type Out = Out;
+    type Context<'a> = Context<'a>;
+
+    fn poll(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Millis, cx: Context<'_>) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Answer(conn) => {
+                    if self.seeds.conns().any(|c| c == conn) {
+                        let known = (cx.known)();
+                        self.seeds.answered(conn, known.iter());
+                        self.send_sockets(conn, &known, None);
+                        self.schedule_exchange(now);
+                    }
+                }
+                Timer::Exchange => {
+                    self.exchange_scheduled = false;
+                    // Seeds are introduced only here, once the map has said who dialed
+                    // which.
+                    let conns: Vec<ConnId> = self.seeds.conns().collect();
+                    let known = (cx.known)();
+                    let dialers = self.dialers(cx.map);
+                    for conn in conns {
+                        self.send_sockets(conn, &known, Some(&dialers));
+                    }
+                    self.schedule_exchange(now);
+                }
+            }
+        }
+    }
+}
+
+/// The nodes peer `me` names to seeds: those membership knows (`nodes`, with every address),
+/// and those only the map knows (their main address).
+pub fn known<'a>(
+    me: NodeId,
+    nodes: impl Iterator<Item = &'a PeerRecord>,
+    map: &TopologyView,
+) -> Vec<PeerRecord> {
+    let mut known: Vec<PeerRecord> = nodes.cloned().collect();
+    for r in map.records() {
+        if r.kind == PeerKind::Node
+            && r.node != me
+            && !known.iter().any(|k| k.id == r.node)
+            && let Some(address) = &r.address
+        {
+            known.push(PeerRecord {
+                id: r.node,
+                address: address.clone(),
+                aliases: Vec::new(),
+            });
+        }
+    }
+    known
+}
+
 /// Whether the seeds linked to this node get `msg`: what this node published (`own`), and
 /// what a page homed here published (`homed_here`); never what came from a seed.
-pub fn should_receive(msg: &Message, own: bool, homed_here: bool) -> bool {
+pub fn should_receive(msg: &Signed, own: bool, homed_here: bool) -> bool {
     own || (!msg.author.is_seed() && homed_here)
 }
 
@@ -493,11 +750,11 @@ mod tests {
     #[test]
     fn only_the_origin_or_a_pages_home_passes_a_message_to_seeds() {
         let key = crate::identity::Keypair::from_secret([1; 32]);
-        let signed = Message::signed(&key, 1, 0, "x".into());
+        let signed = Signed::signed(&key, 1, 0, "x".into());
         assert!(should_receive(&signed, true, false));
         assert!(should_receive(&signed, false, true));
         assert!(!should_receive(&signed, false, false));
-        let seed_text = Message::from_seed("x".into(), 0);
+        let seed_text = Signed::from_seed("x".into(), 0);
         assert!(!should_receive(&seed_text, false, true));
     }
 }

@@ -23,6 +23,7 @@ use crate::identity::{Identity, Keypair, Tab};
 use crate::message::Message;
 use crate::wire::Frame;
 use crate::{Millis, PeerKind, Strategy};
+use crate::{broadcast, seed, sync};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -437,9 +438,9 @@ impl Sim {
             NodeKind::Hearsay(e) => e.publish(text, now).expect("valid text").id,
             NodeKind::Seed(s) => {
                 s.messages.push(text.to_owned());
-                let frame: Arc<str> = Frame::Message {
+                let frame: Arc<str> = Frame::Seed(seed::Message::Text {
                     data: text.to_owned(),
-                }
+                })
                 .encode()
                 .into();
                 let sends: Vec<Action> = s
@@ -831,9 +832,9 @@ impl Sim {
         let node = &mut self.nodes[i];
         if let NodeKind::Seed(s) = &mut node.kind {
             s.sockets.push(conn);
-            let frame = Frame::Sockets {
+            let frame = Frame::Seed(seed::Message::Sockets {
                 addresses: s.dialed.clone(),
-            }
+            })
             .encode()
             .into();
             node.pending.push(Action::Send(conn, frame));
@@ -938,13 +939,14 @@ impl Sim {
             return;
         }
         if frame.starts_with(r#"{"type":"GOSSIP""#) {
-            if let Ok(Frame::Gossip { msg, .. }) = Frame::decode(frame)
+            if let Ok(Frame::Broadcast(broadcast::Message::Gossip { msg, .. })) =
+                Frame::decode(frame)
                 && let Some(t) = self.tracked.get_mut(&msg.id)
             {
                 t.payload_frames += 1;
             }
         } else if frame.starts_with(r#"{"type":"MESSAGES""#)
-            && let Ok(Frame::Messages { messages, .. }) = Frame::decode(frame)
+            && let Ok(Frame::Sync(sync::Message::Messages { messages, .. })) = Frame::decode(frame)
         {
             for m in messages {
                 if let Some(t) = self.tracked.get_mut(&m.id) {

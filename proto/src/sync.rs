@@ -21,9 +21,11 @@
 //! fetched.
 
 use crate::Millis;
+use crate::conns::ConnId;
 use crate::id::MsgId;
 use crate::identity::Author;
-use crate::message::Message;
+use crate::message::Message as Signed;
+use crate::part::Part;
 use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -42,7 +44,7 @@ pub fn key_at(ts: u64) -> Key {
 pub const V1_STAMP_GRAIN: u64 = 3_600_000;
 
 /// The sort key of a message.
-pub fn key_of(msg: &Message) -> Key {
+pub fn key_of(msg: &Signed) -> Key {
     (sync_timestamp(&msg.author, msg.timestamp), msg.id)
 }
 
@@ -56,6 +58,21 @@ pub fn sync_timestamp(author: &Author, timestamp: u64) -> u64 {
     } else {
         timestamp
     }
+}
+
+/// Reconciliation's frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type")]
+pub enum Message {
+    /// One step of set reconciliation.
+    #[serde(rename = "SYNC")]
+    Sync(SyncFrame),
+    /// Send me these messages (at most [`MAX_WANT`] ids).
+    #[serde(rename = "WANT")]
+    Want { ids: Vec<MsgId> },
+    /// Messages asked for with `WANT`, in pages; `done` marks the last page of an answer.
+    #[serde(rename = "MESSAGES")]
+    Messages { messages: Vec<Signed>, done: bool },
 }
 
 /// Most ids in one `WANT`.
@@ -464,6 +481,155 @@ impl<P: Ord + Copy> Reconciler<P> {
             self.timers.insert(at, peer);
         }
     }
+}
+
+/// What reconciliation asks of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Send `message` to each of these connections (encoded once).
+    Send { to: Vec<ConnId>, message: Message },
+    /// The peer on `conn` asked for these messages: the driver loads what it holds.
+    Fetch { conn: ConnId, ids: Vec<MsgId> },
+    /// The peer on `conn` sent something no honest peer does, for this reason.
+    Bad(ConnId, &'static str),
+}
+
+/// What a reconciliation reads: the messages held, and where the history kept starts (its
+/// floor; nothing below it is compared, offered or asked for).
+pub struct Context<'a> {
+    pub index: &'a MessageIndex,
+    pub floor: Option<Key>,
+}
+
+/// Reconciliation with every linked peer, as a part of the engine: it starts rounds on its
+/// timers, answers `SYNC` and `WANT`, and asks for what the other side has and we lack.
+/// (`MESSAGES` pages are taken by the engine, which admits each message, then tells this
+/// part with [`Sync::page`] and [`Sync::news`].)
+pub struct Sync {
+    sessions: Reconciler<ConnId>,
+    out: VecDeque<Out>,
+    /// Rounds this peer started.
+    rounds: u64,
+}
+
+impl Sync {
+    pub fn new(config: SyncConfig) -> Self {
+        Self {
+            sessions: Reconciler::new(config),
+            out: VecDeque::new(),
+            rounds: 0,
+        }
+    }
+
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// A neighbour's link is up on `conn` (`initiator`: we dialed it).
+    pub fn open(&mut self, conn: ConnId, initiator: bool, now: Millis) {
+        self.sessions.open(conn, initiator, now);
+    }
+
+    pub fn close(&mut self, conn: ConnId) {
+        self.sessions.close(conn);
+    }
+
+    /// A `SYNC` or `WANT` from the peer on `conn`; `cx.floor` is where the window starts.
+    pub fn message(&mut self, conn: ConnId, message: Message, cx: Context<'_>) {
+        match message {
+            Message::Sync(frame) => {
+                let reply = respond(cx.index, &frame, cx.floor);
+                for frame in reply.frames {
+                    self.out.push_back(Out::Send {
+                        to: vec![conn],
+                        message: Message::Sync(frame),
+                    });
+                }
+                let index = cx.index;
+                if let Some(ids) = self
+                    .sessions
+                    .want(conn, reply.want, |id| index.contains(id))
+                {
+                    self.out.push_back(Out::Send {
+                        to: vec![conn],
+                        message: Message::Want { ids },
+                    });
+                }
+            }
+            Message::Want { ids } if ids.len() > MAX_WANT => {
+                self.out
+                    .push_back(Out::Bad(conn, "WANT asks for too many messages"));
+            }
+            Message::Want { ids } => self.out.push_back(Out::Fetch { conn, ids }),
+            Message::Messages { .. } => {}
+        }
+    }
+
+    /// A `MESSAGES` page from `conn` was taken (`done`: the last of its answer): the next
+    /// `WANT`, if any.
+    pub fn page(&mut self, conn: ConnId, done: bool, index: &MessageIndex) {
+        if let Some(ids) = self.sessions.page(conn, done, |id| index.contains(id)) {
+            self.out.push_back(Out::Send {
+                to: vec![conn],
+                message: Message::Want { ids },
+            });
+        }
+    }
+
+    /// What `conn` sent was new here: reconcile with every other peer at once.
+    pub fn news(&mut self, conn: ConnId, now: Millis) {
+        self.sessions.news(conn, now);
+    }
+}
+
+impl Part for Sync {
+    type Out = Out;
+    type Context<'a> = Context<'a>;
+
+    fn poll(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.sessions.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Millis, cx: Context<'_>) {
+        let due = self.sessions.due(now);
+        self.rounds += due.len() as u64;
+        if !due.is_empty() {
+            let upper = self.sessions.upper_bound(now);
+            let message = Message::Sync(initiate(cx.index, cx.floor, Some(upper)));
+            self.out.push_back(Out::Send { to: due, message });
+        }
+    }
+}
+
+/// Messages asked for with `WANT`, in `MESSAGES` pages of about [`MESSAGES_PAGE_BYTES`]; the
+/// last is marked `done`.
+pub fn pages(messages: Vec<Signed>) -> Vec<Message> {
+    let mut pages = Vec::new();
+    let mut page: Vec<Signed> = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        // Counted as encoded (escapes can make a text's JSON six times its length), so
+        // a page always fits in a frame (`MAX_FRAME_BYTES`).
+        let size = serde_json::to_string(&m).map_or(m.data.len(), |j| j.len());
+        if bytes + size > MESSAGES_PAGE_BYTES && !page.is_empty() {
+            pages.push(Message::Messages {
+                messages: std::mem::take(&mut page),
+                done: false,
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        page.push(m);
+    }
+    pages.push(Message::Messages {
+        messages: page,
+        done: true,
+    });
+    pages
 }
 
 /// Answers one `SYNC` frame from our own set. Nothing below `floor` (where our window starts)

@@ -1,294 +1,80 @@
 //! The wire format: JSON text frames, one per WebSocket message.
 //!
 //! **v1** is exactly the seed's two frames, `MESSAGE` and `SOCKETS`. Everything else is
-//! hearsay's own protocol, version [`PROTOCOL_VERSION`]:
-//! - handshake: `HELLO` (protocol name and version, id, key and a page's tab, a nonce and,
-//!   answering a dialer, the proof over its nonce; kind, addresses, a page's home), then
-//!   `PROOF` from the dialer (see [`crate::identity::handshake_proof`]);
-//! - broadcast: `GOSSIP` (a signed message with its hop count), `IHAVE`, `GRAFT`, `PRUNE`,
-//!   `BEACON`, and `DEPTH`/`HANDOVER` (the root's walk to the tree's centre);
-//! - membership: `JOIN`, `FORWARD_JOIN`, `NEIGHBOR`, `DISCONNECT`, `SHUFFLE`,
-//!   `SHUFFLE_REPLY`, and `PEERS` (nodes a page may link to);
-//! - keepalive: `PING`/`PONG`; a node's receipt for a page's message: `ACK`;
-//! - reconciliation: `SYNC`, `WANT`, `MESSAGES`;
-//! - the network map: `MAP` (a batch of records);
-//! - refusals: `ERROR` (why, the message id, when to try again).
+//! hearsay's own protocol, version [`PROTOCOL_VERSION`]. A [`Frame`] is nested by the part of
+//! the protocol it is for, and each part defines its own frames (the JSON `type` of each is
+//! that part's to name):
+//! - the seed's, [`seed::Message`]: `MESSAGE`, `SOCKETS`;
+//! - the handshake, [`handshake::Message`]: `HELLO` (protocol name and version, id, key and
+//!   a page's tab, a nonce and, answering a dialer, the proof over its nonce; kind,
+//!   addresses, a page's home), then `PROOF` from the dialer;
+//! - membership, [`membership::Message`]: `JOIN`, `FORWARD_JOIN`, `NEIGHBOR`, `DISCONNECT`,
+//!   `SHUFFLE`, `SHUFFLE_REPLY`, and `PEERS` (nodes a page may link to);
+//! - broadcast (Plumtree), [`broadcast::Message`]: `GOSSIP` (a signed message with its hop
+//!   count), `IHAVE`, `GRAFT`, `PRUNE`;
+//! - the tree, [`tree::Message`]: `BEACON`, and `DEPTH`/`HANDOVER` (the root's walk to the
+//!   tree's centre);
+//! - keepalive, [`keepalive::Message`]: `PING`/`PONG`;
+//! - reconciliation, [`sync::Message`]: `SYNC`, `WANT`, `MESSAGES`;
+//! - the network map, [`map::Message`]: `MAP` (a batch of records);
+//! - admission's answers, [`Reply`]: a node's receipt for a page's message, `ACK`, and
+//!   refusals, `ERROR` (why, the message id, when to try again).
 //!
-//! A frame is decoded into [`Frame`]; anything that is not JSON, has the wrong shape or an
-//! unknown type is a [`DecodeError`], never a panic. The payloads of the protocol's parts are
-//! defined by those parts (`membership`, `broadcast`, `sync`, `map`); this module only names
-//! and encodes them, so nothing there depends on the wire.
+//! A frame is encoded as its part's message alone (the nesting adds nothing on the wire) and
+//! decoded by its `type` first ([`Frame::decode`]); anything that is not JSON, has the wrong
+//! shape or an unknown type is a [`DecodeError`], never a panic.
 
-use crate::broadcast::Control;
+use crate::admission::Reply;
 use crate::id::{MsgId, NodeId};
-use crate::identity::{Author, Nonce, PublicKey, Signature, Tab};
+use crate::identity::{Author, Signature};
 use crate::map::TopoRecord;
-use crate::membership;
 use crate::message::Message;
-use crate::peer::{PeerKind, PeerRecord};
-use crate::sync::SyncFrame;
+use crate::peer::PeerRecord;
+use crate::{broadcast, handshake, keepalive, map, membership, seed, sync, tree};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// The version this build speaks. A peer of any other version is closed with a reason that
-/// names both.
-pub const PROTOCOL_VERSION: u32 = 5;
-/// The `protocol` field of every `HELLO`, so a stray JSON peer is not mistaken for hearsay.
-pub const PROTOCOL_NAME: &str = "hearsay";
+pub use crate::handshake::{Hello, PROTOCOL_NAME, PROTOCOL_VERSION};
 
-/// The handshake, sent first by the dialing side and answered by the accepting side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    pub protocol: String,
-    pub version: u32,
-    pub id: NodeId,
-    /// The sender's public key: its id must derive from it (and, for a page, `tab`).
-    /// Optional only so that a peer of an older version, which sends none, is still read
-    /// far enough to be told which versions differ.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<PublicKey>,
-    /// For a page: the nonce of its tab (tabs of one browser share a key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tab: Option<Tab>,
-    /// A fresh value for the other end to sign (see [`Frame::Proof`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<Nonce>,
-    /// In the accepting side's answer: its signature over the dialer's nonce, proving it
-    /// holds `key` (see [`crate::identity::handshake_proof`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proof: Option<Signature>,
-    /// Drawn when the sender's process started: a node keeps its id across restarts, and a
-    /// new run's link replaces the old run's, which may linger half-open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<Nonce>,
-    pub kind: PeerKind,
-    /// Canonical `ws://host:port` addresses this peer can be dialed at (none for browsers).
-    #[serde(default)]
-    pub addresses: Vec<String>,
-    /// For a browser: the node that served its page. That node alone passes the browser's
-    /// messages on to v1 peers, so a seed node sees each of them once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home: Option<NodeId>,
-    /// The root of the sender's broadcast tree, if it knows one, and the term it was
-    /// elected in: another root in the same term marks a peer from another overlay (see
-    /// `membership`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root: Option<NodeId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub term: Option<u64>,
-}
-
-/// Every frame either protocol can carry. Encoded by serde; decoded by [`Frame::decode`].
+/// Every frame either protocol can carry, by the part it is for. Encoded by serde (each
+/// part's message carries its own `type`); decoded by [`Frame::decode`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type")]
+#[serde(untagged)]
 pub enum Frame {
-    /// v1: a published text, no id.
-    #[serde(rename = "MESSAGE")]
-    Message { data: String },
-    /// v1: the addresses the sender has dialed.
-    #[serde(rename = "SOCKETS")]
-    Sockets { addresses: Vec<String> },
-    #[serde(rename = "HELLO")]
-    Hello(Hello),
-    /// The dialer's answer to the acceptor's `HELLO`: its signature over the acceptor's
-    /// nonce. Until it comes, the acceptor takes the connection for nothing.
-    #[serde(rename = "PROOF")]
-    Proof { sig: Signature },
-    /// A message pushed whole; the receiver is `hops` hops from its origin.
-    #[serde(rename = "GOSSIP")]
-    Gossip {
-        #[serde(flatten)]
-        msg: Message,
-        hops: u32,
-    },
-    /// Ids of messages the sender has, each with the hop count it received it at.
-    #[serde(rename = "IHAVE")]
-    IHave { ids: Vec<(MsgId, u32)> },
-    /// Send me these, and push to me from now on.
-    #[serde(rename = "GRAFT")]
-    Graft { ids: Vec<MsgId> },
-    /// Stop pushing to me.
-    #[serde(rename = "PRUNE")]
-    Prune,
-    /// The broadcast tree's root, elected in `term`, in its round `seq` (see `broadcast`).
-    #[serde(rename = "BEACON")]
-    Beacon {
-        root: NodeId,
-        term: u64,
-        seq: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        address: Option<Arc<str>>,
-    },
-    /// To the parent: how far the tree reaches below the sender (see `centre`).
-    #[serde(rename = "DEPTH")]
-    Depth {
-        root: NodeId,
-        term: u64,
-        seq: u64,
-        held: u64,
-        below: u64,
-    },
-    /// From the root to a child: take the root. `reach` is how far the sender's tree
-    /// reached; `back` says the sender's own tree reached no sooner, so it returns the root.
-    #[serde(rename = "HANDOVER")]
-    Handover { term: u64, reach: u64, back: bool },
-    #[serde(rename = "JOIN")]
-    Join,
-    #[serde(rename = "FORWARD_JOIN")]
-    ForwardJoin { peer: PeerRecord, ttl: u8 },
-    #[serde(rename = "NEIGHBOR")]
-    Neighbor { high: bool },
-    #[serde(rename = "DISCONNECT")]
-    Disconnect { alive: bool },
-    #[serde(rename = "SHUFFLE")]
-    Shuffle {
-        origin: PeerRecord,
-        peers: Vec<PeerRecord>,
-        ttl: u8,
-    },
-    #[serde(rename = "SHUFFLE_REPLY")]
-    ShuffleReply { peers: Vec<PeerRecord> },
-    /// To a page: nodes it may link to.
-    #[serde(rename = "PEERS")]
-    Peers { peers: Vec<PeerRecord> },
-    /// Keepalive probe; answered with a `PONG` carrying the same nonce.
-    #[serde(rename = "PING")]
-    Ping { nonce: u32 },
-    #[serde(rename = "PONG")]
-    Pong { nonce: u32 },
-    /// A node tells a page that it now holds a message the page published, so the page can
-    /// show it as stored.
-    #[serde(rename = "ACK")]
-    Ack { id: MsgId },
-    /// One step of set reconciliation (see `sync`).
-    #[serde(rename = "SYNC")]
-    Sync(SyncFrame),
-    /// Send me these messages (at most [`MAX_WANT`] ids).
-    #[serde(rename = "WANT")]
-    Want { ids: Vec<MsgId> },
-    /// Messages asked for with `WANT`, in pages; `done` marks the last page of an answer.
-    #[serde(rename = "MESSAGES")]
-    Messages { messages: Vec<Message>, done: bool },
-    /// Records for the network map (see `map`).
-    #[serde(rename = "MAP")]
-    Map { records: Vec<TopoRecord> },
-    /// Something the peer sent was refused: `reason` for people, the message's `id` if it
-    /// was one, and when to try again if waiting helps (a rate limit).
-    #[serde(rename = "ERROR")]
-    Error {
-        reason: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<MsgId>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        retry_after_ms: Option<u64>,
-    },
-}
-
-impl From<membership::Message> for Frame {
-    fn from(m: membership::Message) -> Self {
-        use membership::Message as M;
-        match m {
-            M::Join => Frame::Join,
-            M::ForwardJoin { peer, ttl } => Frame::ForwardJoin { peer, ttl },
-            M::Neighbor { high } => Frame::Neighbor { high },
-            M::Disconnect { alive } => Frame::Disconnect { alive },
-            M::Shuffle { origin, peers, ttl } => Frame::Shuffle { origin, peers, ttl },
-            M::ShuffleReply { peers } => Frame::ShuffleReply { peers },
-            M::Peers { peers } => Frame::Peers { peers },
-        }
-    }
-}
-
-impl From<Control> for Frame {
-    fn from(c: Control) -> Self {
-        match c {
-            Control::IHave(ids) => Frame::IHave { ids },
-            Control::Graft(ids) => Frame::Graft { ids },
-            Control::Prune => Frame::Prune,
-            Control::Beacon {
-                root,
-                term,
-                seq,
-                address,
-            } => Frame::Beacon {
-                root,
-                term,
-                seq,
-                address,
-            },
-            Control::Depth {
-                root,
-                term,
-                seq,
-                held,
-                below,
-            } => Frame::Depth {
-                root,
-                term,
-                seq,
-                held,
-                below,
-            },
-            Control::Handover { term, reach, back } => Frame::Handover { term, reach, back },
-        }
-    }
-}
-
-/// What part of the protocol a decoded frame is for.
-pub enum Part {
+    Seed(seed::Message),
+    Handshake(handshake::Message),
     Membership(membership::Message),
-    Broadcast(Control),
-    Other(Frame),
+    Broadcast(broadcast::Message),
+    Tree(tree::Message),
+    Keepalive(keepalive::Message),
+    Sync(sync::Message),
+    Map(map::Message),
+    Reply(Reply),
 }
+
+macro_rules! frame_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Frame {
+            fn from(m: $ty) -> Self {
+                Frame::$variant(m)
+            }
+        })*
+    };
+}
+
+frame_from!(
+    Seed(seed::Message),
+    Handshake(handshake::Message),
+    Membership(membership::Message),
+    Broadcast(broadcast::Message),
+    Tree(tree::Message),
+    Keepalive(keepalive::Message),
+    Sync(sync::Message),
+    Map(map::Message),
+    Reply(Reply),
+);
 
 impl Frame {
-    /// Sorts a frame by the part of the protocol that handles it.
-    pub fn part(self) -> Part {
-        use membership::Message as M;
-        match self {
-            Frame::Join => Part::Membership(M::Join),
-            Frame::ForwardJoin { peer, ttl } => Part::Membership(M::ForwardJoin { peer, ttl }),
-            Frame::Neighbor { high } => Part::Membership(M::Neighbor { high }),
-            Frame::Disconnect { alive } => Part::Membership(M::Disconnect { alive }),
-            Frame::Shuffle { origin, peers, ttl } => {
-                Part::Membership(M::Shuffle { origin, peers, ttl })
-            }
-            Frame::ShuffleReply { peers } => Part::Membership(M::ShuffleReply { peers }),
-            Frame::Peers { peers } => Part::Membership(M::Peers { peers }),
-            Frame::IHave { ids } => Part::Broadcast(Control::IHave(ids)),
-            Frame::Graft { ids } => Part::Broadcast(Control::Graft(ids)),
-            Frame::Prune => Part::Broadcast(Control::Prune),
-            Frame::Beacon {
-                root,
-                term,
-                seq,
-                address,
-            } => Part::Broadcast(Control::Beacon {
-                root,
-                term,
-                seq,
-                address,
-            }),
-            Frame::Depth {
-                root,
-                term,
-                seq,
-                held,
-                below,
-            } => Part::Broadcast(Control::Depth {
-                root,
-                term,
-                seq,
-                held,
-                below,
-            }),
-            Frame::Handover { term, reach, back } => {
-                Part::Broadcast(Control::Handover { term, reach, back })
-            }
-            other => Part::Other(other),
-        }
-    }
-
     /// The `GOSSIP` frame for `msg`, encoded without copying the message.
     pub fn encode_gossip(msg: &Message, hops: u32) -> String {
         #[derive(Serialize)]
@@ -351,8 +137,10 @@ impl Inbound {
     pub fn read_checked(text: &str) -> Self {
         let mut inbound = Self::read(text);
         let messages: &[Message] = match &inbound.frame {
-            Ok(Frame::Gossip { msg, .. }) => std::slice::from_ref(msg),
-            Ok(Frame::Messages { messages, .. }) => messages,
+            Ok(Frame::Broadcast(broadcast::Message::Gossip { msg, .. })) => {
+                std::slice::from_ref(msg)
+            }
+            Ok(Frame::Sync(sync::Message::Messages { messages, .. })) => messages,
             _ => &[],
         };
         // The id too: a verdict is kept by id, and a validly signed message under another's
@@ -407,14 +195,18 @@ impl Frame {
         fn records(r: &[PeerRecord]) -> usize {
             r.iter().map(|p| 1 + p.aliases.len()).sum()
         }
+        use membership::Message as M;
         match self {
-            Frame::Sockets { addresses } => addresses.len(),
-            Frame::Hello(h) => h.addresses.len(),
-            Frame::ForwardJoin { peer, .. } => records(std::slice::from_ref(peer)),
-            Frame::Shuffle { origin, peers, .. } => {
-                records(std::slice::from_ref(origin)) + records(peers)
-            }
-            Frame::ShuffleReply { peers } | Frame::Peers { peers } => records(peers),
+            Frame::Seed(seed::Message::Sockets { addresses }) => addresses.len(),
+            Frame::Handshake(handshake::Message::Hello(h)) => h.addresses.len(),
+            Frame::Membership(m) => match m {
+                M::ForwardJoin { peer, .. } => records(std::slice::from_ref(peer)),
+                M::Shuffle { origin, peers, .. } => {
+                    records(std::slice::from_ref(origin)) + records(peers)
+                }
+                M::ShuffleReply { peers } | M::Peers { peers } => records(peers),
+                M::Join | M::Neighbor { .. } | M::Disconnect { .. } => 0,
+            },
             _ => 0,
         }
     }
@@ -531,26 +323,29 @@ impl Frame {
         struct Records {
             records: Vec<TopoRecord>,
         }
+        use broadcast::Message as B;
+        use membership::Message as M;
+        use tree::Message as T;
         Ok(match kind.as_str() {
-            "MESSAGE" => Frame::Message {
+            "MESSAGE" => Frame::Seed(seed::Message::Text {
                 data: body::<Data>(&kind, text)?.data,
-            },
-            "SOCKETS" => Frame::Sockets {
+            }),
+            "SOCKETS" => Frame::Seed(seed::Message::Sockets {
                 addresses: body::<Addresses>(&kind, text)?.addresses,
-            },
-            "HELLO" => Frame::Hello(body(&kind, text)?),
+            }),
+            "HELLO" => Frame::Handshake(handshake::Message::Hello(body(&kind, text)?)),
             "PROOF" => {
                 #[derive(Deserialize)]
                 struct Proof {
                     sig: Signature,
                 }
-                Frame::Proof {
+                Frame::Handshake(handshake::Message::Proof {
                     sig: body::<Proof>(&kind, text)?.sig,
-                }
+                })
             }
             "GOSSIP" => {
                 let g: Gossip = body(&kind, text)?;
-                Frame::Gossip {
+                Frame::Broadcast(B::Gossip {
                     msg: Message {
                         id: g.id,
                         author: g.author,
@@ -560,93 +355,93 @@ impl Frame {
                         sig: g.sig,
                     },
                     hops: g.hops,
-                }
+                })
             }
-            "IHAVE" => Frame::IHave {
+            "IHAVE" => Frame::Broadcast(B::IHave {
                 ids: body::<Have>(&kind, text)?.ids,
-            },
-            "GRAFT" => Frame::Graft {
+            }),
+            "GRAFT" => Frame::Broadcast(B::Graft {
                 ids: body::<Ids>(&kind, text)?.ids,
-            },
-            "PRUNE" => Frame::Prune,
+            }),
+            "PRUNE" => Frame::Broadcast(B::Prune),
             "BEACON" => {
                 let b: Beacon = body(&kind, text)?;
-                Frame::Beacon {
+                Frame::Tree(T::Beacon {
                     root: b.root,
                     term: b.term,
                     seq: b.seq,
                     address: b.address,
-                }
+                })
             }
             "DEPTH" => {
                 let d: Depth = body(&kind, text)?;
-                Frame::Depth {
+                Frame::Tree(T::Depth {
                     root: d.root,
                     term: d.term,
                     seq: d.seq,
                     held: d.held,
                     below: d.below,
-                }
+                })
             }
             "HANDOVER" => {
                 let h: Handover = body(&kind, text)?;
-                Frame::Handover {
+                Frame::Tree(T::Handover {
                     term: h.term,
                     reach: h.reach,
                     back: h.back,
-                }
+                })
             }
-            "JOIN" => Frame::Join,
+            "JOIN" => Frame::Membership(M::Join),
             "FORWARD_JOIN" => {
                 let f: ForwardJoin = body(&kind, text)?;
-                Frame::ForwardJoin {
+                Frame::Membership(M::ForwardJoin {
                     peer: f.peer,
                     ttl: f.ttl,
-                }
+                })
             }
-            "NEIGHBOR" => Frame::Neighbor {
+            "NEIGHBOR" => Frame::Membership(M::Neighbor {
                 high: body::<Neighbor>(&kind, text)?.high,
-            },
-            "DISCONNECT" => Frame::Disconnect {
+            }),
+            "DISCONNECT" => Frame::Membership(M::Disconnect {
                 alive: body::<Disconnect>(&kind, text)?.alive,
-            },
+            }),
             "SHUFFLE" => {
                 let s: Shuffle = body(&kind, text)?;
-                Frame::Shuffle {
+                Frame::Membership(M::Shuffle {
                     origin: s.origin,
                     peers: s.peers,
                     ttl: s.ttl,
-                }
+                })
             }
-            "SHUFFLE_REPLY" => Frame::ShuffleReply {
+            "SHUFFLE_REPLY" => Frame::Membership(M::ShuffleReply {
                 peers: body::<Peers>(&kind, text)?.peers,
-            },
-            "PEERS" => Frame::Peers {
+            }),
+            "PEERS" => Frame::Membership(M::Peers {
                 peers: body::<Peers>(&kind, text)?.peers,
-            },
-            "PING" => Frame::Ping {
+            }),
+            "PING" => Frame::Keepalive(keepalive::Message::Ping {
                 nonce: body::<Nonce>(&kind, text)?.nonce,
-            },
-            "PONG" => Frame::Pong {
+            }),
+            "PONG" => Frame::Keepalive(keepalive::Message::Pong {
                 nonce: body::<Nonce>(&kind, text)?.nonce,
-            },
-            "ACK" => Frame::Ack {
+            }),
+            "ACK" => Frame::Reply(Reply::Ack {
                 id: body::<Id>(&kind, text)?.id,
-            },
-            "SYNC" => Frame::Sync(body(&kind, text)?),
-            "WANT" => Frame::Want {
+            }),
+            "SYNC" => Frame::Sync(sync::Message::Sync(body(&kind, text)?)),
+            "WANT" => Frame::Sync(sync::Message::Want {
                 ids: body::<Ids>(&kind, text)?.ids,
-            },
+            }),
             "MESSAGES" => {
                 let b: Batch = body(&kind, text)?;
-                Frame::Messages {
+                Frame::Sync(sync::Message::Messages {
                     messages: b.messages,
                     done: b.done,
-                }
+                })
             }
-            "MAP" => Frame::Map {
+            "MAP" => Frame::Map(map::Message::Map {
                 records: body::<Records>(&kind, text)?.records,
-            },
+            }),
             "ERROR" => {
                 #[derive(Deserialize)]
                 struct Error {
@@ -657,11 +452,11 @@ impl Frame {
                     retry_after_ms: Option<u64>,
                 }
                 let e: Error = body(&kind, text)?;
-                Frame::Error {
+                Frame::Reply(Reply::Error {
                     reason: e.reason,
                     id: e.id,
                     retry_after_ms: e.retry_after_ms,
-                }
+                })
             }
             _ => return Err(DecodeError::UnknownType(kind)),
         })
@@ -768,14 +563,16 @@ impl<'de> Deserialize<'de> for Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{Nonce, Tab};
+    use crate::peer::PeerKind;
 
     #[test]
     fn v1_frames_are_the_seeds_exactly() {
-        let m = Frame::Message { data: "hi".into() };
+        let m = Frame::Seed(seed::Message::Text { data: "hi".into() });
         assert_eq!(m.encode(), r#"{"type":"MESSAGE","data":"hi"}"#);
-        let s = Frame::Sockets {
+        let s = Frame::Seed(seed::Message::Sockets {
             addresses: vec!["ws://a:1".into()],
-        };
+        });
         assert_eq!(s.encode(), r#"{"type":"SOCKETS","addresses":["ws://a:1"]}"#);
         assert_eq!(
             Frame::decode(r#"{"type":"MESSAGE","data":"hi"}"#).unwrap(),
@@ -789,6 +586,8 @@ mod tests {
 
     #[test]
     fn hearsay_frames_round_trip() {
+        use broadcast::Message as B;
+        use membership::Message as M;
         let id = NodeId::from_bytes([7; 16]);
         let record = PeerRecord {
             id,
@@ -798,7 +597,7 @@ mod tests {
         let key = crate::identity::Keypair::from_secret([7; 32]);
         let msg = Message::signed(&key, 1, 5, "x".into());
         let frames = [
-            Frame::Hello(Hello {
+            Frame::Handshake(handshake::Message::Hello(Hello {
                 protocol: PROTOCOL_NAME.into(),
                 version: PROTOCOL_VERSION,
                 id,
@@ -812,78 +611,91 @@ mod tests {
                 home: None,
                 root: Some(id),
                 term: Some(2),
-            }),
-            Frame::Gossip {
+            })),
+            B::Gossip {
                 msg: msg.clone(),
                 hops: 4,
-            },
-            Frame::IHave {
+            }
+            .into(),
+            B::IHave {
                 ids: vec![(msg.id, 3)],
-            },
-            Frame::Graft { ids: vec![msg.id] },
-            Frame::Prune,
-            Frame::Proof {
+            }
+            .into(),
+            B::Graft { ids: vec![msg.id] }.into(),
+            B::Prune.into(),
+            handshake::Message::Proof {
                 sig: key.sign(b"y"),
-            },
-            Frame::Beacon {
+            }
+            .into(),
+            tree::Message::Beacon {
                 root: id,
                 term: 2,
                 seq: 3,
                 address: Some("ws://example.org:3000".into()),
-            },
-            Frame::Depth {
+            }
+            .into(),
+            tree::Message::Depth {
                 root: id,
                 term: 2,
                 seq: 3,
                 held: 40,
                 below: 120,
-            },
-            Frame::Handover {
+            }
+            .into(),
+            tree::Message::Handover {
                 term: 2,
                 reach: 150,
                 back: true,
-            },
-            Frame::Join,
-            Frame::ForwardJoin {
+            }
+            .into(),
+            M::Join.into(),
+            M::ForwardJoin {
                 peer: record.clone(),
                 ttl: 6,
-            },
-            Frame::Neighbor { high: true },
-            Frame::Disconnect { alive: false },
-            Frame::Shuffle {
+            }
+            .into(),
+            M::Neighbor { high: true }.into(),
+            M::Disconnect { alive: false }.into(),
+            M::Shuffle {
                 origin: record.clone(),
                 peers: vec![record.clone()],
                 ttl: 2,
-            },
-            Frame::ShuffleReply {
+            }
+            .into(),
+            M::ShuffleReply {
                 peers: vec![record.clone()],
-            },
-            Frame::Peers {
+            }
+            .into(),
+            M::Peers {
                 peers: vec![record],
-            },
-            Frame::Ping { nonce: 9 },
-            Frame::Pong { nonce: 9 },
-            Frame::Ack { id: MsgId::v1("x") },
-            Frame::Want { ids: vec![msg.id] },
-            Frame::Messages {
+            }
+            .into(),
+            keepalive::Message::Ping { nonce: 9 }.into(),
+            keepalive::Message::Pong { nonce: 9 }.into(),
+            Reply::Ack { id: MsgId::v1("x") }.into(),
+            sync::Message::Want { ids: vec![msg.id] }.into(),
+            sync::Message::Messages {
                 messages: vec![msg.clone()],
                 done: true,
-            },
-            Frame::Map { records: vec![] },
-            Frame::Error {
+            }
+            .into(),
+            map::Message::Map { records: vec![] }.into(),
+            Reply::Error {
                 reason: "rate limited".to_owned(),
                 id: Some(msg.id),
                 retry_after_ms: Some(200),
-            },
+            }
+            .into(),
         ];
         for f in frames {
+            let f: Frame = f;
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
         }
         assert_eq!(
             Frame::encode_gossip(&msg, 4),
-            Frame::Gossip { msg, hops: 4 }.encode()
+            Frame::from(B::Gossip { msg, hops: 4 }).encode()
         );
-        assert_eq!(Frame::Prune.encode(), r#"{"type":"PRUNE"}"#);
+        assert_eq!(Frame::from(B::Prune).encode(), r#"{"type":"PRUNE"}"#);
     }
 
     #[test]
@@ -892,10 +704,10 @@ mod tests {
         let good = Message::signed(&key, 1, 5, "good".into());
         let mut forged = Message::signed(&key, 2, 5, "forged".into());
         forged.sig = good.sig;
-        let frame = Frame::Messages {
+        let frame = Frame::from(sync::Message::Messages {
             messages: vec![good.clone(), forged],
             done: true,
-        }
+        })
         .encode();
         assert_eq!(Inbound::read_checked(&frame).signed, vec![good.id]);
         assert!(
@@ -920,13 +732,17 @@ mod tests {
             r#"{{"type":"HELLO","protocol":"hearsay","version":4,"id":"{}","kind":"node","addresses":[],"shiny":true}}"#,
             "0a".repeat(16)
         );
-        assert!(matches!(Frame::decode(&text).unwrap(), Frame::Hello(h) if h.version == 4));
+        assert!(
+            matches!(Frame::decode(&text).unwrap(), Frame::Handshake(handshake::Message::Hello(h)) if h.version == 4)
+        );
         // An older peer's HELLO (no key) is still read, so it can be told the versions.
         let old = format!(
             r#"{{"type":"HELLO","protocol":"hearsay","version":3,"id":"{}","kind":"node"}}"#,
             "0a".repeat(16)
         );
-        assert!(matches!(Frame::decode(&old).unwrap(), Frame::Hello(h) if h.version == 3));
+        assert!(
+            matches!(Frame::decode(&old).unwrap(), Frame::Handshake(handshake::Message::Hello(h)) if h.version == 3)
+        );
     }
 
     #[test]

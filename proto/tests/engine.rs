@@ -1,7 +1,12 @@
 //! The engine's behaviour at one node, driven by hand: handshakes, seed detection, self and
 //! duplicate links, keepalive, backoff, transient links, timers, and what goes to v1 peers.
 
+use hearsay_proto::broadcast::Message as B;
+use hearsay_proto::handshake::Message as H;
 use hearsay_proto::identity::{Role, handshake_proof};
+use hearsay_proto::keepalive::Message as K;
+use hearsay_proto::membership::Message as M;
+use hearsay_proto::seed::Message as S;
 use hearsay_proto::wire::{Hello, PROTOCOL_VERSION};
 use hearsay_proto::{
     CloseReason, Config, ConnId, Engine, Frame, Identity, Keypair, Message, MsgId, NodeId, Nonce,
@@ -63,7 +68,7 @@ fn hello(id: u8, addresses: &[&str]) -> String {
 }
 
 fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
-    Frame::Hello(Hello {
+    Frame::Handshake(H::Hello(Hello {
         protocol: "hearsay".into(),
         version,
         id: node(id),
@@ -77,14 +82,14 @@ fn hello_v(id: u8, addresses: &[&str], version: u32) -> String {
         home: None,
         root: None,
         term: None,
-    })
+    }))
     .encode()
 }
 
 /// The nonce in the `HELLO` the engine sent on `conn`, among `outputs`.
 fn nonce_of(outputs: &[Output], conn: ConnId) -> Option<Nonce> {
     sent_to(outputs, conn).into_iter().find_map(|f| match f {
-        Frame::Hello(h) => h.nonce,
+        Frame::Handshake(H::Hello(h)) => h.nonce,
         _ => None,
     })
 }
@@ -101,7 +106,7 @@ fn greet_with(e: &mut Engine, c: ConnId, id: u8, hello: &str, now: u64) -> Vec<O
     let mut out = drain(e);
     if let Some(nonce) = nonce_of(&out, c) {
         let sig = key(id).sign(&handshake_proof(Role::Dialer, &nonce, e.id()));
-        e.frame(c, &Frame::Proof { sig }.encode(), now);
+        e.frame(c, &Frame::Handshake(H::Proof { sig }).encode(), now);
         out.extend(drain(e));
     }
     out
@@ -112,7 +117,7 @@ fn greet_with(e: &mut Engine, c: ConnId, id: u8, hello: &str, now: u64) -> Vec<O
 fn answer(e: &mut Engine, conn: ConnId, id: u8, addresses: &[&str], sent: &[Output], now: u64) {
     let nonce = nonce_of(sent, conn).expect("the dialer's HELLO");
     let mut frame = Frame::decode(&hello(id, addresses)).unwrap();
-    if let Frame::Hello(h) = &mut frame {
+    if let Frame::Handshake(H::Hello(h)) = &mut frame {
         h.proof = Some(key(id).sign(&handshake_proof(Role::Acceptor, &nonce, e.id())));
     }
     e.frame(conn, &frame.encode(), now);
@@ -137,7 +142,9 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
     let (conn, address) = dials[0].clone();
     assert_eq!(address, "ws://b:3000", "dialed by its canonical address");
     a.opened(conn, T0 + 5);
-    assert!(matches!(&sent_to(&drain(&mut a), conn)[..], [Frame::Hello(h)] if h.id == node(1)));
+    assert!(
+        matches!(&sent_to(&drain(&mut a), conn)[..], [Frame::Handshake(H::Hello(h))] if h.id == node(1))
+    );
 
     let mut b = engine(2);
     let inbound = b.accepted(T0);
@@ -149,14 +156,14 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
         &greet(&mut b, inbound, 1, &["ws://a:3000"], T0 + 10),
         inbound,
     );
-    assert!(matches!(&out[0], Frame::Hello(h) if h.id == node(2)));
+    assert!(matches!(&out[0], Frame::Handshake(H::Hello(h)) if h.id == node(2)));
     assert_eq!(
         out[1],
-        Frame::Join,
+        Frame::Membership(M::Join),
         "alone, it joins through whoever it meets"
     );
     let peers = b.peers();
-    assert_eq!(peers[0].protocol, Protocol::V2);
+    assert_eq!(peers[0].protocol, Protocol::Hearsay);
     assert_eq!(
         peers[0].address.as_deref(),
         Some("ws://a:3000"),
@@ -168,7 +175,7 @@ fn the_dialer_says_hello_first_and_the_acceptor_answers() {
 fn join(e: &mut Engine, id: u8, addresses: &[&str], now: u64) -> ConnId {
     let c = e.accepted(now);
     greet(e, c, id, addresses, now);
-    e.frame(c, &Frame::Join.encode(), now);
+    e.frame(c, &Frame::Membership(M::Join).encode(), now);
     c
 }
 
@@ -205,7 +212,7 @@ fn a_node_that_is_not_a_neighbour_is_let_go_once_idle() {
     let b = join(&mut e, 2, &["ws://b:3000"], T0);
     // b tells e of d, so e is not stranded (a node that knows no one to repair from joins
     // through whoever reaches it).
-    let shuffle = Frame::Shuffle {
+    let shuffle = Frame::Membership(M::Shuffle {
         origin: hearsay_proto::PeerRecord {
             id: node(2),
             address: "ws://b:3000".into(),
@@ -217,7 +224,7 @@ fn a_node_that_is_not_a_neighbour_is_let_go_once_idle() {
             aliases: vec![],
         }],
         ttl: 0,
-    };
+    });
     e.frame(b, &shuffle.encode(), T0);
     // c connects and says hello, but asks for nothing (a shuffle reply's carrier, say).
     let c = e.accepted(T0);
@@ -257,7 +264,7 @@ fn a_silent_connection_is_closed_not_taken_for_a_seed_and_a_late_hello_is_welcom
     assert!(closed(&out, late).is_none());
     assert_eq!(
         e.peers().iter().find(|p| p.conn == late).unwrap().protocol,
-        Protocol::V2
+        Protocol::Hearsay
     );
 }
 
@@ -271,9 +278,9 @@ fn a_seed_is_named_the_mesh_by_the_first_node_it_reached_only_and_never_linked_t
     join(&mut e, 3, &["ws://c:3000"], T0);
     drain(&mut e);
     let sockets = |addresses: &[&str]| {
-        Frame::Sockets {
+        Frame::Seed(S::Sockets {
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
-        }
+        })
         .encode()
     };
     let twice = e.accepted(T0);
@@ -294,13 +301,13 @@ fn a_seed_is_named_the_mesh_by_the_first_node_it_reached_only_and_never_linked_t
     let out = drain(&mut e);
     assert_eq!(
         sent_to(&out, later),
-        vec![Frame::Sockets { addresses: vec![] }]
+        vec![Frame::Seed(S::Sockets { addresses: vec![] })]
     );
     assert_eq!(
         sent_to(&out, first),
-        vec![Frame::Sockets {
+        vec![Frame::Seed(S::Sockets {
             addresses: vec!["ws://b:3000".into(), "ws://c:3000".into()]
-        }]
+        })]
     );
 }
 
@@ -311,13 +318,17 @@ fn a_dialed_seed_is_introduced_to_us_and_hung_up_on() {
     let (conn, _) = dial_of(&drain(&mut e))[0].clone();
     e.opened(conn, T0);
     drain(&mut e);
-    e.frame(conn, &Frame::Sockets { addresses: vec![] }.encode(), T0 + 1);
+    e.frame(
+        conn,
+        &Frame::Seed(S::Sockets { addresses: vec![] }).encode(),
+        T0 + 1,
+    );
     let out = drain(&mut e);
     assert_eq!(
         sent_to(&out, conn),
-        vec![Frame::Sockets {
+        vec![Frame::Seed(S::Sockets {
             addresses: vec![ME.into()]
-        }]
+        })]
     );
     assert!(closed(&out, conn).is_some());
     // Revisited (it may restart and forget us), but not before the revisit interval.
@@ -383,19 +394,23 @@ fn idle_peers_are_pinged_and_dead_ones_dropped() {
     drain(&mut e);
     e.handle_timeout(T0 + 10_000);
     let mut out = sent_to(&drain(&mut e), b);
-    out.retain(|f| matches!(f, Frame::Ping { .. }));
+    out.retain(|f| matches!(f, Frame::Keepalive(K::Ping { .. })));
     let nonce = match out.as_slice() {
-        [Frame::Ping { nonce }] => *nonce,
+        [Frame::Keepalive(K::Ping { nonce })] => *nonce,
         other => panic!("expected one PING, got {other:?}"),
     };
-    e.frame(b, &Frame::Pong { nonce }.encode(), T0 + 10_050);
+    e.frame(
+        b,
+        &Frame::Keepalive(K::Pong { nonce }).encode(),
+        T0 + 10_050,
+    );
     e.handle_timeout(T0 + 30_000);
     let out = drain(&mut e);
     assert!(closed(&out, b).is_none(), "a pong keeps it alive");
     assert!(
         sent_to(&out, b)
             .iter()
-            .any(|f| matches!(f, Frame::Ping { .. })),
+            .any(|f| matches!(f, Frame::Keepalive(K::Ping { .. }))),
         "pinged again"
     );
     // No answer this time: dropped 30 s after it was last heard.
@@ -444,9 +459,9 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
     let s1 = e.accepted(T0);
     let s2 = e.accepted(T0);
     drain(&mut e);
-    let msg = Frame::Message {
+    let msg = Frame::Seed(S::Text {
         data: "from a seed".into(),
-    }
+    })
     .encode();
     e.frame(s1, &msg, T0 + 1);
     e.frame(s2, &msg, T0 + 2);
@@ -462,17 +477,17 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
     let gossip = |frames: Vec<Frame>| -> Vec<Frame> {
         frames
             .into_iter()
-            .filter(|f| matches!(f, Frame::Gossip { .. }))
+            .filter(|f| matches!(f, Frame::Broadcast(B::Gossip { .. })))
             .collect()
     };
     assert!(
-        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip { msg: m, .. }] if m.data == "from a seed")
+        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Broadcast(B::Gossip { msg: m, .. })] if m.data == "from a seed")
     );
     for s in [s1, s2] {
         assert!(
             !sent_to(&out, s)
                 .iter()
-                .any(|f| matches!(f, Frame::Message { .. }))
+                .any(|f| matches!(f, Frame::Seed(S::Text { .. })))
         );
     }
     assert_eq!(e.stats().duplicates, 1);
@@ -482,21 +497,21 @@ fn seed_text_collapses_to_one_message_and_is_never_echoed_to_seeds() {
     let out = drain(&mut e);
     assert_eq!(
         sent_to(&out, s1),
-        vec![Frame::Message {
+        vec![Frame::Seed(S::Text {
             data: "mine".into()
-        }]
+        })]
     );
     assert!(
-        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Gossip { msg: m, .. }] if m.data == "mine")
+        matches!(&gossip(sent_to(&out, node_b))[..], [Frame::Broadcast(B::Gossip { msg: m, .. })] if m.data == "mine")
     );
     // What another node published is not ours to give seeds.
     let theirs = Message::signed(&key(2), 1, T0, "theirs".into());
     e.frame(
         node_b,
-        &Frame::Gossip {
+        &Frame::Broadcast(B::Gossip {
             msg: theirs,
             hops: 1,
-        }
+        })
         .encode(),
         T0 + 4,
     );
@@ -586,7 +601,11 @@ fn frames_over_the_size_or_address_limit_are_bad_and_a_large_history_fits_in_fra
             aliases: vec![],
         })
         .collect();
-    e.frame(c, &Frame::ShuffleReply { peers: many }.encode(), T0);
+    e.frame(
+        c,
+        &Frame::Membership(M::ShuffleReply { peers: many }).encode(),
+        T0,
+    );
     assert_eq!(e.stats().bad_frames, 2);
     // The largest history a peer can ask for at once, every character an escape: each
     // MESSAGES frame still fits within the limit.
@@ -657,7 +676,11 @@ fn a_peer_cannot_make_a_node_dial_without_bound() {
             address: format!("ws://10.0.0.{i}:3000"),
             aliases: vec![],
         };
-        e.frame(c, &Frame::ForwardJoin { peer, ttl: 0 }.encode(), T0);
+        e.frame(
+            c,
+            &Frame::Membership(M::ForwardJoin { peer, ttl: 0 }).encode(),
+            T0,
+        );
     }
     assert_eq!(dial_of(&drain(&mut e)).len(), 2, "the burst allowance");
     assert_eq!(e.stats().dials_limited, 4);
@@ -667,7 +690,11 @@ fn a_peer_cannot_make_a_node_dial_without_bound() {
         address: "ws://10.0.0.30:3000".into(),
         aliases: vec![],
     };
-    e.frame(c, &Frame::ForwardJoin { peer, ttl: 0 }.encode(), T0 + 1_000);
+    e.frame(
+        c,
+        &Frame::Membership(M::ForwardJoin { peer, ttl: 0 }).encode(),
+        T0 + 1_000,
+    );
     assert_eq!(dial_of(&drain(&mut e)).len(), 1);
 }
 
@@ -957,7 +984,7 @@ fn a_forged_message_is_dropped_without_keeping_the_real_one_out() {
 fn a_hello_whose_id_is_not_its_keys_is_closed() {
     let mut e = engine(1);
     let c = e.accepted(T0);
-    let claim = Frame::Hello(Hello {
+    let claim = Frame::Handshake(H::Hello(Hello {
         protocol: "hearsay".into(),
         version: PROTOCOL_VERSION,
         id: node(3),
@@ -971,7 +998,7 @@ fn a_hello_whose_id_is_not_its_keys_is_closed() {
         home: None,
         root: None,
         term: None,
-    })
+    }))
     .encode();
     e.frame(c, &claim, T0);
     assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
@@ -989,7 +1016,11 @@ fn a_peer_that_cannot_prove_its_key_is_closed() {
     e.frame(c, &hello(2, &["ws://b:3000"]), T0);
     let nonce = nonce_of(&drain(&mut e), c).expect("the acceptor answers with a nonce");
     let forged = key(9).sign(&handshake_proof(Role::Dialer, &nonce, e.id()));
-    e.frame(c, &Frame::Proof { sig: forged }.encode(), T0 + 1);
+    e.frame(
+        c,
+        &Frame::Handshake(H::Proof { sig: forged }).encode(),
+        T0 + 1,
+    );
     assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
     assert!(e.neighbors().is_empty());
 
@@ -998,7 +1029,11 @@ fn a_peer_that_cannot_prove_its_key_is_closed() {
     e.frame(c, &hello(2, &["ws://b:3000"]), T0 + 2);
     let nonce = nonce_of(&drain(&mut e), c).unwrap();
     let elsewhere = key(2).sign(&handshake_proof(Role::Dialer, &nonce, node(7)));
-    e.frame(c, &Frame::Proof { sig: elsewhere }.encode(), T0 + 3);
+    e.frame(
+        c,
+        &Frame::Handshake(H::Proof { sig: elsewhere }).encode(),
+        T0 + 3,
+    );
     assert_eq!(closed(&drain(&mut e), c), Some(CloseReason::BadIdentity));
 
     // No proof at all: closed when the handshake's time is up, not taken for a seed.
@@ -1017,7 +1052,7 @@ fn a_peer_that_cannot_prove_its_key_is_closed() {
     e.opened(conn, T0 + 20);
     drain(&mut e);
     let mut frame = Frame::decode(&hello(2, &["ws://b:3000"])).unwrap();
-    if let Frame::Hello(h) = &mut frame {
+    if let Frame::Handshake(H::Hello(h)) = &mut frame {
         h.proof = Some(key(2).sign(b"something else"));
     }
     e.frame(conn, &frame.encode(), T0 + 21);
@@ -1034,7 +1069,7 @@ fn a_restarted_node_replaces_its_previous_runs_link() {
     drain(&mut e);
     assert_eq!(e.neighbors(), vec![node(2)]);
     let mut restarted = Frame::decode(&hello(2, &["ws://b:3000"])).unwrap();
-    if let Frame::Hello(h) = &mut restarted {
+    if let Frame::Handshake(H::Hello(h)) = &mut restarted {
         h.run = Some(Nonce::from_bytes([42; 16]));
     }
     let new = e.accepted(T0 + 10);
@@ -1052,7 +1087,7 @@ fn a_restarted_node_replaces_its_previous_runs_link() {
 fn a_page_cannot_pass_off_unsigned_text_as_a_seeds() {
     let mut e = engine(1);
     let tab = Tab::from_bytes([5; 16]);
-    let page = Frame::Hello(Hello {
+    let page = Frame::Handshake(H::Hello(Hello {
         protocol: "hearsay".into(),
         version: PROTOCOL_VERSION,
         id: key(5).public().page_id(&tab),
@@ -1066,11 +1101,15 @@ fn a_page_cannot_pass_off_unsigned_text_as_a_seeds() {
         home: Some(e.id()),
         root: None,
         term: None,
-    })
+    }))
     .encode();
     let c = e.accepted(T0);
     greet_with(&mut e, c, 5, &page, T0);
-    assert_eq!(e.peers()[0].protocol, Protocol::V2, "the page is linked");
+    assert_eq!(
+        e.peers()[0].protocol,
+        Protocol::Hearsay,
+        "the page is linked"
+    );
     let fake = Message::from_seed("unsigned, and from no seed".into(), T0);
     e.frame(c, &Frame::encode_gossip(&fake, 1), T0 + 1);
     let out = drain(&mut e);

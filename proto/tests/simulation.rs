@@ -258,7 +258,7 @@ fn run_mixed(seed: u64, hearsay: usize, seeds: usize, messages: usize) {
     // Seeds never show up as hearsay nodes, and are known as v1 wherever they are linked.
     for node in sim.nodes.iter().filter_map(|n| n.engine()) {
         for p in node.peers() {
-            if p.protocol == Protocol::V2 {
+            if p.protocol == Protocol::Hearsay {
                 assert_eq!(p.kind, Some(PeerKind::Node));
             }
         }
@@ -559,7 +559,7 @@ fn a_node_holds_a_thousand_pages() {
             .unwrap()
             .peers()
             .iter()
-            .all(|p| p.kind != Some(PeerKind::Browser) || p.protocol == Protocol::V2),
+            .all(|p| p.kind != Some(PeerKind::Browser) || p.protocol == Protocol::Hearsay),
         "every page is a hearsay peer"
     );
 }
@@ -909,7 +909,7 @@ fn the_root_walks_towards_the_centre_and_nothing_is_lost_on_the_way() {
         for _ in 0..200 {
             let mut config = sim_config(Strategy::Plumtree);
             if !walk {
-                config.broadcast.handover_margin = 0;
+                config.tree.handover_margin = 0;
             }
             sim.add_hearsay(config);
         }

@@ -17,7 +17,7 @@ pub fn peer_list(props: &Props) -> Html {
             <ul id="peers">
                 { for props.peers.iter().map(|p| {
                     let kind = match (p.protocol, p.kind) {
-                        (Protocol::V1, _) => "v1",
+                        (Protocol::Seed, _) => "v1",
                         (Protocol::Pending, _) => "pending",
                         (_, Some(PeerKind::Browser)) => "browser",
                         _ => "node",

@@ -1,0 +1,346 @@
+//! Admission: whether a message that reaches this peer over a connection is taken.
+//!
+//! Every message from a peer passes the same checks, in this order, cheapest first: its id
+//! and size, whether it is held already, the retention window ([`crate::history`]), the rate
+//! of the page or seed that sent it (a bucket per connection), its author's signature (the
+//! costly check, once per id, after dedup), and, for a node's relay, its origin's quota.
+//! [`Admission::judge`] returns a [`Verdict`] (take it, it is a copy, drop it, tell the
+//! sender why, close the sender); the engine applies every verdict in one place. What a peer
+//! sends thus never decides anything on the way in, and no check closes a connection itself.
+//!
+//! A node relays a page's or a seed's text under the page's (or every seed's shared) quota,
+//! so what one node takes from them, every other takes too. A peer closed for a forged
+//! signature, a flood over quota or bad frames is refused for [`Config::refuse_for`] when it
+//! comes back ([`Admission::refused_until`]).
+//!
+//! The frames a sender is answered with are [`Reply`]: `ACK` (a node holds what a page
+//! published) and `ERROR` (why something was refused, and when to try again).
+
+use crate::Millis;
+use crate::close::CloseReason;
+use crate::conns::ConnId;
+use crate::dedup::Recent;
+use crate::history::{Held, Outside};
+use crate::id::{MsgId, NodeId};
+use crate::identity::Author;
+use crate::limits::{Limits, TokenBucket};
+use crate::message::Message;
+use crate::part::Part;
+use crate::timers::Timers;
+use std::collections::BTreeMap;
+
+/// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
+const ORIGINS_TRACKED: usize = 20_000;
+/// Peers remembered as refused at once (beyond, the first refused are forgotten).
+const REFUSED_TRACKED: usize = 10_000;
+
+/// A node's answers to what a peer sent it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type")]
+pub enum Reply {
+    /// A node tells a page that it now holds a message the page published, so the page can
+    /// show it as stored.
+    #[serde(rename = "ACK")]
+    Ack { id: MsgId },
+    /// Something the peer sent was refused: `reason` for people, the message's `id` if it
+    /// was one, and when to try again if waiting helps (a rate limit).
+    #[serde(rename = "ERROR")]
+    Error {
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<MsgId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Whether this peer is a node (pages charge nothing: their node charges them).
+    pub node: bool,
+    pub limits: Limits,
+    /// Longest message text accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// How long a peer closed for misbehaving is refused when it comes back.
+    pub refuse_for: Millis,
+    /// How often the tables of origins and refusals are let go of what expired.
+    pub expire_every: Millis,
+}
+
+/// Who handed a message to this peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A seed (v1) peer: unsigned text, stamped here.
+    Seed,
+    /// A page, linked to this peer.
+    Page,
+    /// A node relaying it: pushed (`GOSSIP`) or fetched by us (`MESSAGES`).
+    Node { pushed: bool },
+}
+
+/// Why a message was dropped (each is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    TooOld,
+    Future,
+    RateLimited,
+    OverQuota,
+}
+
+/// What to do with a message that arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// New here and within every limit: take it.
+    Take,
+    /// Held already.
+    Duplicate,
+    /// Malformed: counted against the sender as a bad frame, for this reason.
+    Bad(&'static str),
+    /// Not taken, nor marked as seen (it may come again, once a quota refills or from an
+    /// honest peer); the sender is told why if it is a page.
+    Drop { why: Dropped, tell: Option<Reply> },
+    /// The sender is closed for it (and refused for a while).
+    Close(CloseReason),
+}
+
+/// What one connection may still send.
+#[derive(Debug, Default)]
+struct Buckets {
+    /// Messages, for peers whose messages are charged to them (pages, seeds).
+    messages: Option<TokenBucket>,
+    /// For a node peer: how many more messages over their origins' quotas it may push.
+    over_quota: Option<TokenBucket>,
+}
+
+pub struct Admission {
+    config: Config,
+    /// What each origin may still have relayed to us (see `Limits::origin_messages`).
+    origins: Recent<Author, TokenBucket>,
+    /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
+    /// (reconciliation fetches them once the quota refills), nor charged to a relay twice.
+    over_quota: Recent<MsgId, ()>,
+    /// Peers closed lately for misbehaving, with when they may come back.
+    refused: Recent<NodeId, Millis>,
+    /// Per connection (bounded by the connections held).
+    buckets: BTreeMap<ConnId, Buckets>,
+    timers: Timers<()>,
+}
+
+impl Admission {
+    pub fn new(config: Config, now: Millis) -> Self {
+        let mut timers = Timers::default();
+        timers.insert(now + config.expire_every.clamp(1, 1_000), ());
+        Self {
+            origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
+            over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
+            refused: Recent::new(REFUSED_TRACKED, config.refuse_for),
+            buckets: BTreeMap::new(),
+            timers,
+            config,
+        }
+    }
+
+    /// Whether `id` was lately dropped over its origin's quota (so not asked for again).
+    pub fn dropped_over_quota(&self, id: &MsgId) -> bool {
+        self.over_quota.contains(id)
+    }
+
+    /// The connection is gone: what it could still send is forgotten.
+    pub fn forget(&mut self, conn: ConnId) {
+        self.buckets.remove(&conn);
+    }
+
+    /// `node` misbehaved: it is refused for a while when it comes back.
+    pub fn refuse(&mut self, node: NodeId, now: Millis) {
+        let until = now + self.config.refuse_for;
+        self.refused.insert(node, until, now);
+    }
+
+    /// Until when `node` is refused, if it is.
+    pub fn refused_until(&mut self, node: &NodeId, now: Millis) -> Option<Millis> {
+        self.refused.expire(now);
+        self.refused.get(node).copied()
+    }
+
+    /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,
+    /// how long until there is room.
+    pub fn take_from_quota(&mut self, author: Author, now: Millis) -> Result<(), Millis> {
+        if self.origins.get(&author).is_none() {
+            let rate = self.config.limits.origin_messages;
+            self.origins
+                .insert(author, TokenBucket::new(rate, now), now);
+        }
+        match self.origins.get_mut(&author) {
+            Some(bucket) => bucket.take(1.0, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether to take `msg`, which `sender` handed over on `conn` (`from`: its node id).
+    /// `checked` says the driver has verified its signature already (see
+    /// [`crate::wire::Inbound`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge(
+        &mut self,
+        conn: ConnId,
+        from: Option<NodeId>,
+        sender: Sender,
+        msg: &Message,
+        checked: bool,
+        held: &Held,
+        now: Millis,
+    ) -> Verdict {
+        let bad_size = msg.data.is_empty() || msg.data.len() > self.config.max_message_bytes;
+        if sender == Sender::Seed {
+            if bad_size {
+                return Verdict::Bad("message empty or too large");
+            }
+        } else if !msg.id_is_valid() || bad_size {
+            return Verdict::Bad("message id does not match its content, or bad size");
+        }
+        if held.contains(&msg.id) {
+            return Verdict::Duplicate;
+        }
+        let page = sender == Sender::Page && self.config.node;
+        // A seed's text is stamped here, now: it is inside any window.
+        if sender != Sender::Seed
+            && let Err(outside) = held.check(crate::sync::key_of(msg).0, now)
+        {
+            let why = match outside {
+                Outside::Future { .. } => Dropped::Future,
+                _ => Dropped::TooOld,
+            };
+            // A page is told (its clock may be wrong); a node's copy is dropped and counted.
+            let tell = page.then(|| Reply::Error {
+                reason: outside.to_string(),
+                id: Some(msg.id),
+                retry_after_ms: None,
+            });
+            return Verdict::Drop { why, tell };
+        }
+        if let Some(verdict) = self.charge_sender(conn, sender, msg, now) {
+            return verdict;
+        }
+        // Once per id (after dedup, as it is the costly check), before it is charged,
+        // stored or passed on. A forged copy is dropped without marking the id as seen, so
+        // it cannot keep the real one out; an honest peer checks what it passes on and
+        // never sends one. Seed texts are unsigned by nature; a node relays those it took
+        // from a seed, but a page never has one to give (it links to no seed).
+        let signed = sender == Sender::Seed
+            || ((checked || msg.signature_is_valid())
+                && !(msg.author.is_seed() && sender == Sender::Page));
+        if !signed {
+            if let Some(node) = from {
+                self.refuse(node, now);
+            }
+            return Verdict::Close(CloseReason::BadSignature);
+        }
+        if let Sender::Node { pushed } = sender {
+            return self.charge_origin(conn, from, msg, pushed, now);
+        }
+        Verdict::Take
+    }
+
+    /// Charges a new message to the connection it came by, if that is a page's (at a node)
+    /// or a seed's. Over its limit, a page is told, with when to try again; nothing is
+    /// marked as seen, so the message can come again later (by reconciliation, once the
+    /// page's bucket has refilled). A seed has no error frame: what it sends over its limit
+    /// is dropped.
+    fn charge_sender(
+        &mut self,
+        conn: ConnId,
+        sender: Sender,
+        msg: &Message,
+        now: Millis,
+    ) -> Option<Verdict> {
+        let limits = &self.config.limits;
+        let (rate, who) = match sender {
+            Sender::Page if self.config.node => (limits.page_messages, "a page"),
+            Sender::Seed => (limits.seed_messages, "a seed"),
+            _ => return None,
+        };
+        let bucket = self
+            .buckets
+            .entry(conn)
+            .or_default()
+            .messages
+            .get_or_insert_with(|| TokenBucket::new(rate, now));
+        let Err(wait) = bucket.take(1.0, now) else {
+            return None;
+        };
+        let tell = (sender == Sender::Page).then(|| Reply::Error {
+            reason: format!(
+                "rate limited: {who} may send {} messages at once and {} a second; try again in {} ms",
+                rate.burst, rate.per_second, wait
+            ),
+            id: Some(msg.id),
+            retry_after_ms: Some(wait),
+        });
+        Some(Verdict::Drop {
+            why: Dropped::RateLimited,
+            tell,
+        })
+    }
+
+    /// Charges a message a node relayed to its origin's quota. Over it, the message is
+    /// dropped, not marked as seen (it may come again once the quota refills). If the peer
+    /// pushed it (we did not fetch it), the peer's tolerance is charged too: it applies the
+    /// same quota before relaying, so it crosses ours only by a little unless it floods;
+    /// one that keeps on is closed and refused for a while, as for bad frames. Seed texts
+    /// relayed by nodes are charged too, under their one shared origin.
+    fn charge_origin(
+        &mut self,
+        conn: ConnId,
+        from: Option<NodeId>,
+        msg: &Message,
+        pushed: bool,
+        now: Millis,
+    ) -> Verdict {
+        if self.take_from_quota(msg.author, now).is_ok() {
+            return Verdict::Take;
+        }
+        // A copy of one already dropped (a relay answering our GRAFT, another relay) is not
+        // held against anyone again.
+        let again = !self.over_quota.insert(msg.id, (), now);
+        let tolerance = self.config.limits.over_quota;
+        let bucket = self
+            .buckets
+            .entry(conn)
+            .or_default()
+            .over_quota
+            .get_or_insert_with(|| TokenBucket::new(tolerance, now));
+        if pushed && !again && bucket.take(1.0, now).is_err() {
+            if let Some(node) = from {
+                self.refuse(node, now);
+            }
+            return Verdict::Close(CloseReason::OverQuota);
+        }
+        Verdict::Drop {
+            why: Dropped::OverQuota,
+            tell: None,
+        }
+    }
+}
+
+impl Part for Admission {
+    /// Admission asks for nothing: its verdicts are returned.
+    type Out = ();
+    type Context<'a> = ();
+
+    fn poll(&mut self) -> Option<()> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Millis, _: ()) {
+        while self.timers.pop_due(now).is_some() {
+            self.timers
+                .insert(now + self.config.expire_every.max(1), ());
+            self.origins.expire(now);
+            self.over_quota.expire(now);
+        }
+    }
+}
