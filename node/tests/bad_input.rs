@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -101,24 +101,6 @@ async fn the_status_page_shows_messages_as_text() {
     n.stop().await;
 }
 
-/// Reads until the node closes the socket; returns the close reason.
-async fn close_reason<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let read = async {
-        while let Some(msg) = ws.next().await {
-            if let Ok(Message::Close(frame)) = msg {
-                return frame.map(|f| f.reason.to_string()).unwrap_or_default();
-            }
-        }
-        String::from("(closed without a close frame)")
-    };
-    tokio::time::timeout(DEADLINE, read)
-        .await
-        .expect("node closes the socket")
-}
-
 #[tokio::test]
 async fn a_peer_of_another_protocol_version_is_closed_with_both_versions_named() {
     let n = start_node(&[]).await;
@@ -130,7 +112,7 @@ async fn a_peer_of_another_protocol_version_is_closed_with_both_versions_named()
         "kind": "node", "addresses": []
     });
     ws.send(Message::text(hello.to_string())).await.unwrap();
-    let reason = close_reason(&mut ws).await;
+    let reason = common::raw::close_reason(&mut ws, DEADLINE).await;
     let ours = format!("v{}", hearsay_proto::wire::PROTOCOL_VERSION);
     assert!(
         reason.contains("version") && reason.contains("v2") && reason.contains(&ours),
@@ -175,7 +157,7 @@ async fn bad_frames_are_counted_and_a_flood_of_them_closes_with_a_reason() {
             break;
         }
     }
-    let reason = close_reason(&mut ws).await;
+    let reason = common::raw::close_reason(&mut ws, DEADLINE).await;
     assert!(reason.contains("too many bad frames"), "{reason:?}");
     // The node is fine.
     post_message(&n, "still here").await;
@@ -189,7 +171,7 @@ async fn a_v2_frame_before_hello_is_a_protocol_error() {
     ws.send(Message::text(r#"{"type":"PING","nonce":1}"#))
         .await
         .unwrap();
-    let reason = close_reason(&mut ws).await;
+    let reason = common::raw::close_reason(&mut ws, DEADLINE).await;
     assert!(reason.contains("expected HELLO"), "{reason:?}");
     n.stop().await;
 }
@@ -206,7 +188,7 @@ async fn a_frame_over_the_limit_is_closed_with_a_reason() {
     common::raw::prove(&mut ws, &key).await.unwrap();
     let huge = "x".repeat(hearsay_proto::wire::MAX_FRAME_BYTES + 1);
     let _ = ws.send(Message::text(huge)).await;
-    let reason = close_reason(&mut ws).await;
+    let reason = common::raw::close_reason(&mut ws, DEADLINE).await;
     assert!(
         reason.contains("too long") || reason.contains("limit"),
         "{reason:?}"

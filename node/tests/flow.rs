@@ -57,7 +57,7 @@ async fn listen(mut ws: Ws, want: usize) -> Heard {
                     }
                 }
                 Ok(Message::Close(f)) => {
-                    heard.closed = Some(f.map(|f| f.reason.to_string()).unwrap_or_default());
+                    heard.closed = Some(reason_of(f));
                     return;
                 }
                 Ok(_) => {}
@@ -102,9 +102,7 @@ async fn listen_slowly(
                         ws.send(Message::text(pong)).await.unwrap();
                     }
                 }
-                Ok(Message::Close(f)) => {
-                    return Some(f.map(|f| f.reason.to_string()).unwrap_or_default());
-                }
+                Ok(Message::Close(f)) => return Some(reason_of(f)),
                 Ok(_) => {}
                 Err(e) => return Some(e.to_string()),
             }

@@ -234,18 +234,7 @@ async fn a_relay_flooding_one_origin_past_its_quota_is_closed_and_refused() {
             }
         }
     });
-    let reason = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(frame) = rx.next().await {
-            match frame {
-                Ok(Message::Close(Some(f))) => return f.reason.to_string(),
-                Ok(_) => {}
-                Err(e) => return e.to_string(),
-            }
-        }
-        "ended without a close frame".to_owned()
-    })
-    .await
-    .expect("closed in time");
+    let reason = close_reason(&mut rx, Duration::from_secs(20)).await;
     assert_eq!(
         reason,
         "relayed too many messages over their origins' quotas"

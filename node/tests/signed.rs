@@ -6,7 +6,6 @@ mod common;
 
 use common::raw::*;
 use common::*;
-use futures_util::StreamExt;
 use hearsay_proto::{Keypair, Message as HsMessage, MsgId};
 use serde_json::{Value, json};
 use std::process::Command;
@@ -61,15 +60,7 @@ async fn a_forged_message_under_another_nodes_name_is_never_stored() {
         ))
         .await
         .unwrap();
-    let reason = loop {
-        match mallory.next().await {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
-                break f.reason.to_string();
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
+    let reason = close_reason(&mut mallory, DEADLINE).await;
     assert!(reason.contains("signature"), "{reason}");
     wait_for("the forgery counted", || async {
         (status(&b.http_url()).await["stats"]["bad_signatures"] == 1).then_some(())

@@ -10,8 +10,10 @@
 //!
 //! A node relays a page's or a seed's text under the page's (or every seed's shared) quota,
 //! so what one node takes from them, every other takes too. A peer closed for a forged
-//! signature, a flood over quota or bad frames is refused for [`Config::refuse_for`] when it
-//! comes back ([`Admission::refused_until`]).
+//! signature or a flood over quota is refused for a while when it comes back (by
+//! [`crate::links`], which keeps the door). What this peer publishes itself, or a client
+//! publishes through it, is checked the same way ([`Admission::check_own`],
+//! [`Admission::check_signed`]), and refused with a [`PublishError`].
 //!
 //! The frames a sender is answered with are [`Reply`]: `ACK` (a node holds what a page
 //! published) and `ERROR` (why something was refused, and when to try again).
@@ -21,8 +23,8 @@ use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::dedup::Recent;
 use crate::history::{Held, Outside};
-use crate::id::{MsgId, NodeId};
-use crate::identity::Author;
+use crate::id::MsgId;
+use crate::identity::{Author, PublicKey};
 use crate::limits::{Limits, TokenBucket};
 use crate::message::Message;
 use crate::part::Part;
@@ -31,8 +33,6 @@ use std::collections::BTreeMap;
 
 /// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
 const ORIGINS_TRACKED: usize = 20_000;
-/// Peers remembered as refused at once (beyond, the first refused are forgotten).
-const REFUSED_TRACKED: usize = 10_000;
 
 /// A node's answers to what a peer sent it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,6 +54,35 @@ pub enum Reply {
     },
 }
 
+/// Why the application's publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("message is empty")]
+    Empty,
+    #[error("message is {0} bytes; the limit is {1}")]
+    TooLarge(usize, usize),
+    /// This peer published its origin's quota (see `Limits::origin_messages`): every other
+    /// node would drop the rest, and close us for pushing it.
+    #[error(
+        "this node may publish {burst} messages at once and {per_second} a second (its origin's quota); try again in {retry_after_ms} ms"
+    )]
+    OverQuota {
+        burst: u64,
+        per_second: u64,
+        retry_after_ms: u64,
+    },
+    #[error("a message published through a node must be signed by its author (author and sig)")]
+    Unsigned,
+    #[error(
+        "id does not match the message: it is the first 16 bytes of SHA-256(\"hearsay/msg/v4\\0\" || author || seq || timestamp || text length || text), as hex"
+    )]
+    IdMismatch,
+    #[error("sig is not the author's signature of the message's digest")]
+    BadSignature,
+    #[error("{0}")]
+    Outside(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Whether this peer is a node (pages charge nothing: their node charges them).
@@ -61,8 +90,6 @@ pub struct Config {
     pub limits: Limits,
     /// Longest message text accepted, in bytes.
     pub max_message_bytes: usize,
-    /// How long a peer closed for misbehaving is refused when it comes back.
-    pub refuse_for: Millis,
     /// How often the tables of origins and refusals are let go of what expired.
     pub expire_every: Millis,
 }
@@ -119,8 +146,6 @@ pub struct Admission {
     /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
     /// (reconciliation fetches them once the quota refills), nor charged to a relay twice.
     over_quota: Recent<MsgId, ()>,
-    /// Peers closed lately for misbehaving, with when they may come back.
-    refused: Recent<NodeId, Millis>,
     /// Per connection (bounded by the connections held).
     buckets: BTreeMap<ConnId, Buckets>,
     timers: Timers<()>,
@@ -133,7 +158,6 @@ impl Admission {
         Self {
             origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
             over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
-            refused: Recent::new(REFUSED_TRACKED, config.refuse_for),
             buckets: BTreeMap::new(),
             timers,
             config,
@@ -150,16 +174,69 @@ impl Admission {
         self.buckets.remove(&conn);
     }
 
-    /// `node` misbehaved: it is refused for a while when it comes back.
-    pub fn refuse(&mut self, node: NodeId, now: Millis) {
-        let until = now + self.config.refuse_for;
-        self.refused.insert(node, until, now);
+    /// Whether this peer may publish `data`, signed with its `key`: its size, and, at a
+    /// node, its origin's quota, which every node that relays it charges too (a page is
+    /// charged by its node instead).
+    pub fn check_own(
+        &mut self,
+        data: &str,
+        key: PublicKey,
+        now: Millis,
+    ) -> Result<(), PublishError> {
+        self.check_size(data)?;
+        self.charge_own(Author::Key(key), now)
     }
 
-    /// Until when `node` is refused, if it is.
-    pub fn refused_until(&mut self, node: &NodeId, now: Millis) -> Option<Millis> {
-        self.refused.expire(now);
-        self.refused.get(node).copied()
+    /// A message an application signed with its own key and publishes through this peer:
+    /// checked as any message from a peer would be (id, signature, size, window) and charged
+    /// to its author's quota. False if it is held already. A forgery is refused even then:
+    /// a client is never told a forgery was taken.
+    pub fn check_signed(
+        &mut self,
+        msg: &Message,
+        held: &Held,
+        now: Millis,
+    ) -> Result<bool, PublishError> {
+        if msg.author.is_seed() {
+            return Err(PublishError::Unsigned);
+        }
+        self.check_size(&msg.data)?;
+        if !msg.id_is_valid() {
+            return Err(PublishError::IdMismatch);
+        }
+        if !msg.signature_is_valid() {
+            return Err(PublishError::BadSignature);
+        }
+        if held.contains(&msg.id) {
+            return Ok(false);
+        }
+        if let Err(outside) = held.history().check(crate::sync::key_of(msg).0, now) {
+            return Err(PublishError::Outside(outside.to_string()));
+        }
+        self.charge_own(msg.author, now)?;
+        Ok(true)
+    }
+
+    fn check_size(&self, data: &str) -> Result<(), PublishError> {
+        let max = self.config.max_message_bytes;
+        match data.len() {
+            0 => Err(PublishError::Empty),
+            n if n > max => Err(PublishError::TooLarge(n, max)),
+            _ => Ok(()),
+        }
+    }
+
+    fn charge_own(&mut self, author: Author, now: Millis) -> Result<(), PublishError> {
+        if !self.config.node {
+            return Ok(());
+        }
+        let rate = self.config.limits.origin_messages;
+        self.take_from_quota(author, now)
+            .map_err(|wait| PublishError::OverQuota {
+                burst: rate.burst as u64,
+                per_second: rate.per_second as u64,
+                retry_after_ms: wait,
+            })
     }
 
     /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,
@@ -176,14 +253,11 @@ impl Admission {
         }
     }
 
-    /// Whether to take `msg`, which `sender` handed over on `conn` (`from`: its node id).
-    /// `checked` says the driver has verified its signature already (see
-    /// [`crate::wire::Inbound`]).
-    #[allow(clippy::too_many_arguments)]
+    /// Whether to take `msg`, which `sender` handed over on `conn`. `checked` says the
+    /// driver has verified its signature already (see [`crate::wire::Inbound`]).
     pub fn judge(
         &mut self,
         conn: ConnId,
-        from: Option<NodeId>,
         sender: Sender,
         msg: &Message,
         checked: bool,
@@ -230,13 +304,10 @@ impl Admission {
             || ((checked || msg.signature_is_valid())
                 && !(msg.author.is_seed() && sender == Sender::Page));
         if !signed {
-            if let Some(node) = from {
-                self.refuse(node, now);
-            }
             return Verdict::Close(CloseReason::BadSignature);
         }
         if let Sender::Node { pushed } = sender {
-            return self.charge_origin(conn, from, msg, pushed, now);
+            return self.charge_origin(conn, msg, pushed, now);
         }
         Verdict::Take
     }
@@ -288,14 +359,7 @@ impl Admission {
     /// same quota before relaying, so it crosses ours only by a little unless it floods;
     /// one that keeps on is closed and refused for a while, as for bad frames. Seed texts
     /// relayed by nodes are charged too, under their one shared origin.
-    fn charge_origin(
-        &mut self,
-        conn: ConnId,
-        from: Option<NodeId>,
-        msg: &Message,
-        pushed: bool,
-        now: Millis,
-    ) -> Verdict {
+    fn charge_origin(&mut self, conn: ConnId, msg: &Message, pushed: bool, now: Millis) -> Verdict {
         if self.take_from_quota(msg.author, now).is_ok() {
             return Verdict::Take;
         }
@@ -310,9 +374,6 @@ impl Admission {
             .over_quota
             .get_or_insert_with(|| TokenBucket::new(tolerance, now));
         if pushed && !again && bucket.take(1.0, now).is_err() {
-            if let Some(node) = from {
-                self.refuse(node, now);
-            }
             return Verdict::Close(CloseReason::OverQuota);
         }
         Verdict::Drop {

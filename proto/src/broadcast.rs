@@ -713,9 +713,14 @@ mod tests {
                                 }
                             },
                         ),
-                        tree::Out::Graft(to) => Out::Send(to, Control::Graft(Vec::new())),
-                        tree::Out::Prune(to) => Out::Send(to, Control::Prune),
-                        tree::Out::RootLost { root, address } => Out::RootLost { root, address },
+                        tree::Out::Link(to, Message::Graft { ids }) => {
+                            Out::Send(to, Control::Graft(ids))
+                        }
+                        tree::Out::Link(to, _) => Out::Send(to, Control::Prune),
+                        tree::Out::RootLost(root) => Out::RootLost {
+                            root: root.id,
+                            address: root.address.into(),
+                        },
                     });
                 }
                 while let Some(out) = self.plumtree.poll() {

@@ -5,7 +5,7 @@
 
 use crate::Millis;
 use crate::id::NodeId;
-use crate::identity::PublicKey;
+use crate::identity::{Author, PublicKey};
 use crate::peer::{PeerKind, PeerRecord};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -240,6 +240,25 @@ impl Conns {
                     }
             })
             .count()
+    }
+
+    /// Whether a page homed at node `home` and signing as `author` is linked here.
+    pub fn homes_page(&self, home: NodeId, author: &Author) -> bool {
+        let Some(key) = author.key() else {
+            return false;
+        };
+        self.conns.values().any(|c| {
+            c.hearsay().is_some_and(|h| {
+                h.kind == PeerKind::Browser && h.home == Some(home) && &h.key == key
+            })
+        })
+    }
+
+    /// Whether the peer on `conn` is a page that signs as `author`.
+    pub fn is_page_of(&self, conn: ConnId, author: &Author) -> bool {
+        self.get(conn)
+            .and_then(Conn::hearsay)
+            .is_some_and(|h| h.kind == PeerKind::Browser && *author == Author::Key(h.key))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {

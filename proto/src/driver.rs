@@ -43,6 +43,25 @@ pub enum Output {
     Evict { before: Millis, count: usize },
 }
 
+impl Output {
+    /// What a peer's answer (`by`) to something we sent means for the driver.
+    pub fn replied(by: NodeId, reply: crate::admission::Reply) -> Self {
+        match reply {
+            crate::admission::Reply::Ack { id } => Output::Acked { id, by },
+            crate::admission::Reply::Error {
+                reason,
+                id,
+                retry_after_ms,
+            } => Output::Refused {
+                by,
+                reason,
+                id,
+                retry_after_ms,
+            },
+        }
+    }
+}
+
 /// Bookkeeping shared by every driver: carries out the engine's outputs through a
 /// [`Driver`], going round until nothing is left (answering a `Fetch` or closing a peer
 /// whose queue is full makes more output).
@@ -69,4 +88,48 @@ pub trait Driver {
     /// Messages stamped before `before` aged out: drop them from the store (see
     /// [`Output::Evict`]).
     fn evict(&mut self, before: Millis, count: usize);
+}
+
+impl crate::Engine {
+    /// Drains every output into `driver`. Call after every event (see the crate docs).
+    pub fn drain(&mut self, driver: &mut impl Driver, now: Millis) {
+        loop {
+            let mut full = Vec::new();
+            let mut more = false;
+            while let Some(output) = self.poll_output() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if !driver.send(conn, frame) && !full.contains(&conn) {
+                            full.push(conn);
+                        }
+                    }
+                    Output::Ping { conn } => driver.ping(conn),
+                    Output::Dial { conn, address } => driver.dial(conn, address),
+                    Output::Close { conn, reason } => driver.close(conn, reason),
+                    Output::Deliver { msg, hops } => driver.deliver(msg, hops),
+                    Output::Acked { id, by } => driver.acked(id, by),
+                    Output::Refused {
+                        by,
+                        reason,
+                        id,
+                        retry_after_ms,
+                    } => driver.refused(by, &reason, id, retry_after_ms),
+                    Output::Evict { before, count } => driver.evict(before, count),
+                    Output::Fetch { conn, ids } => {
+                        if let Some(found) = driver.fetch(conn, ids) {
+                            self.provide(conn, found);
+                            more = true;
+                        }
+                    }
+                }
+            }
+            for conn in full {
+                more = true;
+                self.queue_full(conn, now);
+            }
+            if !more {
+                return;
+            }
+        }
+    }
 }

@@ -1,33 +1,37 @@
 //! hearsay's protocol, with no I/O: the wire format and the engine that native nodes and
 //! browser peers both drive.
 //!
-//! The engine is composed of parts, each a module with its own state, timers and messages:
+//! The engine ([`engine`]) only composes parts. Each part is a module with its own state,
+//! timers and frames, kept under one contract ([`part::Part`]: it takes its inputs through
+//! its own methods, queues its outputs for the engine to poll, keeps its own deadlines), and
+//! the engine routes every part's outputs in one place:
 //!
+//! - [`links`]: every connection from dial to close — the handshake ([`handshake`]: each
+//!   side proves it holds the key its id derives from), keepalive ([`keepalive`]), the
+//!   addresses dialed and their backoff ([`book`]), the connection table ([`conns`]), and the
+//!   door: caps per client address, refusals, bad frames.
 //! - [`membership`]: HyParView — a small active view of neighbours, a passive view to repair
 //!   it from, joins by random walk, periodic shuffles; pages are held as clients.
 //! - [`tree`]: which links are the broadcast tree's — the root's beacons, each node's parent,
 //!   the root's walk to the graph's centre ([`centre`]).
-//! - [`broadcast`]: Plumtree — messages pushed over the tree's links, ids announced lazily
-//!   on the others, `GRAFT` to repair (flooding is kept as a strategy for baselines and tiny
+//! - [`broadcast`]: Plumtree — messages pushed over the tree's links, ids announced lazily on
+//!   the others, `GRAFT` to repair (flooding is kept as a strategy for baselines and tiny
 //!   networks).
 //! - [`seed`]: what seed (v1) nodes of the tutorial network get and are told.
 //! - [`sync`]: range-based set reconciliation, the safety net under broadcast.
 //! - [`map`]: the network map, from records each peer sends at a bounded rate.
-//! - [`limits`]: token buckets and the default rate limits (what a page, a seed, an HTTP
-//!   client and any peer may send).
-//! - [`history`]: the retention window — which messages are refused as too old or stamped
-//!   in the future, when held ones are evicted, where reconciliation starts.
-//! - [`keepalive`]: each connection's deadlines; [`admission`]: whether a message that
-//!   arrives is taken, as a verdict.
-//! - [`engine`]: composes them with the connection table ([`conns`]), the address book
-//!   ([`book`]) and the handshake ([`handshake`]: each side proves it holds the key its id
-//!   derives from), under one contract ([`part::Part`]). [`Engine`] is what drivers hold.
+//! - [`history`]: the messages held under the retention window — which are refused as too
+//!   old or stamped in the future, when held ones are evicted, where reconciliation starts.
+//! - [`admission`]: whether a message that arrives is taken (id, size, window, a sender's
+//!   rate, the author's signature, the origin's quota), as a verdict the engine applies.
 //!
 //! Underneath: [`id`] (node and message ids), [`identity`] (keys, signatures, authors, and
 //! the ids derived from keys), [`message`] (a signed message), [`peer`] (kinds of
-//! peer, dialable records, canonical addresses), [`wire`] (the JSON frames), [`close`]
-//! (typed close reasons), [`dedup`] (the one bounded expiring set), [`timers`] (typed
-//! deadlines). [`sim`] runs many engines on a virtual clock, for tests and `hearsay sim`.
+//! peer, dialable records, canonical addresses), [`wire`] (the JSON frames, nested by part),
+//! [`limits`] (token buckets and the default rate limits), [`close`] (typed close reasons),
+//! [`dedup`] (the one bounded expiring set), [`timers`] (typed deadlines), [`status`] (what
+//! an engine reports), [`driver`] (what it asks of its driver). [`sim`] runs many engines on
+//! a virtual clock, for tests and `hearsay sim`.
 //!
 //! ## The driver contract
 //!
@@ -35,21 +39,23 @@
 //! milliseconds since the Unix epoch ([`Millis`]), passed in with every call and never read
 //! here, so the crate builds for wasm32.
 //!
-//! 1. Feed every event to the engine with the current time: [`Engine::accepted`] for an
+//! 1. Feed every event to the engine with the current time: [`Engine::accepted_from`] for an
 //!    inbound socket (the engine names it), [`Engine::opened`] or [`Engine::dial_failed`]
-//!    for a dial it asked for, [`Engine::frame`] for each text frame,
-//!    [`Engine::transport_pong`], [`Engine::closed`], [`Engine::publish`],
-//!    [`Engine::add_peer`], and [`Engine::backed_up`] when a peer's send queue backs up or
-//!    drains (a driver with bounded queues should read its peers only as fast as it can
-//!    pass their traffic on).
+//!    for a dial it asked for, [`Engine::frame`] for each text frame (or
+//!    [`Engine::inbound`] for one read and checked off the engine's thread, see
+//!    [`wire::Inbound`]), [`Engine::transport_pong`], [`Engine::closed`],
+//!    [`Engine::publish`], [`Engine::add_peer`], and [`Engine::backed_up`] when a peer's
+//!    send queue backs up or drains (a driver with bounded queues should read its peers only
+//!    as fast as it can pass their traffic on).
 //! 2. After every call, drain every [`Output`] — [`Engine::drain`] does it through a
 //!    [`Driver`], including the follow-ups: answering a [`Output::Fetch`] with
 //!    [`Engine::provide`] and closing a peer whose send queue is full.
 //! 3. Call [`Engine::handle_timeout`] when [`Engine::poll_timeout`] says (the earliest real
 //!    deadline of any part), then drain again.
 //!
-//! Data flow: socket bytes → [`Engine::frame`] → the part the frame is for → outputs →
-//! `Send` to other sockets, `Deliver` to the store and the page.
+//! Data flow: socket bytes → [`Engine::inbound`] → `links` (the handshake, the door) → the
+//! part the frame is for → outputs → `Send` to other sockets, `Deliver` to the store and the
+//! page.
 
 #![forbid(unsafe_code)]
 
@@ -58,6 +64,7 @@ pub mod book;
 pub mod broadcast;
 pub mod centre;
 pub mod close;
+pub mod config;
 pub mod conns;
 pub mod dedup;
 pub mod driver;
@@ -68,6 +75,7 @@ pub mod id;
 pub mod identity;
 pub mod keepalive;
 pub mod limits;
+pub mod links;
 pub mod map;
 pub mod membership;
 pub mod message;
@@ -75,22 +83,25 @@ pub mod part;
 pub mod peer;
 pub mod seed;
 pub mod sim;
+pub mod status;
 pub mod sync;
 pub mod timers;
 pub mod tree;
 pub mod wire;
 
+pub use admission::PublishError;
 pub use book::{AddressError, LinkInfo, LinkState};
 pub use broadcast::Strategy;
 pub use close::CloseReason;
 pub use conns::{ConnId, Direction, Protocol};
-pub use engine::{Config, Driver, Engine, Output, PeerInfo, PublishError, Stats};
+pub use engine::{Config, Driver, Engine, Output};
 pub use history::History;
 pub use id::{MsgId, NodeId};
 pub use identity::{Author, Identity, Keypair, Nonce, PublicKey, SEED_AUTHOR, Signature, Tab};
 pub use limits::{KindCaps, Limits, Rate, TokenBucket};
 pub use message::Message;
 pub use peer::{PeerKind, PeerRecord, canonical_address};
+pub use status::{PeerInfo, Stats};
 pub use wire::Frame;
 
 /// Milliseconds since the Unix epoch, as the driver's clock (real or virtual) tells it.

@@ -103,6 +103,21 @@ impl Message {
     }
 }
 
+/// How far apart the sequence numbers of one author's tabs are kept (see [`next_seq`]).
+const SEQ_SLOTS: u64 = 1024;
+
+/// The sequence number of an author's next message. It grows with the clock (the
+/// millisecond, times [`SEQ_SLOTS`]), so a restarted node never reuses one even if it kept
+/// nothing; within a millisecond it counts on. A page's tabs share one key: each starts from
+/// its own slot (drawn from its tab nonce), so two tabs repeat a number only if they publish
+/// in the same millisecond from the same slot.
+pub fn next_seq(last: u64, now: u64, tab: Option<&crate::identity::Tab>) -> u64 {
+    let slot = tab.map_or(0, |t| {
+        u64::from(u16::from_le_bytes([t.as_bytes()[0], t.as_bytes()[1]])) % SEQ_SLOTS
+    });
+    (last + 1).max(now.saturating_mul(SEQ_SLOTS) + slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,33 @@ pub async fn connect_as(ws_url: &str, key: &Keypair, kind: &str, addresses: &[&s
     ws
 }
 
+/// What a close frame says: its reason, or nothing.
+pub fn reason_of(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    frame.map(|f| f.reason.to_string()).unwrap_or_default()
+}
+
+/// Reads until the peer closes the socket, for at most `deadline`: its close reason, or what
+/// ended the stream instead.
+pub async fn close_reason<S>(ws: &mut S, deadline: std::time::Duration) -> String
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return reason_of(frame),
+                Ok(_) => {}
+                Err(e) => return e.to_string(),
+            }
+        }
+        String::from("(closed without a close frame)")
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .expect("the peer closes the socket in time")
+}
+
 /// Reads the node's answer to our `HELLO` and sends our proof: the node's nonce and id,
 /// signed with `key`. `Err` with the close reason if the node closed instead.
 pub async fn prove<S>(ws: &mut S, key: &Keypair) -> Result<Value, String>
@@ -83,9 +110,7 @@ where
                 ws.send(Message::text(proof.to_string())).await.unwrap();
                 return Ok(frame);
             }
-            Some(Ok(Message::Close(f))) => {
-                return Err(f.map(|f| f.reason.to_string()).unwrap_or_default());
-            }
+            Some(Ok(Message::Close(f))) => return Err(reason_of(f)),
             Some(Ok(_)) => continue,
             other => return Err(format!("{other:?}")),
         }

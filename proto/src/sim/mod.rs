@@ -15,6 +15,10 @@
 //! [`Scenario`] runs the measurement `hearsay sim` prints: warm-up until membership settles,
 //! messages at a network-wide rate, then the run until every live node has every message.
 
+mod seed_node;
+
+pub use seed_node::{SeedNode, SeedOut};
+
 use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::engine::{Config, Driver, Engine};
@@ -23,7 +27,7 @@ use crate::identity::{Identity, Keypair, Tab};
 use crate::message::Message;
 use crate::wire::Frame;
 use crate::{Millis, PeerKind, Strategy};
-use crate::{broadcast, seed, sync};
+use crate::{broadcast, sync};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -116,58 +120,6 @@ impl std::str::FromStr for Topology {
             .into_iter()
             .find(|t| t.name() == s)
             .ok_or_else(|| format!("unknown topology {s:?}: line, ring, star, random or full"))
-    }
-}
-
-/// A model of the seed (v1) node, as the Node.js seed behaves, races included:
-/// - on every new connection, either direction, it sends `SOCKETS` with the addresses it has
-///   dialed, and only then records the new one if it dialed it: an address is recorded when
-///   its dial *opens*, not when it starts;
-/// - it dials every address a `SOCKETS` names that is not recorded, so one named twice while
-///   its dial is under way is dialed twice, and its own address (if told) is dialed too;
-/// - a commit is stored and sent as `MESSAGE` to every socket; a `MESSAGE` received is
-///   stored and never forwarded; frame types it does not know are ignored;
-/// - a frame that is not JSON crashes it (the process ends: the node goes down).
-#[derive(Debug, Default)]
-pub struct SeedNode {
-    pub dialed: Vec<String>,
-    /// Dials under way, and the address each will record when it opens.
-    dialing: HashMap<ConnId, String>,
-    /// Every dial it started, in order (an address twice here is a double dial).
-    pub dials: Vec<String>,
-    pub sockets: Vec<ConnId>,
-    /// Everything it stored, in order, its own commits included.
-    pub messages: Vec<String>,
-    /// The frame that crashed it, if one did.
-    pub crashed: Option<String>,
-    next_conn: u64,
-}
-
-impl SeedNode {
-    fn alloc(&mut self) -> ConnId {
-        self.next_conn += 1;
-        ConnId(self.next_conn)
-    }
-
-    /// Starts a dial to `address`; it is recorded only if it opens.
-    fn dial(&mut self, address: &str, pending: &mut Vec<Action>) {
-        let conn = self.alloc();
-        self.dialing.insert(conn, address.to_owned());
-        self.dials.push(address.to_owned());
-        pending.push(Action::Dial(conn, address.to_owned()));
-    }
-
-    /// How many times it dialed each address it dialed more than once.
-    pub fn double_dials(&self) -> Vec<(String, usize)> {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for d in &self.dials {
-            *counts.entry(d.as_str()).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .filter(|&(_, n)| n > 1)
-            .map(|(a, n)| (a.to_owned(), n))
-            .collect()
     }
 }
 
@@ -333,11 +285,32 @@ impl Sim {
 
     /// A seed's `/add`: it dials the address (and records it when the dial opens).
     fn seed_dial(&mut self, seed: usize, address: String) {
-        let node = &mut self.nodes[seed];
-        if let NodeKind::Seed(s) = &mut node.kind {
-            s.dial(&address, &mut node.pending);
+        if let NodeKind::Seed(s) = &mut self.nodes[seed].kind {
+            s.add(&address);
         }
+        self.seed_outputs(seed);
         self.flush(seed);
+    }
+
+    /// Turns what seed node `i` asked for into actions; false if it crashed (its process
+    /// ends, and its links with it).
+    fn seed_outputs(&mut self, i: usize) -> bool {
+        let node = &mut self.nodes[i];
+        let NodeKind::Seed(s) = &mut node.kind else {
+            return true;
+        };
+        while let Some(out) = s.poll() {
+            match out {
+                SeedOut::Send(conn, text) => node.pending.push(Action::Send(conn, text.into())),
+                SeedOut::Dial(conn, address) => node.pending.push(Action::Dial(conn, address)),
+                SeedOut::Crashed => {
+                    node.pending.clear();
+                    self.kill(i);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// An engine with a fresh random key (and tab, for a page) and seed, drawn from the
@@ -437,18 +410,8 @@ impl Sim {
         let id = match &mut self.nodes[i].kind {
             NodeKind::Hearsay(e) => e.publish(text, now).expect("valid text").id,
             NodeKind::Seed(s) => {
-                s.messages.push(text.to_owned());
-                let frame: Arc<str> = Frame::Seed(seed::Message::Text {
-                    data: text.to_owned(),
-                })
-                .encode()
-                .into();
-                let sends: Vec<Action> = s
-                    .sockets
-                    .iter()
-                    .map(|&conn| Action::Send(conn, frame.clone()))
-                    .collect();
-                self.nodes[i].pending.extend(sends);
+                s.commit(text);
+                self.seed_outputs(i);
                 MsgId::v1(text)
             }
         };
@@ -749,16 +712,14 @@ impl Sim {
                 let (Some(to), true) = (target, self.nodes[from].up) else {
                     match &mut self.nodes[from].kind {
                         NodeKind::Hearsay(e) => e.dial_failed(conn, "no such node", now),
-                        NodeKind::Seed(s) => {
-                            s.dialing.remove(&conn);
-                        }
+                        NodeKind::Seed(s) => s.closed(conn),
                     }
                     self.flush(from);
                     return;
                 };
                 let inbound = match &mut self.nodes[to].kind {
                     NodeKind::Hearsay(e) => e.accepted(now),
-                    NodeKind::Seed(s) => s.alloc(),
+                    NodeKind::Seed(s) => s.accepted(),
                 };
                 let latency = self.random_latency();
                 self.links.insert(
@@ -792,14 +753,11 @@ impl Sim {
                 if !self.links.contains_key(&(to, conn)) || !self.nodes[to].up {
                     return;
                 }
-                let node = &mut self.nodes[to];
-                match &mut node.kind {
+                match &mut self.nodes[to].kind {
                     NodeKind::Hearsay(e) => e.frame(conn, &frame, now),
                     NodeKind::Seed(s) => {
-                        if !seed_frame(s, conn, &frame, &mut node.pending) {
-                            // The seed's process ends, and its links with it.
-                            node.pending.clear();
-                            self.kill(to);
+                        s.frame(conn, &frame);
+                        if !self.seed_outputs(to) {
                             return;
                         }
                     }
@@ -826,21 +784,12 @@ impl Sim {
         }
     }
 
-    /// A seed sends `SOCKETS` on every new connection, then records a dial that opened;
-    /// hearsay engines handle opens themselves.
+    /// A seed says what it has dialed on every new connection, then records a dial that
+    /// opened (see [`SeedNode`]); hearsay engines handle opens themselves.
     fn on_open(&mut self, i: usize, conn: ConnId) {
-        let node = &mut self.nodes[i];
-        if let NodeKind::Seed(s) = &mut node.kind {
-            s.sockets.push(conn);
-            let frame = Frame::Seed(seed::Message::Sockets {
-                addresses: s.dialed.clone(),
-            })
-            .encode()
-            .into();
-            node.pending.push(Action::Send(conn, frame));
-            if let Some(address) = s.dialing.remove(&conn) {
-                s.dialed.push(address);
-            }
+        if let NodeKind::Seed(s) = &mut self.nodes[i].kind {
+            s.opened(conn);
+            self.seed_outputs(i);
         }
     }
 
@@ -1044,36 +993,6 @@ impl Driver for Effects<'_> {
     fn evict(&mut self, before: Millis, _count: usize) {
         self.evict_before = Some(before);
     }
-}
-
-/// A seed takes a frame; `false` if it crashed on it (not JSON: the seed's `JSON.parse` throws).
-fn seed_frame(s: &mut SeedNode, _conn: ConnId, text: &str, pending: &mut Vec<Action>) -> bool {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        s.crashed = Some(text.to_owned());
-        return false;
-    };
-    match value.get("type").and_then(|t| t.as_str()) {
-        Some("MESSAGE") => {
-            if let Some(data) = value.get("data").and_then(|d| d.as_str()) {
-                s.messages.push(data.to_owned());
-            }
-        }
-        Some("SOCKETS") => {
-            let addresses = value
-                .get("addresses")
-                .and_then(|a| a.as_array())
-                .cloned()
-                .unwrap_or_default();
-            for a in addresses.iter().filter_map(|a| a.as_str()) {
-                // Only what has opened is recorded: a dial under way is dialed again.
-                if !s.dialed.iter().any(|d| d == a) {
-                    s.dial(a, pending);
-                }
-            }
-        }
-        _ => {}
-    }
-    true
 }
 
 /// A node config for simulations, with the broadcast strategy given. The map is on, as
