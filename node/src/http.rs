@@ -121,7 +121,7 @@ pub fn routes(
         .and(warp::path::end())
         .and(same_site_write(Arc::clone(&shared)))
         .and(query())
-        .and(crate::serve::client_addr())
+        .and(crate::accept::client_addr())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(add);
     let commit = warp::get()
@@ -129,7 +129,7 @@ pub fn routes(
         .and(warp::path::end())
         .and(same_site_write(Arc::clone(&shared)))
         .and(query())
-        .and(crate::serve::client_addr())
+        .and(crate::accept::client_addr())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(commit);
     let api = warp::path("api").and(api(Arc::clone(&shared)));
@@ -276,7 +276,7 @@ fn websocket(
     shared: Arc<Shared>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::ws()
-        .and(crate::serve::client_addr())
+        .and(crate::accept::client_addr())
         .and(with_shared(shared))
         .and_then(
             |ws: warp::ws::Ws, client: Option<std::net::SocketAddr>, shared: Arc<Shared>| async move {
@@ -328,7 +328,7 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
         .and(same_site_write(Arc::clone(&shared)))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .and(crate::serve::client_addr())
+        .and(crate::accept::client_addr())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(post_message);
     let topology = read()

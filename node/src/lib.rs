@@ -7,7 +7,7 @@
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
 //!   stops every task on shutdown.
-//! - [`serve`]: the accept loop for each listener (HTTP/1.1 with WebSocket upgrades, over
+//! - [`accept`]: the accept loop for each listener (HTTP/1.1 with WebSocket upgrades, over
 //!   TLS when the node has a certificate), recording each client's address for the routes.
 //! - [`tls`]: rustls settings: the roots `wss://` dials are checked against (`--tls-ca`), and
 //!   the certificate the node serves with (`--tls-cert`, `--tls-key`).
@@ -38,6 +38,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -51,7 +52,6 @@ pub mod limit;
 pub mod metrics;
 pub mod origin;
 pub mod page;
-pub mod serve;
 pub mod server;
 pub mod simulate;
 pub mod store;

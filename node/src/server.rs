@@ -45,7 +45,7 @@ pub struct NodeConfig {
     /// Roots trusted for `wss://` dials besides the web PKI's (`--tls-ca`).
     pub tls_ca: Vec<PathBuf>,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client
-    /// (`--trust-proxy`; see `serve`).
+    /// (`--trust-proxy`; see `accept`).
     pub trust_proxies: Vec<String>,
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
@@ -164,7 +164,7 @@ pub fn start(
     };
     let dialing_tls = crate::tls::client_config(&config.tls_ca)?;
     let proxies =
-        Arc::new(crate::serve::Proxies::new(&config.trust_proxies).map_err(StartError::BadProxy)?);
+        Arc::new(crate::accept::Proxies::new(&config.trust_proxies).map_err(StartError::BadProxy)?);
     let mut engine_config = config.engine.clone();
     // Canonical address first; the seed-compatible port is an alias, so that a node reached
     // by a seed at one is never named to that seed by the other. With a certificate the main
@@ -238,7 +238,7 @@ pub fn start(
     }
 
     let tracker = shared.tracker.clone();
-    tracker.spawn(crate::serve::serve(
+    tracker.spawn(crate::accept::serve(
         listener,
         http::routes(Arc::clone(&shared)),
         serving_tls,
@@ -246,7 +246,7 @@ pub fn start(
         shutdown.clone(),
     ));
     if let Some(v1) = v1_listener {
-        tracker.spawn(crate::serve::serve(
+        tracker.spawn(crate::accept::serve(
             v1,
             http::v1_routes(Arc::clone(&shared)),
             None,

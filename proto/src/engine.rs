@@ -93,15 +93,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine for the peer with this identity. `seed` drives every random choice
-    /// (jitter, sampling), so a simulation with the same seeds replays exactly.
-    pub fn new(config: Config, identity: Identity, seed: u64, now: Millis) -> Self {
+    /// A new engine for the peer with this identity. `rng_seed` drives every random choice
+    /// (jitter, sampling), so a simulation replays exactly.
+    pub fn new(config: Config, identity: Identity, rng_seed: u64, now: Millis) -> Self {
         let me = identity.id();
         let config = config.canonical();
         let own = links::record_of(me, &config.listen_addresses);
         let node = config.kind == PeerKind::Node;
         let c = &config;
-        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut rng = SmallRng::seed_from_u64(rng_seed);
         let membership = Membership::new(
             me,
             c.kind,

@@ -35,7 +35,7 @@ use crate::limits::{KindCaps, Rate, TokenBucket};
 use crate::part::Part;
 use crate::peer::{PeerKind, PeerRecord, canonical_address};
 use crate::seed;
-use crate::status::PeerInfo;
+use crate::status::{LinkStats, PeerInfo};
 use crate::timers::earliest;
 use crate::wire::{Frame, Inbound, InboundError, MAX_ADDRESSES};
 use rand::rngs::SmallRng;
@@ -120,18 +120,6 @@ pub enum Arrived {
         message: seed::Message,
         first: Option<Option<String>>,
     },
-}
-
-/// Counters for the engine's [`crate::Stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    pub bytes_in: u64,
-    pub bad_frames: u64,
-    pub dials: u64,
-    pub dial_failures: u64,
-    pub refused: u64,
-    pub dials_limited: u64,
-    pub bad_identities: u64,
 }
 
 pub struct Links {

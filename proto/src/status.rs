@@ -90,9 +90,21 @@ pub struct Stats {
     pub sync_rounds: u64,
 }
 
+/// What links count (see [`crate::links`]), for the engine's [`Stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub bytes_in: u64,
+    pub bad_frames: u64,
+    pub dials: u64,
+    pub dial_failures: u64,
+    pub refused: u64,
+    pub dials_limited: u64,
+    pub bad_identities: u64,
+}
+
 impl Stats {
     /// These counters, with the links' and the number of reconciliations started.
-    pub fn with(&self, links: &crate::links::LinkStats, sync_rounds: u64) -> Stats {
+    pub fn with(&self, links: &LinkStats, sync_rounds: u64) -> Stats {
         Stats {
             bytes_in: links.bytes_in,
             bad_frames: links.bad_frames,

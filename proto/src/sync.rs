@@ -999,6 +999,19 @@ mod tests {
                 },
             ],
         };
-        let _ = respond(&a, &frame, None);
+        let reply = respond(&a, &frame, None);
+        // Answered, and no more than asked: one frame, a range for each range.
+        assert_eq!(reply.frames.len(), 1);
+        let ranges = &reply.frames[0].ranges;
+        assert_eq!(ranges.len(), 2);
+        // A range that ends before it starts holds nothing here.
+        assert_eq!(ranges[0].ids, Some(vec![]));
+        // A fingerprint we cannot read is neither a match nor a difference: nothing over
+        // it is listed, offered or asked for (90 messages of ours lie there).
+        assert_eq!(
+            (&ranges[1].fp, &ranges[1].ids, &ranges[1].have),
+            (&None, &None, &None)
+        );
+        assert!(reply.want.is_empty());
     }
 }

@@ -11,7 +11,13 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
 pub struct Timers<T> {
-    queue: BTreeMap<(Millis, u64), T>,
+    /// Deadlines in order, each naming the slot its timer waits in. The map holds no `T`, so
+    /// every part's timers share one map type: in the page's WebAssembly a B-tree costs its
+    /// code once per type it holds, about 2 KB each.
+    queue: BTreeMap<(Millis, u64), u32>,
+    slots: Vec<Option<T>>,
+    /// Slots whose timer has fired, to be used again.
+    free: Vec<u32>,
     seq: u64,
 }
 
@@ -19,6 +25,8 @@ impl<T> Default for Timers<T> {
     fn default() -> Self {
         Self {
             queue: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
         }
     }
@@ -29,7 +37,17 @@ impl<T> Timers<T> {
     /// they were scheduled.
     pub fn insert(&mut self, at: Millis, timer: T) {
         self.seq += 1;
-        self.queue.insert((at, self.seq), timer);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(timer);
+                slot
+            }
+            None => {
+                self.slots.push(Some(timer));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.queue.insert((at, self.seq), slot);
     }
 
     /// The earliest deadline, if any.
@@ -40,7 +58,11 @@ impl<T> Timers<T> {
     /// Takes the earliest timer due at `now` or before.
     pub fn pop_due(&mut self, now: Millis) -> Option<T> {
         match self.queue.first_key_value() {
-            Some((&(at, _), _)) if at <= now => self.queue.pop_first().map(|(_, t)| t),
+            Some((&(at, _), _)) if at <= now => {
+                let (_, slot) = self.queue.pop_first()?;
+                self.free.push(slot);
+                self.slots[slot as usize].take()
+            }
             _ => None,
         }
     }

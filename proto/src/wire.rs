@@ -36,24 +36,17 @@ use std::sync::Arc;
 
 pub use crate::handshake::{Hello, PROTOCOL_NAME, PROTOCOL_VERSION};
 
-/// Every frame either protocol can carry, by the part it is for. Encoded by serde (each
-/// part's message carries its own `type`); decoded by [`Frame::decode`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Frame {
-    Seed(seed::Message),
-    Handshake(handshake::Message),
-    Membership(membership::Message),
-    Broadcast(broadcast::Message),
-    Tree(tree::Message),
-    Keepalive(keepalive::Message),
-    Sync(sync::Message),
-    Map(map::Message),
-    Reply(Reply),
-}
+/// Declares [`Frame`], one variant a part, and how each part's message becomes a frame.
+macro_rules! frames {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty)),* $(,)?) => {
+        /// Every frame either protocol can carry, by the part it is for. Encoded by serde
+        /// (each part's message carries its own `type`); decoded by [`Frame::decode`].
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        #[serde(untagged)]
+        pub enum Frame {
+            $($(#[$doc])* $variant($ty),)*
+        }
 
-macro_rules! frame_from {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
         $(impl From<$ty> for Frame {
             fn from(m: $ty) -> Self {
                 Frame::$variant(m)
@@ -62,15 +55,20 @@ macro_rules! frame_from {
     };
 }
 
-frame_from!(
+frames!(
+    /// The seed's (v1): `MESSAGE`, `SOCKETS`.
     Seed(seed::Message),
     Handshake(handshake::Message),
     Membership(membership::Message),
+    /// Plumtree's: `GOSSIP`, `IHAVE`, `GRAFT`, `PRUNE`.
     Broadcast(broadcast::Message),
+    /// The tree's: `BEACON`, `DEPTH`, `HANDOVER`.
     Tree(tree::Message),
     Keepalive(keepalive::Message),
+    /// Reconciliation's: `SYNC`, `WANT`, `MESSAGES`.
     Sync(sync::Message),
     Map(map::Message),
+    /// A node's answers: `ACK`, `ERROR`.
     Reply(Reply),
 );
 

@@ -11,14 +11,14 @@ use rand::{Rng, SeedableRng};
 /// Builds `n` hearsay nodes wired in `topology`, lets handshakes finish, publishes `messages`
 /// at random nodes at random moments, and lets everything settle.
 fn run_network(
-    seed: u64,
+    run: u64,
     n: usize,
     topology: Topology,
     strategy: Strategy,
     messages: usize,
 ) -> (Sim, Vec<MsgId>) {
-    let mut sim = Sim::new(seed);
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
+    let mut sim = Sim::new(run);
+    let mut rng = SmallRng::seed_from_u64(run ^ 0x5eed);
     for _ in 0..n {
         sim.add_hearsay(sim_config(strategy));
     }
@@ -206,9 +206,9 @@ fn check_seeds(
 
 /// Seed nodes mixed into a hearsay mesh: each seed stores every distinct message exactly
 /// once, and what a seed commits reaches every hearsay node exactly once.
-fn run_mixed(seed: u64, hearsay: usize, seeds: usize, messages: usize) {
-    let mut sim = Sim::new(seed);
-    let mut rng = SmallRng::seed_from_u64(seed);
+fn run_mixed(run: u64, hearsay: usize, seeds: usize, messages: usize) {
+    let mut sim = Sim::new(run);
+    let mut rng = SmallRng::seed_from_u64(run);
     for _ in 0..hearsay {
         sim.add_hearsay(sim_config(Strategy::Plumtree));
     }
@@ -247,13 +247,13 @@ fn run_mixed(seed: u64, hearsay: usize, seeds: usize, messages: usize) {
     }
     sim.run_for(20_000);
     sim.check_exactly_once(&ids)
-        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        .unwrap_or_else(|e| panic!("run {run}: {e}"));
     check_seeds(
         &sim,
         &seed_nodes,
         &dialed_by_hearsay,
         &texts,
-        &format!("seed {seed}"),
+        &format!("run {run}"),
     );
     // Seeds never show up as hearsay nodes, and are known as v1 wherever they are linked.
     for node in sim.nodes.iter().filter_map(|n| n.engine()) {
@@ -277,8 +277,8 @@ fn seed_nodes_join_a_hearsay_mesh() {
 /// stored its commits twice) in some runs, and neither seed ever got the other's commit.
 #[test]
 fn two_seeds_and_three_nodes_each_hold_every_commit_once() {
-    for seed in 0..40 {
-        let mut sim = Sim::new(seed);
+    for run in 0..40 {
+        let mut sim = Sim::new(run);
         for _ in 0..3 {
             sim.add_hearsay(sim_config(Strategy::Plumtree));
         }
@@ -298,8 +298,8 @@ fn two_seeds_and_three_nodes_each_hold_every_commit_once() {
         }
         sim.run_for(20_000);
         sim.check_exactly_once(&ids)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        check_seeds(&sim, &[a, b], &[b], &texts, &format!("seed {seed}"));
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        check_seeds(&sim, &[a, b], &[b], &texts, &format!("run {run}"));
     }
 }
 
@@ -308,21 +308,21 @@ proptest! {
 
     #[test]
     fn exactly_once_over_seeds_and_topologies(
-        seed in any::<u64>(),
+        run in any::<u64>(),
         n in 2usize..=200,
         topology in 0usize..Topology::ALL.len(),
         flood in any::<bool>(),
     ) {
         let strategy = if flood { Strategy::Flood } else { Strategy::Plumtree };
-        let (sim, ids) = run_network(seed, n, Topology::ALL[topology], strategy, 15);
+        let (sim, ids) = run_network(run, n, Topology::ALL[topology], strategy, 15);
         if let Err(e) = sim.check_exactly_once(&ids).and_then(|()| check_views(&sim)) {
             return Err(TestCaseError::fail(e));
         }
     }
 
     #[test]
-    fn mixed_meshes_over_seeds(seed in any::<u64>(), hearsay in 2usize..12, seeds in 1usize..4) {
-        run_mixed(seed, hearsay, seeds, 12);
+    fn mixed_meshes_over_seeds(run in any::<u64>(), hearsay in 2usize..12, seeds in 1usize..4) {
+        run_mixed(run, hearsay, seeds, 12);
     }
 }
 
@@ -364,16 +364,16 @@ fn plumtree_costs_about_one_frame_per_node_and_flooding_several() {
 /// A fifth of the nodes die halfway through: every live node still gets every message.
 #[test]
 fn every_live_node_gets_every_message_when_a_fifth_of_the_nodes_die() {
-    for seed in [1, 2, 3] {
+    for run in [1, 2, 3] {
         let f = Scenario {
             nodes: 80,
             messages: 30,
-            seed,
+            seed: run,
             churn: 0.2,
             ..Scenario::default()
         }
         .run();
-        assert_eq!(f.delivered_ratio, 1.0, "seed {seed}: {f:?}");
+        assert_eq!(f.delivered_ratio, 1.0, "run {run}: {f:?}");
     }
 }
 
@@ -426,8 +426,8 @@ fn a_peer_that_starts_late_is_dialed_until_it_answers() {
 
 #[test]
 fn browser_peers_relay_and_their_messages_reach_seeds_once() {
-    for seed in 0..8 {
-        let mut sim = Sim::new(seed);
+    for run in 0..8 {
+        let mut sim = Sim::new(run);
         for _ in 0..6 {
             sim.add_hearsay(sim_config(Strategy::Plumtree));
         }
@@ -445,7 +445,7 @@ fn browser_peers_relay_and_their_messages_reach_seeds_once() {
         sim.run_for(20_000);
         // Pages are full peers: they deliver everything once too.
         sim.check_exactly_once(&ids)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
         let stored = &sim.nodes[s].seed().unwrap().messages;
         let mut sorted = stored.clone();
         sorted.sort();
@@ -458,7 +458,7 @@ fn browser_peers_relay_and_their_messages_reach_seeds_once() {
                 "from page 2",
                 "from the seed"
             ],
-            "seed {seed}"
+            "run {run}"
         );
         // Each page links to its home and two more nodes, and messages are pushed to it
         // over one of them.
@@ -467,13 +467,13 @@ fn browser_peers_relay_and_their_messages_reach_seeds_once() {
             assert_eq!(
                 peers.len(),
                 3,
-                "seed {seed}: page {p} has {} links",
+                "run {run}: page {p} has {} links",
                 peers.len()
             );
             let eager = peers.iter().filter(|x| x.eager).count();
             assert_eq!(
                 eager, 1,
-                "seed {seed}: page {p} is pushed to over {eager} links"
+                "run {run}: page {p} is pushed to over {eager} links"
             );
         }
     }
@@ -483,8 +483,8 @@ fn browser_peers_relay_and_their_messages_reach_seeds_once() {
 /// the node it is pushed from dies, the others carry on.
 #[test]
 fn a_page_gets_each_message_once_and_outlives_its_parent() {
-    for seed in 0..6 {
-        let mut sim = Sim::new(seed);
+    for run in 0..6 {
+        let mut sim = Sim::new(run);
         for _ in 0..8 {
             sim.add_hearsay(sim_config(Strategy::Plumtree));
         }
@@ -498,12 +498,12 @@ fn a_page_gets_each_message_once_and_outlives_its_parent() {
         }
         sim.run_for(5_000);
         sim.check_exactly_once(&ids)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
         let e = sim.nodes[page].engine().unwrap();
         assert_eq!(
             e.stats().duplicates,
             0,
-            "seed {seed}: a copy reached the page twice"
+            "run {run}: a copy reached the page twice"
         );
         // Kill the node that pushes to the page: the page still gets what comes next.
         let parent = e.peers().into_iter().find(|p| p.eager).unwrap().id.unwrap();
@@ -522,7 +522,7 @@ fn a_page_gets_each_message_once_and_outlives_its_parent() {
         }
         sim.run_for(20_000);
         sim.check_exactly_once(&after)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
     }
 }
 
@@ -592,9 +592,9 @@ fn a_late_joiner_gets_the_whole_history_by_reconciliation() {
 
 /// Two halves are cut apart, both take commits, the cut heals: every node ends with every
 /// message exactly once.
-fn partition_heals(seed: u64, n: usize, topology: Topology) -> Result<(), String> {
-    let mut sim = Sim::new(seed);
-    let mut rng = SmallRng::seed_from_u64(seed);
+fn partition_heals(run: u64, n: usize, topology: Topology) -> Result<(), String> {
+    let mut sim = Sim::new(run);
+    let mut rng = SmallRng::seed_from_u64(run);
     for _ in 0..n {
         sim.add_hearsay(sim_config(Strategy::Plumtree));
     }
@@ -626,9 +626,9 @@ fn a_healed_partition_converges() {
 /// A short cut splits the overlay after the tree has a root, and no operator's `--peer` spans
 /// it (pinned addresses are not revisited here): the part that lost the root elects its own,
 /// whose first act is to join through the old one, so the overlay is one again.
-fn lost_root_found_again(seed: u64) -> Result<(), String> {
+fn lost_root_found_again(run: u64) -> Result<(), String> {
     let n = 30;
-    let mut sim = Sim::new(seed);
+    let mut sim = Sim::new(run);
     for _ in 0..n {
         let mut config = sim_config(Strategy::Plumtree);
         config.revisit_interval = 3_600_000;
@@ -656,16 +656,16 @@ fn lost_root_found_again(seed: u64) -> Result<(), String> {
 
 #[test]
 fn a_part_that_loses_the_root_joins_through_it_again() {
-    for seed in 1..=5 {
-        lost_root_found_again(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    for run in 1..=5 {
+        lost_root_found_again(run).unwrap_or_else(|e| panic!("run {run}: {e}"));
     }
 }
 
 /// A fifth of the nodes die while messages flow: every live node still delivers every
 /// message exactly once.
-fn churn(seed: u64, n: usize, topology: Topology) -> Result<(), String> {
-    let mut sim = Sim::new(seed);
-    let mut rng = SmallRng::seed_from_u64(seed);
+fn churn(run: u64, n: usize, topology: Topology) -> Result<(), String> {
+    let mut sim = Sim::new(run);
+    let mut rng = SmallRng::seed_from_u64(run);
     for _ in 0..n {
         sim.add_hearsay(sim_config(Strategy::Plumtree));
     }
@@ -702,15 +702,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
-    fn exactly_once_with_churn_over_seeds(seed in any::<u64>(), n in 10usize..120, topology in 0usize..5) {
-        if let Err(e) = churn(seed, n, Topology::ALL[topology]) {
+    fn exactly_once_with_churn_over_seeds(run in any::<u64>(), n in 10usize..120, topology in 0usize..5) {
+        if let Err(e) = churn(run, n, Topology::ALL[topology]) {
             return Err(TestCaseError::fail(e));
         }
     }
 
     #[test]
-    fn partitions_heal_over_seeds(seed in any::<u64>(), n in 4usize..30, topology in 0usize..4) {
-        if let Err(e) = partition_heals(seed, n, Topology::ALL[topology]) {
+    fn partitions_heal_over_seeds(run in any::<u64>(), n in 4usize..30, topology in 0usize..4) {
+        if let Err(e) = partition_heals(run, n, Topology::ALL[topology]) {
             return Err(TestCaseError::fail(e));
         }
     }
@@ -718,12 +718,12 @@ proptest! {
 
 #[test]
 fn every_view_of_the_map_converges_to_the_real_links() {
-    for (seed, n, topology) in [
+    for (run, n, topology) in [
         (1, 12, Topology::Random),
         (2, 20, Topology::Line),
         (3, 8, Topology::Star),
     ] {
-        let mut sim = Sim::new(seed);
+        let mut sim = Sim::new(run);
         for _ in 0..n {
             sim.add_hearsay(sim_config(Strategy::Plumtree));
         }
@@ -773,17 +773,17 @@ fn every_view_of_the_map_converges_to_the_real_links() {
                     (r.node, links)
                 })
                 .collect();
-            assert_eq!(view, truth, "seed {seed}: node {i}'s map");
+            assert_eq!(view, truth, "run {run}: node {i}'s map");
         }
         // Every tree link a record names is a link, and the tree spans the network.
         let records = sim.nodes[0].engine().unwrap().topology();
         let tree_links: usize = records.iter().map(|r| r.eager.len()).sum();
         for r in &records {
-            assert!(r.eager.iter().all(|e| r.links.contains(e)), "seed {seed}");
+            assert!(r.eager.iter().all(|e| r.links.contains(e)), "run {run}");
         }
         assert!(
             tree_links >= 2 * (n - 1),
-            "seed {seed}: {tree_links} tree link ends"
+            "run {run}: {tree_links} tree link ends"
         );
         // A node that leaves fades: its neighbours drop the link at once, its record expires.
         sim.kill(0);
@@ -794,7 +794,7 @@ fn every_view_of_the_map_converges_to_the_real_links() {
             assert!(
                 view.iter()
                     .all(|r| r.node != gone && !r.links.contains(&gone)),
-                "seed {seed}"
+                "run {run}"
             );
         }
     }

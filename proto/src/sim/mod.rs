@@ -246,10 +246,11 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(seed: u64) -> Self {
+    /// A network whose every random choice comes from `rng_seed`.
+    pub fn new(rng_seed: u64) -> Self {
         Self {
             now: EPOCH,
-            rng: SmallRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(rng_seed),
             nodes: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
