@@ -3,129 +3,81 @@
 //! that lets every connection finish.
 //!
 //! warp's own server takes only its own kinds of listener, so this is its accept loop with
-//! TLS added. The client's address is recorded in each request ([`ClientAddr`]) and read by
-//! the routes through [`client_addr`], in place of `warp::addr::remote`, which only warp's
-//! server fills in.
+//! TLS added. Every request is told who sent it ([`door::Client`], read by the routes through
+//! [`client`]): the connection's address, or the client a trusted proxy names.
 //!
-//! Behind a reverse proxy every request comes from the proxy. `--trust-proxy CIDR` names the
-//! proxies ([`Proxies`]): for a request from one of them, and only then, the client is the
-//! address the proxy put in `Forwarded` (RFC 7239) or `X-Forwarded-For`, read from the right
-//! past any further trusted proxy. Every rule that looks at a client's address (per-address
-//! limits and caps, loopback-only paths) sees that one.
+//! A request asking for a name that is not this node's is answered 421 here, before any
+//! route sees it (see [`door::Hosts`]).
+//!
+//! Nothing here waits on a client for ever. A client has [`HEADER_READ_TIMEOUT`] to send a
+//! request's headers, and a kept-alive connection as long to start its next request; a TLS
+//! handshake has [`HANDSHAKE_TIMEOUT`]. A response that streams (`/api/stream`) and a socket
+//! upgraded to a WebSocket are not cut by either. One client address holds at most
+//! [`HTTP_PER_ADDRESS`] connections at once, the node [`HTTP_CONNECTIONS`] in all: a
+//! connection from this machine or a trusted proxy is not counted when it is accepted, and a
+//! proxied client's requests are counted under its own address once their headers are read.
 
+use crate::door::{self, Client, Hosts, Proxies};
+use crate::limit::{ConnectionCaps, Place};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-/// The address a request came from.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// The reverse proxies whose word on the client's address is taken (`--trust-proxy`).
-#[derive(Debug, Clone, Default)]
-pub struct Proxies(Vec<ipnet::IpNet>);
-
-impl Proxies {
-    /// Parses CIDRs (`10.0.0.0/8`) and single addresses (`127.0.0.1`).
-    pub fn new(cidrs: &[String]) -> Result<Proxies, String> {
-        cidrs
-            .iter()
-            .map(|c| {
-                c.parse::<ipnet::IpNet>()
-                    .or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        format!("--trust-proxy {c:?} is not an address or a CIDR like 10.0.0.0/8")
-                    })
-            })
-            .collect::<Result<_, _>>()
-            .map(Proxies)
-    }
-
-    fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    /// Who sent a request that reached us from `peer`, with these headers.
-    pub fn client(&self, peer: SocketAddr, headers: &hyper::HeaderMap) -> SocketAddr {
-        if !self.trusts(peer.ip()) {
-            return peer;
-        }
-        let forwarded: Vec<Option<IpAddr>> = if headers.contains_key("forwarded") {
-            headers
-                .get_all("forwarded")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(|entry| {
-                    entry
-                        .split(';')
-                        .find_map(|pair| {
-                            let (k, v) = pair.trim().split_once('=')?;
-                            k.eq_ignore_ascii_case("for").then_some(v)
-                        })
-                        .and_then(parse_node)
-                })
-                .collect()
-        } else {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(parse_node)
-                .collect()
-        };
-        // From the right: each hop was added by the one after it; the first that is not a
-        // trusted proxy is the client. One that cannot be read ends the trust there.
-        for hop in forwarded.into_iter().rev() {
-            match hop {
-                Some(ip) if self.trusts(ip) => continue,
-                Some(ip) => return SocketAddr::new(ip, 0),
-                None => break,
-            }
-        }
-        peer
-    }
+/// Who the request came from (`None` only where no server recorded it).
+pub fn client() -> impl Filter<Extract = (Option<Client>,), Error = Infallible> + Copy {
+    warp::ext::optional::<Client>()
 }
 
-/// An address as proxies write it: `203.0.113.7`, `"[2001:db8::1]:4711"`, `198.51.100.2:80`.
-fn parse_node(v: &str) -> Option<IpAddr> {
-    let v = v.trim().trim_matches('"');
-    if let Ok(ip) = v.parse() {
-        return Some(ip);
-    }
-    if let Ok(addr) = v.parse::<SocketAddr>() {
-        return Some(addr.ip());
-    }
-    v.strip_prefix('[')?.split(']').next()?.parse().ok()
-}
+/// How long a client may take to send a request's headers, and a kept-alive connection to
+/// start its next request: long enough for a phone on a slow link.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The address the request came from (`None` only where no server recorded one).
-pub fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Copy {
-    warp::ext::optional::<ClientAddr>().map(|a: Option<ClientAddr>| a.map(|a| a.0))
-}
+/// Most HTTP connections one client address holds at once. A browser opens six to a host,
+/// and a page a WebSocket or two beside them; a proxy in front of a crowd is not counted.
+pub const HTTP_PER_ADDRESS: usize = 32;
+
+/// Most HTTP connections the node holds at once, from everyone (each is a task and a file
+/// descriptor; the WebSockets among them are also held to their own caps).
+pub const HTTP_CONNECTIONS: usize = 8_192;
 
 /// A TLS handshake that takes longer than this is dropped (a client that connects and says
 /// nothing must not hold a task for ever).
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a listener's door is made of: the trusted proxies, the node's names, and the caps on
+/// HTTP connections (shared by the node's listeners).
+#[derive(Clone)]
+pub struct Door {
+    pub proxies: Arc<Proxies>,
+    pub hosts: Arc<Hosts>,
+    pub caps: Arc<ConnectionCaps>,
+}
+
+impl Door {
+    /// Every HTTP connection's place, counted per client address (see the module docs).
+    pub fn caps() -> Arc<ConnectionCaps> {
+        Arc::new(ConnectionCaps::new(
+            HTTP_CONNECTIONS,
+            HTTP_PER_ADDRESS,
+            false,
+        ))
+    }
+}
 
 /// Serves `routes` on `listener` until `shutdown`, then waits for open connections to end.
 pub async fn serve<F, R>(
     listener: TcpListener,
     routes: F,
     tls: Option<Arc<rustls::ServerConfig>>,
-    proxies: Arc<Proxies>,
+    door: Door,
     shutdown: CancellationToken,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -146,19 +98,51 @@ pub async fn serve<F, R>(
             },
             _ = shutdown.cancelled() => break,
         };
+        // This machine and the trusted proxies are not counted here: a proxied client is,
+        // under its own address, once its request's headers are read.
+        let exempt = addr.ip().to_canonical().is_loopback() || door.proxies.trusts(addr.ip());
+        let place: Place = match door.caps.open((!exempt).then(|| addr.ip().to_canonical())) {
+            Ok(place) => place,
+            Err(why) => {
+                tracing::debug!(%addr, %why, "connection refused");
+                continue;
+            }
+        };
         let service = warp::service(routes.clone());
-        let proxies = Arc::clone(&proxies);
+        let door_here = door.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            let client = proxies.client(addr, request.headers());
-            request.extensions_mut().insert(ClientAddr(client));
+            let client = door_here
+                .proxies
+                .client(addr, request.headers(), &door_here.hosts);
+            let misdirected = door_here.hosts.refuse(request.headers(), &client);
+            let held = client
+                .forwarded
+                .then(|| door_here.caps.open(Some(client.limited_as())));
+            request.extensions_mut().insert(client);
             let mut service = service.clone();
-            async move { tower_service::Service::call(&mut service, request).await }
+            async move {
+                if let Some(why) = misdirected {
+                    return Ok(door::refusal(StatusCode::MISDIRECTED_REQUEST, &why, None));
+                }
+                if let Some(Err(why)) = held {
+                    let status = StatusCode::SERVICE_UNAVAILABLE;
+                    return Ok(door::refusal(status, &why, Some(10)));
+                }
+                let response = tower_service::Service::call(&mut service, request).await;
+                drop(held);
+                response
+            }
         });
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _place = place;
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().pipeline_flush(true);
+            builder
+                .http1()
+                .pipeline_flush(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             let result = match tls {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
@@ -186,41 +170,4 @@ pub async fn serve<F, R>(
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> hyper::HeaderMap {
-        let mut h = hyper::HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn only_a_trusted_proxy_is_believed_and_the_rightmost_untrusted_hop_is_the_client() {
-        let proxies = Proxies::new(&["10.0.0.0/8".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
-        let stranger: SocketAddr = "198.51.100.9:5000".parse().unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let xff = headers(&[("x-forwarded-for", "203.0.113.1, 192.0.2.7, 10.9.9.9")]);
-        // Anyone can write the header: from a stranger it is ignored.
-        assert_eq!(proxies.client(stranger, &xff), stranger);
-        // Through two proxies: the client is the first hop not one of ours (203.0.113.1 may
-        // have been written by 192.0.2.7 itself).
-        assert_eq!(proxies.client(proxy, &xff).ip(), ip("192.0.2.7"));
-        let fwd = headers(&[(
-            "forwarded",
-            r#"for=192.0.2.60;proto=https, for="[2001:db8::1]:4711""#,
-        )]);
-        assert_eq!(proxies.client(proxy, &fwd).ip(), ip("2001:db8::1"));
-        // Unreadable, or no header: the proxy itself.
-        let hidden = headers(&[("forwarded", "for=_hidden")]);
-        assert_eq!(proxies.client(proxy, &hidden), proxy);
-        assert_eq!(proxies.client(proxy, &headers(&[])), proxy);
-        assert!(Proxies::new(&["not a cidr".to_owned()]).is_err());
-    }
 }

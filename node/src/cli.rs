@@ -116,10 +116,20 @@ pub struct Args {
     pub tls_ca: Vec<std::path::PathBuf>,
 
     /// A reverse proxy in front of this node, as an address or CIDR (repeatable): for
-    /// requests from it, and only those, the client's address is taken from Forwarded /
-    /// X-Forwarded-For, for every per-address limit and loopback-only path.
+    /// requests from it, and only those, the client's address is taken from the header the
+    /// proxy sets (--proxy-header), for every per-address limit and cap.
     #[arg(long = "trust-proxy", value_name = "CIDR")]
     pub trust_proxies: Vec<String>,
+
+    /// Which header the --trust-proxy proxies name the client in: x-forwarded-for (the
+    /// default: what Caddy and nginx set) or forwarded (RFC 7239). Only that one is read.
+    #[arg(long = "proxy-header", value_name = "HEADER")]
+    pub proxy_header: Option<crate::door::ProxyHeader>,
+
+    /// Another name this node is served as (repeatable), besides the host it is advertised
+    /// at: a request for any other name is refused (421), against DNS rebinding.
+    #[arg(long = "host-name", value_name = "NAME")]
+    pub host_names: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]

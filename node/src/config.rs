@@ -17,6 +17,8 @@
 //! tls_key = "/etc/hearsay/key.pem"
 //! tls_ca = ["/etc/hearsay/private-ca.pem"]  # roots trusted for wss:// dials, beside the web's
 //! trust_proxy = ["127.0.0.1"]  # reverse proxies whose X-Forwarded-For names the client
+//! proxy_header = "x-forwarded-for"  # or "forwarded": the one header those proxies set
+//! host_names = ["hearsay.example.org"]  # names served besides the advertised host
 //!
 //! [limits]                     # burst, then per second (see the README)
 //! page_messages = { burst = 100, per_second = 5 }
@@ -59,6 +61,8 @@ pub struct File {
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<Vec<PathBuf>>,
     pub trust_proxy: Option<Vec<String>>,
+    pub proxy_header: Option<crate::door::ProxyHeader>,
+    pub host_names: Option<Vec<String>>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -119,6 +123,8 @@ pub struct Effective {
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Vec<PathBuf>,
     pub trust_proxy: Vec<String>,
+    pub proxy_header: crate::door::ProxyHeader,
+    pub host_names: Vec<String>,
     pub limits: Limits,
     pub connections: Connections,
 }
@@ -240,6 +246,12 @@ pub fn effective(args: &Args, file: File) -> Result<Effective, ConfigError> {
             file.trust_proxy.unwrap_or_default()
         } else {
             args.trust_proxies.clone()
+        },
+        proxy_header: args.proxy_header.or(file.proxy_header).unwrap_or_default(),
+        host_names: if args.host_names.is_empty() {
+            file.host_names.unwrap_or_default()
+        } else {
+            args.host_names.clone()
         },
         limits: file.limits,
         connections: file.connections,

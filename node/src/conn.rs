@@ -65,7 +65,7 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
             {
                 tracing::info!(%address, "dial succeeded again");
             }
-            run(shared, Some(conn), None, ws).await;
+            run(shared, Some(conn), None, false, ws).await;
             return;
         }
         Ok(Err(reason)) => reason,
@@ -211,6 +211,7 @@ pub async fn run<S, M, E>(
     shared: Arc<Shared>,
     dialed: Option<ConnId>,
     from: Option<std::net::IpAddr>,
+    foreign: bool,
     socket: S,
 ) where
     S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin + Send,
@@ -227,7 +228,7 @@ pub async fn run<S, M, E>(
             shared.opened(conn, handle);
             conn
         }
-        None => shared.accept(handle, from),
+        None => shared.accept(handle, from, foreign),
     };
     let mut pressure = shared.pressure.subscribe();
     // What this peer may send; beyond it, its socket is read later (see `limit`).

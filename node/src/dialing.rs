@@ -11,8 +11,9 @@
 //!   a node advertised on loopback dials loopback;
 //! - `--allow-private-dials` lifts the private and loopback rules (never the link-local one).
 //!
-//! What the operator asked for is trusted and dialed as given: `--peer`, and `/add` from a
-//! loopback caller (a seed user's `/add?address=ws://localhost:3001` keeps working).
+//! What the operator asked for is trusted and dialed as given (`--peer`, and `/add` from this
+//! machine: a seed user's `/add?address=ws://localhost:3001` keeps working), but never a
+//! link-local address, whoever names it ([`never_dialed`]).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -196,6 +197,23 @@ impl DialRules {
 
 /// Resolves `address`'s host (a `ws://` or `wss://` URL) and picks what may be dialed under
 /// `rules`; every address when `address` is trusted.
+/// Why `address` is never dialed, if its host is an IP literal no one may dial (link-local,
+/// unspecified, multicast): checked when the operator names it, so they hear at once.
+pub fn never_dialed(address: &str) -> Option<String> {
+    let url = url::Url::parse(address).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    (Scope::of(ip) == Scope::Never).then(|| {
+        format!(
+            "{address} is never dialed: {ip} is {} (where cloud metadata services live)",
+            Scope::Never.name()
+        )
+    })
+}
+
 pub async fn resolve(rules: &DialRules, address: &str) -> Result<Vec<SocketAddr>, String> {
     let url = url::Url::parse(address).map_err(|e| format!("bad address {address:?}: {e}"))?;
     let host = url
@@ -212,7 +230,23 @@ pub async fn resolve(rules: &DialRules, address: &str) -> Result<Vec<SocketAddr>
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .collect();
     if rules.is_trusted(address) {
-        return Ok(resolved);
+        let allowed: Vec<SocketAddr> = resolved
+            .iter()
+            .copied()
+            .filter(|a| Scope::of(a.ip()) != Scope::Never)
+            .collect();
+        if allowed.is_empty()
+            && let Some(first) = resolved.first()
+        {
+            let why = format!(
+                "refused to dial {}: it is {}",
+                first.ip(),
+                Scope::Never.name()
+            );
+            rules.note_refused(address, &why);
+            return Err(why);
+        }
+        return Ok(allowed);
     }
     let first = rules.first_allowed(&resolved).inspect_err(|why| {
         rules.note_refused(address, why);

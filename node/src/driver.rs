@@ -49,6 +49,10 @@ pub struct Guards {
     pub origins: crate::origin::Origins,
     /// How `wss://` dials check the node they reach.
     pub tls: Arc<rustls::ClientConfig>,
+    /// What `/add` has pinned.
+    pub pins: crate::pins::Pins,
+    /// The names the node answers to (for `/api/status`).
+    pub hosts: Arc<crate::door::Hosts>,
 }
 
 /// Everything the HTTP handlers, connection tasks and timer share.
@@ -84,6 +88,9 @@ pub struct Shared {
     pub dial_failures: Mutex<HashMap<String, String>>,
     /// The settings the node was started with, as `/api/status` shows them.
     pub settings: std::sync::OnceLock<serde_json::Value>,
+    /// What `/add` has pinned (see `pins`).
+    pub pins: crate::pins::Pins,
+    pub hosts: Arc<crate::door::Hosts>,
     /// The retention window (the engine's), for how long evicted ids are remembered.
     pub retention: Option<u64>,
     /// Messages refused as from the future when the log last said so, and when that was.
@@ -106,6 +113,8 @@ impl Shared {
             dial_rules,
             origins,
             tls,
+            pins,
+            hosts,
         } = guards;
         let (dials, dial_rx) = mpsc::unbounded_channel();
         let retention = engine.config().history.retention;
@@ -132,6 +141,8 @@ impl Shared {
             dial_rules,
             origins,
             tls,
+            pins,
+            hosts,
             dial_failures: Mutex::new(HashMap::new()),
             settings: std::sync::OnceLock::new(),
         });
@@ -200,12 +211,21 @@ impl Shared {
 
     /// A peer connected to us: the engine names the connection and its queue is registered
     /// under the same lock, so no output for it can be missed.
-    pub fn accept(self: &Arc<Self>, handle: ConnHandle, from: Option<std::net::IpAddr>) -> ConnId {
+    /// A WebSocket was accepted from `from` (`None`: exempt from the per-address caps);
+    /// `foreign` if a browser opened it for another site (see `door`).
+    pub fn accept(
+        self: &Arc<Self>,
+        handle: ConnHandle,
+        from: Option<std::net::IpAddr>,
+        foreign: bool,
+    ) -> ConnId {
         let now = self.clock.now();
         let mut state = self.lock();
-        let conn = state
-            .engine
-            .accepted_from(from.map(|ip| ip.to_string()), now);
+        let from = from.map(|ip| ip.to_string());
+        let conn = match (from, foreign) {
+            (Some(from), true) => state.engine.accepted_foreign(from, now),
+            (from, _) => state.engine.accepted_from(from, now),
+        };
         state.conns.insert(conn, handle);
         self.execute(&mut state, now, None);
         conn
@@ -339,6 +359,29 @@ impl Shared {
 
     /// Runs the engine's timer until shutdown: sleeps until the engine's next deadline, or
     /// until a call brings it forward.
+    /// Lifts the pins `/add` made that were never reached (see `pins`), until shutdown.
+    pub async fn run_unpinning(self: Arc<Self>) {
+        let every = self.pins.every();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let now = self.clock.now();
+            let links = self.read(|s| s.engine.links());
+            let reached = |address: &str| links.iter().any(|l| l.address == address && l.reached);
+            let due = self.pins.due(now, reached);
+            if !due.is_empty() {
+                tracing::info!(?due, "unpinned: never reached since /add");
+                self.drive(|engine, _| {
+                    for address in &due {
+                        engine.unpin(address);
+                    }
+                });
+            }
+        }
+    }
+
     pub async fn run_timer(self: Arc<Self>) {
         loop {
             let deadline = self.read(|s| s.engine.poll_timeout());

@@ -6,6 +6,7 @@
 //! what was wrong.
 
 use crate::conn;
+use crate::door::Client;
 use crate::driver::Shared;
 use crate::page;
 use crate::store::{FEED_BACKLOG, PageError, StoreError};
@@ -23,6 +24,9 @@ use warp::{Filter, Rejection, Reply};
 pub const DEFAULT_PAGE: usize = 100;
 /// The largest `limit` accepted.
 pub const MAX_PAGE: usize = 1000;
+/// Most bytes of messages one `GET /api/messages` answers with (beyond, the page is cut and
+/// says `more`): a thousand texts at the size limit would be 64 MB.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
 /// Largest request body accepted by `POST /api/messages`.
 const MAX_BODY: u64 = 256 * 1024;
 
@@ -121,7 +125,7 @@ pub fn routes(
         .and(warp::path::end())
         .and(same_site_write(Arc::clone(&shared)))
         .and(query())
-        .and(crate::accept::client_addr())
+        .and(crate::accept::client())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(add);
     let commit = warp::get()
@@ -129,7 +133,7 @@ pub fn routes(
         .and(warp::path::end())
         .and(same_site_write(Arc::clone(&shared)))
         .and(query())
-        .and(crate::accept::client_addr())
+        .and(crate::accept::client())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(commit);
     let api = warp::path("api").and(api(Arc::clone(&shared)));
@@ -276,17 +280,23 @@ fn websocket(
     shared: Arc<Shared>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::ws()
-        .and(crate::accept::client_addr())
+        .and(crate::accept::client())
         .and(with_shared(shared))
         .and_then(
-            |ws: warp::ws::Ws, client: Option<std::net::SocketAddr>, shared: Arc<Shared>| async move {
-                let place = shared.caps.open(client.map(|c| c.ip())).map_err(|message| {
-                    warp::reject::custom(ApiError {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        message,
-                        retry_after: Some(10),
-                    })
-                })?;
+            |ws: warp::ws::Ws, client: Option<Client>, shared: Arc<Shared>| async move {
+                // A browser acting for another site is counted as a stranger, wherever it is.
+                let foreign = client.is_some_and(|c| c.foreign);
+                let place =
+                    shared
+                        .caps
+                        .open(client.map(|c| c.limited_as()))
+                        .map_err(|message| {
+                            warp::reject::custom(ApiError {
+                                status: StatusCode::SERVICE_UNAVAILABLE,
+                                message,
+                                retry_after: Some(10),
+                            })
+                        })?;
                 let upgrade = ws
                     .max_message_size(hearsay_proto::wire::MAX_FRAME_BYTES)
                     .max_frame_size(hearsay_proto::wire::MAX_FRAME_BYTES)
@@ -296,7 +306,7 @@ fn websocket(
                         // place is given back when it has.
                         tracker.track_future(async move {
                             let from = place.address();
-                            conn::run(shared, None, from, socket).await;
+                            conn::run(shared, None, from, foreign, socket).await;
                             drop(place);
                         })
                     });
@@ -313,8 +323,10 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
         .map(|shared: Arc<Shared>| {
             let (peers, links) = shared.read(|s| (s.engine.peers(), s.engine.links()));
             let peers: Vec<PeerJson> = peers.into_iter().map(PeerJson::from).collect();
-            // Every address this node dials, and why the last attempt failed if it did.
-            warp::reply::json(&json!({ "peers": peers, "links": links }))
+            // Every address this node dials, and why the last attempt failed if it did; and
+            // what /add pinned that was never reached and was let go.
+            let unpinned = shared.pins.unpinned();
+            warp::reply::json(&json!({ "peers": peers, "links": links, "unpinned": unpinned }))
         });
     let list = read()
         .and(warp::path("messages"))
@@ -328,7 +340,7 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
         .and(same_site_write(Arc::clone(&shared)))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .and(crate::accept::client_addr())
+        .and(crate::accept::client())
         .and(with_shared(Arc::clone(&shared)))
         .and_then(post_message);
     let topology = read()
@@ -502,6 +514,10 @@ fn status(shared: &Shared) -> serde_json::Value {
             "strategy": s.engine.config().broadcast.strategy.to_string(),
             "links": s.engine.links(),
             "dialing": shared.dial_rules.status(),
+            "door": {
+                "host_names": shared.hosts.names(),
+                "pinned_by_add": shared.pins.len(),
+            },
             "cross_site_refused": shared.origins.refused(),
             "messages": shared.store.len().unwrap_or(0),
             "stats": s.engine.stats(),
@@ -515,42 +531,59 @@ fn status(shared: &Shared) -> serde_json::Value {
 
 async fn add(
     q: Query,
-    client: Option<std::net::SocketAddr>,
+    client: Option<Client>,
     shared: Arc<Shared>,
 ) -> Result<impl Reply, Rejection> {
+    let forbidden = |message: String| {
+        warp::reject::custom(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message,
+            retry_after: None,
+        })
+    };
     let address = q
         .get("address")
         .filter(|a| !a.trim().is_empty())
         .ok_or_else(|| bad_request("missing `address`: try /add?address=ws://127.0.0.1:3001"))?;
-    if canonical_address(address).is_none() {
+    let Some(canonical) = canonical_address(address) else {
         return Err(bad_request(format!(
             "address must be a ws:// or wss:// URL, got {address:?}"
         )));
+    };
+    if let Some(why) = crate::dialing::never_dialed(&canonical) {
+        return Err(forbidden(why));
     }
-    // The operator at this machine is trusted to name any address; anyone else is held to
-    // the dialing rules (checked again at every dial, as names can resolve differently).
-    if client.is_some_and(|c| c.ip().to_canonical().is_loopback()) {
-        shared.dial_rules.trust(address);
+    // The operator at this machine is trusted to name any address (but link-local ones);
+    // anyone else is held to the dialing rules (checked again at every dial, as names can
+    // resolve differently).
+    let client = client.unwrap_or(Client {
+        ip: None,
+        forwarded: false,
+        foreign: false,
+    });
+    if client.is_local() {
+        shared.dial_rules.trust(&canonical);
     } else {
-        crate::dialing::resolve(&shared.dial_rules, address)
+        crate::dialing::resolve(&shared.dial_rules, &canonical)
             .await
-            .map_err(|message| {
-                warp::reject::custom(ApiError {
-                    status: StatusCode::FORBIDDEN,
-                    message,
-                    retry_after: None,
-                })
-            })?;
+            .map_err(forbidden)?;
     }
-    shared
-        .drive(|e, now| e.add_peer(address, now))
-        .map_err(|e| bad_request(e.to_string()))?;
+    let now = shared.clock.now();
+    if shared
+        .pins
+        .admit(client.limited_as(), &canonical, now)
+        .map_err(forbidden)?
+        && let Err(e) = shared.drive(|e, now| e.add_peer(&canonical, now))
+    {
+        shared.pins.forget(&canonical);
+        return Err(bad_request(e.to_string()));
+    }
     Ok(warp::redirect::see_other(warp::http::Uri::from_static("/")))
 }
 
 async fn commit(
     q: Query,
-    client: Option<std::net::SocketAddr>,
+    client: Option<Client>,
     shared: Arc<Shared>,
 ) -> Result<impl Reply, Rejection> {
     let msg = q
@@ -647,7 +680,23 @@ async fn list_messages(q: Query, shared: Arc<Shared>) -> Result<impl Reply, Reje
         shared.store.page(after.as_ref(), limit)
     }
     .map_err(page_error)?;
-    Ok(warp::reply::json(&json!({ "messages": messages })))
+    // Cut by bytes too: a page of texts at the size limit would otherwise be tens of MB,
+    // built in memory for one small request. `more` says the page was cut short.
+    let mut bytes = 0;
+    let fits = messages
+        .iter()
+        .take_while(|m| {
+            bytes += serde_json::to_string(m).map_or(m.data.len(), |j| j.len());
+            bytes <= MAX_PAGE_BYTES
+        })
+        .count()
+        .max(1)
+        .min(messages.len());
+    let more = fits < messages.len();
+    let messages = &messages[..fits];
+    Ok(warp::reply::json(
+        &json!({ "messages": messages, "more": more }),
+    ))
 }
 
 /// A cursor this node never held is 404; one it held and evicted as it aged out of the
@@ -667,11 +716,11 @@ fn page_error(e: PageError) -> Rejection {
 
 /// Charges a publish to the client's address: 429, saying when to try again, if it is over
 /// its limit.
-fn charge(shared: &Shared, client: Option<std::net::SocketAddr>) -> Result<(), Rejection> {
+fn charge(shared: &Shared, client: Option<Client>) -> Result<(), Rejection> {
     let now = shared.clock.now();
     shared
         .http_limit
-        .take(client.map(|c| c.ip()), now)
+        .take(client.map(|c| c.limited_as()), now)
         .map_err(|wait_ms| {
             let rate = shared.http_limit.rate();
             let secs = wait_ms.div_ceil(1_000).max(1);
@@ -688,7 +737,7 @@ fn charge(shared: &Shared, client: Option<std::net::SocketAddr>) -> Result<(), R
 
 async fn post_message(
     body: bytes::Bytes,
-    client: Option<std::net::SocketAddr>,
+    client: Option<Client>,
     shared: Arc<Shared>,
 ) -> Result<impl Reply, Rejection> {
     /// `{"data"}` for the node to sign, or a message an app signed with its own key.

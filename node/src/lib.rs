@@ -8,7 +8,11 @@
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
 //!   stops every task on shutdown.
 //! - [`accept`]: the accept loop for each listener (HTTP/1.1 with WebSocket upgrades, over
-//!   TLS when the node has a certificate), recording each client's address for the routes.
+//!   TLS when the node has a certificate): timeouts, caps on HTTP connections, and each
+//!   request told who sent it.
+//! - [`door`]: who a request is from (the client behind a trusted proxy, in the one header
+//!   that proxy sets), which names the node is served as (against DNS rebinding), and
+//!   whether a browser acts for another site.
 //! - [`tls`]: rustls settings: the roots `wss://` dials are checked against (`--tls-ca`), and
 //!   the certificate the node serves with (`--tls-cert`, `--tls-key`).
 //! - [`http`]: routes — the seed's `/add` and `/commit`, the status page, `/api/*` (with
@@ -25,6 +29,8 @@
 //!   and the security headers (CSP) on everything served.
 //! - [`dialing`]: where the node may dial (no link-local addresses ever; private and
 //!   loopback ones only from a node that lives there), checked after DNS resolution.
+//! - [`pins`]: what `/add` may pin: a share per client and in all, and addresses never
+//!   reached let go.
 //! - [`limit`]: the rate limits the node applies itself (HTTP publishers per address; the
 //!   engine limits pages and seeds).
 //! - [`store`]: the message history behind the [`store::Store`] interface, with a feed of
@@ -33,7 +39,7 @@
 //! - [`keyfile`]: the node's ed25519 key in its data folder (its id derives from it; every
 //!   message it publishes is signed with it), and `hearsay key show|export|import`.
 //!
-//! Data flow: socket → `conn` → `Shared::drive(engine.frame)` → outputs → other peers' queues
+//! Data flow: socket → `accept` (the door) → `conn` → `Shared::drive(engine.inbound)` → outputs → other peers' queues
 //! and the store; HTTP handlers publish and read through the same `Shared`.
 
 #![forbid(unsafe_code)]
@@ -45,6 +51,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod dialing;
+pub mod door;
 pub mod driver;
 pub mod http;
 pub mod keyfile;
@@ -52,6 +59,7 @@ pub mod limit;
 pub mod metrics;
 pub mod origin;
 pub mod page;
+pub mod pins;
 pub mod server;
 pub mod simulate;
 pub mod store;

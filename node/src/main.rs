@@ -71,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
         tls_key: settings.tls_key,
         tls_ca: settings.tls_ca,
         trust_proxies: settings.trust_proxy,
+        proxy_header: settings.proxy_header,
+        host_names: settings.host_names,
         origins,
         peers: settings.peers,
         advertise_host: settings.advertise,

@@ -9,8 +9,9 @@
 //! app), or, from browsers too old to send it, `Origin` names another host than the one
 //! asked. `--allow-origin URL` opens the API to named web apps, with CORS answers to their
 //! preflights. Typing `/commit?msg=…` in the address bar sends `Sec-Fetch-Site: none` and is
-//! allowed. (A name that an attacker points at 127.0.0.1 looks same-origin to the browser;
-//! checking `Host` against the node's names would close that and is left for later.)
+//! allowed. (A name that an attacker points at 127.0.0.1 looks same-origin to the browser:
+//! `Host` is checked against the node's names at the door, `crate::door`, before any of
+//! this.)
 //!
 //! Every response carries a Content-Security-Policy that lets the page run and nothing else:
 //! scripts and WebAssembly from this node (plus trunk's one inline loader, by hash), its own
@@ -95,7 +96,7 @@ fn normalize(origin: &str) -> Option<String> {
 }
 
 /// Whether `origin` names the host and port of `host` (a `Host` header).
-fn same_host(origin: &str, host: &str) -> bool {
+pub(crate) fn same_host(origin: &str, host: &str) -> bool {
     let Ok(url) = url::Url::parse(origin) else {
         return false; // "null" and the like
     };

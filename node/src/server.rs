@@ -44,9 +44,15 @@ pub struct NodeConfig {
     pub tls_key: Option<PathBuf>,
     /// Roots trusted for `wss://` dials besides the web PKI's (`--tls-ca`).
     pub tls_ca: Vec<PathBuf>,
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client
-    /// (`--trust-proxy`; see `accept`).
+    /// Reverse proxies whose `X-Forwarded-For` (or `Forwarded`, with `proxy_header`) names
+    /// the client (`--trust-proxy`, `--proxy-header`; see `door`).
     pub trust_proxies: Vec<String>,
+    pub proxy_header: crate::door::ProxyHeader,
+    /// Names this node answers to besides its advertised host (`--host-name`; see `door`).
+    pub host_names: Vec<String>,
+    /// How long an address `/add` pinned may go unreached before it is unpinned (zero: the
+    /// default, `pins::UNPIN_AFTER`).
+    pub unpin_after: std::time::Duration,
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
     pub shown: serde_json::Value,
@@ -69,6 +75,8 @@ pub enum StartError {
     BadProxy(String),
     #[error("--advertise {0:?} is not a host or a ws:// or wss:// URL")]
     BadAdvertise(String),
+    #[error("--peer {0}")]
+    BadPeer(String),
 }
 
 /// A node that is running. Dropping it does not stop it: call [`RunningNode::stop`].
@@ -163,8 +171,15 @@ pub fn start(
         _ => return Err(StartError::HalfTls),
     };
     let dialing_tls = crate::tls::client_config(&config.tls_ca)?;
-    let proxies =
-        Arc::new(crate::accept::Proxies::new(&config.trust_proxies).map_err(StartError::BadProxy)?);
+    let proxies = crate::door::Proxies::new(&config.trust_proxies, config.proxy_header)
+        .map_err(StartError::BadProxy)?;
+    if let Some(why) = config
+        .peers
+        .iter()
+        .find_map(|p| crate::dialing::never_dialed(p))
+    {
+        return Err(StartError::BadPeer(why));
+    }
     let mut engine_config = config.engine.clone();
     // Canonical address first; the seed-compatible port is an alias, so that a node reached
     // by a seed at one is never named to that seed by the other. With a certificate the main
@@ -217,6 +232,31 @@ pub fn start(
         nonzero_or(config.max_connections_per_address, 64),
         config.limit_loopback,
     );
+    // The names the node answers to: the host it is advertised at (when that is a name) and
+    // every --host-name (see `door`).
+    let hosts = Arc::new(crate::door::Hosts::new(
+        std::iter::once(host.clone())
+            .filter(|_| !unlisted)
+            .chain(config.host_names.iter().cloned()),
+        config.origins.clone(),
+    ));
+    let door = crate::accept::Door {
+        proxies: Arc::new(proxies),
+        hosts: Arc::clone(&hosts),
+        caps: crate::accept::Door::caps(),
+    };
+    let unpin_after = if config.unpin_after.is_zero() {
+        crate::pins::UNPIN_AFTER
+    } else {
+        config.unpin_after
+    };
+    let pins = crate::pins::Pins::new(
+        config
+            .peers
+            .iter()
+            .filter_map(|p| hearsay_proto::canonical_address(p)),
+        unpin_after,
+    );
     let dial_rules = crate::dialing::DialRules::new(&host, config.allow_private_dials);
     for peer in &config.peers {
         dial_rules.trust(peer);
@@ -227,6 +267,8 @@ pub fn start(
         dial_rules,
         origins: config.origins.clone(),
         tls: dialing_tls,
+        pins,
+        hosts,
     };
     let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), guards);
     let _ = shared.settings.set(config.shown.clone());
@@ -242,7 +284,7 @@ pub fn start(
         listener,
         http::routes(Arc::clone(&shared)),
         serving_tls,
-        Arc::clone(&proxies),
+        door.clone(),
         shutdown.clone(),
     ));
     if let Some(v1) = v1_listener {
@@ -250,11 +292,12 @@ pub fn start(
             v1,
             http::v1_routes(Arc::clone(&shared)),
             None,
-            proxies,
+            door,
             shutdown.clone(),
         ));
     }
     tracker.spawn(Arc::clone(&shared).run_timer());
+    tracker.spawn(Arc::clone(&shared).run_unpinning());
     tracker.spawn(crate::conn::dialer(Arc::clone(&shared), dials));
     tracing::info!(%id, fingerprint = %public.fingerprint(), %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
 

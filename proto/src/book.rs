@@ -42,6 +42,8 @@ pub struct LinkInfo {
     pub failures: u32,
     /// Why the last attempt failed or the last link ended, if it did.
     pub last_error: Option<String>,
+    /// A link there has opened at some point (a handshake, or a seed's answer).
+    pub reached: bool,
 }
 
 /// Why an address given to [`AddressBook::pin`] was refused.
@@ -78,6 +80,8 @@ struct Entry {
     conn: Option<ConnId>,
     /// The handshake on `conn` completed.
     open: bool,
+    /// A handshake (or a seed's answer) has completed there at some point.
+    reached: bool,
     last_error: Option<String>,
 }
 
@@ -124,6 +128,19 @@ impl AddressBook {
         e.next_attempt = now;
         e.failures = 0;
         Ok(canonical)
+    }
+
+    /// The operator's pin on `address` is lifted: it is no longer redialed, and forgotten
+    /// unless a link there is open. False if it was not pinned.
+    pub fn unpin(&mut self, address: &str) -> bool {
+        let Some(e) = self.entries.get_mut(address).filter(|e| e.pinned) else {
+            return false;
+        };
+        e.pinned = false;
+        if e.conn.is_none() && !e.is_self {
+            self.entries.remove(address);
+        }
+        true
     }
 
     pub fn is_pinned(&self, address: &str) -> bool {
@@ -253,6 +270,7 @@ impl AddressBook {
             if is_dialed {
                 e.conn = Some(conn);
                 e.open = true;
+                e.reached = true;
             }
         }
     }
@@ -261,6 +279,7 @@ impl AddressBook {
     pub fn seed_answered(&mut self, address: &str, now: Millis) {
         if let Some(e) = self.entries.get_mut(address) {
             e.v1 = true;
+            e.reached = true;
             e.failures = 0;
             e.conn = None;
             e.open = false;
@@ -336,6 +355,7 @@ impl AddressBook {
                     state,
                     failures: e.failures,
                     last_error: e.last_error.clone(),
+                    reached: e.reached,
                 }
             })
             .collect()

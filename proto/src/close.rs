@@ -61,6 +61,8 @@ pub enum CloseReason {
     Refused {
         seconds: u64,
     },
+    /// A browser acting for another site spoke the seed protocol, which no page needs.
+    SeedFromWebPage,
 }
 
 impl fmt::Display for CloseReason {
@@ -101,6 +103,9 @@ impl fmt::Display for CloseReason {
             Self::TooManyClients => f.write_str("too many browser peers at this node"),
             Self::BrowserCannotAccept => f.write_str("a browser peer does not accept links"),
             Self::SendQueueFull => f.write_str("send queue full: peer too slow"),
+            Self::SeedFromWebPage => f.write_str(
+                "a web page may not speak the seed (v1) protocol: this socket was opened for another site",
+            ),
             Self::Refused { seconds } => write!(
                 f,
                 "refused for another {seconds} s: closed lately for bad frames, forged messages or relaying over quota"

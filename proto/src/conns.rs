@@ -103,6 +103,8 @@ pub struct Conn {
     pub from: Option<String>,
     /// What this end sent in its `HELLO` for the other to sign.
     pub nonce: crate::identity::Nonce,
+    /// A browser opened it for another site (the driver says so): it may not be a seed.
+    pub foreign: bool,
 }
 
 impl Conn {
@@ -117,6 +119,7 @@ impl Conn {
             bad_frames: 0,
             from: None,
             nonce: Default::default(),
+            foreign: false,
             queued: Vec::new(),
             intended: None,
             wanted: false,

@@ -245,6 +245,12 @@ impl Engine {
         canonical
     }
 
+    /// The operator's pin on `address` is lifted: it is dialed no more (a link there that is
+    /// open stays). False if it was not pinned.
+    pub fn unpin(&mut self, address: &str) -> bool {
+        self.links.unpin(address)
+    }
+
     /// A peer connected to us. Returns the handle to report its frames and close under.
     pub fn accepted(&mut self, now: Millis) -> ConnId {
         self.accepted_from(None, now)
@@ -254,7 +260,13 @@ impl Engine {
     /// per-address caps): once its kind is known, it is closed if that address holds as many
     /// of that kind as [`Config::per_address`] allows.
     pub fn accepted_from(&mut self, from: Option<String>, now: Millis) -> ConnId {
-        self.links.accepted(from, now)
+        self.links.accepted(from, false, now)
+    }
+
+    /// A socket a browser opened for another site: capped under `from` as a page from there
+    /// would be, and it may not speak the seed protocol.
+    pub fn accepted_foreign(&mut self, from: String, now: Millis) -> ConnId {
+        self.links.accepted(Some(from), true, now)
     }
 
     /// A dial we asked for succeeded: say hello.
@@ -401,7 +413,14 @@ impl Engine {
             let cx = map::Context {
                 held: self.held.len() as u64,
                 ready: self.tree.carries_records(),
-                own: &|| own_links(membership, broadcast, seeds),
+                own: &|| OwnLinks {
+                    clients: membership.clients() as u32,
+                    seeds: seeds.len() as u32,
+                    seeds_dialed: seeds.dialed_addresses(),
+                    ..OwnLinks::of(membership.active(), membership.client_ids(), |id| {
+                        broadcast.is_eager(id)
+                    })
+                },
                 eager: &|| broadcast.eager().copied().collect(),
             };
             self.map.handle_timeout(now, cx);
@@ -859,25 +878,6 @@ impl Engine {
     pub(crate) fn queue_full(&mut self, conn: ConnId, now: Millis) {
         self.links.close(conn, CloseReason::SendQueueFull, now);
         self.route(now);
-    }
-}
-
-/// What this peer says of itself in its map record: its links (a node's active view and some
-/// of its pages), which are the tree's, and its seeds.
-fn own_links(membership: &Membership, broadcast: &Broadcast, seeds: &SeedPeers) -> OwnLinks {
-    let mut links = membership.active();
-    links.extend(membership.client_ids().take(map::LISTED_CLIENTS).copied());
-    let eager = links
-        .iter()
-        .copied()
-        .filter(|id| broadcast.is_eager(id))
-        .collect();
-    OwnLinks {
-        links,
-        eager,
-        clients: membership.clients() as u32,
-        seeds: seeds.len() as u32,
-        seeds_dialed: seeds.dialed_addresses(),
     }
 }
 

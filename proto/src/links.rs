@@ -200,8 +200,14 @@ impl Links {
         Ok(canonical)
     }
 
-    /// A peer connected to us, from client address `from` if it is capped.
-    pub fn accepted(&mut self, from: Option<String>, now: Millis) -> ConnId {
+    /// The operator's pin on `address` is lifted (see [`AddressBook::unpin`]).
+    pub fn unpin(&mut self, address: &str) -> bool {
+        self.book.unpin(address)
+    }
+
+    /// A peer connected to us, from client address `from` if it is capped; `foreign` if a
+    /// browser opened it for another site (it may not be a seed).
+    pub fn accepted(&mut self, from: Option<String>, foreign: bool, now: Millis) -> ConnId {
         let mut c = Conn::new(
             Direction::Inbound,
             None,
@@ -209,6 +215,7 @@ impl Links {
             now,
         );
         c.from = from;
+        c.foreign = foreign;
         c.nonce = self.handshake.fresh_nonce();
         let conn = self.conns.insert(c);
         self.keepalive.handshake_started(conn, now);
@@ -672,6 +679,10 @@ impl Links {
     /// The peer on `conn` is a seed (its first frame is a seed's); false if it was closed
     /// instead, its address holding as many seeds as it may.
     fn start_seed(&mut self, conn: ConnId, now: Millis) -> bool {
+        if self.conns.get(conn).is_some_and(|c| c.foreign) {
+            self.close(conn, CloseReason::SeedFromWebPage, now);
+            return false;
+        }
         if self.over_address_cap(conn, None, now) {
             return false;
         }

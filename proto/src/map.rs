@@ -119,6 +119,24 @@ pub struct OwnLinks {
     pub seeds_dialed: Vec<String>,
 }
 
+impl OwnLinks {
+    /// A peer's links: its neighbours (`active`) and up to [`LISTED_CLIENTS`] of its
+    /// `pages`, and which of them are the tree's (`eager`). Counts and seeds are left to fill.
+    pub fn of<'a>(
+        mut links: Vec<NodeId>,
+        pages: impl Iterator<Item = &'a NodeId>,
+        eager: impl Fn(&NodeId) -> bool,
+    ) -> OwnLinks {
+        links.extend(pages.take(LISTED_CLIENTS).copied());
+        let eager = links.iter().copied().filter(|id| eager(id)).collect();
+        OwnLinks {
+            links,
+            eager,
+            ..OwnLinks::default()
+        }
+    }
+}
+
 /// The newest unexpired record of every peer heard of.
 #[derive(Debug, Default, Clone)]
 pub struct TopologyView {

@@ -216,6 +216,9 @@ fn browser_key() -> Keypair {
 #[derive(serde::Deserialize)]
 struct Page {
     messages: Vec<Message>,
+    /// The node cut the page short by bytes: there is more, though fewer came than asked.
+    #[serde(default)]
+    more: bool,
 }
 
 /// The home's newest messages, newest first: on a node with a long history the page starts
@@ -228,7 +231,7 @@ async fn fetch_history() -> Result<Vec<Message>, String> {
             None => "/api/messages?limit=1000&order=newest".to_owned(),
         };
         let page: Page = get_json(&url).await?;
-        let done = page.messages.len() < 1000;
+        let done = page.messages.len() < 1000 && !page.more;
         all.extend(page.messages);
         if done {
             break;
@@ -242,7 +245,7 @@ async fn fetch_history() -> Result<Vec<Message>, String> {
 /// not held: the engine keeps only the newest.
 pub async fn older(before: MsgId) -> Result<(Vec<Message>, bool), String> {
     let page: Page = get_json(&format!("/api/messages?limit={OLDER_PAGE}&before={before}")).await?;
-    let done = page.messages.len() < OLDER_PAGE;
+    let done = page.messages.len() < OLDER_PAGE && !page.more;
     Ok((page.messages, done))
 }
 
