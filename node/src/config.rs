@@ -29,6 +29,7 @@
 //! dials = { burst = 32, per_second = 4 }
 //! origin_messages = { burst = 10000, per_second = 100 }
 //! over_quota = { burst = 100, per_second = 1 }
+//! peer_pulls = { burst = 16777216, per_second = 8388608 }  # bytes a peer may pull
 //!
 //! [connections]
 //! max = 4096

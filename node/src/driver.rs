@@ -342,16 +342,16 @@ impl Shared {
             let store = Arc::clone(&shared.store);
             let found = tokio::task::spawn_blocking(move || store.get_many(&ids)).await;
             match found {
-                Ok(Ok(messages)) => shared.drive(|engine, _| engine.provide(conn, messages)),
+                Ok(Ok(messages)) => shared.drive(|engine, now| engine.provide(conn, messages, now)),
                 // Answer with nothing rather than not at all: the peer waits for the end of
                 // an answer before it asks again.
                 Ok(Err(e)) => {
                     tracing::warn!(%conn, error = %e, "cannot load messages a peer asked for");
-                    shared.drive(|engine, _| engine.provide(conn, Vec::new()));
+                    shared.drive(|engine, now| engine.provide(conn, Vec::new(), now));
                 }
                 Err(e) => {
                     tracing::warn!(%conn, error = %e, "message load task failed");
-                    shared.drive(|engine, _| engine.provide(conn, Vec::new()));
+                    shared.drive(|engine, now| engine.provide(conn, Vec::new(), now));
                 }
             }
         });

@@ -317,6 +317,7 @@ async fn half_sent_requests_are_closed_and_keep_no_one_waiting() {
         assert_eq!(r.status(), 200);
         best = best.min(start.elapsed());
     }
+    eprintln!("a request from another address, during the flood: {best:?}");
     assert!(best < Duration::from_millis(100), "answered in {best:?}");
     // Every half-sent request is closed within 15 s of being sent.
     let within = Duration::from_secs(15);
@@ -331,6 +332,10 @@ async fn half_sent_requests_are_closed_and_keep_no_one_waiting() {
             ),
         }
     }
+    eprintln!(
+        "3,000 half-sent requests all closed {:?} after they were sent",
+        sent.elapsed()
+    );
     // The event stream, open all along, still carries what is published now.
     let id = post_message(&node, "after the flood").await;
     let arrived = tokio::time::timeout(DEADLINE, async {

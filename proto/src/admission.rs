@@ -29,7 +29,7 @@ use crate::limits::{Limits, TokenBucket};
 use crate::message::Message;
 use crate::part::Part;
 use crate::timers::Timers;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
 const ORIGINS_TRACKED: usize = 20_000;
@@ -130,13 +130,25 @@ pub enum Verdict {
     Close(CloseReason),
 }
 
-/// What one connection may still send.
+/// How long a message given to a peer (`MESSAGES`) is not given to it again, however often
+/// it asks: an honest peer asks once, and a copy lost on the way is found again by a later
+/// reconciliation.
+const PROVIDED_FOR: Millis = 60_000;
+/// Messages remembered as given to one peer (beyond, the first given are forgotten): a bound
+/// on what one peer makes this node remember.
+const PROVIDED_TRACKED: usize = 4_096;
+
+/// What one connection may still send, and what it has pulled.
 #[derive(Debug, Default)]
 struct Buckets {
     /// Messages, for peers whose messages are charged to them (pages, seeds).
     messages: Option<TokenBucket>,
     /// For a node peer: how many more messages over their origins' quotas it may push.
     over_quota: Option<TokenBucket>,
+    /// Bytes it may still pull (see `Limits::peer_pulls`).
+    pulls: Option<TokenBucket>,
+    /// Messages given to it lately (see [`PROVIDED_FOR`]).
+    provided: Option<Recent<MsgId>>,
 }
 
 pub struct Admission {
@@ -237,6 +249,56 @@ impl Admission {
                 per_second: rate.per_second as u64,
                 retry_after_ms: wait,
             })
+    }
+
+    /// Which of the messages the peer on `conn` asks for (`WANT`) to fetch for it: each once,
+    /// and none given to it in the last [`PROVIDED_FOR`].
+    pub fn wanted(&mut self, conn: ConnId, mut ids: Vec<MsgId>, now: Millis) -> Vec<MsgId> {
+        let provided = self.provided(conn, now);
+        let mut seen = HashSet::new();
+        ids.retain(|id| !provided.contains(id) && seen.insert(*id));
+        ids
+    }
+
+    /// Of the messages fetched for the peer on `conn`, those not given to it lately. They
+    /// are counted as given only as they go ([`Admission::given`]), not when asked: an
+    /// honest peer asks again for what it was not given (a message still being stored here
+    /// is not found), and many `WANT`s may each be fetched before the first answer goes.
+    pub fn to_give(
+        &mut self,
+        conn: ConnId,
+        mut messages: Vec<Message>,
+        now: Millis,
+    ) -> Vec<Message> {
+        let provided = self.provided(conn, now);
+        messages.retain(|m| !provided.contains(&m.id));
+        messages
+    }
+
+    /// These messages went to the peer on `conn`: not again for [`PROVIDED_FOR`].
+    pub fn given(&mut self, conn: ConnId, ids: impl IntoIterator<Item = MsgId>, now: Millis) {
+        let provided = self.provided(conn, now);
+        for id in ids {
+            provided.insert(id, (), now);
+        }
+    }
+
+    fn provided(&mut self, conn: ConnId, now: Millis) -> &mut Recent<MsgId> {
+        let b = self.buckets.entry(conn).or_default();
+        let provided = b
+            .provided
+            .get_or_insert_with(|| Recent::new(PROVIDED_TRACKED, PROVIDED_FOR));
+        provided.expire(now);
+        provided
+    }
+
+    /// Whether the peer on `conn` may pull `bytes` more now (charged if so): an answer to
+    /// what it asked for (see `Limits::peer_pulls`).
+    pub fn pull(&mut self, conn: ConnId, bytes: usize, now: Millis) -> bool {
+        let rate = self.config.limits.peer_pulls;
+        let b = self.buckets.entry(conn).or_default();
+        let bucket = b.pulls.get_or_insert_with(|| TokenBucket::new(rate, now));
+        bucket.take(bytes as f64, now).is_ok()
     }
 
     /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,

@@ -117,7 +117,7 @@ impl crate::Engine {
                     Output::Evict { before, count } => driver.evict(before, count),
                     Output::Fetch { conn, ids } => {
                         if let Some(found) = driver.fetch(conn, ids) {
-                            self.provide(conn, found);
+                            self.provide(conn, found, now);
                             more = true;
                         }
                     }

@@ -48,7 +48,6 @@ use crate::wire::{Frame, Inbound};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::Arc;
 
 pub use crate::config::Config;
@@ -298,10 +297,7 @@ impl Engine {
     /// told of new messages until it drains (see `broadcast`): it is never dropped for it,
     /// and the other peers never wait for it.
     pub fn backed_up(&mut self, conn: ConnId, backed_up: bool, now: Millis) {
-        let conns = self.links.conns();
-        if let Some(node) = conns.get(conn).and_then(Conn::node_id)
-            && conns.to_node(node) == Some(conn)
-        {
+        if let Some(node) = self.links.node_on(conn) {
             self.broadcast.set_slow(node, backed_up);
         }
         if backed_up {
@@ -317,14 +313,31 @@ impl Engine {
         self.route(now);
     }
 
-    /// The messages the peer on `conn` asked for (after [`Output::Fetch`]), in pages.
-    pub fn provide(&mut self, conn: ConnId, messages: Vec<Message>) {
+    /// The messages the peer on `conn` asked for (after [`Output::Fetch`]), in pages, each
+    /// charged to its pull budget (`Limits::peer_pulls`): past it, the answer ends there.
+    pub fn provide(&mut self, conn: ConnId, messages: Vec<Message>, now: Millis) {
         if !self.links.conns().get(conn).is_some_and(Conn::is_hearsay) {
             return;
         }
+        let messages = self.admission.to_give(conn, messages, now);
         for page in sync::pages(messages) {
-            self.send(conn, Frame::from(page).encode().into());
+            let ids = page.message_ids();
+            if !self.reply(conn, page, now) {
+                return self.send(conn, Frame::from(sync::Message::end()).encode().into());
+            }
+            self.admission.given(conn, ids, now);
         }
+    }
+
+    /// Answers what the peer on `conn` asked for, if its pull budget allows.
+    fn reply(&mut self, conn: ConnId, message: sync::Message, now: Millis) -> bool {
+        let frame: Arc<str> = Frame::from(message).encode().into();
+        if !self.admission.pull(conn, frame.len(), now) {
+            self.stats.pulls_refused += 1;
+            return false;
+        }
+        self.send(conn, frame);
+        true
     }
 
     /// A text frame arrived on `conn`.
@@ -712,9 +725,12 @@ impl Engine {
                 any = true;
                 match out {
                     sync::Out::Send { to, message } => self.send_all(&to, Frame::from(message)),
-                    sync::Out::Fetch { conn, ids } => {
-                        self.outputs.push_back(Output::Fetch { conn, ids });
-                    }
+                    sync::Out::Reply { conn, message } => _ = self.reply(conn, message, now),
+                    // Each message once, and not again for a while, however often it is asked.
+                    sync::Out::Fetch { conn, ids } => match self.admission.wanted(conn, ids, now) {
+                        ids if ids.is_empty() => self.provide(conn, Vec::new(), now),
+                        ids => self.outputs.push_back(Output::Fetch { conn, ids }),
+                    },
                     sync::Out::Bad(conn, why) => self.links.bad_frame(conn, why, now),
                 }
                 self.route_links(now);
@@ -878,16 +894,5 @@ impl Engine {
     pub(crate) fn queue_full(&mut self, conn: ConnId, now: Millis) {
         self.links.close(conn, CloseReason::SendQueueFull, now);
         self.route(now);
-    }
-}
-
-impl fmt::Debug for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine")
-            .field("me", &self.me)
-            .field("conns", &self.links.conns().len())
-            .field("active", &self.membership.active().len())
-            .field("held", &self.held.len())
-            .finish()
     }
 }

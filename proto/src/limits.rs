@@ -50,6 +50,11 @@ pub struct Limits {
     /// bounds a flood under one name, not a relay that invents names (the per-peer limits
     /// do).
     pub origin_messages: Rate,
+    /// Bytes a peer may pull from this node (the `MESSAGES` pages its `WANT`s ask for, the
+    /// answers to its `SYNC`s); beyond, what it asks for is not answered until the budget
+    /// refills. A peer catching up on a long history pulls about 22 MB for 100,000 messages:
+    /// the burst lets that through at once, the rate lets a peer catch up at 8 MB/s after.
+    pub peer_pulls: Rate,
     /// How many messages over their origin's quota a node peer may push before it is closed
     /// and refused for a while (every node applies the same quota before relaying, so an
     /// honest relay only crosses it by a little, when clocks and paths differ).
@@ -67,6 +72,7 @@ impl Default for Limits {
             dials: Rate::new(4.0, 32.0),
             origin_messages: Rate::new(100.0, 10_000.0),
             over_quota: Rate::new(1.0, 100.0),
+            peer_pulls: Rate::new(8.0 * 1024.0 * 1024.0, 16.0 * 1024.0 * 1024.0),
         }
     }
 }

@@ -175,6 +175,12 @@ impl Links {
         self.conns.to_node(node)
     }
 
+    /// The node `conn` is the link to (not a second link to it, nor a seed's or a pending one).
+    pub fn node_on(&self, conn: ConnId) -> Option<NodeId> {
+        let node = self.conns.get(conn).and_then(Conn::node_id)?;
+        (self.conns.to_node(node) == Some(conn)).then_some(node)
+    }
+
     /// Connected (and handshaking) peers, in connection order; `roles` says of a hearsay
     /// peer whether it is a neighbour and whether its link is eager.
     pub fn peers(&self, roles: impl Fn(&NodeId) -> (bool, bool)) -> Vec<PeerInfo> {

@@ -88,6 +88,8 @@ pub struct Stats {
     pub bad_identities: u64,
     /// Reconciliations this peer started.
     pub sync_rounds: u64,
+    /// Answers not sent because the peer had pulled its budget (`Limits::peer_pulls`).
+    pub pulls_refused: u64,
 }
 
 /// What links count (see [`crate::links`]), for the engine's [`Stats`].

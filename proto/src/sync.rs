@@ -75,6 +75,24 @@ pub enum Message {
     Messages { messages: Vec<Signed>, done: bool },
 }
 
+impl Message {
+    /// The ids of the messages a `MESSAGES` page carries.
+    pub fn message_ids(&self) -> Vec<MsgId> {
+        match self {
+            Message::Messages { messages, .. } => messages.iter().map(|m| m.id).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// An empty last page: the answer ends here.
+    pub fn end() -> Message {
+        Message::Messages {
+            messages: Vec::new(),
+            done: true,
+        }
+    }
+}
+
 /// Most ids in one `WANT`.
 pub const MAX_WANT: usize = 256;
 /// Most ids queued to ask one peer for.
@@ -88,6 +106,8 @@ pub const LIST_AT_MOST: usize = 32;
 pub const SPLIT_INTO: usize = 16;
 /// Most ranges in one `SYNC` frame (a round with more is sent as several frames).
 pub const RANGES_PER_FRAME: usize = 256;
+/// Most bytes of ranges in one `SYNC` frame (as gossipsub's 64 KiB per message).
+pub const SYNC_FRAME_BYTES: usize = 64 * 1024;
 
 /// Every message id this peer holds, ordered by key, with the size of each text (for the
 /// history's byte cap).
@@ -488,6 +508,9 @@ impl<P: Ord + Copy> Reconciler<P> {
 pub enum Out {
     /// Send `message` to each of these connections (encoded once).
     Send { to: Vec<ConnId>, message: Message },
+    /// Answer the peer on `conn` with `message`: what it asked for, which it pulls (and is
+    /// charged for).
+    Reply { conn: ConnId, message: Message },
     /// The peer on `conn` asked for these messages: the driver loads what it holds.
     Fetch { conn: ConnId, ids: Vec<MsgId> },
     /// The peer on `conn` sent something no honest peer does, for this reason.
@@ -540,8 +563,8 @@ impl Sync {
             Message::Sync(frame) => {
                 let reply = respond(cx.index, &frame, cx.floor);
                 for frame in reply.frames {
-                    self.out.push_back(Out::Send {
-                        to: vec![conn],
+                    self.out.push_back(Out::Reply {
+                        conn,
                         message: Message::Sync(frame),
                     });
                 }
@@ -770,13 +793,27 @@ pub fn respond(index: &MessageIndex, frame: &SyncFrame, floor: Option<Key>) -> R
         }
         merged.push((lo, r));
     }
-    let frames = merged
-        .chunks(RANGES_PER_FRAME)
-        .map(|chunk| SyncFrame {
-            from: wire(chunk[0].0),
-            ranges: chunk.iter().map(|(_, r)| r.clone()).collect(),
-        })
-        .collect();
+    // Cut by bytes as well as by ranges: a range listing its ids is over a kilobyte, and
+    // one small frame could otherwise pull hundreds back.
+    let mut frames: Vec<SyncFrame> = Vec::new();
+    let mut bytes = 0;
+    for (lower, range) in merged {
+        let size = serde_json::to_string(&range).map_or(0, |j| j.len());
+        let full = frames
+            .last()
+            .is_none_or(|f| f.ranges.len() >= RANGES_PER_FRAME || bytes + size > SYNC_FRAME_BYTES);
+        if full {
+            frames.push(SyncFrame {
+                from: wire(lower),
+                ranges: Vec::new(),
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(frame) = frames.last_mut() {
+            frame.ranges.push(range);
+        }
+    }
     Reply { frames, want }
 }
 

@@ -625,7 +625,7 @@ fn frames_over_the_size_or_address_limit_are_bad_and_a_large_history_fits_in_fra
     let messages: Vec<Message> = (0..hearsay_proto::wire::MAX_WANT as u64)
         .map(|seq| Message::signed(&key(9), seq, T0, text.clone()))
         .collect();
-    e.provide(c, messages);
+    e.provide(c, messages, T0);
     let out = drain(&mut e);
     let frames: Vec<usize> = out
         .iter()
