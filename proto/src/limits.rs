@@ -53,7 +53,7 @@ pub struct Limits {
     /// Bytes a peer may pull from this node (the `MESSAGES` pages its `WANT`s ask for, the
     /// answers to its `SYNC`s); beyond, what it asks for is not answered until the budget
     /// refills. A peer catching up on a long history pulls about 22 MB for 100,000 messages:
-    /// the burst lets that through at once, the rate lets a peer catch up at 8 MB/s after.
+    /// the burst lets 16 MiB of that through at once, and the rest follows at 8 MiB/s.
     pub peer_pulls: Rate,
     /// How many messages over their origin's quota a node peer may push before it is closed
     /// and refused for a while (every node applies the same quota before relaying, so an

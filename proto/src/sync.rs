@@ -259,6 +259,16 @@ pub struct Range {
     pub have: Option<Vec<MsgId>>,
 }
 
+impl Range {
+    /// At most how long this range is as JSON, counted without encoding it (it is encoded
+    /// once, when sent): a bound and a fingerprint of at most 64 bytes each, and 35 bytes
+    /// for each id listed (32 hex digits, quotes and a comma).
+    fn encoded_bytes_at_most(&self) -> usize {
+        let listed = self.ids.as_ref().map_or(0, Vec::len) + self.have.as_ref().map_or(0, Vec::len);
+        160 + self.fp.as_ref().map_or(0, String::len) + 35 * listed
+    }
+}
+
 /// A `SYNC` frame's body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncFrame {
@@ -798,7 +808,7 @@ pub fn respond(index: &MessageIndex, frame: &SyncFrame, floor: Option<Key>) -> R
     let mut frames: Vec<SyncFrame> = Vec::new();
     let mut bytes = 0;
     for (lower, range) in merged {
-        let size = serde_json::to_string(&range).map_or(0, |j| j.len());
+        let size = range.encoded_bytes_at_most();
         let full = frames
             .last()
             .is_none_or(|f| f.ranges.len() >= RANGES_PER_FRAME || bytes + size > SYNC_FRAME_BYTES);
@@ -1016,6 +1026,38 @@ mod tests {
         assert_eq!(r.want(2, vec![id(3)], held), None, "one WANT at a time");
         assert_eq!(r.page(2, false, held), None);
         assert_eq!(r.page(2, true, held), Some(vec![id(3)]));
+    }
+
+    #[test]
+    fn a_ranges_counted_size_is_never_below_its_json() {
+        let id = |n: u8| MsgId::from_bytes([n; 16]);
+        let top = Some(WireKey(u64::MAX, id(0xff)));
+        let ids: Vec<MsgId> = (0..=255).map(id).collect();
+        for range in [
+            Range {
+                to: top,
+                fp: Some("64:".to_owned() + &"f".repeat(61)),
+                ..Range::default()
+            },
+            Range {
+                to: top,
+                ids: Some(ids.clone()),
+                ..Range::default()
+            },
+            Range {
+                to: top,
+                have: Some(ids.clone()),
+                ids: Some(ids),
+                ..Range::default()
+            },
+            Range::default(),
+        ] {
+            let json = serde_json::to_string(&range).unwrap().len();
+            assert!(
+                range.encoded_bytes_at_most() >= json,
+                "{json} bytes: {range:?}"
+            );
+        }
     }
 
     #[test]
