@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use hearsay::server::NodeConfig;
+use hearsay_proto::{Limits, Rate};
 use std::time::Instant;
 
 /// Posts `per_client` messages from each of `clients` concurrent clients; returns messages/s.
@@ -63,30 +64,38 @@ async fn main() {
         node.stop().await;
     }
 
-    // 100,000 messages to an empty node.
-    let (full, empty) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // 100,000 messages to an empty node: without a pull budget (the baseline), then as
+    // configured by default.
+    let full = tempfile::tempdir().unwrap();
     fill_store(full.path(), 0, 100_000).await;
-    let a = start_node_with(NodeConfig {
-        data: Some(full.path().to_owned()),
-        ..NodeConfig::default()
-    })
-    .await;
-    let start = Instant::now();
-    let b = start_node_with(NodeConfig {
-        peers: vec![a.ws_url()],
-        data: Some(empty.path().to_owned()),
-        ..NodeConfig::default()
-    })
-    .await;
-    wait_for_long(|| async { count(&b.http_url()).await == 100_000 }).await;
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = stat(&a.http_url(), "bytes_out").await + stat(&b.http_url(), "bytes_out").await;
-    println!(
-        "| sync 100,000 messages to an empty node | {secs:.1} s, {:.1} MB on the wire |",
-        bytes as f64 / 1e6
-    );
-    a.stop().await;
-    b.stop().await;
+    for (name, pulls) in [
+        ("no pull budget (baseline)", Rate::new(f64::MAX, f64::MAX)),
+        ("default pull budget", Limits::default().peer_pulls),
+    ] {
+        let empty = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig {
+            data: Some(full.path().to_owned()),
+            ..NodeConfig::default()
+        };
+        config.engine.limits.peer_pulls = pulls;
+        let a = start_node_with(config).await;
+        let start = Instant::now();
+        let b = start_node_with(NodeConfig {
+            peers: vec![a.ws_url()],
+            data: Some(empty.path().to_owned()),
+            ..NodeConfig::default()
+        })
+        .await;
+        wait_for_long(|| async { count(&b.http_url()).await == 100_000 }).await;
+        let secs = start.elapsed().as_secs_f64();
+        let bytes = stat(&a.http_url(), "bytes_out").await + stat(&b.http_url(), "bytes_out").await;
+        println!(
+            "| sync 100,000 messages to an empty node, {name} | {secs:.1} s, {:.1} MB on the wire |",
+            bytes as f64 / 1e6
+        );
+        a.stop().await;
+        b.stop().await;
+    }
 
     // 100,000 against 100,100.
     let (small, big) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

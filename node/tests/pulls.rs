@@ -55,3 +55,82 @@ async fn a_peer_asking_for_one_message_again_and_again_gets_it_once() {
     );
     node.stop().await;
 }
+
+/// A peer that opens the same whole-history reconciliation again and again, without waiting
+/// for the answers, is answered about one session's worth (its reconciliation allowance),
+/// not once per `SYNC`; an honest node catching up meanwhile gets everything.
+#[tokio::test]
+async fn a_peer_replaying_a_reconciliation_is_answered_one_sessions_worth() {
+    use hearsay::server::NodeConfig;
+    const HELD: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    fill_store(dir.path(), 0, HELD).await;
+    let node = start_node_with(NodeConfig {
+        data: Some(dir.path().to_owned()),
+        ..NodeConfig::default()
+    })
+    .await;
+    // 200 SYNCs, each one range over all time listing nothing held, so that every answer
+    // lists every id the node holds (about 23 KB sent). Measured on the node before this
+    // rule: 14 MB came back.
+    let mut ws = neighbour(&format!("{}/ws", node.ws_url()), &random_key()).await;
+    // (From 27 days back: inside the window, so the node lists rather than compares.)
+    let from = json!([stamp_base() - 27 * 86_400_000, "0".repeat(32)]);
+    let sync =
+        json!({ "type": "SYNC", "from": from, "ranges": [{ "to": null, "ids": [] }] }).to_string();
+    for _ in 0..200 {
+        ws.send(Message::text(sync.clone())).await.unwrap();
+    }
+    let sent = 200 * sync.len();
+    // A node catching up on all of it while the attack goes on.
+    let honest = start_node(&[node.ws_url()]).await;
+    // The node answers in order: once our PONG's match comes back, every SYNC was answered
+    // (or refused) before it.
+    ws.send(Message::text(r#"{"type":"PING","nonce":4242}"#))
+        .await
+        .unwrap();
+    let mut received = 0;
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("the PING answered in time")
+            .expect("the socket stays open")
+            .unwrap();
+        let Message::Text(frame) = frame else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+        if let Some(pong) = pong_for(&v) {
+            ws.send(Message::text(pong)).await.unwrap();
+        }
+        match v["type"].as_str() {
+            Some("SYNC") => received += frame.len(),
+            Some("PONG") if v["nonce"] == 4242 => break,
+            _ => {}
+        }
+    }
+    let started = std::time::Instant::now();
+    let refused = status(&node.http_url()).await["stats"]["pulls_refused"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "{sent} bytes of SYNCs pulled {received} bytes back; {refused} answers refused; \
+         /api/status took {:?}",
+        started.elapsed()
+    );
+    // One allowance: 128 bytes per message held and one 64 KiB frame (and what refills
+    // while the test runs, about 11 KB a second).
+    let allowance = 128 * HELD as usize + 64 * 1024;
+    assert!(received > 0, "the first is answered");
+    assert!(
+        received < allowance + 200 * 1024,
+        "{received} bytes came back for {sent} sent"
+    );
+    assert!(refused > 100, "{refused}");
+    wait_for("the honest node to catch up", || async {
+        (status(&honest.http_url()).await["messages"] == HELD).then_some(())
+    })
+    .await;
+    node.stop().await;
+    honest.stop().await;
+}

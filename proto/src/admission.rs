@@ -25,7 +25,7 @@ use crate::dedup::Recent;
 use crate::history::{Held, Outside};
 use crate::id::MsgId;
 use crate::identity::{Author, PublicKey};
-use crate::limits::{Limits, TokenBucket};
+use crate::limits::{Limits, Rate, TokenBucket};
 use crate::message::Message;
 use crate::part::Part;
 use crate::timers::Timers;
@@ -33,6 +33,23 @@ use std::collections::{BTreeMap, HashSet};
 
 /// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
 const ORIGINS_TRACKED: usize = 20_000;
+
+/// How finely messages this peer fetched are metered by their stamps: an author may have
+/// published at most its quota's burst plus a minute of its rate within one such slot
+/// (see [`Admission::judge`]). Slots tracked at once: [`ORIGINS_TRACKED`].
+const STAMP_SLOT: Millis = 60_000;
+
+/// What answering one peer's reconciliation may cost, in bytes of `SYNC` answers per message
+/// held (and one frame, [`crate::sync::SYNC_FRAME_BYTES`], more), refilled over
+/// [`SYNC_ANSWERS_REFILL`]. An honest peer's session, splitting ranges down to lists, costs
+/// less than this even when it lacks everything (about 35 bytes per id listed, and at most
+/// 16 ranges of 160 bytes for every 32 messages or more that are split); one that asks the
+/// same whole-history range again and again, to be answered each time, is answered about
+/// one session's worth at a time (200 such `SYNC`s against 2,000 messages pulled 14 MB).
+pub const SYNC_ANSWER_PER_MESSAGE: usize = 128;
+/// How long a peer's reconciliation allowance takes to refill: the interval at which a
+/// node reconciles with each neighbour (`SyncConfig::interval`).
+pub const SYNC_ANSWERS_REFILL: Millis = 30_000;
 
 /// A node's answers to what a peer sent it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -147,6 +164,8 @@ struct Buckets {
     over_quota: Option<TokenBucket>,
     /// Bytes it may still pull (see `Limits::peer_pulls`).
     pulls: Option<TokenBucket>,
+    /// Bytes of `SYNC` answers it may still pull (see [`SYNC_ANSWER_PER_MESSAGE`]).
+    syncs: Option<TokenBucket>,
     /// Messages given to it lately (see [`PROVIDED_FOR`]).
     provided: Option<Recent<MsgId>>,
 }
@@ -155,6 +174,8 @@ pub struct Admission {
     config: Config,
     /// What each origin may still have relayed to us (see `Limits::origin_messages`).
     origins: Recent<Author, TokenBucket>,
+    /// How many messages this peer fetched per author and [`STAMP_SLOT`] of their stamps.
+    stamped: Recent<(Author, u64), u32>,
     /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
     /// (reconciliation fetches them once the quota refills), nor charged to a relay twice.
     over_quota: Recent<MsgId, ()>,
@@ -169,6 +190,7 @@ impl Admission {
         timers.insert(now + config.expire_every.clamp(1, 1_000), ());
         Self {
             origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
+            stamped: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
             over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
             buckets: BTreeMap::new(),
             timers,
@@ -293,10 +315,28 @@ impl Admission {
     }
 
     /// Whether the peer on `conn` may pull `bytes` more now (charged if so): an answer to
-    /// what it asked for (see `Limits::peer_pulls`).
-    pub fn pull(&mut self, conn: ConnId, bytes: usize, now: Millis) -> bool {
-        let rate = self.config.limits.peer_pulls;
+    /// what it asked for (see `Limits::peer_pulls`). A `SYNC` answer is charged to its
+    /// reconciliation allowance too, which follows the count of messages `held` (see
+    /// [`SYNC_ANSWER_PER_MESSAGE`]; `None` for other answers).
+    pub fn pull(
+        &mut self,
+        conn: ConnId,
+        bytes: usize,
+        sync_held: Option<usize>,
+        now: Millis,
+    ) -> bool {
         let b = self.buckets.entry(conn).or_default();
+        if let Some(held) = sync_held {
+            let burst = (SYNC_ANSWER_PER_MESSAGE * held + crate::sync::SYNC_FRAME_BYTES) as f64;
+            let rate = Rate::new(burst * 1_000.0 / SYNC_ANSWERS_REFILL as f64, burst);
+            let syncs = b.syncs.get_or_insert_with(|| TokenBucket::new(rate, now));
+            syncs.set_rate(rate, now);
+            // An answer longer than the whole allowance waits for all of it.
+            if syncs.take((bytes as f64).min(burst), now).is_err() {
+                return false;
+            }
+        }
+        let rate = self.config.limits.peer_pulls;
         let bucket = b.pulls.get_or_insert_with(|| TokenBucket::new(rate, now));
         bucket.take(bytes as f64, now).is_ok()
     }
@@ -312,6 +352,23 @@ impl Admission {
         match self.origins.get_mut(&author) {
             Some(bucket) => bucket.take(1.0, now),
             None => Ok(()),
+        }
+    }
+
+    /// Takes a fetched message from its author's allowance for the [`STAMP_SLOT`] its stamp
+    /// falls in; false if the author could not have published so many in one slot.
+    fn take_from_slot(&mut self, msg: &Message, now: Millis) -> bool {
+        let rate = self.config.limits.origin_messages;
+        let allowance = rate.burst + rate.per_second * (STAMP_SLOT / 1_000) as f64;
+        let slot = (msg.author, msg.timestamp / STAMP_SLOT);
+        self.stamped.insert(slot, 0, now);
+        match self.stamped.get_mut(&slot) {
+            Some(taken) if f64::from(*taken) + 1.0 > allowance => false,
+            Some(taken) => {
+                *taken += 1;
+                true
+            }
+            None => true,
         }
     }
 
@@ -421,8 +478,19 @@ impl Admission {
     /// same quota before relaying, so it crosses ours only by a little unless it floods;
     /// one that keeps on is closed and refused for a while, as for bad frames. Seed texts
     /// relayed by nodes are charged too, under their one shared origin.
+    ///
+    /// What is pushed is live, and metered as it arrives. What this peer fetched is history
+    /// it is catching up on, at its own pace: metered as it arrives, an author who published
+    /// at its full rate for an hour would take this peer an hour to fetch. So it is metered
+    /// by when it was published instead: within one [`STAMP_SLOT`] of stamps, no more than
+    /// the author could have published live (its burst and a slot of its rate).
     fn charge_origin(&mut self, conn: ConnId, msg: &Message, pushed: bool, now: Millis) -> Verdict {
-        if self.take_from_quota(msg.author, now).is_ok() {
+        let within = if pushed {
+            self.take_from_quota(msg.author, now).is_ok()
+        } else {
+            self.take_from_slot(msg, now)
+        };
+        if within {
             return Verdict::Take;
         }
         // A copy of one already dropped (a relay answering our GRAFT, another relay) is not
@@ -463,6 +531,7 @@ impl Part for Admission {
             self.timers
                 .insert(now + self.config.expire_every.max(1), ());
             self.origins.expire(now);
+            self.stamped.expire(now);
             self.over_quota.expire(now);
         }
     }

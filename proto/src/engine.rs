@@ -329,10 +329,11 @@ impl Engine {
         }
     }
 
-    /// Answers what the peer on `conn` asked for, if its pull budget allows.
+    /// Answers what the peer on `conn` asked for, if it may pull that much (see `admission`).
     fn reply(&mut self, conn: ConnId, message: sync::Message, now: Millis) -> bool {
+        let sync_held = matches!(message, sync::Message::Sync(_)).then(|| self.held.index().len());
         let frame: Arc<str> = Frame::from(message).encode().into();
-        if !self.admission.pull(conn, frame.len(), now) {
+        if !self.admission.pull(conn, frame.len(), sync_held, now) {
             self.stats.pulls_refused += 1;
             return false;
         }

@@ -48,12 +48,14 @@ pub struct Limits {
     /// dropped (and may come again once the quota refills). Charged after the signature is
     /// checked, so no one can spend another's quota; keys cost nothing to make, though, so it
     /// bounds a flood under one name, not a relay that invents names (the per-peer limits
-    /// do).
+    /// do). What this node fetched (history) is metered by the minute of its stamps instead
+    /// of its arrival: this burst and a minute of this rate per minute of stamps.
     pub origin_messages: Rate,
     /// Bytes a peer may pull from this node (the `MESSAGES` pages its `WANT`s ask for, the
     /// answers to its `SYNC`s); beyond, what it asks for is not answered until the budget
-    /// refills. A peer catching up on a long history pulls about 22 MB for 100,000 messages:
-    /// the burst lets 16 MiB of that through at once, and the rest follows at 8 MiB/s.
+    /// refills. A peer catching up on a long history pulls about 40 MB for 100,000 signed
+    /// messages: the burst lets 16 MiB of that through at once, and the rest follows at
+    /// 8 MiB/s.
     pub peer_pulls: Rate,
     /// How many messages over their origin's quota a node peer may push before it is closed
     /// and refused for a while (every node applies the same quota before relaying, so an
@@ -145,6 +147,14 @@ impl TokenBucket {
         } else {
             self.wait_for(0.0)
         }
+    }
+
+    /// From `now` on, fills at `rate` (the tokens it holds are kept, up to the new burst):
+    /// for an allowance that follows something that changes, as the history held.
+    pub fn set_rate(&mut self, rate: Rate, now: Millis) {
+        self.refill(now);
+        self.rate = rate;
+        self.tokens = self.tokens.min(rate.burst);
     }
 
     /// Whether the bucket is full at `now` (it can be forgotten: a new one would be the same).

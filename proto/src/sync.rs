@@ -4,9 +4,12 @@
 //! grow with the size of the difference (times the log of the history), not with the history.
 //!
 //! Each `SYNC` frame is answered from the receiver's own set alone — no session state — so a
-//! reconciliation is simply frames bouncing until a reply would say nothing. Ranges in a frame
-//! are contiguous: the first starts at `from`, each ends (exclusively) at its `to`; the last
-//! range of the last frame of a round ends at the top of the key space (`to: null`).
+//! reconciliation is simply frames bouncing until a reply would say nothing. What answering
+//! costs is metered per peer by the engine: about one session's worth at a time (see
+//! `admission::SYNC_ANSWER_PER_MESSAGE`), however many `SYNC`s a peer sends without waiting.
+//! Ranges in a frame are contiguous: the first starts at `from`, each ends (exclusively) at
+//! its `to`; the last range of the last frame of a round ends at the top of the key space
+//! (`to: null`).
 //!
 //! Modes of a range: `fp` (my fingerprint, compare), `ids` (everything I hold in this range,
 //! tell me what you have that I lack), `have` (ids I hold that you lacked: ask for them),

@@ -922,6 +922,51 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
     assert!(n.peers().iter().any(|p| p.id == Some(node(3))));
 }
 
+/// What a node fetched (history it catches up on) is metered by when it was published, not
+/// when it arrives: an author's hour at its full rate is taken at once, but no more in one
+/// minute of stamps than it could have published live. The peer that gave it is not blamed.
+#[test]
+fn fetched_history_is_metered_by_its_stamps_not_by_when_it_arrives() {
+    let mut config = Config {
+        listen_addresses: vec![ME.into()],
+        ..Config::default()
+    };
+    config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 20.0);
+    let mut n = Engine::new(config, identity(1), 1, T0);
+    let c = join(&mut n, 2, &["ws://b:3000"], T0);
+    drain(&mut n);
+    let fetch = |n: &mut Engine, messages: Vec<Message>| {
+        let frame = Frame::Sync(hearsay_proto::sync::Message::Messages {
+            messages,
+            done: true,
+        });
+        n.frame(c, &frame.encode(), T0);
+        drain(n)
+            .iter()
+            .filter(|o| matches!(o, Output::Deliver { .. }))
+            .count()
+    };
+    // 200 messages published one a second: ten times the quota's burst, all taken at once.
+    let paced: Vec<Message> = (0..200)
+        .map(|i| {
+            Message::signed(
+                &key(9),
+                i + 1,
+                T0 - 600_000 + i * 1_000,
+                format!("paced {i}"),
+            )
+        })
+        .collect();
+    assert_eq!(fetch(&mut n, paced), 200);
+    // 100 stamped within one minute: the burst and a minute at 1/s (80) are taken.
+    let dense: Vec<Message> = (0..100)
+        .map(|i| Message::signed(&key(8), i + 1, T0 - 60_000 + i, format!("dense {i}")))
+        .collect();
+    assert_eq!(fetch(&mut n, dense), 80);
+    assert_eq!(n.stats().over_quota, 20);
+    assert!(n.peers().iter().any(|p| p.id == Some(node(2))));
+}
+
 /// A node's own publishes count against its origin's quota, as they will at every node that
 /// relays them: past it, publishing is refused with when to try again.
 #[test]

@@ -255,7 +255,9 @@ pub async fn fill_store_with(
     let mut waits = Vec::new();
     for i in from..to {
         let data = text(i);
-        let ts = stamp_base() + i;
+        // One author publishes at most 100 a second after its burst (its origin's quota):
+        // stamped 10 ms apart, this history is one it could have published.
+        let ts = stamp_base() + i * 10;
         let msg = Message::signed(&author, i + 1, ts, data);
         let (tx, rx) = tokio::sync::oneshot::channel();
         store.insert(msg, Some(tx));
