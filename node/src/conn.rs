@@ -65,7 +65,7 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
             {
                 tracing::info!(%address, "dial succeeded again");
             }
-            run(shared, Some(conn), None, false, ws).await;
+            run(shared, Some(conn), None, None, false, ws).await;
             return;
         }
         Ok(Err(reason)) => reason,
@@ -206,11 +206,12 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
 
 /// Runs one connection to its end. `dialed` is the engine's id for a dial we made; accepted
 /// sockets get theirs from the engine here, with the client address they are capped under
-/// (`from`; none if exempt).
+/// (`from`; none if exempt) and the one they are metered under (`source`, exempt or not).
 pub async fn run<S, M, E>(
     shared: Arc<Shared>,
     dialed: Option<ConnId>,
     from: Option<std::net::IpAddr>,
+    source: Option<std::net::IpAddr>,
     foreign: bool,
     socket: S,
 ) where
@@ -228,7 +229,7 @@ pub async fn run<S, M, E>(
             shared.opened(conn, handle);
             conn
         }
-        None => shared.accept(handle, from, foreign),
+        None => shared.accept(handle, from, source, foreign),
     };
     let mut pressure = shared.pressure.subscribe();
     // What this peer may send; beyond it, its socket is read later (see `limit`).

@@ -211,20 +211,23 @@ impl Shared {
 
     /// A peer connected to us: the engine names the connection and its queue is registered
     /// under the same lock, so no output for it can be missed.
-    /// A WebSocket was accepted from `from` (`None`: exempt from the per-address caps);
-    /// `foreign` if a browser opened it for another site (see `door`).
+    /// A WebSocket was accepted from `from` (`None`: exempt from the per-address caps), in
+    /// the address group of `source`; `foreign` if a browser opened it for another site (see
+    /// `door`).
     pub fn accept(
         self: &Arc<Self>,
         handle: ConnHandle,
         from: Option<std::net::IpAddr>,
+        source: Option<std::net::IpAddr>,
         foreign: bool,
     ) -> ConnId {
         let now = self.clock.now();
         let mut state = self.lock();
         let from = from.map(|ip| ip.to_string());
+        let source = source.map(hearsay_proto::Group::of_ip);
         let conn = match (from, foreign) {
-            (Some(from), true) => state.engine.accepted_foreign(from, now),
-            (from, _) => state.engine.accepted_from(from, now),
+            (Some(from), true) => state.engine.accepted_foreign(from, source, now),
+            (from, _) => state.engine.accepted_from(from, source, now),
         };
         state.conns.insert(conn, handle);
         self.execute(&mut state, now, None);

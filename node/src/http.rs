@@ -286,6 +286,9 @@ fn websocket(
             |ws: warp::ws::Ws, client: Option<Client>, shared: Arc<Shared>| async move {
                 // A browser acting for another site is counted as a stranger, wherever it is.
                 let foreign = client.is_some_and(|c| c.foreign);
+                // The address group what it sends is metered under (seed text): the one it
+                // is capped as, loopback included.
+                let source = client.map(|c| c.limited_as());
                 let place =
                     shared
                         .caps
@@ -306,7 +309,7 @@ fn websocket(
                         // place is given back when it has.
                         tracker.track_future(async move {
                             let from = place.address();
-                            conn::run(shared, None, from, foreign, socket).await;
+                            conn::run(shared, None, from, source, foreign, socket).await;
                             drop(place);
                         })
                     });

@@ -5,6 +5,7 @@
 mod common;
 
 use common::raw::*;
+use common::seed::Seed;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use hearsay::server::NodeConfig;
@@ -494,4 +495,86 @@ async fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_client() {
     }
     proxied.stop().await;
     direct.stop().await;
+}
+
+/// Anonymous seed text is metered per address group, across reconnects: 10,000 texts over
+/// 50 reconnects from one group store about a group's allowance, at the node they entered
+/// and at its neighbour, which never closes the entry node for relaying them; a seed on
+/// another address committing meanwhile reaches both with every commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_flood_over_reconnects_is_metered_per_address_group() {
+    const RECONNECTS: usize = 50;
+    const PER_SOCKET: usize = 200;
+    const COMMITS: usize = 5;
+    let entry = start_node(&[]).await;
+    let neighbour = start_node(&[entry.ws_url()]).await;
+    wait_for("the two nodes linked", || async {
+        (node_neighbors(&neighbour.http_url()).await == 1).then_some(())
+    })
+    .await;
+    let entry_v1 = format!("ws://{}", entry.v1_addr.unwrap());
+    // The honest seed, in 127.0.1.0/24.
+    let seed = Seed::start_on([127, 0, 1, 1].into()).await;
+    seed.add(&entry_v1);
+    wait_for("the seed linked", || async {
+        (seed.open_sockets() > 0).then_some(())
+    })
+    .await;
+    // The flood, from 127.0.0.1: a fresh socket every 200 texts. Measured before this rule:
+    // 5,000 stored at the entry node and 5,000 at its neighbour.
+    let flood = tokio::spawn({
+        let entry_v1 = entry_v1.clone();
+        async move {
+            for r in 0..RECONNECTS {
+                let (mut ws, _) = tokio_tungstenite::connect_async(&entry_v1).await.unwrap();
+                for i in 0..PER_SOCKET {
+                    let data = format!("flood {r} {i} {}", "x".repeat(1_000));
+                    let frame = json!({ "type": "MESSAGE", "data": data });
+                    ws.feed(Message::text(frame.to_string())).await.unwrap();
+                }
+                ws.flush().await.unwrap();
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    // One commit a second while the flood goes on (the pace is the scenario's, not a wait).
+    let mut commits = Vec::new();
+    let mut pace = tokio::time::interval(Duration::from_secs(1));
+    for i in 0..COMMITS {
+        pace.tick().await;
+        let text = format!("honest commit {i}");
+        seed.commit(&text);
+        commits.push(text);
+    }
+    flood.await.unwrap();
+    let urls = [entry.http_url(), neighbour.http_url()];
+    for url in &urls {
+        wait_for("every honest commit held by both nodes", || async {
+            let held = message_texts(url).await;
+            commits.iter().all(|c| held.contains(c)).then_some(())
+        })
+        .await;
+    }
+    // Every flood text is taken or counted at the entry node before this is read.
+    let sent = (RECONNECTS * PER_SOCKET + COMMITS) as u64;
+    wait_for("every seed text taken or counted", || async {
+        let s = status(&entry.http_url()).await;
+        let taken = s["messages"].as_u64().unwrap();
+        let dropped = s["stats"]["rate_limited"].as_u64().unwrap();
+        (taken + dropped >= sent).then_some(())
+    })
+    .await;
+    for url in &urls {
+        let held = status(url).await["messages"].as_u64().unwrap();
+        eprintln!("{url}: {held} held of {sent} sent");
+        assert!(held <= 1_000, "{url} holds {held}");
+    }
+    // The entry node is still the neighbour's neighbour: it was not closed for the flood.
+    assert_eq!(node_neighbors(&neighbour.http_url()).await, 1);
+    assert_eq!(
+        status(&neighbour.http_url()).await["stats"]["bad_frames"],
+        0
+    );
+    entry.stop().await;
+    neighbour.stop().await;
 }

@@ -22,6 +22,7 @@ use crate::Millis;
 use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::dedup::Recent;
+use crate::group::Group;
 use crate::history::{Held, Outside};
 use crate::id::MsgId;
 use crate::identity::{Author, PublicKey};
@@ -33,6 +34,10 @@ use std::collections::{BTreeMap, HashSet};
 
 /// Origins whose quota is tracked at once (beyond, the first tracked are forgotten).
 const ORIGINS_TRACKED: usize = 20_000;
+
+/// Address groups whose seed text is metered at once (see `Limits::seed_group_messages`);
+/// beyond, the first tracked are forgotten (and start again with a full allowance).
+const SEED_GROUPS_TRACKED: usize = 4_096;
 
 /// How finely messages this peer fetched are metered by their stamps: an author may have
 /// published at most its quota's burst plus a minute of its rate within one such slot
@@ -114,8 +119,8 @@ pub struct Config {
 /// Who handed a message to this peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {
-    /// A seed (v1) peer: unsigned text, stamped here.
-    Seed,
+    /// A seed (v1) peer: unsigned text, stamped here; from this address group, if known.
+    Seed(Option<Group>),
     /// A page, linked to this peer.
     Page,
     /// A node relaying it: pushed (`GOSSIP`) or fetched by us (`MESSAGES`).
@@ -174,6 +179,9 @@ pub struct Admission {
     config: Config,
     /// What each origin may still have relayed to us (see `Limits::origin_messages`).
     origins: Recent<Author, TokenBucket>,
+    /// What seed text each address group may still send (see `Limits::seed_group_messages`),
+    /// kept across reconnects.
+    seed_groups: Recent<Group, TokenBucket>,
     /// How many messages this peer fetched per author and [`STAMP_SLOT`] of their stamps.
     stamped: Recent<(Author, u64), u32>,
     /// Messages lately dropped over their origin's quota: not asked for again by `GRAFT`
@@ -190,6 +198,7 @@ impl Admission {
         timers.insert(now + config.expire_every.clamp(1, 1_000), ());
         Self {
             origins: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
+            seed_groups: Recent::new(SEED_GROUPS_TRACKED, 10 * 60_000),
             stamped: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
             over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
             buckets: BTreeMap::new(),
@@ -384,7 +393,7 @@ impl Admission {
         now: Millis,
     ) -> Verdict {
         let bad_size = msg.data.is_empty() || msg.data.len() > self.config.max_message_bytes;
-        if sender == Sender::Seed {
+        if matches!(sender, Sender::Seed(_)) {
             if bad_size {
                 return Verdict::Bad("message empty or too large");
             }
@@ -396,7 +405,7 @@ impl Admission {
         }
         let page = sender == Sender::Page && self.config.node;
         // A seed's text is stamped here, now: it is inside any window.
-        if sender != Sender::Seed
+        if !matches!(sender, Sender::Seed(_))
             && let Err(outside) = held.check(crate::sync::key_of(msg).0, now)
         {
             let why = match outside {
@@ -419,7 +428,7 @@ impl Admission {
         // it cannot keep the real one out; an honest peer checks what it passes on and
         // never sends one. Seed texts are unsigned by nature; a node relays those it took
         // from a seed, but a page never has one to give (it links to no seed).
-        let signed = sender == Sender::Seed
+        let signed = matches!(sender, Sender::Seed(_))
             || ((checked || msg.signature_is_valid())
                 && !(msg.author.is_seed() && sender == Sender::Page));
         if !signed {
@@ -429,6 +438,25 @@ impl Admission {
             return self.charge_origin(conn, msg, pushed, now);
         }
         Verdict::Take
+    }
+
+    /// Whether a seed's text from `group` may be taken: within the group's allowance, which
+    /// survives reconnects (per connection, it would not), and within the one quota all seed
+    /// text shares (see `Limits::origin_messages`), which every node that relays it charges
+    /// too: charged here first, where it enters, so what this node passes on is what its
+    /// neighbours take, and a flood from one group is not this node's to answer for.
+    fn seed_text_allowed(&mut self, group: Option<Group>, now: Millis) -> bool {
+        if let Some(group) = group {
+            let rate = self.config.limits.seed_group_messages;
+            self.seed_groups
+                .insert(group, TokenBucket::new(rate, now), now);
+            if let Some(bucket) = self.seed_groups.get_mut(&group)
+                && bucket.take(1.0, now).is_err()
+            {
+                return false;
+            }
+        }
+        self.take_from_quota(Author::Seed, now).is_ok()
     }
 
     /// Charges a new message to the connection it came by, if that is a page's (at a node)
@@ -446,9 +474,17 @@ impl Admission {
         let limits = &self.config.limits;
         let (rate, who) = match sender {
             Sender::Page if self.config.node => (limits.page_messages, "a page"),
-            Sender::Seed => (limits.seed_messages, "a seed"),
+            Sender::Seed(_) => (limits.seed_messages, "a seed"),
             _ => return None,
         };
+        if let Sender::Seed(group) = sender
+            && !self.seed_text_allowed(group, now)
+        {
+            return Some(Verdict::Drop {
+                why: Dropped::RateLimited,
+                tell: None,
+            });
+        }
         let bucket = self
             .buckets
             .entry(conn)
@@ -503,7 +539,9 @@ impl Admission {
             .or_default()
             .over_quota
             .get_or_insert_with(|| TokenBucket::new(tolerance, now));
-        if pushed && !again && bucket.take(1.0, now).is_err() {
+        // All seed text shares one origin but enters at many nodes, each within the quota:
+        // together they may cross it, and no relay is to blame for that.
+        if pushed && !again && !msg.author.is_seed() && bucket.take(1.0, now).is_err() {
             return Verdict::Close(CloseReason::OverQuota);
         }
         Verdict::Drop {
@@ -532,6 +570,7 @@ impl Part for Admission {
                 .insert(now + self.config.expire_every.max(1), ());
             self.origins.expire(now);
             self.stamped.expire(now);
+            self.seed_groups.expire(now);
             self.over_quota.expire(now);
         }
     }

@@ -4,6 +4,7 @@
 //! themselves, keyed by [`ConnId`].
 
 use crate::Millis;
+use crate::group::Group;
 use crate::id::NodeId;
 use crate::identity::{Author, PublicKey};
 use crate::peer::{PeerKind, PeerRecord};
@@ -105,6 +106,9 @@ pub struct Conn {
     pub nonce: crate::identity::Nonce,
     /// A browser opened it for another site (the driver says so): it may not be a seed.
     pub foreign: bool,
+    /// The address group an inbound connection came from, as the driver saw it (loopback
+    /// included, unlike `from`).
+    pub source: Option<Group>,
 }
 
 impl Conn {
@@ -120,11 +124,19 @@ impl Conn {
             from: None,
             nonce: Default::default(),
             foreign: false,
+            source: None,
             queued: Vec::new(),
             intended: None,
             wanted: false,
             unwanted_since: None,
         }
+    }
+
+    /// The address group this connection counts under (see [`crate::group`]): where an
+    /// inbound one came from, or the host an outbound one dialed.
+    pub fn group(&self) -> Option<Group> {
+        self.source
+            .or_else(|| self.dialed.as_deref().and_then(Group::of_address))
     }
 
     pub fn hearsay(&self) -> Option<&Hearsay> {

@@ -29,6 +29,7 @@ use crate::book::{AddressError, LinkInfo};
 use crate::broadcast::{self, Broadcast, BroadcastStats};
 use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId};
+use crate::group::Group;
 use crate::handshake::Handshake;
 use crate::history::{Held, HeldOut};
 use crate::id::{MsgId, NodeId};
@@ -252,20 +253,26 @@ impl Engine {
 
     /// A peer connected to us. Returns the handle to report its frames and close under.
     pub fn accepted(&mut self, now: Millis) -> ConnId {
-        self.accepted_from(None, now)
+        self.accepted_from(None, None, now)
     }
 
     /// An inbound socket from client address `from` (`None` if the driver exempts it from
     /// per-address caps): once its kind is known, it is closed if that address holds as many
-    /// of that kind as [`Config::per_address`] allows.
-    pub fn accepted_from(&mut self, from: Option<String>, now: Millis) -> ConnId {
-        self.links.accepted(from, false, now)
+    /// of that kind as [`Config::per_address`] allows. `source` is the address group it came
+    /// from, exempt or not: what is metered per group (seed text) is counted under it.
+    pub fn accepted_from(
+        &mut self,
+        from: Option<String>,
+        source: Option<Group>,
+        now: Millis,
+    ) -> ConnId {
+        self.links.accepted(from, source, false, now)
     }
 
     /// A socket a browser opened for another site: capped under `from` as a page from there
     /// would be, and it may not speak the seed protocol.
-    pub fn accepted_foreign(&mut self, from: String, now: Millis) -> ConnId {
-        self.links.accepted(Some(from), true, now)
+    pub fn accepted_foreign(&mut self, from: String, source: Option<Group>, now: Millis) -> ConnId {
+        self.links.accepted(Some(from), source, true, now)
     }
 
     /// A dial we asked for succeeded: say hello.
@@ -560,7 +567,7 @@ impl Engine {
     ) -> Option<bool> {
         self.stats.received += 1;
         let sender = match (via, kind) {
-            (Via::Seed, _) => Sender::Seed,
+            (Via::Seed, _) => Sender::Seed(self.links.conns().get(conn).and_then(|c| c.group())),
             (_, PeerKind::Browser) => Sender::Page,
             (via, PeerKind::Node) => Sender::Node {
                 pushed: matches!(via, Via::Pushed { .. }),

@@ -25,7 +25,8 @@
 //! - [`admission`]: whether a message that arrives is taken (id, size, window, a sender's
 //!   rate, the author's signature, the origin's quota), as a verdict the engine applies.
 //!
-//! Underneath: [`id`] (node and message ids), [`identity`] (keys, signatures, authors, and
+//! Underneath: [`id`] (node and message ids), [`group`] (address groups, the unit a peer's
+//! cost is counted in where keys cost nothing), [`identity`] (keys, signatures, authors, and
 //! the ids derived from keys), [`message`] (a signed message), [`peer`] (kinds of
 //! peer, dialable records, canonical addresses), [`wire`] (the JSON frames, nested by part),
 //! [`limits`] (token buckets and the default rate limits), [`close`] (typed close reasons),
@@ -40,7 +41,7 @@
 //! here, so the crate builds for wasm32.
 //!
 //! 1. Feed every event to the engine with the current time: [`Engine::accepted_from`] for an
-//!    inbound socket (the engine names it), [`Engine::opened`] or [`Engine::dial_failed`]
+//!    inbound socket, with the address group it came from (the engine names it), [`Engine::opened`] or [`Engine::dial_failed`]
 //!    for a dial it asked for, [`Engine::frame`] for each text frame (or
 //!    [`Engine::inbound`] for one read and checked off the engine's thread, see
 //!    [`wire::Inbound`]), [`Engine::transport_pong`], [`Engine::closed`],
@@ -69,6 +70,7 @@ pub mod conns;
 pub mod dedup;
 pub mod driver;
 pub mod engine;
+pub mod group;
 pub mod handshake;
 pub mod history;
 pub mod id;
@@ -95,6 +97,7 @@ pub use broadcast::Strategy;
 pub use close::CloseReason;
 pub use conns::{ConnId, Direction, Protocol};
 pub use engine::{Config, Driver, Engine, Output};
+pub use group::Group;
 pub use history::History;
 pub use id::{MsgId, NodeId};
 pub use identity::{Author, Identity, Keypair, Nonce, PublicKey, SEED_AUTHOR, Signature, Tab};

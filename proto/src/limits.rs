@@ -34,6 +34,10 @@ pub struct Limits {
     pub page_messages: Rate,
     /// Messages a seed (v1) peer may send, per connection.
     pub seed_messages: Rate,
+    /// Messages all seed (v1) peers of one address group may send to this node together
+    /// (IPv4 /24, IPv6 /48, see `group`), kept across reconnects: seed text is anonymous,
+    /// and a connection's allowance would start afresh with every reconnect.
+    pub seed_group_messages: Rate,
     /// Messages one HTTP client address may publish (`POST /api/messages`, `/commit`).
     pub http_messages: Rate,
     /// Frames any peer may send; beyond, its socket is read later.
@@ -68,6 +72,7 @@ impl Default for Limits {
         Self {
             page_messages: Rate::new(5.0, 100.0),
             seed_messages: Rate::new(10.0, 100.0),
+            seed_group_messages: Rate::new(10.0, 100.0),
             http_messages: Rate::new(10.0, 100.0),
             peer_frames: Rate::new(5_000.0, 20_000.0),
             peer_bytes: Rate::new(8.0 * 1024.0 * 1024.0, 32.0 * 1024.0 * 1024.0),

@@ -27,6 +27,7 @@ use crate::book::{AddressBook, AddressError, Backoff, LinkInfo};
 use crate::close::CloseReason;
 use crate::conns::{Conn, ConnId, Conns, Direction, Hearsay, State};
 use crate::dedup::Recent;
+use crate::group::Group;
 use crate::handshake::{self, Handshake, Hello};
 use crate::id::{MsgId, NodeId};
 use crate::identity::{Nonce, PublicKey, Signature};
@@ -213,7 +214,13 @@ impl Links {
 
     /// A peer connected to us, from client address `from` if it is capped; `foreign` if a
     /// browser opened it for another site (it may not be a seed).
-    pub fn accepted(&mut self, from: Option<String>, foreign: bool, now: Millis) -> ConnId {
+    pub fn accepted(
+        &mut self,
+        from: Option<String>,
+        source: Option<Group>,
+        foreign: bool,
+        now: Millis,
+    ) -> ConnId {
         let mut c = Conn::new(
             Direction::Inbound,
             None,
@@ -221,6 +228,7 @@ impl Links {
             now,
         );
         c.from = from;
+        c.source = source;
         c.foreign = foreign;
         c.nonce = self.handshake.fresh_nonce();
         let conn = self.conns.insert(c);

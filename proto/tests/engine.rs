@@ -922,6 +922,34 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
     assert!(n.peers().iter().any(|p| p.id == Some(node(3))));
 }
 
+/// Seed text shares one origin but enters at many nodes, each within the quota: a relay that
+/// pushes seed text past it is not to blame, and is not closed (what is over is dropped).
+#[test]
+fn a_relay_pushing_seed_text_over_its_shared_quota_is_not_closed() {
+    let mut config = Config {
+        listen_addresses: vec![ME.into()],
+        ..Config::default()
+    };
+    config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 20.0);
+    config.limits.over_quota = hearsay_proto::Rate::new(0.1, 5.0);
+    let mut n = Engine::new(config, identity(1), 1, T0);
+    let c = join(&mut n, 2, &["ws://b:3000"], T0);
+    drain(&mut n);
+    let mut delivered = 0;
+    for i in 0..40 {
+        let msg = Message::from_seed(format!("seed line {i}"), T0);
+        n.frame(c, &Frame::encode_gossip(&msg, 1), T0);
+        let out = drain(&mut n);
+        assert_eq!(closed(&out, c), None, "closed at seed line {i}");
+        delivered += out
+            .iter()
+            .filter(|o| matches!(o, Output::Deliver { .. }))
+            .count();
+    }
+    assert_eq!(delivered, 20, "the shared quota's burst");
+    assert_eq!(n.stats().over_quota, 20);
+}
+
 /// What a node fetched (history it catches up on) is metered by when it was published, not
 /// when it arrives: an author's hour at its full rate is taken at once, but no more in one
 /// minute of stamps than it could have published live. The peer that gave it is not blamed.

@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use hearsay_proto::ConnId;
 use hearsay_proto::sim::{SeedNode, SeedOut};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -25,16 +26,25 @@ struct Inner {
 pub struct Seed {
     inner: Arc<Mutex<Inner>>,
     pub address: String,
+    /// The address it listens on and dials from.
+    ip: IpAddr,
 }
 
 impl Seed {
     /// Starts a seed with its own WebSocket server on 127.0.0.1 (port 0).
     pub async fn start() -> Seed {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Seed::start_on([127, 0, 0, 1].into()).await
+    }
+
+    /// Starts a seed that listens on `ip` (port 0) and dials from it, as a seed on another
+    /// machine would (Linux routes all of 127.0.0.0/8 to loopback).
+    pub async fn start_on(ip: IpAddr) -> Seed {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let address = format!("ws://{}", listener.local_addr().unwrap());
         let seed = Seed {
             inner: Arc::default(),
             address,
+            ip,
         };
         let s = seed.clone();
         tokio::spawn(async move {
@@ -112,9 +122,9 @@ impl Seed {
                 SeedOut::Dial(conn, address) => {
                     let s = self.clone();
                     tokio::spawn(async move {
-                        match tokio_tungstenite::connect_async(&address).await {
-                            Ok((ws, _)) => s.serve(ws, conn).await,
-                            Err(_) => s.inner.lock().unwrap().node.closed(conn),
+                        match dial_from(s.ip, &address).await {
+                            Some(ws) => s.serve(ws, conn).await,
+                            None => s.inner.lock().unwrap().node.closed(conn),
                         }
                     });
                 }
@@ -165,4 +175,22 @@ impl Seed {
         self.inner.lock().unwrap().node.frame(conn, text);
         self.carry_out();
     }
+}
+
+/// Opens a WebSocket to `address` (`ws://IP:PORT[/path]`) from a socket bound to `ip`.
+pub async fn dial_from(
+    ip: IpAddr,
+    address: &str,
+) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let authority = address.strip_prefix("ws://")?.split('/').next()?;
+    let to: std::net::SocketAddr = authority.parse().ok()?;
+    let socket = match ip {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .ok()?;
+    socket.bind((ip, 0).into()).ok()?;
+    let tcp = socket.connect(to).await.ok()?;
+    let (ws, _) = tokio_tungstenite::client_async(address, tcp).await.ok()?;
+    Some(ws)
 }
