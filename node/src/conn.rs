@@ -101,7 +101,7 @@ async fn open(
     let targets = crate::dialing::resolve(&shared.dial_rules, address).await?;
     let mut why = format!("{address} resolved to no address");
     for target in targets {
-        match tokio::net::TcpStream::connect(target).await {
+        match connect_from(shared.dial_rules.source_for(&target), target).await {
             Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);
                 let limits = WebSocketConfig::default()
@@ -400,4 +400,21 @@ async fn close_gracefully<Si, St, M, E>(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// Connects to `target`, from `source` if given (see `DialRules::source_for`).
+async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    target: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(source) = source else {
+        return tokio::net::TcpStream::connect(target).await;
+    };
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind((source, 0).into())?;
+    socket.connect(target).await
 }

@@ -107,6 +107,10 @@ pub struct DialRules {
     own: Scope,
     allow_private: bool,
     trusted: Mutex<HashSet<String>>,
+    /// The address this node listens on, if it is one address (not `0.0.0.0`): dials go out
+    /// from it too, so that peers see the address it advertises, and its address group (on
+    /// one machine, nodes on 127.0.N.1 are in different groups as on a real network).
+    source: Option<IpAddr>,
     /// Dials refused so far, and the last refusal's reason (for `/api/status`).
     refused: AtomicU64,
     last_refused: Mutex<Option<String>>,
@@ -119,9 +123,25 @@ impl DialRules {
             own: Scope::of_host(host),
             allow_private,
             trusted: Mutex::new(HashSet::new()),
+            source: None,
             refused: AtomicU64::new(0),
             last_refused: Mutex::new(None),
         }
+    }
+
+    /// Dials go out from `listen`, this node's listening address, if it is one address.
+    pub fn dialing_from(mut self, listen: IpAddr) -> DialRules {
+        self.source = (!listen.is_unspecified()).then(|| listen.to_canonical());
+        self
+    }
+
+    /// The address to dial `target` from: this node's own, where it can reach `target` (the
+    /// same family, and loopback only to loopback); `None` leaves it to the system.
+    pub fn source_for(&self, target: &SocketAddr) -> Option<IpAddr> {
+        let source = self.source?;
+        let to = target.ip().to_canonical();
+        (source.is_ipv4() == to.is_ipv4() && source.is_loopback() == to.is_loopback())
+            .then_some(source)
     }
 
     /// What `/api/status` shows under `dialing`.

@@ -225,10 +225,7 @@ impl Shared {
         let mut state = self.lock();
         let from = from.map(|ip| ip.to_string());
         let source = source.map(hearsay_proto::Group::of_ip);
-        let conn = match (from, foreign) {
-            (Some(from), true) => state.engine.accepted_foreign(from, source, now),
-            (from, _) => state.engine.accepted_from(from, source, now),
-        };
+        let conn = state.engine.accepted_from(from, source, foreign, now);
         state.conns.insert(conn, handle);
         self.execute(&mut state, now, None);
         conn

@@ -257,7 +257,8 @@ pub fn start(
             .filter_map(|p| hearsay_proto::canonical_address(p)),
         unpin_after,
     );
-    let dial_rules = crate::dialing::DialRules::new(&host, config.allow_private_dials);
+    let dial_rules =
+        crate::dialing::DialRules::new(&host, config.allow_private_dials).dialing_from(addr.ip());
     for peer in &config.peers {
         dial_rules.trust(peer);
     }

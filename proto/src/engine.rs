@@ -253,26 +253,22 @@ impl Engine {
 
     /// A peer connected to us. Returns the handle to report its frames and close under.
     pub fn accepted(&mut self, now: Millis) -> ConnId {
-        self.accepted_from(None, None, now)
+        self.accepted_from(None, None, false, now)
     }
 
     /// An inbound socket from client address `from` (`None` if the driver exempts it from
     /// per-address caps): once its kind is known, it is closed if that address holds as many
     /// of that kind as [`Config::per_address`] allows. `source` is the address group it came
-    /// from, exempt or not: what is metered per group (seed text) is counted under it.
+    /// from, exempt or not (seed text and views are counted under it). `foreign`: a browser
+    /// opened it for another site; it may not speak the seed protocol.
     pub fn accepted_from(
         &mut self,
         from: Option<String>,
         source: Option<Group>,
+        foreign: bool,
         now: Millis,
     ) -> ConnId {
-        self.links.accepted(from, source, false, now)
-    }
-
-    /// A socket a browser opened for another site: capped under `from` as a page from there
-    /// would be, and it may not speak the seed protocol.
-    pub fn accepted_foreign(&mut self, from: String, source: Option<Group>, now: Millis) -> ConnId {
-        self.links.accepted(Some(from), source, true, now)
+        self.links.accepted(from, source, foreign, now)
     }
 
     /// A dial we asked for succeeded: say hello.
@@ -567,7 +563,7 @@ impl Engine {
     ) -> Option<bool> {
         self.stats.received += 1;
         let sender = match (via, kind) {
-            (Via::Seed, _) => Sender::Seed(self.links.conns().get(conn).and_then(|c| c.group())),
+            (Via::Seed, _) => Sender::Seed(self.links.group_of(conn)),
             (_, PeerKind::Browser) => Sender::Page,
             (via, PeerKind::Node) => Sender::Node {
                 pushed: matches!(via, Via::Pushed { .. }),
@@ -790,6 +786,7 @@ impl Engine {
                         peer.record,
                         peer.pinned,
                         elsewhere,
+                        peer.group,
                         now,
                     );
                 }

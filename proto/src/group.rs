@@ -37,6 +37,15 @@ impl Group {
         }
     }
 
+    /// Whether this is a loopback group (127.0.0.0/8, or ::1's): peers on this machine.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            Group::V4([a, ..]) => *a == 127,
+            Group::V6(o) => *o == [0; 6],
+            Group::Name(_) => false,
+        }
+    }
+
     /// The group of a host: an IP literal's (bracketed or not), or the name's.
     pub fn of_host(host: &str) -> Group {
         let bare = host.trim_start_matches('[').trim_end_matches(']');

@@ -11,7 +11,8 @@
 //!   addresses dialed and their backoff ([`book`]), the connection table ([`conns`]), and the
 //!   door: caps per client address, refusals, bad frames.
 //! - [`membership`]: HyParView — a small active view of neighbours, a passive view to repair
-//!   it from, joins by random walk, periodic shuffles; pages are held as clients.
+//!   it from, joins by random walk, periodic shuffles, each view capped per address group
+//!   ([`group`]) against eclipse; pages are held as clients.
 //! - [`tree`]: which links are the broadcast tree's — the root's beacons, each node's parent,
 //!   the root's walk to the graph's centre ([`centre`]).
 //! - [`broadcast`]: Plumtree — messages pushed over the tree's links, ids announced lazily on

@@ -96,6 +96,8 @@ pub struct Established {
     /// We dialed it because the operator (or, for a page, its home) asked.
     pub pinned: bool,
     pub outbound: bool,
+    /// The address group the link came from, or we dialed (see `Conn::group`).
+    pub group: Option<Group>,
     /// It replaced an earlier connection to the same node, which stays linked.
     pub replaced: bool,
     /// The root of its broadcast tree and the term it was elected in, as it says.
@@ -234,6 +236,11 @@ impl Links {
         let conn = self.conns.insert(c);
         self.keepalive.handshake_started(conn, now);
         conn
+    }
+
+    /// The address group the peer on `conn` counts under (see `Conn::group`).
+    pub fn group_of(&self, conn: ConnId) -> Option<Group> {
+        self.conns.get(conn).and_then(Conn::group)
     }
 
     /// A dial we asked for succeeded: say hello (`root`: the tree's, as we know it).
@@ -685,6 +692,7 @@ impl Links {
             record,
             pinned: dialed.as_deref().is_some_and(|a| self.book.is_pinned(a)),
             outbound: direction == Direction::Outbound,
+            group: self.group_of(conn),
             replaced,
             root: hello.root.zip(Some(hello.term.unwrap_or(0))),
         }));

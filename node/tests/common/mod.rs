@@ -32,6 +32,15 @@ pub async fn start_node_with(config: NodeConfig) -> RunningNode {
     start_node_at("127.0.0.1:0".parse().unwrap(), config).await
 }
 
+/// A node on its own loopback address, `ip` (127.0.N.1: Linux routes all of 127.0.0.0/8),
+/// both ports, dialing out from it: as far as address groups go, on its own machine.
+pub async fn start_node_on(ip: [u8; 4], config: NodeConfig) -> RunningNode {
+    let ip = std::net::IpAddr::from(ip);
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let v1 = TcpListener::bind((ip, 0)).await.unwrap();
+    server::start(listener, Some(v1), config, CancellationToken::new()).unwrap()
+}
+
 /// A node on a given address (to start one again where it was).
 pub async fn start_node_at(addr: std::net::SocketAddr, config: NodeConfig) -> RunningNode {
     let listener = TcpListener::bind(addr).await.unwrap();
