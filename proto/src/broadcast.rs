@@ -233,6 +233,13 @@ enum Timer {
     FlushIHave,
 }
 
+/// Most messages one neighbour may have us wait for at once (announced, not yet held): an
+/// honest one announces what it got in the last graft timeout, far fewer. Past it, what it
+/// announces is not tracked (reconciliation still finds whatever is real).
+pub const MISSING_PER_PEER: usize = 4_096;
+/// Most messages waited for at once, from all neighbours together.
+pub const MISSING_TRACKED: usize = 65_536;
+
 #[derive(Debug, Default)]
 struct Missing {
     /// Who announced it, in order, with their hop counts.
@@ -262,6 +269,8 @@ pub struct Broadcast {
     network_size: usize,
     cache: Recent<MsgId, (Arc<Signed>, u32)>,
     missing: BTreeMap<MsgId, Missing>,
+    /// How many entries of `missing` each neighbour is among the announcers of.
+    announced: BTreeMap<NodeId, usize>,
     lazy_queue: BTreeMap<NodeId, Vec<(MsgId, u32)>>,
     flush_scheduled: bool,
     timers: Timers<Timer>,
@@ -279,6 +288,7 @@ impl Broadcast {
             config,
             network_size: 0,
             missing: BTreeMap::new(),
+            announced: BTreeMap::new(),
             lazy_queue: BTreeMap::new(),
             flush_scheduled: false,
             timers: Timers::default(),
@@ -360,8 +370,28 @@ impl Broadcast {
         self.links.clients.remove(&peer);
         self.links.slow.remove(&peer);
         self.lazy_queue.remove(&peer);
-        for m in self.missing.values_mut() {
-            m.announcers.retain(|&(p, _)| p != peer);
+        if self.announced.remove(&peer).is_some() {
+            for m in self.missing.values_mut() {
+                m.announcers.retain(|&(p, _)| p != peer);
+            }
+        }
+    }
+
+    /// `id` is no longer waited for (it arrived), nor any announcer of it.
+    fn forget_missing(&mut self, id: &MsgId) {
+        if let Some(m) = self.missing.remove(id) {
+            for (peer, _) in m.announcers {
+                self.unannounce(peer);
+            }
+        }
+    }
+
+    fn unannounce(&mut self, peer: NodeId) {
+        if let Some(n) = self.announced.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.announced.remove(&peer);
+            }
         }
     }
 
@@ -393,7 +423,7 @@ impl Broadcast {
         now: Millis,
     ) {
         let id = msg.id;
-        self.missing.remove(&id);
+        self.forget_missing(&id);
         self.cache.expire(now);
         if let Some(f) = from
             && self.links.lazy.contains(&f)
@@ -455,7 +485,7 @@ impl Broadcast {
     /// `msg` arrived by other means (reconciliation): nothing to push, but no need to ask
     /// for it any more, and it can be given to peers that graft.
     pub fn received_otherwise(&mut self, msg: Arc<Signed>, now: Millis) {
-        self.missing.remove(&msg.id);
+        self.forget_missing(&msg.id);
         let id = msg.id;
         self.cache.insert(id, (msg, u32::MAX / 2), now);
     }
@@ -488,9 +518,15 @@ impl Broadcast {
                         continue;
                     }
                     let fresh = !self.missing.contains_key(&id);
+                    let mine = self.announced.get(&from).copied().unwrap_or(0);
+                    if mine >= MISSING_PER_PEER || (fresh && self.missing.len() >= MISSING_TRACKED)
+                    {
+                        continue;
+                    }
                     let m = self.missing.entry(id).or_default();
                     if !m.announcers.iter().any(|&(p, _)| p == from) {
                         m.announcers.push_back((from, hops));
+                        *self.announced.entry(from).or_default() += 1;
                     }
                     if fresh {
                         // Spread over [timeout, 2 × timeout]: the peers at the edge of a
@@ -580,7 +616,9 @@ impl Part for Broadcast {
                         self.missing.remove(&id);
                         continue;
                     };
-                    if m.announcers.is_empty() {
+                    let empty = m.announcers.is_empty();
+                    self.unannounce(peer);
+                    if empty {
                         // Nobody else to ask: reconciliation will find it if this fails.
                         self.missing.remove(&id);
                     } else {
@@ -915,6 +953,42 @@ mod tests {
             seq,
             address: None,
         }
+    }
+
+    /// A neighbour announcing ids it never gives makes us wait for at most
+    /// `MISSING_PER_PEER` of them; another neighbour's announcements are still followed, and
+    /// what we ask the first for is no more than that either.
+    #[test]
+    fn what_one_neighbour_announces_is_waited_for_up_to_a_bound() {
+        let mut b = with_neighbors(&[1, 2]);
+        let fake = |frame: u32, i: u32| {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&frame.to_be_bytes());
+            bytes[4..8].copy_from_slice(&i.to_be_bytes());
+            MsgId::from_bytes(bytes)
+        };
+        for frame in 0..100 {
+            let ids = (0..256).map(|i| (fake(frame, i), 1)).collect();
+            b.control(node(1), Control::IHave(ids), |_| false, 0);
+        }
+        assert_eq!(b.plumtree.missing.len(), MISSING_PER_PEER);
+        b.control(node(2), Control::IHave(vec![(msg(7).id, 1)]), |_| false, 0);
+        assert_eq!(b.plumtree.missing.len(), MISSING_PER_PEER + 1);
+        // The grafts: each id once, and node 2's too.
+        b.handle_timeout(10_000);
+        let asked: usize = drain_all(&mut b)
+            .iter()
+            .map(|o| match o {
+                Out::Send(_, Control::Graft(ids)) => ids.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(asked, MISSING_PER_PEER + 1);
+        assert!(
+            b.plumtree.announced.is_empty(),
+            "{:?}",
+            b.plumtree.announced
+        );
     }
 
     #[test]
