@@ -10,6 +10,26 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The node's next text frame (its length, and it as JSON), its keepalive pings answered on
+/// the way; `what` names what the test waits for, if it never comes.
+async fn next_frame(ws: &mut Ws, what: &str) -> (usize, Value) {
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect(what)
+            .expect("the socket stays open")
+            .unwrap();
+        let Message::Text(frame) = frame else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+        if let Some(pong) = pong_for(&v) {
+            ws.send(Message::text(pong)).await.unwrap();
+        }
+        return (frame.len(), v);
+    }
+}
+
 #[tokio::test]
 async fn a_peer_asking_for_one_message_again_and_again_gets_it_once() {
     let node = start_node(&[]).await;
@@ -27,20 +47,9 @@ async fn a_peer_asking_for_one_message_again_and_again_gets_it_once() {
     // Every WANT is answered (its last page says `done`); count what came back.
     let (mut answers, mut received, mut copies) = (0, 0, 0);
     while answers < 20 {
-        let frame = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("every WANT answered in time")
-            .expect("the socket stays open")
-            .unwrap();
-        let Message::Text(frame) = frame else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
-        if let Some(pong) = pong_for(&v) {
-            ws.send(Message::text(pong)).await.unwrap();
-        }
+        let (len, v) = next_frame(&mut ws, "every WANT answered in time").await;
         if v["type"] == "MESSAGES" {
-            received += frame.len();
+            received += len;
             copies += v["messages"].as_array().unwrap().len();
             if v["done"] == true {
                 answers += 1;
@@ -91,20 +100,9 @@ async fn a_peer_replaying_a_reconciliation_is_answered_one_sessions_worth() {
         .unwrap();
     let mut received = 0;
     loop {
-        let frame = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("the PING answered in time")
-            .expect("the socket stays open")
-            .unwrap();
-        let Message::Text(frame) = frame else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
-        if let Some(pong) = pong_for(&v) {
-            ws.send(Message::text(pong)).await.unwrap();
-        }
+        let (len, v) = next_frame(&mut ws, "the PING answered in time").await;
         match v["type"].as_str() {
-            Some("SYNC") => received += frame.len(),
+            Some("SYNC") => received += len,
             Some("PONG") if v["nonce"] == 4242 => break,
             _ => {}
         }

@@ -860,11 +860,9 @@ fn over_the_storage_cap_the_oldest_go_and_older_copies_are_refused() {
     assert_eq!(n.stats().too_old, 1);
 }
 
-/// Per-origin quotas: what node peers relay of one origin beyond its quota is dropped (not
-/// marked as seen), and a peer that keeps pushing over quota is closed, told why, and refused
-/// under the same id when it comes back.
-#[test]
-fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
+/// A node whose origins may each have 20 messages relayed at once and 1 a second after (a
+/// relay 5 over them, then 1 every 10 s), joined by node 2.
+fn quota_node() -> (Engine, ConnId) {
     let mut config = Config {
         listen_addresses: vec![ME.into()],
         ..Config::default()
@@ -874,6 +872,15 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
     let mut n = Engine::new(config, identity(1), 1, T0);
     let c = join(&mut n, 2, &["ws://b:3000"], T0);
     drain(&mut n);
+    (n, c)
+}
+
+/// Per-origin quotas: what node peers relay of one origin beyond its quota is dropped (not
+/// marked as seen), and a peer that keeps pushing over quota is closed, told why, and refused
+/// under the same id when it comes back.
+#[test]
+fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
+    let (mut n, c) = quota_node();
     let msg = |seq: u64| {
         let data = format!("flood {seq}");
         Message::signed(&key(9), seq, T0, data)
@@ -926,15 +933,7 @@ fn a_relay_that_keeps_pushing_over_an_origins_quota_is_closed_and_refused() {
 /// pushes seed text past it is not to blame, and is not closed (what is over is dropped).
 #[test]
 fn a_relay_pushing_seed_text_over_its_shared_quota_is_not_closed() {
-    let mut config = Config {
-        listen_addresses: vec![ME.into()],
-        ..Config::default()
-    };
-    config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 20.0);
-    config.limits.over_quota = hearsay_proto::Rate::new(0.1, 5.0);
-    let mut n = Engine::new(config, identity(1), 1, T0);
-    let c = join(&mut n, 2, &["ws://b:3000"], T0);
-    drain(&mut n);
+    let (mut n, c) = quota_node();
     let mut delivered = 0;
     for i in 0..40 {
         let msg = Message::from_seed(format!("seed line {i}"), T0);
@@ -955,14 +954,7 @@ fn a_relay_pushing_seed_text_over_its_shared_quota_is_not_closed() {
 /// minute of stamps than it could have published live. The peer that gave it is not blamed.
 #[test]
 fn fetched_history_is_metered_by_its_stamps_not_by_when_it_arrives() {
-    let mut config = Config {
-        listen_addresses: vec![ME.into()],
-        ..Config::default()
-    };
-    config.limits.origin_messages = hearsay_proto::Rate::new(1.0, 20.0);
-    let mut n = Engine::new(config, identity(1), 1, T0);
-    let c = join(&mut n, 2, &["ws://b:3000"], T0);
-    drain(&mut n);
+    let (mut n, c) = quota_node();
     let fetch = |n: &mut Engine, messages: Vec<Message>| {
         let frame = Frame::Sync(hearsay_proto::sync::Message::Messages {
             messages,
