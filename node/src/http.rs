@@ -503,6 +503,7 @@ impl From<PeerInfo> for PeerJson {
 
 fn status(shared: &Shared) -> serde_json::Value {
     shared.read(|s| {
+        let map = s.engine.map_stats();
         json!({
             "id": s.engine.id().to_string(),
             "key": s.engine.public_key().to_string(),
@@ -513,6 +514,7 @@ fn status(shared: &Shared) -> serde_json::Value {
             "peers": s.engine.peers().len(),
             "neighbors": s.engine.neighbors().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "passive": s.engine.passive().iter().map(|r| &r.address).collect::<Vec<_>>(),
+            "map": { "records": map.0, "bytes": map.1, "refused": map.2 },
             "root": s.engine.root().map(|r| r.to_string()),
             "strategy": s.engine.config().broadcast.strategy.to_string(),
             "links": s.engine.links(),

@@ -218,6 +218,13 @@ impl Engine {
         self.map.view().len()
     }
 
+    /// The map's records, the bytes they take (about), and how many were refused as none an
+    /// honest peer sends.
+    pub fn map_stats(&self) -> (usize, u64, u64) {
+        let view = self.map.view();
+        (view.len(), view.bytes(), self.map.refused())
+    }
+
     /// The network map as this peer knows it: its own record and every unexpired one heard.
     pub fn topology(&self) -> Vec<TopoRecord> {
         self.map.view().records().cloned().collect()

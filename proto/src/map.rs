@@ -14,6 +14,12 @@
 //! Which links are the tree's changes as the tree is rebuilt; that alone makes a new record
 //! at a third of the pace.
 //!
+//! Records are not signed yet, but a record no honest peer sends is refused, not kept or
+//! passed on: more links than a node has ([`MAX_RECORD_LINKS`]), an address longer than
+//! [`MAX_RECORD_ADDRESS`], a version (the maker's clock) more than [`MAX_VERSION_AHEAD`]
+//! ahead of ours, which its real peer's next record could never replace. The whole map is
+//! bounded in records ([`MAX_RECORDS`]) and bytes ([`MAX_MAP_BYTES`]).
+//!
 //! A message's journey is not sent at all: each `GOSSIP` carries its hop count, and a page
 //! draws the journey along the tree links the records describe.
 
@@ -33,6 +39,18 @@ pub const MAX_SEEDS_DIALED: usize = 8;
 /// Most records kept: beyond this, records of peers not yet known are dropped (a bound on
 /// memory, whatever peers send).
 pub const MAX_RECORDS: usize = 20_000;
+/// Most links one record may list: a node's active view and [`LISTED_CLIENTS`] pages come
+/// to 38, a page's nodes to 3. A record with more is refused, not passed on.
+pub const MAX_RECORD_LINKS: usize = 64;
+/// Longest address (or seed address) a record may carry.
+pub const MAX_RECORD_ADDRESS: usize = 512;
+/// How far ahead of this peer's clock a record's version may be: versions are the clock of
+/// the peer that made them (see `Map::check_own`), so one far ahead could never be replaced
+/// by the peer's own next record, and would hide it until it expired.
+pub const MAX_VERSION_AHEAD: Millis = 60_000;
+/// Most bytes all records may take together (as [`TopologyView::bytes`] counts them): a
+/// network of [`MAX_RECORDS`] honest peers needs about a tenth of it.
+pub const MAX_MAP_BYTES: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -141,6 +159,34 @@ impl OwnLinks {
 #[derive(Debug, Default, Clone)]
 pub struct TopologyView {
     records: BTreeMap<NodeId, (TopoRecord, Millis)>,
+    /// What the records take, as [`TopoRecord::bytes`] counts it.
+    bytes: u64,
+}
+
+impl TopoRecord {
+    /// About how many bytes this record takes, kept or sent as JSON: its fixed fields, and
+    /// what it lists (an id is 34 bytes as JSON).
+    pub fn bytes(&self) -> u64 {
+        let listed = 34 * (self.links.len() + self.eager.len()) as u64;
+        let strings = self.address.as_ref().map_or(0, String::len)
+            + self.seeds_dialed.iter().map(String::len).sum::<usize>();
+        200 + listed + strings as u64
+    }
+
+    /// Why no honest peer would send this record, if so (see [`MAX_RECORD_LINKS`],
+    /// [`MAX_RECORD_ADDRESS`], [`MAX_VERSION_AHEAD`]).
+    pub fn implausible(&self, now: Millis) -> Option<&'static str> {
+        let long = |s: &String| s.len() > MAX_RECORD_ADDRESS;
+        if self.links.len() > MAX_RECORD_LINKS || self.eager.len() > self.links.len() {
+            Some("a map record lists too many links")
+        } else if self.address.as_ref().is_some_and(long) || self.seeds_dialed.iter().any(long) {
+            Some("a map record's address is too long")
+        } else if self.version > now.saturating_add(MAX_VERSION_AHEAD) {
+            Some("a map record's version is ahead of the clock")
+        } else {
+            None
+        }
+    }
 }
 
 impl TopologyView {
@@ -153,13 +199,29 @@ impl TopologyView {
             return false;
         }
         let expires = now.saturating_add(record.ttl);
-        self.records.insert(record.node, (record, expires));
+        self.bytes += record.bytes();
+        if let Some((old, _)) = self.records.insert(record.node, (record, expires)) {
+            self.bytes -= old.bytes();
+        }
         true
     }
 
     /// Forgets records whose time to live has run out.
     pub fn expire(&mut self, now: Millis) {
-        self.records.retain(|_, (_, expires)| *expires > now);
+        let mut freed = 0;
+        self.records.retain(|_, (record, expires)| {
+            let keep = *expires > now;
+            if !keep {
+                freed += record.bytes();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// What the records take together, about (see [`TopoRecord::bytes`]).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Current records, by node id.
@@ -222,9 +284,16 @@ pub struct Map {
     flush_scheduled: bool,
     timers: Timers<Timer>,
     out: VecDeque<Out>,
+    /// Records refused as no honest peer would send them.
+    refused: u64,
 }
 
 impl Map {
+    /// Records refused as no honest peer would send them (see [`TopoRecord::implausible`]).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
     pub fn new(
         me: NodeId,
         kind: PeerKind,
@@ -249,6 +318,7 @@ impl Map {
             flush_scheduled: false,
             timers,
             out: VecDeque::new(),
+            refused: 0,
         }
     }
 
@@ -269,10 +339,15 @@ impl Map {
     pub fn received(&mut self, from: NodeId, records: Vec<TopoRecord>, now: Millis) {
         for record in records {
             // A record may not ask to be kept for more than a day.
-            if record.node == self.me || record.ttl > 24 * 3_600_000 {
+            if record.node == self.me {
                 continue;
             }
-            if self.view.len() >= MAX_RECORDS && self.view.get(&record.node).is_none() {
+            if record.ttl > 24 * 3_600_000 || record.implausible(now).is_some() {
+                self.refused += 1;
+                continue;
+            }
+            let full = self.view.len() >= MAX_RECORDS || self.view.bytes() >= MAX_MAP_BYTES;
+            if full && self.view.get(&record.node).is_none() {
                 continue;
             }
             if self.view.accept(record.clone(), now) {
