@@ -353,15 +353,8 @@ impl Admission {
     /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,
     /// how long until there is room.
     pub fn take_from_quota(&mut self, author: Author, now: Millis) -> Result<(), Millis> {
-        if self.origins.get(&author).is_none() {
-            let rate = self.config.limits.origin_messages;
-            self.origins
-                .insert(author, TokenBucket::new(rate, now), now);
-        }
-        match self.origins.get_mut(&author) {
-            Some(bucket) => bucket.take(1.0, now),
-            None => Ok(()),
-        }
+        let rate = self.config.limits.origin_messages;
+        take_one(&mut self.origins, author, rate, now)
     }
 
     /// Takes a fetched message from its author's allowance for the [`STAMP_SLOT`] its stamp
@@ -446,15 +439,11 @@ impl Admission {
     /// too: charged here first, where it enters, so what this node passes on is what its
     /// neighbours take, and a flood from one group is not this node's to answer for.
     fn seed_text_allowed(&mut self, group: Option<Group>, now: Millis) -> bool {
-        if let Some(group) = group {
-            let rate = self.config.limits.seed_group_messages;
-            self.seed_groups
-                .insert(group, TokenBucket::new(rate, now), now);
-            if let Some(bucket) = self.seed_groups.get_mut(&group)
-                && bucket.take(1.0, now).is_err()
-            {
-                return false;
-            }
+        let rate = self.config.limits.seed_group_messages;
+        if let Some(group) = group
+            && take_one(&mut self.seed_groups, group, rate, now).is_err()
+        {
+            return false;
         }
         self.take_from_quota(Author::Seed, now).is_ok()
     }
@@ -477,14 +466,6 @@ impl Admission {
             Sender::Seed(_) => (limits.seed_messages, "a seed"),
             _ => return None,
         };
-        if let Sender::Seed(group) = sender
-            && !self.seed_text_allowed(group, now)
-        {
-            return Some(Verdict::Drop {
-                why: Dropped::RateLimited,
-                tell: None,
-            });
-        }
         let bucket = self
             .buckets
             .entry(conn)
@@ -492,7 +473,15 @@ impl Admission {
             .messages
             .get_or_insert_with(|| TokenBucket::new(rate, now));
         let Err(wait) = bucket.take(1.0, now) else {
-            return None;
+            // Within the connection's limit; a seed's text also within its group's, and the
+            // quota all seed text shares (charged only for what the connection may send).
+            return match sender {
+                Sender::Seed(group) if !self.seed_text_allowed(group, now) => Some(Verdict::Drop {
+                    why: Dropped::RateLimited,
+                    tell: None,
+                }),
+                _ => None,
+            };
         };
         let tell = (sender == Sender::Page).then(|| Reply::Error {
             reason: format!(
@@ -548,6 +537,23 @@ impl Admission {
             why: Dropped::OverQuota,
             tell: None,
         }
+    }
+}
+
+/// Takes one token from `key`'s bucket in `table` (made full, at `rate`, if there is none):
+/// over it, how long until there is room.
+fn take_one<K: std::hash::Hash + Eq + Clone>(
+    table: &mut Recent<K, TokenBucket>,
+    key: K,
+    rate: Rate,
+    now: Millis,
+) -> Result<(), Millis> {
+    if !table.contains(&key) {
+        table.insert(key.clone(), TokenBucket::new(rate, now), now);
+    }
+    match table.get_mut(&key) {
+        Some(bucket) => bucket.take(1.0, now),
+        None => Ok(()),
     }
 }
 

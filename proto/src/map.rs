@@ -17,7 +17,8 @@
 //! Records are not signed yet, but a record no honest peer sends is refused, not kept or
 //! passed on: more links than a node has ([`MAX_RECORD_LINKS`]), an address longer than
 //! [`MAX_RECORD_ADDRESS`], a version (the maker's clock) more than [`MAX_VERSION_AHEAD`]
-//! ahead of ours, which its real peer's next record could never replace. The whole map is
+//! ahead of ours, which its real peer's next record could never replace, a time to live
+//! over a day. The whole map is
 //! bounded in records ([`MAX_RECORDS`]) and bytes ([`MAX_MAP_BYTES`]).
 //!
 //! A message's journey is not sent at all: each `GOSSIP` carries its hop count, and a page
@@ -173,19 +174,17 @@ impl TopoRecord {
         200 + listed + strings as u64
     }
 
-    /// Why no honest peer would send this record, if so (see [`MAX_RECORD_LINKS`],
-    /// [`MAX_RECORD_ADDRESS`], [`MAX_VERSION_AHEAD`]).
-    pub fn implausible(&self, now: Millis) -> Option<&'static str> {
-        let long = |s: &String| s.len() > MAX_RECORD_ADDRESS;
-        if self.links.len() > MAX_RECORD_LINKS || self.eager.len() > self.links.len() {
-            Some("a map record lists too many links")
-        } else if self.address.as_ref().is_some_and(long) || self.seeds_dialed.iter().any(long) {
-            Some("a map record's address is too long")
-        } else if self.version > now.saturating_add(MAX_VERSION_AHEAD) {
-            Some("a map record's version is ahead of the clock")
-        } else {
-            None
-        }
+    /// Whether an honest peer could have sent this record: at most [`MAX_RECORD_LINKS`]
+    /// links, addresses of at most [`MAX_RECORD_ADDRESS`], a version at most
+    /// [`MAX_VERSION_AHEAD`] ahead of our clock, and a time to live of at most a day.
+    pub fn plausible(&self, now: Millis) -> bool {
+        let short = |s: &String| s.len() <= MAX_RECORD_ADDRESS;
+        self.links.len() <= MAX_RECORD_LINKS
+            && self.eager.len() <= self.links.len()
+            && self.address.as_ref().is_none_or(short)
+            && self.seeds_dialed.iter().all(short)
+            && self.version <= now.saturating_add(MAX_VERSION_AHEAD)
+            && self.ttl <= 24 * 3_600_000
     }
 }
 
@@ -289,7 +288,7 @@ pub struct Map {
 }
 
 impl Map {
-    /// Records refused as no honest peer would send them (see [`TopoRecord::implausible`]).
+    /// Records refused as no honest peer would send them (see [`TopoRecord::plausible`]).
     pub fn refused(&self) -> u64 {
         self.refused
     }
@@ -338,11 +337,10 @@ impl Map {
     /// Records from neighbour `from`; the new ones are kept and queued to pass on.
     pub fn received(&mut self, from: NodeId, records: Vec<TopoRecord>, now: Millis) {
         for record in records {
-            // A record may not ask to be kept for more than a day.
             if record.node == self.me {
                 continue;
             }
-            if record.ttl > 24 * 3_600_000 || record.implausible(now).is_some() {
+            if !record.plausible(now) {
                 self.refused += 1;
                 continue;
             }

@@ -165,6 +165,17 @@ enum Came {
     Answer,
 }
 
+/// A peer we have a completed handshake with.
+#[derive(Debug, Clone)]
+struct Link {
+    /// How it is dialed (nodes).
+    record: Option<PeerRecord>,
+    /// The address group the link came from, or we dialed.
+    group: Option<Group>,
+    /// The operator asked for this link (`--peer`).
+    pinned: bool,
+}
+
 /// What an active-view entry is, for eviction and caps.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -196,11 +207,8 @@ pub struct Membership {
     own: Option<PeerRecord>,
     config: Config,
     rng: SmallRng,
-    /// Peers we have a completed handshake with, and their records (nodes).
-    connected: HashMap<NodeId, Option<PeerRecord>>,
-    /// For each connected peer: the address group its link came from (or we dialed), and
-    /// whether the operator asked for it.
-    links_from: HashMap<NodeId, (Option<Group>, bool)>,
+    /// Peers we have a completed handshake with.
+    connected: HashMap<NodeId, Link>,
     active: Vec<PeerRecord>,
     /// What each active-view entry is (the same keys as `active`).
     slots: HashMap<NodeId, Slot>,
@@ -257,7 +265,6 @@ impl Membership {
             kind,
             own,
             own_group,
-            links_from: HashMap::new(),
             slots: HashMap::new(),
             failed: Recent::new(1_024, 4 * config.repair_interval.max(1)),
             config,
@@ -339,13 +346,17 @@ impl Membership {
         group: Option<Group>,
         now: Millis,
     ) {
-        self.links_from.insert(peer, (group, pinned));
         // A node with no address dialed us: a neighbour like any other over this link, but
         // never named to others to dial (receivers drop what they cannot dial, and it never
         // enters a passive view).
         let record =
             record.or_else(|| (kind == PeerKind::Node).then(|| PeerRecord::unlisted(peer)));
-        self.connected.insert(peer, record.clone());
+        let link = Link {
+            record: record.clone(),
+            group,
+            pinned,
+        };
+        self.connected.insert(peer, link);
         if let Some(r) = &record {
             // A node's own handshake is the authority on its addresses.
             for view in [&mut self.active, &mut self.passive] {
@@ -410,7 +421,6 @@ impl Membership {
     /// The connection to `peer` ended.
     pub fn disconnected(&mut self, peer: NodeId, now: Millis) {
         self.connected.remove(&peer);
-        self.links_from.remove(&peer);
         self.pending.retain(|&(p, _)| p != peer);
         let was_neighbor = if let Some(i) = self.active.iter().position(|r| r.id == peer) {
             // A failed neighbour is not kept in the passive view: it may be gone for good.
@@ -441,7 +451,7 @@ impl Membership {
 
     /// A membership frame from `from`.
     pub fn message(&mut self, from: NodeId, message: Message, now: Millis) {
-        let from_record = self.connected.get(&from).cloned().flatten();
+        let from_record = self.connected.get(&from).and_then(|l| l.record.clone());
         match (self.kind, message) {
             (PeerKind::Browser, Message::Peers { peers }) => {
                 let secure = self.config.client_secure_only;
@@ -644,11 +654,18 @@ impl Membership {
     /// Whether `peer`'s address group holds its share of the active view already (a pinned
     /// peer never does).
     fn crowded(&self, peer: NodeId) -> bool {
-        let (group, pinned) = self.links_from.get(&peer).copied().unwrap_or_default();
+        let (group, pinned) = self.link_of(peer);
         !pinned
             && self.capped(group).is_some_and(|g| {
                 self.slots.values().filter(|s| s.group == Some(g)).count() >= ACTIVE_PER_GROUP
             })
+    }
+
+    /// The address group `peer`'s link counts under (if capped), and whether it is pinned.
+    fn link_of(&self, peer: NodeId) -> (Option<Group>, bool) {
+        self.connected
+            .get(&peer)
+            .map_or((None, false), |l| (self.capped(l.group), l.pinned))
     }
 
     fn remove_active(&mut self, i: usize) -> PeerRecord {
@@ -658,18 +675,18 @@ impl Membership {
     }
 
     /// Takes `record` into the active view, if its address group has room there. If the view
-    /// is full (or, for a `JOIN`, the slots joins may take are), a neighbour it may displace
-    /// is evicted (not for a `JOIN`: see the module docs), or else it is refused. The peer is told with a `NEIGHBOR` either way it came: an answer is
-    /// confirmed too, as a request that crossed ours may have been lost with a connection
-    /// (where it was not, the peer has us already and ignores it). False if refused.
+    /// is full, a neighbour it may displace is evicted (not for a `JOIN`, which is refused,
+    /// as one is where the slots joins may take are full: see the module docs). The peer is
+    /// told with a `NEIGHBOR` however it came: an answer is confirmed too, as a request that
+    /// crossed ours may have been lost with a connection (where it was not, the peer has us
+    /// already and ignores it). False if refused.
     fn add_active(&mut self, record: PeerRecord, came: Came) -> bool {
         let peer = record.id;
         self.pending.retain(|&(p, _)| p != peer);
         if peer == self.me || self.active.iter().any(|r| r.id == peer) {
             return true;
         }
-        let (group, pinned) = self.links_from.get(&peer).copied().unwrap_or_default();
-        let group = self.capped(group);
+        let (group, pinned) = self.link_of(peer);
         let outbound = came == Came::Answer;
         let evict = came != Came::Join;
         let crowded = self.crowded(peer);
@@ -679,15 +696,15 @@ impl Membership {
             // peer that asked, not one this node chose. (Evicting the newest instead, so
             // that askers displace each other, made trees deeper after churn: 20 % of 1,000
             // nodes killed, p99 2,225 ms against 1,534 at random.)
-            let open: Vec<usize> = (0..self.active.len())
-                .filter(|&i| {
-                    let s = &self.slots[&self.active[i].id];
-                    !s.pinned && (outbound || !s.outbound)
-                })
-                .collect();
             let victim = if crowded || !evict {
                 None
             } else {
+                let open: Vec<usize> = (0..self.active.len())
+                    .filter(|&i| {
+                        let s = &self.slots[&self.active[i].id];
+                        !s.pinned && (outbound || !s.outbound)
+                    })
+                    .collect();
                 open.choose(&mut self.rng).copied()
             };
             let Some(i) = victim else {
