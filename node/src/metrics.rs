@@ -30,6 +30,8 @@ pub struct Metrics {
     grafts: Counter,
     prunes: Counter,
     beacons: Counter,
+    beacons_ignored: Counter,
+    beacons_forged: Counter,
     queue_drops: Counter,
     peers: Family<Labels, Gauge>,
     stored: Gauge,
@@ -62,6 +64,8 @@ impl Metrics {
             grafts: Counter::default(),
             prunes: Counter::default(),
             beacons: Counter::default(),
+            beacons_ignored: Counter::default(),
+            beacons_forged: Counter::default(),
             queue_drops: Counter::default(),
             peers: Family::default(),
             stored: Gauge::default(),
@@ -138,6 +142,16 @@ impl Metrics {
             m.beacons.clone(),
         );
         r.register(
+            "broadcast_beacons_ignored",
+            "Beacons of a root that may not displace this node's (a live root changes only by its own word)",
+            m.beacons_ignored.clone(),
+        );
+        r.register(
+            "broadcast_beacons_forged",
+            "Beacons whose root's signature does not verify",
+            m.beacons_forged.clone(),
+        );
+        r.register(
             "queue_drops",
             "Peers dropped because their send queue was full",
             m.queue_drops.clone(),
@@ -181,6 +195,8 @@ impl Metrics {
         set(&self.grafts, broadcast.grafts);
         set(&self.prunes, broadcast.prunes);
         set(&self.beacons, broadcast.beacons);
+        set(&self.beacons_ignored, broadcast.beacons_ignored);
+        set(&self.beacons_forged, broadcast.beacons_forged);
         set(
             &self.queue_drops,
             self.queue_drops_seen.load(Ordering::Relaxed),

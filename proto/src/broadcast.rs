@@ -258,6 +258,9 @@ pub struct BroadcastStats {
     pub beacons: u64,
     pub depth_reports: u64,
     pub handovers: u64,
+    /// Beacons of a root that may not displace ours, and beacons forged (the tree's).
+    pub beacons_ignored: u64,
+    pub beacons_forged: u64,
 }
 
 pub struct Broadcast {
@@ -644,6 +647,8 @@ impl Part for Broadcast {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Keypair;
+    use crate::succession::Beacon;
     use crate::tree::{self, Tree};
 
     /// Plumtree and the tree that shapes it, routed as the engine routes them (the tree's
@@ -652,7 +657,7 @@ mod tests {
     struct Both {
         plumtree: Broadcast,
         tree: Tree,
-        made: (NodeId, bool, bool, Millis),
+        made: (u8, bool, bool, Millis),
         out: VecDeque<Out>,
     }
 
@@ -676,12 +681,7 @@ mod tests {
         IHave(Vec<(MsgId, u32)>),
         Graft(Vec<MsgId>),
         Prune,
-        Beacon {
-            root: NodeId,
-            term: u64,
-            seq: u64,
-            address: Option<Arc<str>>,
-        },
+        Beacon(Beacon),
         Depth {
             root: NodeId,
             term: u64,
@@ -697,19 +697,26 @@ mod tests {
     }
 
     impl Both {
-        fn new(config: Config, me: NodeId, relay: bool, seed: u64, now: Millis) -> Self {
+        /// Peer `me` (its id and key [`node`]'s and [`key`]'s): a node if `relay`, else a
+        /// page.
+        fn new(config: Config, me: u8, relay: bool, seed: u64, now: Millis) -> Self {
             let shaping = config.strategy == Strategy::Plumtree;
             Self {
                 plumtree: Broadcast::new(config, relay, seed),
-                tree: Tree::new(tree::Config::default(), me, relay, shaping, None, now),
+                tree: Self::tree(me, relay, shaping, None, now),
                 made: (me, relay, shaping, now),
                 out: VecDeque::new(),
             }
         }
 
+        fn tree(me: u8, relay: bool, shaping: bool, at: Option<String>, now: Millis) -> Tree {
+            let k = relay.then(|| key(me));
+            Tree::new(tree::Config::default(), node(me), k, shaping, at, now)
+        }
+
         fn with_address(mut self, address: Option<String>) -> Self {
             let (me, relay, shaping, now) = self.made;
-            self.tree = Tree::new(tree::Config::default(), me, relay, shaping, address, now);
+            self.tree = Self::tree(me, relay, shaping, address, now);
             self
         }
 
@@ -722,17 +729,7 @@ mod tests {
                         tree::Out::Send(to, m) => Out::Send(
                             to,
                             match m {
-                                tree::Message::Beacon {
-                                    root,
-                                    term,
-                                    seq,
-                                    address,
-                                } => Control::Beacon {
-                                    root,
-                                    term,
-                                    seq,
-                                    address,
-                                },
+                                tree::Message::Beacon(b) => Control::Beacon(b),
                                 tree::Message::Depth {
                                     root,
                                     term,
@@ -805,20 +802,9 @@ mod tests {
                         .message(from, Message::Graft { ids }, held, now)
                 }
                 Control::Prune => self.plumtree.message(from, Message::Prune, held, now),
-                Control::Beacon {
-                    root,
-                    term,
-                    seq,
-                    address,
-                } => {
-                    let m = tree::Message::Beacon {
-                        root,
-                        term,
-                        seq,
-                        address,
-                    };
-                    self.tree.message(from, m, links, now)
-                }
+                Control::Beacon(b) => self
+                    .tree
+                    .message(from, tree::Message::Beacon(b), links, now),
                 Control::Depth {
                     root,
                     term,
@@ -844,8 +830,8 @@ mod tests {
         }
 
         fn received_new(&mut self, from: Option<NodeId>, msg: Arc<Signed>, hops: u32, now: Millis) {
-            let mine = from.is_none() && !msg.author.is_seed();
-            self.tree.note_publisher(mine, self.plumtree.links(), now);
+            let author = msg.author.key().map(|k| k.node_id());
+            self.tree.note_publisher(author, self.plumtree.links(), now);
             let root = self.tree.root();
             self.plumtree.received_new(from, msg, hops, root, now);
             self.route();
@@ -905,8 +891,14 @@ mod tests {
         }
     }
 
+    /// Peer `n`'s key; its id is the key's (in order: 12 < 14 < 8 < 0 < 10 < 60 < 50 < 11 < 5
+    /// < 2 < 6 < 1 < 13 < 99 < 4 < 15 < 7 < 3 < 9).
+    fn key(n: u8) -> Keypair {
+        Keypair::from_secret([n; 32])
+    }
+
     fn node(n: u8) -> NodeId {
-        NodeId::from_bytes([n; 16])
+        key(n).public().node_id()
     }
 
     fn msg(n: u8) -> Arc<Signed> {
@@ -939,20 +931,32 @@ mod tests {
 
     /// A node (id 50) with these neighbours, before any beacon.
     fn with_neighbors(n: &[u8]) -> Both {
-        let mut b = Both::new(Config::default(), node(50), true, 1, 0);
+        let mut b = Both::new(Config::default(), 50, true, 1, 0);
         for &p in n {
             b.neighbor_up(node(p), false);
         }
         b
     }
 
+    /// Round `seq` of root `root` in term 0.
     fn beacon(root: u8, seq: u64) -> Control {
-        Control::Beacon {
-            root: node(root),
-            term: 0,
-            seq,
-            address: None,
+        signed(root, 0, seq, None, false)
+    }
+
+    /// `c` (a beacon) as a relay passes it on: one hop further.
+    fn relayed(c: Control) -> Control {
+        match c {
+            Control::Beacon(mut b) => {
+                b.hops += 1;
+                Control::Beacon(b)
+            }
+            other => other,
         }
+    }
+
+    fn signed(root: u8, term: u64, seq: u64, heir: Option<u8>, handover: bool) -> Control {
+        let heir = heir.map(node);
+        Control::Beacon(Beacon::signed(&key(root), term, seq, None, heir, handover))
     }
 
     /// A neighbour announcing ids it never gives makes us wait for at most
@@ -1014,8 +1018,10 @@ mod tests {
         assert_eq!(
             drain(&mut b),
             vec![
-                Out::Send(node(1), beacon(0, 7)),
-                Out::Send(node(3), beacon(0, 7))
+                // The new parent is told, though our end was eager already.
+                Out::Send(node(2), Control::Graft(vec![])),
+                Out::Send(node(1), relayed(beacon(0, 7))),
+                Out::Send(node(3), relayed(beacon(0, 7)))
             ],
             "passed on over every other link"
         );
@@ -1043,9 +1049,15 @@ mod tests {
                 Control::IHave(vec![(msg(2).id, 1), (msg(3).id, 1)])
             )]
         );
-        // An older round or a worse root changes nothing.
+        // An older round, a forged copy of this one, or another root in a far term change
+        // nothing.
         b.control(node(1), beacon(0, 6), |_| false, 400);
-        b.control(node(1), beacon(9, 100), |_| false, 400);
+        let Control::Beacon(mut forged) = beacon(0, 7) else {
+            unreachable!()
+        };
+        forged.address = Some("ws://elsewhere:1".into());
+        b.control(node(1), Control::Beacon(forged), |_| false, 400);
+        b.control(node(1), signed(9, 5, 100, None, false), |_| false, 400);
         assert!(drain(&mut b).is_empty());
         assert_eq!(b.parent(), Some(node(2)));
     }
@@ -1111,23 +1123,46 @@ mod tests {
         assert_eq!(drain(&mut b), vec![Out::Send(node(1), Control::Prune)]);
         assert!(b.is_eager(&node(2)) && !b.is_eager(&node(1)));
         assert_eq!(b.parent(), Some(node(2)));
+        // Round 4: node 1's copy is first, over 2 hops; the parent's follows within 30 ms
+        // but over 5, round through node 1's side: kept, such a parent could close a cycle.
+        // Node 1's link is the tree's at once, the parent's let go a little later.
+        let over = |hops: u32| match beacon(0, 4) {
+            Control::Beacon(mut b) => {
+                b.hops = hops;
+                Control::Beacon(b)
+            }
+            _ => unreachable!(),
+        };
+        b.control(node(1), over(2), |_| false, 15_000);
+        b.control(node(2), over(5), |_| false, 15_010);
+        assert_eq!(b.parent(), Some(node(1)));
+        b.handle_timeout(15_010 + 250);
+        let out = drain(&mut b);
+        assert!(
+            out.contains(&Out::Send(node(1), Control::Graft(vec![]))),
+            "{out:?}"
+        );
+        assert!(out.contains(&Out::Send(node(2), Control::Prune)), "{out:?}");
+        assert!(b.is_eager(&node(1)) && !b.is_eager(&node(2)));
     }
 
     #[test]
-    fn the_lowest_id_is_the_root_and_a_silent_root_is_replaced() {
+    fn a_node_alone_follows_a_root_it_hears_and_takes_over_when_it_falls_silent() {
         let mut b = with_neighbors(&[1, 2]);
         // Node 50 starts as its own root once its first beacon is due.
         let first = b.poll_timeout().unwrap();
         b.handle_timeout(first);
         assert_eq!(b.root(), Some(node(50)));
-        assert_eq!(
-            drain(&mut b),
-            vec![
-                Out::Send(node(1), beacon(50, 1)),
-                Out::Send(node(2), beacon(50, 1))
-            ]
-        );
-        // A lower root is heard: node 50 yields and stops beaconing.
+        let sent: Vec<(NodeId, u64)> = drain(&mut b)
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Send(p, Control::Beacon(b)) if b.root() == node(50) => Some((p, b.seq)),
+                _ => None,
+            })
+            .collect();
+        // (Links are kept in the order of their ids.)
+        assert_eq!(sent, vec![(node(2), 1), (node(1), 1)]);
+        // Another root is heard: node 50, a root nobody follows, yields and stops beaconing.
         b.control(node(1), beacon(3, 40), |_| false, first + 10);
         drain(&mut b);
         let mut now = first + 10;
@@ -1136,9 +1171,12 @@ mod tests {
             b.handle_timeout(now);
             b.control(node(1), beacon(3, 40 + now / 5_000), |_| false, now);
             let out = drain(&mut b);
-            assert!(!out.iter().any(
-                |o| matches!(o, Out::Send(_, Control::Beacon { root, .. }) if *root == node(50))
-            ));
+            assert!(
+                !out.iter()
+                    .any(|o| matches!(o, Out::Send(_, Control::Beacon(b)) if b.root() == node(50))),
+                "{out:?} {:?}",
+                b.root()
+            );
         }
         // The root falls silent: node 50 takes over.
         for _ in 0..6 {
@@ -1152,15 +1190,12 @@ mod tests {
     fn the_node_that_takes_over_from_a_silent_root_looks_for_it_once() {
         let mut b = with_neighbors(&[1, 2]).with_address(Some("ws://me:50".into()));
         let at = |n: u8| Some(Arc::<str>::from(format!("ws://node{n}:3000")));
-        let beacon_at = |root: u8, seq: u64| Control::Beacon {
-            root: node(root),
-            term: 0,
-            seq,
-            address: at(root),
+        let beacon_at = |root: u8, seq: u64| {
+            Control::Beacon(Beacon::signed(&key(root), 0, seq, at(root), None, false))
         };
         b.control(node(1), beacon_at(3, 1), |_| false, 0);
         // Relayed with the root's address.
-        assert!(drain(&mut b).contains(&Out::Send(node(2), beacon_at(3, 1))));
+        assert!(drain(&mut b).contains(&Out::Send(node(2), relayed(beacon_at(3, 1)))));
         let mut now = 0;
         let mut lost = Vec::new();
         for _ in 0..8 {
@@ -1169,10 +1204,10 @@ mod tests {
             for o in drain(&mut b) {
                 match o {
                     Out::RootLost { root, address } => lost.push((root, address)),
-                    Out::Send(_, Control::Beacon { root, address, .. }) => {
+                    Out::Send(_, Control::Beacon(b)) => {
                         // Our own beacons say how to dial us.
-                        assert_eq!(root, node(50));
-                        assert_eq!(address.as_deref(), Some("ws://me:50"));
+                        assert_eq!(b.root(), node(50));
+                        assert_eq!(b.address.as_deref(), Some("ws://me:50"));
                     }
                     _ => {}
                 }
@@ -1182,38 +1217,65 @@ mod tests {
         assert_eq!(lost, vec![(node(3), at(3).unwrap())]);
     }
 
+    /// The root hands the root to a node that publishes nearly everything it sees (on its
+    /// own word: the publisher claims nothing), and that node takes it in the next term.
     #[test]
-    fn a_node_that_publishes_nearly_everything_claims_the_root_in_a_new_term() {
-        let mut b = with_neighbors(&[1, 2]);
-        b.control(node(1), beacon(0, 4), |_| false, 0);
-        drain(&mut b);
-        let origin = node(99).to_string();
-        let me = crate::identity::Keypair::from_secret([50; 32]);
-        let mine = |n: u8| Arc::new(Signed::signed(&me, n as u64, 1, format!("mine {n}")));
-        // Others publish too: no claim.
-        for n in 0..5 {
-            b.publish(mine(n), 10);
-            b.received_new(Some(node(1)), msg(n), 2, 10);
+    fn the_root_hands_the_root_to_a_node_that_publishes_nearly_everything() {
+        let mut root = with_neighbors(&[1, 2]);
+        let first = root.poll_timeout().unwrap();
+        root.handle_timeout(first);
+        assert_eq!(root.root(), Some(node(50)));
+        drain(&mut root);
+        let by = |n: u8, i: u64| Arc::new(Signed::signed(&key(n), i, 1, format!("{n}: {i}")));
+        // Two publish: nobody is named.
+        for i in 0..5 {
+            root.received_new(Some(node(1)), by(1, i), 1, first + 10);
+            root.received_new(Some(node(2)), by(2, i), 1, first + 10);
         }
-        assert!(
-            !drain(&mut b)
-                .iter()
-                .any(|o| matches!(o, Out::Send(_, Control::Beacon { .. }))),
-            "{origin} publishes half"
-        );
-        for n in 5..13 {
-            b.publish(mine(n), 20);
+        let named = |out: &[Out]| -> Vec<Beacon> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Out::Send(_, Control::Beacon(b)) if b.heir == Some(node(1)) => Some(b.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(named(&drain(&mut root)).iter().all(|b| !b.handover));
+        for i in 5..13 {
+            root.received_new(Some(node(1)), by(1, i), 1, first + 20);
         }
-        let out = drain(&mut b);
+        // A round names node 1 heir at once; the next hands over.
+        let announced = named(&drain(&mut root));
+        assert!(!announced.is_empty(), "a round naming node 1");
+        assert!(announced.iter().all(|b| !b.handover && b.term == 0));
+        let next = root.poll_timeout().unwrap();
+        root.handle_timeout(next);
+        let handed = named(&drain(&mut root));
         assert!(
-            out.iter().any(|o| matches!(o,
-                Out::Send(_, Control::Beacon { root, term: 1, .. }) if *root == node(50))),
-            "{out:?}"
+            !handed.is_empty() && handed.iter().all(|b| b.handover && b.term == 0),
+            "{handed:?}"
         );
-        assert_eq!(b.root(), Some(node(50)));
-        // The old root's next round is of an older term: it changes nothing.
-        b.control(node(1), beacon(0, 5), |_| false, 5_000);
-        assert_eq!(b.root(), Some(node(50)));
+
+        // Node 1 takes the root in the next term when that round comes.
+        let mut publisher = Both::new(Config::default(), 1, true, 2, 0);
+        publisher.neighbor_up(node(50), false);
+        publisher.control(
+            node(50),
+            Control::Beacon(handed[0].clone()),
+            |_| false,
+            first + 30,
+        );
+        assert_eq!(publisher.root_and_term(), Some((node(1), 1)));
+        let own = drain(&mut publisher)
+            .into_iter()
+            .find_map(|o| match o {
+                Out::Send(_, Control::Beacon(b)) if b.root() == node(1) => Some(b),
+                _ => None,
+            })
+            .expect("its own first round");
+        // And the old root follows it.
+        root.control(node(1), Control::Beacon(own), |_| false, first + 40);
+        assert_eq!(root.root_and_term(), Some((node(1), 1)));
     }
 
     #[test]
@@ -1226,21 +1288,17 @@ mod tests {
         drain(&mut b);
         assert_eq!(b.parent(), Some(node(1)));
         assert!(!b.is_eager(&node(2)) && !b.is_eager(&node(3)));
-        // Node 7 claims the root in term 1; its beacon comes first by node 2.
-        let new_root = Control::Beacon {
-            root: node(7),
-            term: 1,
-            seq: 1,
-            address: None,
-        };
+        // Node 7 roots a tree in term 1 while root 0 is new here (a network forming: a later
+        // term is taken); its beacon comes first by node 2.
+        let new_root = signed(7, 1, 1, None, false);
         b.control(node(2), new_root.clone(), |_| false, 1_000);
         assert_eq!(b.parent(), Some(node(2)));
         assert_eq!(
             drain(&mut b),
             vec![
                 Out::Send(node(2), Control::Graft(vec![])),
-                Out::Send(node(1), new_root.clone()),
-                Out::Send(node(3), new_root.clone()),
+                Out::Send(node(1), relayed(new_root.clone())),
+                Out::Send(node(3), relayed(new_root.clone())),
             ]
         );
         // The old parent's and another link's copies: neither is pruned at once, and a
@@ -1259,12 +1317,7 @@ mod tests {
         assert!(out.contains(&Out::Send(node(1), Control::Prune)), "{out:?}");
         assert!(b.is_eager(&node(2)) && !b.is_eager(&node(1)));
         // Later rounds of the new root prune a late copy at once.
-        let next = Control::Beacon {
-            root: node(7),
-            term: 1,
-            seq: 2,
-            address: None,
-        };
+        let next = signed(7, 1, 2, None, false);
         b.control(node(2), next.clone(), |_| false, 6_000);
         b.control(node(3), next.clone(), |_| false, 6_010);
         drain(&mut b);
@@ -1387,7 +1440,7 @@ mod tests {
 
     #[test]
     fn a_page_pushes_to_its_first_link_and_never_passes_beacons_on() {
-        let mut b = Both::new(Config::default(), node(60), false, 1, 0);
+        let mut b = Both::new(Config::default(), 60, false, 1, 0);
         b.neighbor_up(node(1), false);
         b.neighbor_up(node(2), false);
         assert_eq!(drain(&mut b), vec![Out::Send(node(2), Control::Prune)]);
@@ -1412,7 +1465,7 @@ mod tests {
         assert!(
             !drain(&mut b)
                 .iter()
-                .any(|o| matches!(o, Out::Send(_, Control::Beacon { .. }))),
+                .any(|o| matches!(o, Out::Send(_, Control::Beacon(_)))),
             "a page never beacons"
         );
     }
@@ -1424,7 +1477,7 @@ mod tests {
                 strategy: Strategy::Flood,
                 ..Config::default()
             },
-            node(50),
+            50,
             true,
             1,
             0,
@@ -1438,8 +1491,8 @@ mod tests {
         assert_eq!(
             drain(&mut b),
             vec![
-                Out::Send(node(1), beacon(0, 1)),
-                Out::Send(node(2), beacon(0, 1)),
+                Out::Send(node(2), relayed(beacon(0, 1))),
+                Out::Send(node(1), relayed(beacon(0, 1))),
                 Out::Push {
                     to: vec![node(1), node(3)],
                     msg: msg(1),
@@ -1475,7 +1528,7 @@ mod tests {
         };
         // Published here, or one hop away: every link to a node, lazy ones too.
         b.publish(msg(1), 1_000);
-        assert_eq!(pushed_to(&mut b), vec![node(1), node(2), node(3)]);
+        assert_eq!(pushed_to(&mut b), vec![node(2), node(1), node(3)]);
         b.received_new(Some(node(2)), msg(2), 1, 1_000);
         assert_eq!(pushed_to(&mut b), vec![node(1), node(3)]);
         // Two hops away: the tree only.
@@ -1490,7 +1543,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(told, vec![(node(3), 1), (node(4), 3)]);
+        assert_eq!(told, vec![(node(4), 3), (node(3), 1)]);
         // Such a push over a lazy link leaves it lazy; one from further away grafts it.
         b.received_new(Some(node(3)), msg(4), 2, 1_300);
         assert!(!b.is_eager(&node(3)));
@@ -1501,22 +1554,16 @@ mod tests {
         // In a network of 100, only the sender's links: nine nodes would be too many.
         b.set_network_size(100);
         b.publish(msg(6), 1_400);
-        assert_eq!(pushed_to(&mut b), vec![node(1), node(2), node(3)]);
+        assert_eq!(pushed_to(&mut b), vec![node(2), node(1), node(3)]);
         b.received_new(Some(node(2)), msg(7), 1, 1_400);
         assert_eq!(pushed_to(&mut b), vec![node(1)]);
     }
 
     #[test]
     fn the_roots_own_messages_ride_its_tree_only() {
-        let author = crate::identity::Keypair::from_secret([99; 32]);
-        let root = author.public().node_id();
+        // Messages' author (see `msg`) is node 99, the root.
         let mut b = with_neighbors(&[1, 2, 3]);
-        let beacon = |seq| Control::Beacon {
-            root,
-            term: 0,
-            seq,
-            address: None,
-        };
+        let beacon = |seq| beacon(99, seq);
         b.control(node(2), beacon(1), |_| false, 0);
         b.control(node(3), beacon(1), |_| false, 5);
         b.handle_timeout(5 + 250);
@@ -1557,7 +1604,7 @@ mod tests {
     #[test]
     fn the_root_walks_to_the_deep_side_and_is_handed_back_if_that_is_no_better() {
         // Node 0 is root (the lowest id), with children 1 and 2, in a network of 1,000.
-        let mut root = Both::new(Config::default(), node(0), true, 1, 0);
+        let mut root = Both::new(Config::default(), 0, true, 1, 0);
         root.set_network_size(1_000);
         root.neighbor_up(node(1), false);
         root.neighbor_up(node(2), false);
@@ -1599,25 +1646,29 @@ mod tests {
             vec![(node(1), handover.clone())]
         );
 
-        // Node 1, a child of node 0's, takes the root in a new term.
-        let mut next = Both::new(Config::default(), node(1), true, 2, 0);
+        // Node 1, a child of node 0's, takes the root in a new term, with the round that
+        // names it heir and hands over (which follows the `HANDOVER`).
+        let mut next = Both::new(Config::default(), 1, true, 2, 0);
         next.set_network_size(1_000);
         next.neighbor_up(node(0), false);
         next.neighbor_up(node(3), false);
         next.control(node(0), beacon(0, 3), |_| false, 15_000);
         drain_all(&mut next);
         next.control(node(0), handover, |_| false, 15_020);
+        assert_eq!(next.root_and_term(), Some((node(0), 0)), "not on its own");
+        next.control(node(0), signed(0, 0, 4, Some(1), true), |_| false, 15_020);
         assert_eq!(next.root_and_term(), Some((node(1), 1)));
         let out = drain_all(&mut next);
-        assert!(out.contains(&Out::Send(
-            node(0),
-            Control::Beacon {
-                root: node(1),
-                term: 1,
-                seq: 1,
-                address: None
-            }
-        )));
+        let first = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(p, Control::Beacon(b)) if *p == node(0) && b.root() == node(1) => {
+                    Some(b.clone())
+                }
+                _ => None,
+            })
+            .expect("its first round");
+        assert_eq!((first.term, first.seq), (1, 1));
         // Its tree reaches no sooner (node 0's side now 200 ms deep): after two rounds it
         // hands the root back.
         let mut rounds = vec![];
@@ -1640,14 +1691,10 @@ mod tests {
             )]
         );
 
-        // Node 0 takes it back and does not try node 1 again, deepest as it is.
-        let beacon = Control::Beacon {
-            root: node(1),
-            term: 1,
-            seq: 1,
-            address: None,
-        };
-        root.control(node(1), beacon, |_| false, 25_000);
+        // Node 0 follows node 1, takes the root back when node 1's round names it and hands
+        // over, and does not try node 1 again, deepest as it is.
+        root.control(node(1), Control::Beacon(first), |_| false, 25_000);
+        assert_eq!(root.root_and_term(), Some((node(1), 1)));
         root.control(
             node(1),
             Control::Handover {
@@ -1658,6 +1705,7 @@ mod tests {
             |_| false,
             25_010,
         );
+        root.control(node(1), signed(1, 1, 4, Some(0), true), |_| false, 25_010);
         assert_eq!(root.root_and_term(), Some((node(0), 2)));
         drain_all(&mut root);
         for _ in 0..4 {

@@ -90,6 +90,11 @@ impl Heights {
         true
     }
 
+    /// Whether any child reported for `round` (or the one before): the tree has followers.
+    pub fn followers(&self, round: Round, is_child: impl Fn(&NodeId) -> bool) -> bool {
+        !self.sides(round, is_child).is_empty()
+    }
+
     pub fn forget(&mut self, peer: &NodeId) {
         self.below.remove(peer);
     }

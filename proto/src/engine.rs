@@ -124,7 +124,14 @@ impl Engine {
         let shaping = c.broadcast.strategy == broadcast::Strategy::Plumtree;
         Self {
             links: Links::new(c.links(), handshake, &c.listen_addresses, me, rng, now),
-            tree: Tree::new(c.tree.clone(), me, node, shaping, address.clone(), now),
+            tree: Tree::new(
+                c.tree.clone(),
+                me,
+                node.then(|| identity.key.clone()),
+                shaping,
+                address.clone(),
+                now,
+            ),
             seeds: SeedPeers::new(me, own, c.seed_exchange_interval),
             sync: Sync::new(c.sync.clone()),
             map: Map::new(me, c.kind, address, c.map(), now),
@@ -655,9 +662,16 @@ impl Engine {
             Via::Pushed { from, hops } => (Some(from), hops),
             Via::Published | Via::Seed => (None, 0),
         };
-        // A node that publishes nearly everything takes the root (see `tree`).
-        let mine = from.is_none() && !msg.author.is_seed();
-        self.tree.note_publisher(mine, self.broadcast.links(), now);
+        // The root hands the root to a node that publishes nearly everything (see `tree`).
+        let node = msg.author.key().map(|k| k.node_id()).filter(|id| {
+            *id == self.me
+                || self
+                    .map
+                    .view()
+                    .get(id)
+                    .is_some_and(|r| r.kind == PeerKind::Node)
+        });
+        self.tree.note_publisher(node, self.broadcast.links(), now);
         let root = self.tree.root();
         self.broadcast.received_new(from, msg, hops, root, now);
     }

@@ -14,7 +14,9 @@
 //!   it from, joins by random walk, periodic shuffles, each view capped per address group
 //!   ([`group`]) against eclipse; pages are held as clients.
 //! - [`tree`]: which links are the broadcast tree's — the root's beacons, each node's parent,
-//!   the root's walk to the graph's centre ([`centre`]).
+//!   the root's walk to the graph's centre ([`centre`]); who may be root is
+//!   [`succession`]'s: beacons signed by their root, a live root displaced only by its own
+//!   word.
 //! - [`broadcast`]: Plumtree — messages pushed over the tree's links, ids announced lazily on
 //!   the others, `GRAFT` to repair (flooding is kept as a strategy for baselines and tiny
 //!   networks).
@@ -87,6 +89,7 @@ pub mod peer;
 pub mod seed;
 pub mod sim;
 pub mod status;
+pub mod succession;
 pub mod sync;
 pub mod timers;
 pub mod tree;

@@ -13,23 +13,27 @@
 //! later; a link to a child never brings one, as children do not send their beacon back. So
 //! the eager links are exactly the root's fastest-path tree, rebuilt every interval, around
 //! failed peers as well; messages themselves never prune, and a link grafted between two
-//! beacons is trimmed at the next. The root is elected as the node with the lowest id: every
-//! node starts as its own root and yields to any lower one it hears of; if the root's beacons
-//! stop, the others take over after [`Config::root_timeout`], lowest ids first. The root then
+//! beacons is trimmed at the next.
+//!
+//! Who is root is [`crate::succession`]'s to say: beacons are signed by their root, a live
+//! root is displaced only by its own word (the *heir* its beacons name), and a network that
+//! forms at once still agrees on its lowest id. If the root's beacons stop, its heir takes
+//! over after the root timeout or, if the heir is silent too, the others do, lowest ids
+//! first. The root then
 //! walks towards the graph's centre, where its tree is shortest ([`crate::centre`]: each node
 //! reports how deep the tree is below it, `DEPTH`, and the root tries its deepest child,
 //! `HANDOVER`, which hands the root back if its tree reaches no sooner).
 //!
 //! *Who is root.* A root's tree is the fastest for the root's own messages and a detour for
-//! everyone else's. So a node that published nearly all of the last messages it saw (a feed, a
-//! single source; [`Config::publisher_share`] of [`Config::publisher_window`]) claims the root
-//! in a new *term*: beacons carry `(term, root, round)`, a later term wins over any id, and
-//! within a term the lowest id does. A silent root is also replaced in a new term. With many
-//! publishers nobody claims, and the tree stays where it is. While a new root's first beacon
-//! spreads, messages sent before it are still on the old tree, so in that round the links it
-//! leaves are pruned only after [`Config::switch_overlap`] (both trees push meanwhile: at
-//! 1,000 nodes the switch costs no message a detour, where pruning at once sent two of them
-//! through `GRAFT`, 1.4 s late).
+//! everyone else's. So when nearly all of the last messages the root saw were published by
+//! one node (a feed, a single source; [`Config::publisher_share`] of
+//! [`Config::publisher_window`]), the root names that node its heir and hands over: the tree
+//! becomes its fastest-path tree. (The claim was the publisher's own before; now it is the
+//! root's word, on messages it saw signed.) With many publishers nobody is named, and the tree
+//! stays where it is. While a new root's first beacon spreads, messages sent before it are
+//! still on the old tree, so in that round the links it leaves are pruned only after
+//! [`Config::switch_overlap`] (both trees push meanwhile: at 1,000 nodes the switch costs no
+//! message a detour, where pruning at once sent two of them through `GRAFT`, 1.4 s late).
 //!
 //! Pages are leaves: they choose a parent among their links the same way but never forward a
 //! beacon. Under flooding the tree shapes nothing, but a root is elected all the same
@@ -39,6 +43,8 @@
 //! asks membership to join through the old one ([`Out::RootLost`]): if it still runs, it is
 //! on the other side of a cut, and the walks of that join merge the two parts (one dial per
 //! part, since the first to take over is heard by the rest before their own patience ends).
+//! If the beacons of another root come back over that link, the part that lost its root
+//! yields: the node that took over names the other root its heir and hands over.
 //!
 //! The links themselves are Plumtree's ([`Links`]); the tree reads them and, when it adopts a
 //! parent or lets a link go, changes them at once and says so ([`Out::Graft`],
@@ -48,9 +54,12 @@ use crate::Millis;
 use crate::broadcast::{self, BroadcastStats, Links};
 use crate::centre::{Heights, Round};
 use crate::id::NodeId;
+use crate::identity::Keypair;
 use crate::part::Part;
 use crate::peer::PeerRecord;
+use crate::succession::{self, Basis, Beacon, Lost, Patience, Root, Verdict};
 use crate::timers::Timers;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -66,8 +75,9 @@ pub struct Config {
     pub parent_stickiness: Millis,
     /// How long the old parent's link stays eager after a switch (both push meanwhile).
     pub switch_overlap: Millis,
-    /// A node that published at least this share of the last [`Config::publisher_window`]
-    /// messages claims the root, so the tree becomes its fastest-path tree.
+    /// When one node published at least this share of the last
+    /// [`Config::publisher_window`] messages the root saw, the root hands it the root, so
+    /// the tree becomes its fastest-path tree.
     pub publisher_share: f64,
     pub publisher_window: usize,
     /// The root hands over to a child when that shortens the tree's reach by more than this
@@ -98,16 +108,9 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "type")]
 pub enum Message {
-    /// The tree's root is `root`, elected in `term`, in its round `seq`; it is dialed at
-    /// `address` (so that a part of the network that stops hearing it can look for it).
+    /// A round of the root's, signed by it (see [`succession::Beacon`]).
     #[serde(rename = "BEACON")]
-    Beacon {
-        root: NodeId,
-        term: u64,
-        seq: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        address: Option<Arc<str>>,
-    },
+    Beacon(Beacon),
     /// To the parent, in round `seq` of `root`'s `term`: the tree reaches `below` ms below
     /// the sender, which held the round's beacon `held` ms before saying so.
     #[serde(rename = "DEPTH")]
@@ -118,9 +121,10 @@ pub enum Message {
         held: Millis,
         below: Millis,
     },
-    /// From the root of `term` to a child: take the root (a new term). The sender's tree
-    /// reached `reach` ms; `back`: the sender had the root from the receiver and did no
-    /// better, so the receiver takes it back and does not hand it there again.
+    /// From the root of `term` to a child, just before the round that names it heir and
+    /// hands over: the sender's tree reached `reach` ms; `back`: the sender had the root from
+    /// the receiver and did no better, so the receiver takes it back and does not hand it
+    /// there again. (What moves the root is the signed round; this only says how far.)
     #[serde(rename = "HANDOVER")]
     Handover {
         term: u64,
@@ -152,28 +156,9 @@ enum Timer {
     LetGo(NodeId, Round),
     /// Time to tell the parent how deep the tree is below (again, if it changed).
     Report(Round),
-}
-
-/// The root as this peer knows it: who, in which term, its latest round, and when that was
-/// heard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Root {
-    id: NodeId,
-    term: u64,
-    seq: u64,
-    heard: Millis,
-}
-
-impl Root {
-    /// Whether a beacon (`id`, `term`, `seq`) is news: a later term, a lower id in the same
-    /// term, or a later round of this root.
-    fn superseded_by(&self, id: NodeId, term: u64, seq: u64) -> bool {
-        (term, std::cmp::Reverse(id), seq) > (self.term, std::cmp::Reverse(self.id), self.seq)
-    }
-
-    fn round(&self) -> Round {
-        (self.id, self.term, self.seq)
-    }
+    /// This node is the heir of the root as of this round: if nothing newer comes by then,
+    /// the root is gone and this node takes over.
+    Inherit(Round),
 }
 
 /// Counters for metrics and the simulator (see [`TreeStats::added_to`]).
@@ -185,6 +170,10 @@ pub struct TreeStats {
     /// Links made eager (a parent adopted) and lazy (a later copy's link let go).
     pub grafts: u64,
     pub prunes: u64,
+    /// Beacons of a root that may not displace ours (see [`crate::succession`]), and beacons
+    /// whose signature does not verify.
+    pub beacons_ignored: u64,
+    pub beacons_forged: u64,
 }
 
 impl TreeStats {
@@ -196,28 +185,74 @@ impl TreeStats {
             beacons: self.beacons,
             depth_reports: self.depth_reports,
             handovers: self.handovers,
+            beacons_ignored: self.beacons_ignored,
+            beacons_forged: self.beacons_forged,
             ..plumtree.clone()
         }
     }
 }
 
+/// A handover the root is making: to whom, whether a round has named it heir yet, and for
+/// how many more rounds the root hands over if the heir does not take it (it may have gone).
+///
+/// The heir is named a round before the round that hands over. The heir's first beacon often
+/// overtakes that round on its way to a peer (it comes the new tree's fastest way); a peer
+/// keeps such a beacon only from the heir it knows, so it must know the heir beforehand.
+/// Named in the same round, measured at 1,000 nodes: a seventh of the nodes dropped the heir's
+/// first beacon and stayed on the old tree for a round, and p99 rose from 0.3 to 1.3 s.
+#[derive(Debug, Clone, Copy)]
+struct Handing {
+    to: NodeId,
+    named: bool,
+    rounds_left: u32,
+}
+
+impl Handing {
+    /// A handover to `to`, named first.
+    fn to(to: NodeId) -> Self {
+        Self {
+            to,
+            named: false,
+            rounds_left: HANDING_ROUNDS,
+        }
+    }
+}
+
+/// Rounds a root keeps handing over to an heir that does not take the root.
+const HANDING_ROUNDS: u32 = 2;
+
 pub struct Tree {
     config: Config,
     me: NodeId,
+    /// What this node signs its beacons with (none for a page: it is never root).
+    key: Option<Keypair>,
     /// Nodes relay beacons and may be the root; pages are leaves.
     relay: bool,
     /// Whether the tree shapes the links (Plumtree); under flooding it only elects a root.
     shaping: bool,
     root: Option<Root>,
-    /// How the root is dialed, as its beacons say; ours if we are root.
-    root_address: Option<Arc<str>>,
+    /// The root this node (or the root it follows) took over from after its silence.
+    lost: Option<Lost>,
+    /// The old root this node dialed after taking over: another root's beacons coming from
+    /// it mean the cut healed and the other part kept a root, which this part then follows.
+    sought: Option<NodeId>,
+    /// The root's heir's beacon, come before the round that named it: taken once that round
+    /// comes.
+    early: Option<(NodeId, Beacon)>,
     /// How this node is dialed (none for a page, or a node that cannot be dialed).
     address: Option<Arc<str>>,
     own_seq: u64,
+    /// The latest term of any root this node followed or was.
+    top_term: u64,
+    /// As the root: the heir named in our beacons, and a handover under way.
+    heir: Option<NodeId>,
+    handing: Option<Handing>,
+    /// What the root said in the `HANDOVER` before the round that names this node heir.
+    offer: Option<(NodeId, u64, Millis, bool)>,
     /// Whether the current round is the first of its root (a new tree forming).
     fresh_root: bool,
-    /// Whether each of the last messages seen was published here.
-    recent_publishers: VecDeque<bool>,
+    /// Who published each of the last messages seen (a node, if the author is one).
+    recent_publishers: VecDeque<Option<NodeId>>,
     parent: Option<NodeId>,
     /// The link the first copy of the current round came by, while we wait to see whether
     /// the parent's copy comes soon enough.
@@ -225,8 +260,8 @@ pub struct Tree {
     /// The parent before the last switch: pruned only once the new parent has had time to
     /// hear our graft, so no message slips through while the tree changes.
     former_parent: Option<NodeId>,
-    /// When each copy of the current round came, and from whom.
-    copies: Vec<(NodeId, Millis)>,
+    /// When each copy of the current round came, from whom, and over how many hops.
+    copies: Vec<(NodeId, Millis, u32)>,
     /// What the tree below reports, for the walk to the centre.
     heights: Heights,
     /// The reach last reported to the parent this round, and whether a report is due.
@@ -247,16 +282,17 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// The tree at peer `me` (dialed at `address`, if it can be); `relay` for a node, not for
-    /// a page; `shaping` under Plumtree.
+    /// The tree at peer `me` (dialed at `address`, if it can be); `key` signs its beacons if
+    /// it may be root (a node, not a page); `shaping` under Plumtree.
     pub fn new(
         config: Config,
         me: NodeId,
-        relay: bool,
+        key: Option<Keypair>,
         shaping: bool,
         address: Option<String>,
         now: Millis,
     ) -> Self {
+        let relay = key.is_some();
         let mut timers = Timers::default();
         if relay {
             // Lower ids beacon first, so the lowest is usually heard before anyone else
@@ -267,12 +303,19 @@ impl Tree {
         Self {
             config,
             me,
+            key,
             relay,
             shaping,
             root: None,
-            root_address: None,
+            lost: None,
+            sought: None,
+            early: None,
             address: address.map(Arc::from),
             own_seq: 0,
+            top_term: 0,
+            heir: None,
+            handing: None,
+            offer: None,
             fresh_root: false,
             recent_publishers: VecDeque::new(),
             parent: None,
@@ -294,18 +337,18 @@ impl Tree {
 
     /// The root of the tree as this peer knows it.
     pub fn root(&self) -> Option<NodeId> {
-        self.root.map(|r| r.id)
+        self.root.as_ref().map(|r| r.id())
     }
 
     /// The root and the term it was elected in.
     pub fn root_and_term(&self) -> Option<(NodeId, u64)> {
-        self.root.map(|r| (r.id, r.term))
+        self.root.as_ref().map(|r| (r.id(), r.term()))
     }
 
     /// The current round: root, term and sequence number (for tests).
     #[cfg(test)]
     pub(crate) fn round(&self) -> Round {
-        self.root.map(|r| r.round()).expect("a root")
+        self.root.as_ref().map(|r| r.round()).expect("a root")
     }
 
     /// Whether a peer whose tree has root `theirs` (and its term) is in another overlay:
@@ -370,38 +413,11 @@ impl Tree {
 
     /// A tree frame from neighbour `from`.
     pub fn message(&mut self, from: NodeId, message: Message, links: &mut Links, now: Millis) {
-        let neighbor = links.is_neighbor(&from);
-        if !self.shaping {
-            // Flooding has no tree, but it elects a root all the same: a different root in
-            // a peer's handshake, or a root gone silent, is how a cut in the overlay shows.
-            if let Message::Beacon {
-                root,
-                term,
-                seq,
-                address,
-            } = message
-                && neighbor
-                && self.root.is_none_or(|r| r.superseded_by(root, term, seq))
-            {
-                self.hear_root(root, term, seq, address, now);
-                if self.relay {
-                    let address = self.root_address.clone();
-                    self.send_beacon(&[Some(from)], root, term, seq, address, links);
-                }
-            }
+        if !links.is_neighbor(&from) {
             return;
         }
         match message {
-            Message::Beacon {
-                root,
-                term,
-                seq,
-                address,
-            } => {
-                if neighbor {
-                    self.on_beacon(from, root, term, seq, address, links, now);
-                }
-            }
+            Message::Beacon(beacon) => self.on_beacon(from, beacon, links, now),
             Message::Depth {
                 root,
                 term,
@@ -409,25 +425,293 @@ impl Tree {
                 held,
                 below,
             } => {
-                if neighbor && self.relay {
+                if self.relay && self.shaping {
                     self.on_depth(from, (root, term, seq), held, below, links, now);
                 }
             }
             Message::Handover { term, reach, back } => {
-                if self.relay
-                    && self.parent == Some(from)
-                    && self.root.is_some_and(|r| r.id == from && r.term == term)
-                {
-                    // The root found this side deepest: from here, the tree may reach
-                    // everyone sooner. Or it tried this side and it did not.
-                    self.originate(term.saturating_add(1), links, now);
-                    if back {
-                        self.declined.insert(from);
-                    } else {
-                        self.declined.clear();
-                        self.predecessor = Some((from, reach));
-                    }
+                if self.relay && self.shaping && self.parent == Some(from) {
+                    // Kept for the round that names us; a later handover replaces it.
+                    self.offer = Some((from, term, reach, back));
                 }
+            }
+        }
+    }
+
+    /// What [`succession::judge`] needs of the configuration.
+    fn patience(&self) -> Patience {
+        Patience {
+            root_timeout: self.config.root_timeout,
+            beacon_interval: self.config.beacon_interval,
+        }
+    }
+
+    /// Whether the root is followed: by us if it is another's, by a reporting child if it is
+    /// ours (a node alone is a root anyone may replace).
+    fn followed(&self, links: &Links) -> bool {
+        match &self.root {
+            Some(r) if r.id() == self.me => self
+                .heights
+                .followers(r.round(), |p| self.is_child(p, links)),
+            _ => true,
+        }
+    }
+
+    /// A beacon from `from`: judged (see [`crate::succession`]), its signature checked when
+    /// it would change anything, then taken.
+    fn on_beacon(&mut self, from: NodeId, beacon: Beacon, links: &mut Links, now: Millis) {
+        if self.yields_to(from, &beacon) {
+            if !beacon.verify() {
+                self.stats.beacons_forged += 1;
+                return;
+            }
+            // The cut healed and the other part kept a root: this part follows it. One more
+            // round of ours names it and hands over, so our followers take it too.
+            self.sought = None;
+            // (Named and handed over at once: its beacons reach our part through us.)
+            self.handing = Some(Handing {
+                named: true,
+                ..Handing::to(beacon.root())
+            });
+            let term = self.root.as_ref().map_or(0, |r| r.term());
+            self.originate(term, Basis::Named, links, now);
+        }
+        let followed = self.followed(links);
+        let verdict = succession::judge(
+            self.root.as_ref(),
+            self.lost.as_ref(),
+            followed,
+            &beacon,
+            self.patience(),
+            now,
+        );
+        match verdict {
+            Verdict::Ignore => {
+                self.stats.beacons_ignored += 1;
+                // The root's heir, heard before the round that hands over to it: in a later
+                // term (an old round of the heir's, come late, is no news).
+                let heir = self.root.as_ref().and_then(|r| r.beacon.heir);
+                let later = self.root.as_ref().is_some_and(|r| beacon.term > r.term());
+                if heir == Some(beacon.root()) && later && beacon.verify() {
+                    self.early = Some((from, beacon));
+                }
+            }
+            Verdict::Copy => {
+                // The very round in hand, or a forgery of it.
+                if self
+                    .root
+                    .as_ref()
+                    .is_some_and(|r| r.beacon.sig == beacon.sig)
+                {
+                    self.on_copy(from, beacon.hops, links, now);
+                } else {
+                    self.stats.beacons_forged += 1;
+                }
+            }
+            Verdict::Round | Verdict::Follow(_) => {
+                if !beacon.verify() {
+                    self.stats.beacons_forged += 1;
+                    return;
+                }
+                self.on_news(from, beacon, verdict, links, now);
+            }
+        }
+    }
+
+    /// Whether this node, root after taking over from a silent root, hears another root
+    /// from that old root's node: the other part kept a root.
+    fn yields_to(&self, from: NodeId, beacon: &Beacon) -> bool {
+        self.sought == Some(from)
+            && beacon.root() != self.me
+            && self.root.as_ref().is_some_and(|r| r.id() == self.me)
+    }
+
+    /// The first copy of a new round: of our root, or of a root we now follow.
+    fn on_news(
+        &mut self,
+        from: NodeId,
+        beacon: Beacon,
+        verdict: Verdict,
+        links: &mut Links,
+        now: Millis,
+    ) {
+        let round = beacon.round();
+        let hops = beacon.hops;
+        // Only a round of the latest term this node knows names it: an old round that did,
+        // come late, hands it nothing.
+        let named_me = beacon.heir == Some(self.me) && beacon.term >= self.top_term;
+        let handover = beacon.handover;
+        let previous = self.root.take();
+        match (verdict, previous) {
+            (Verdict::Round, Some(mut r)) => {
+                r.beacon = beacon;
+                r.heard = now;
+                r.rounds = r.rounds.saturating_add(1);
+                self.root = Some(r);
+            }
+            (Verdict::Follow(basis), previous) => {
+                if let Some(p) = &previous
+                    && p.id() != self.me
+                    && now.saturating_sub(p.heard) >= self.patience().heir()
+                {
+                    // Left after its silence: followed again if it turns out live.
+                    self.lost = Some(Lost::of(p));
+                }
+                if previous.as_ref().is_some_and(|p| p.id() == self.me) {
+                    // Our own term ends: what we kept as root goes with it.
+                    self.handing = None;
+                    self.sought = None;
+                }
+                self.root = Some(Root::new(beacon, basis, now));
+            }
+            (_, previous) => {
+                self.root = previous;
+                return;
+            }
+        }
+        let same_root = verdict == Verdict::Round;
+        self.top_term = self.top_term.max(round.1);
+        if !self.shaping {
+            // Flooding has no tree, but it elects a root all the same: a root gone silent is
+            // how a cut in the overlay shows.
+            if self.relay
+                && let Some(b) = self.relayed()
+            {
+                self.send_beacon(&[Some(from)], b, links);
+            }
+            self.after_round(named_me, handover, round, links, now);
+            return;
+        }
+        // The first copy of a new round: it came the fastest way from the root. Pass it on
+        // at once; keep the parent if its copy follows closely.
+        self.challenger = None;
+        self.fresh_root = !same_root;
+        match self.parent {
+            Some(p) if p != from && same_root && links.is_neighbor(&p) => {
+                self.challenger = Some(from);
+                self.timers
+                    .insert(now + self.config.parent_stickiness, Timer::Switch(round));
+            }
+            Some(p) if p != from && !same_root && links.is_neighbor(&p) => {
+                // A new root: the old tree still carries messages sent before the switch,
+                // so its link is let go only after the new one has pushed.
+                self.former_parent = Some(p);
+                self.adopt(from, links);
+            }
+            _ => self.adopt(from, links),
+        }
+        if self.relay {
+            // Not back to the parent either, even one kept while we wait or one being left:
+            // a copy from a child would make it prune the link at once.
+            let except = [Some(from), self.parent];
+            if let Some(b) = self.relayed() {
+                self.send_beacon(&except, b, links);
+            }
+            self.heights.sent(round, now);
+            self.copies = vec![(from, now, hops)];
+            self.reported = None;
+            // Once the parent is settled (its copy may follow the first closely).
+            self.report_due = true;
+            self.timers.insert(
+                now + self.config.parent_stickiness + 1,
+                Timer::Report(round),
+            );
+        }
+        self.after_round(named_me, handover, round, links, now);
+    }
+
+    /// After a new round is passed on: the heir it names takes over now if it hands over,
+    /// or when the root falls silent; an heir's beacon that came early is taken now.
+    fn after_round(
+        &mut self,
+        named_me: bool,
+        handover: bool,
+        round: Round,
+        links: &mut Links,
+        now: Millis,
+    ) {
+        if named_me && self.relay {
+            if handover {
+                self.inherit(links, now);
+                return;
+            }
+            self.timers
+                .insert(now + self.config.root_timeout + 1, Timer::Inherit(round));
+        }
+        if handover
+            && let Some((from, beacon)) = self.early.take()
+            && self.root.as_ref().and_then(|r| r.beacon.heir) == Some(beacon.root())
+        {
+            self.on_beacon(from, beacon, links, now);
+        }
+    }
+
+    /// The round in hand as this node passes it on: one hop further than it came.
+    fn relayed(&self) -> Option<Beacon> {
+        let mut b = self.root.as_ref()?.beacon.clone();
+        b.hops = b.hops.saturating_add(1);
+        Some(b)
+    }
+
+    /// Takes the root as the heir the root named: in the next term, with what the old root
+    /// offered (how far its tree reached) if it was the walk's step.
+    fn inherit(&mut self, links: &mut Links, now: Millis) {
+        let Some(r) = self.root.as_ref() else { return };
+        let (old, term) = (r.id(), r.term());
+        let offer = self.offer.take().filter(|o| o.0 == old && o.1 == term);
+        self.originate(term.saturating_add(1), Basis::Named, links, now);
+        if let Some((from, _, reach, back)) = offer {
+            if back {
+                self.declined.insert(from);
+            } else {
+                self.declined.clear();
+                self.predecessor = Some((from, reach));
+            }
+        }
+    }
+
+    /// Another copy of the round in hand, from `from`, over `hops` hops.
+    fn on_copy(&mut self, from: NodeId, hops: u32, links: &mut Links, now: Millis) {
+        if !self.shaping {
+            return;
+        }
+        let Some(round) = self.root.as_ref().map(|r| r.round()) else {
+            return;
+        };
+        self.copies.push((from, now, hops));
+        let first_hops = self.copies.first().map_or(u32::MAX, |c| c.2);
+        if Some(from) == self.parent && self.challenger.is_some() && hops <= first_hops {
+            // The parent's copy came soon enough, over no more hops: it stays; the first
+            // copy's link is not the tree's.
+            if let Some(c) = self.challenger.take() {
+                self.prune(c, links);
+            }
+            self.adopt(from, links);
+        } else if Some(from) == self.parent
+            && let Some(c) = self.challenger.take()
+        {
+            // Soon enough but over more hops than the first: the parent's copy went round
+            // through the first one's side. Kept, parents like this close a cycle that
+            // beacons keep alive round after round, cut off from the root (found at 1,000
+            // nodes: eight nodes that got every message by `GRAFT`). So the first copy's
+            // link is the tree's now, and the parent's is let go a little later.
+            self.adopt(c, links);
+            self.timers
+                .insert(now + self.config.switch_overlap, Timer::LetGo(from, round));
+        } else if Some(from) == self.former_parent {
+            // The parent we left: let it go once the new one pushes to us.
+            self.former_parent = None;
+            self.timers
+                .insert(now + self.config.switch_overlap, Timer::LetGo(from, round));
+        } else if Some(from) != self.parent {
+            // A later copy of this round: that link is not the tree's. In a new root's first
+            // round it may still be the old tree's, carrying messages sent before the switch:
+            // it is let go a little later.
+            if self.fresh_root {
+                self.timers
+                    .insert(now + self.config.switch_overlap, Timer::LetGo(from, round));
+            } else {
+                self.prune(from, links);
             }
         }
     }
@@ -446,10 +730,10 @@ impl Tree {
         if !self.heights.report(from, round, held, below, now) {
             return;
         }
-        let Some(current) = self.root.map(|r| r.round()) else {
+        let Some(current) = self.root.as_ref().map(|r| r.round()) else {
             return;
         };
-        if current != round || self.root.is_some_and(|r| r.id == self.me) || self.report_due {
+        if current != round || current.0 == self.me || self.report_due {
             return;
         }
         if let Some(reported) = self.reported {
@@ -465,7 +749,7 @@ impl Tree {
     /// Tells the parent how far the tree reaches below this node.
     fn send_report(&mut self, round: Round, links: &Links, now: Millis) {
         let Some(parent) = self.parent else { return };
-        let Some(&(_, at)) = self.copies.iter().find(|(p, _)| *p == parent) else {
+        let Some(&(_, at, _)) = self.copies.iter().find(|(p, ..)| *p == parent) else {
             // The parent's copy of this round never came (it was adopted since): the report
             // could not be timed.
             return;
@@ -491,120 +775,19 @@ impl Tree {
         links.is_eager(peer) && self.parent != Some(*peer) && !links.is_client(peer)
     }
 
-    /// A beacon of round `seq` of root `root` elected in `term`, from `from`.
-    #[allow(clippy::too_many_arguments)]
-    fn on_beacon(
-        &mut self,
-        from: NodeId,
-        root: NodeId,
-        term: u64,
-        seq: u64,
-        address: Option<Arc<str>>,
-        links: &mut Links,
-        now: Millis,
-    ) {
-        let newer = self.root.is_none_or(|r| r.superseded_by(root, term, seq));
-        if newer {
-            // The first copy of a new round: it came the fastest way from the root. Pass it
-            // on at once; keep the parent if its copy follows closely.
-            let same_root = self.root.is_some_and(|r| r.id == root && r.term == term);
-            self.hear_root(root, term, seq, address, now);
-            self.challenger = None;
-            self.fresh_root = !same_root;
-            match self.parent {
-                Some(p) if p != from && same_root && links.is_neighbor(&p) => {
-                    self.challenger = Some(from);
-                    self.timers.insert(
-                        now + self.config.parent_stickiness,
-                        Timer::Switch((root, term, seq)),
-                    );
-                }
-                Some(p) if p != from && !same_root && links.is_neighbor(&p) => {
-                    // A new root: the old tree still carries messages sent before the
-                    // switch, so its link is let go only after the new one has pushed.
-                    self.former_parent = Some(p);
-                    self.adopt(from, links);
-                }
-                _ => self.adopt(from, links),
-            }
-            if self.relay {
-                // Not back to the parent either, even one kept while we wait or one being
-                // left: a copy from a child would make it prune the link at once.
-                let except = [Some(from), self.parent];
-                let address = self.root_address.clone();
-                self.send_beacon(&except, root, term, seq, address, links);
-                let round = (root, term, seq);
-                self.heights.sent(round, now);
-                self.copies = vec![(from, now)];
-                self.reported = None;
-                // Once the parent is settled (its copy may follow the first closely).
-                self.report_due = true;
-                self.timers.insert(
-                    now + self.config.parent_stickiness + 1,
-                    Timer::Report(round),
-                );
-            }
-        } else if self
-            .root
-            .is_some_and(|r| r.id == root && r.term == term && r.seq == seq)
-        {
-            self.copies.push((from, now));
-            if Some(from) == self.parent && self.challenger.is_some() {
-                // The parent's copy came soon enough: it stays; the first copy's link is
-                // not the tree's.
-                if let Some(c) = self.challenger.take() {
-                    self.prune(c, links);
-                }
-                self.adopt(from, links);
-            } else if Some(from) == self.former_parent {
-                // The parent we left: let it go once the new one pushes to us.
-                self.former_parent = None;
-                self.timers.insert(
-                    now + self.config.switch_overlap,
-                    Timer::LetGo(from, (root, term, seq)),
-                );
-            } else if Some(from) != self.parent {
-                // A later copy of this round: that link is not the tree's. In a new root's
-                // first round it may still be the old tree's, carrying messages sent before
-                // the switch: it is let go a little later.
-                if self.fresh_root {
-                    self.timers.insert(
-                        now + self.config.switch_overlap,
-                        Timer::LetGo(from, (root, term, seq)),
-                    );
-                } else {
-                    self.prune(from, links);
-                }
-            }
-        }
-        // An older round, or a root with a higher id than ours: it dies out here.
-    }
-
-    /// Notes a newer round of the root (its address as well, unless a relay left it out).
-    fn hear_root(
-        &mut self,
-        root: NodeId,
-        term: u64,
-        seq: u64,
-        address: Option<Arc<str>>,
-        now: Millis,
-    ) {
-        if address.is_some() || self.root.is_none_or(|r| r.id != root) {
-            self.root_address = address;
-        }
-        self.root = Some(Root {
-            id: root,
-            term,
-            seq,
-            heard: now,
-        });
-    }
-
     /// Makes `peer` the parent, grafting its link if it was lazy.
+    /// A new parent is told even when our end of the link is eager already: its end may be
+    /// lazy (each end made the link lazy or eager by whether it had a tree when the link came
+    /// up), and a parent that does not push to its child cuts it off from every message but
+    /// by `GRAFT` (found at 1,000 nodes: one node, round after round).
     fn adopt(&mut self, peer: NodeId, links: &mut Links) {
+        let new = self.parent != Some(peer);
         self.parent = Some(peer);
-        if links.graft(peer) {
+        let grafted = links.graft(peer);
+        if grafted {
             self.stats.grafts += 1;
+        }
+        if grafted || new {
             let graft = broadcast::Message::Graft { ids: Vec::new() };
             self.out.push_back(Out::Link(peer, graft));
         }
@@ -618,25 +801,12 @@ impl Tree {
         }
     }
 
-    fn send_beacon(
-        &mut self,
-        except: &[Option<NodeId>],
-        root: NodeId,
-        term: u64,
-        seq: u64,
-        address: Option<Arc<str>>,
-        links: &Links,
-    ) {
+    fn send_beacon(&mut self, except: &[Option<NodeId>], beacon: Beacon, links: &Links) {
         for peer in links.all() {
             if !except.contains(&Some(peer)) {
                 self.stats.beacons += 1;
-                let beacon = Message::Beacon {
-                    root,
-                    term,
-                    seq,
-                    address: address.clone(),
-                };
-                self.out.push_back(Out::Send(peer, beacon));
+                self.out
+                    .push_back(Out::Send(peer, Message::Beacon(beacon.clone())));
             }
         }
     }
@@ -651,7 +821,7 @@ impl Tree {
             || self.config.handover_margin == 0
             || self.network_size < self.config.walk_min_peers
             || self.term_rounds < 2
-            || self.publishes_most()
+            || self.top_publisher() == Some(self.me)
         {
             return None;
         }
@@ -671,55 +841,145 @@ impl Tree {
             .map(|next| (next, false))
     }
 
-    /// Starts a round as the root, in `term`.
-    fn originate(&mut self, term: u64, links: &Links, now: Millis) {
+    /// The heir our beacons name while no handover is under way: the one we named before if
+    /// it is still a child, else the child that hashes lowest with a signature of ours (so
+    /// no child can grind its id to be drawn), none without children.
+    fn draw_heir(&self, salt: &[u8], links: &Links) -> Option<NodeId> {
+        let children: Vec<NodeId> = links
+            .all()
+            .into_iter()
+            .filter(|p| self.is_child(p, links))
+            .collect();
+        if let Some(h) = self.heir
+            && children.contains(&h)
+        {
+            return Some(h);
+        }
+        children.into_iter().min_by_key(|c| {
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(c.as_bytes());
+            h.finalize()
+        })
+    }
+
+    /// Starts a round as the root, in `term` (`basis`: how this node came to it).
+    fn originate(&mut self, term: u64, basis: Basis, links: &Links, now: Millis) {
+        let Some(key) = self.key.clone() else { return };
         self.own_seq += 1;
-        self.fresh_root = self.root.is_none_or(|r| r.id != self.me || r.term != term);
+        self.fresh_root = self
+            .root
+            .as_ref()
+            .is_none_or(|r| r.id() != self.me || r.term() != term);
         if self.fresh_root {
             self.term_rounds = 0;
             self.predecessor = None;
+            self.heir = None;
+            self.early = None;
         }
         self.term_rounds += 1;
-        self.root = Some(Root {
-            id: self.me,
-            term,
-            seq: self.own_seq,
-            heard: now,
-        });
+        self.top_term = self.top_term.max(term);
         self.parent = None;
         self.challenger = None;
-        self.root_address = self.address.clone();
-        let seq = self.own_seq;
-        self.send_beacon(&[], self.me, term, seq, self.address.clone(), links);
-        self.heights.sent((self.me, term, seq), now);
+        let handover = match &mut self.handing {
+            Some(h) if !h.named => {
+                h.named = true;
+                self.heir = Some(h.to);
+                false
+            }
+            Some(h) if h.rounds_left > 0 => {
+                h.rounds_left -= 1;
+                self.heir = Some(h.to);
+                true
+            }
+            _ => {
+                self.handing = None;
+                // Our own signature of the round: nobody else can know it beforehand.
+                let salt =
+                    key.sign(&[&term.to_be_bytes()[..], &self.own_seq.to_be_bytes()].concat());
+                self.heir = self.draw_heir(salt.as_bytes(), links);
+                false
+            }
+        };
+        let beacon = Beacon::signed(
+            &key,
+            term,
+            self.own_seq,
+            self.address.clone(),
+            self.heir,
+            handover,
+        );
+        let round = beacon.round();
+        match &mut self.root {
+            Some(r) if !self.fresh_root => {
+                r.beacon = beacon.clone();
+                r.heard = now;
+                r.rounds = r.rounds.saturating_add(1);
+            }
+            _ => self.root = Some(Root::new(beacon.clone(), basis, now)),
+        }
+        self.send_beacon(&[], beacon, links);
+        self.heights.sent(round, now);
         self.copies.clear();
         self.reported = None;
     }
 
-    /// Notes who published the message just seen (`mine`: this node). A node that publishes
-    /// nearly everything (a feed, a single source) takes the root in a new term: the tree
-    /// then is its own fastest-path tree, the best there is for its messages. With many
-    /// publishers, nobody does, and the root stays where it is.
-    pub fn note_publisher(&mut self, mine: bool, links: &Links, now: Millis) {
+    /// Takes over from a root gone silent (as its heir, or as anyone once the heir is silent
+    /// too), and looks for it: it may be on the other side of a cut.
+    fn take_over(&mut self, basis: Basis, links: &Links, now: Millis) {
+        let Some(r) = self.root.clone() else { return };
+        let lost = r.beacon.address.as_ref().and_then(|address| {
+            PeerRecord::canonical(&PeerRecord {
+                id: r.id(),
+                address: address.to_string(),
+                aliases: Vec::new(),
+            })
+        });
+        if let Some(root) = lost {
+            self.sought = Some(root.id);
+            self.out.push_back(Out::RootLost(root));
+        }
+        self.lost = Some(Lost::of(&r));
+        self.originate(r.term().saturating_add(1), basis, links, now);
+    }
+
+    /// Notes who published the message just seen: this node, another node (`Some`), or an
+    /// author that is no node. As the root, when one node published nearly all of the
+    /// last messages, hand it the root: the tree then is its own fastest-path tree, the best
+    /// there is for its messages. With many publishers nobody is named, and the root stays.
+    pub fn note_publisher(&mut self, author: Option<NodeId>, links: &Links, now: Millis) {
         if !self.relay || !self.shaping {
             return;
         }
-        self.recent_publishers.push_back(mine);
+        self.recent_publishers.push_back(author);
         while self.recent_publishers.len() > self.config.publisher_window {
             self.recent_publishers.pop_front();
         }
-        let Some(root) = self.root else { return };
-        if root.id != self.me && self.publishes_most() {
-            self.originate(root.term.saturating_add(1), links, now);
+        let Some(r) = self.root.as_ref() else { return };
+        let term = r.term();
+        if r.id() != self.me || self.handing.is_some() {
+            return;
+        }
+        if let Some(top) = self.top_publisher().filter(|p| *p != self.me) {
+            // Named now, handed over at the next round.
+            self.handing = Some(Handing::to(top));
+            self.originate(term, Basis::Named, links, now);
         }
     }
 
-    /// Whether this node published nearly all of the last messages it saw.
-    fn publishes_most(&self) -> bool {
+    /// The node that published nearly all of the last messages seen, if one did.
+    fn top_publisher(&self) -> Option<NodeId> {
         let window = self.config.publisher_window;
-        let mine = self.recent_publishers.iter().filter(|&&m| m).count();
-        self.recent_publishers.len() == window
-            && mine as f64 >= self.config.publisher_share * window as f64
+        if self.recent_publishers.len() < window {
+            return None;
+        }
+        let first = (*self.recent_publishers.back()?)?;
+        let count = self
+            .recent_publishers
+            .iter()
+            .filter(|p| **p == Some(first))
+            .count();
+        (count as f64 >= self.config.publisher_share * window as f64).then_some(first)
     }
 }
 
@@ -741,51 +1001,44 @@ impl Part for Tree {
                 Timer::Beacon => {
                     self.timers
                         .insert(now + self.config.beacon_interval, Timer::Beacon);
-                    // Lower ids take over first when the root falls silent.
-                    let patience =
-                        self.config.root_timeout + self.me.spread(self.config.beacon_interval);
-                    match self.root {
-                        None => self.originate(0, links, now),
-                        Some(r) if r.id == self.me => {
-                            if let Some((next, back)) = self.successor(r.round(), links) {
-                                self.stats.handovers += 1;
-                                let reach =
-                                    self.heights.reach(r.round(), |p| self.is_child(p, links));
-                                let handover = Message::Handover {
-                                    term: r.term,
-                                    reach,
-                                    back,
-                                };
-                                self.out.push_back(Out::Send(next, handover));
-                            }
-                            // Rounds go on until the successor's first: if it never comes,
-                            // nothing is lost.
-                            self.originate(r.term, links, now)
+                    let Some(r) = self.root.clone() else {
+                        self.originate(0, Basis::Formed, links, now);
+                        continue;
+                    };
+                    // Lower ids take over first when the root and its heir fall silent.
+                    let patience = self.patience().fallback(r.beacon.heir.is_some())
+                        + self.me.spread(self.config.beacon_interval);
+                    if r.id() == self.me {
+                        if self.handing.is_none()
+                            && let Some((next, back)) = self.successor(r.round(), links)
+                        {
+                            let reach = self.heights.reach(r.round(), |p| self.is_child(p, links));
+                            let handover = Message::Handover {
+                                term: r.term(),
+                                reach,
+                                back,
+                            };
+                            self.stats.handovers += 1;
+                            self.out.push_back(Out::Send(next, handover));
+                            self.handing = Some(Handing::to(next));
                         }
-                        // A silent root is replaced in a new term.
-                        Some(r) if now.saturating_sub(r.heard) > patience => {
-                            // Everyone who stops hearing the root waits, lower ids less, and
-                            // the first to take over is heard by the rest before they do:
-                            // one node per cut-off part looks for the old root.
-                            let lost = self.root_address.take().and_then(|address| {
-                                let id = r.id;
-                                let address = address.to_string();
-                                PeerRecord::canonical(&PeerRecord {
-                                    id,
-                                    address,
-                                    aliases: Vec::new(),
-                                })
-                            });
-                            if let Some(root) = lost {
-                                self.out.push_back(Out::RootLost(root));
-                            }
-                            self.originate(r.term.saturating_add(1), links, now)
-                        }
-                        Some(_) => {}
+                        // Rounds go on until the heir's first: if it never comes, nothing
+                        // is lost.
+                        self.originate(r.term(), r.basis, links, now);
+                    } else if now.saturating_sub(r.heard) > patience {
+                        // Everyone who stops hearing the root waits, lower ids less, and the
+                        // first to take over is heard by the rest before they do: one node
+                        // per cut-off part looks for the old root.
+                        self.take_over(Basis::Fallback, links, now);
+                    }
+                }
+                Timer::Inherit(round) => {
+                    if self.root.as_ref().is_some_and(|r| r.round() == round) {
+                        self.take_over(Basis::Named, links, now);
                     }
                 }
                 Timer::Switch(round) => {
-                    if self.root.is_some_and(|r| r.round() == round)
+                    if self.root.as_ref().is_some_and(|r| r.round() == round)
                         && let Some(c) = self.challenger.take()
                     {
                         // The old parent's copy is late (or lost): the tree goes the new
@@ -798,12 +1051,14 @@ impl Part for Tree {
                 }
                 Timer::Report(round) => {
                     self.report_due = false;
-                    if self.root.is_some_and(|r| r.round() == round) {
+                    if self.root.as_ref().is_some_and(|r| r.round() == round) {
                         self.send_report(round, links, now);
                     }
                 }
                 Timer::LetGo(peer, round) => {
-                    if self.parent != Some(peer) && self.root.is_some_and(|r| r.round() == round) {
+                    if self.parent != Some(peer)
+                        && self.root.as_ref().is_some_and(|r| r.round() == round)
+                    {
                         self.prune(peer, links);
                     }
                 }

@@ -32,7 +32,6 @@ use crate::message::Message;
 use crate::peer::PeerRecord;
 use crate::{broadcast, handshake, keepalive, map, membership, seed, sync, tree};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 pub use crate::handshake::{Hello, PROTOCOL_NAME, PROTOCOL_VERSION};
 
@@ -289,15 +288,6 @@ impl Frame {
             ids: Vec<(MsgId, u32)>,
         }
         #[derive(Deserialize)]
-        struct Beacon {
-            root: NodeId,
-            #[serde(default)]
-            term: u64,
-            seq: u64,
-            #[serde(default)]
-            address: Option<Arc<str>>,
-        }
-        #[derive(Deserialize)]
         struct Depth {
             root: NodeId,
             term: u64,
@@ -362,15 +352,7 @@ impl Frame {
                 ids: body::<Ids>(&kind, text)?.ids,
             }),
             "PRUNE" => Frame::Broadcast(B::Prune),
-            "BEACON" => {
-                let b: Beacon = body(&kind, text)?;
-                Frame::Tree(T::Beacon {
-                    root: b.root,
-                    term: b.term,
-                    seq: b.seq,
-                    address: b.address,
-                })
-            }
+            "BEACON" => Frame::Tree(T::Beacon(body(&kind, text)?)),
             "DEPTH" => {
                 let d: Depth = body(&kind, text)?;
                 Frame::Tree(T::Depth {
@@ -625,12 +607,14 @@ mod tests {
                 sig: key.sign(b"y"),
             }
             .into(),
-            tree::Message::Beacon {
-                root: id,
-                term: 2,
-                seq: 3,
-                address: Some("ws://example.org:3000".into()),
-            }
+            tree::Message::Beacon(crate::succession::Beacon::signed(
+                &key,
+                2,
+                3,
+                Some("ws://example.org:3000".into()),
+                Some(id),
+                true,
+            ))
             .into(),
             tree::Message::Depth {
                 root: id,

@@ -1,5 +1,7 @@
 //! The wire does not change under the code: every frame of a corpus recorded before the
 //! engine was recomposed (2026-12-02, protocol 5) decodes and encodes again byte for byte.
+//! Protocol 6 (2026-12-03) changed one frame, `BEACON`, now signed by its root (see
+//! `succession`): its lines were made again then.
 //!
 //! `corpus/frames.jsonl` holds up to six frames of every type that crossed the simulated
 //! networks of `tests/simulation.rs` (nodes, pages, seeds; joins, partitions, churn,
@@ -10,7 +12,7 @@
 use hearsay_proto::Frame;
 use std::collections::BTreeSet;
 
-/// Every frame type of protocol 5.
+/// Every frame type of protocols 5 and 6.
 const TYPES: [&str; 26] = [
     "ACK",
     "BEACON",
