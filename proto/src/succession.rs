@@ -51,6 +51,11 @@ pub const HEIR_PATIENCE: f64 = 2.0 / 3.0;
 /// the range (2^32 successions of a network is beyond any lifetime).
 pub const MAX_TERM_STEP: u64 = 1 << 32;
 
+/// The longest root address a beacon may carry, as for a map record: every follower passes
+/// the root's beacon over every link each round, so a root's long address would cost the
+/// whole network.
+pub const MAX_BEACON_ADDRESS: usize = 512;
+
 /// A root's beacon, signed by the root: `key` is the root's (its id is the key's first
 /// half), `term` counts the root's successions, `seq` its rounds in the term. Relays pass it
 /// on unchanged.
@@ -256,10 +261,19 @@ pub fn judge(
     patience: Patience,
     now: Millis,
 ) -> Verdict {
+    if beacon
+        .address
+        .as_ref()
+        .is_some_and(|a| a.len() > MAX_BEACON_ADDRESS)
+    {
+        return Verdict::Ignore;
+    }
     let Some(r) = root else {
         return Verdict::Follow(Basis::Formed);
     };
     let id = beacon.root();
+    // (Terms are a peer's claim: the next one may not exist.)
+    let next_term = r.term().checked_add(1);
     if id == r.id() && beacon.term == r.term() {
         return match beacon.seq.cmp(&r.beacon.seq) {
             std::cmp::Ordering::Greater => Verdict::Round,
@@ -269,13 +283,13 @@ pub fn judge(
     }
     let silent = now.saturating_sub(r.heard);
     let heir = r.beacon.heir;
-    if heir == Some(id) {
+    if heir == Some(id) && id != r.id() {
         // The root named it: now, or once the root falls silent, in the next term. (Not in
         // an earlier term: that is a copy of an old round of the heir's, come late, which
         // may hand back to a root that has moved on since; found at 1,000 nodes, where one
         // such copy split the tree in two for good.)
         let now_or_later = r.beacon.handover && beacon.term >= r.term();
-        if now_or_later || (silent >= patience.heir() && beacon.term == r.term() + 1) {
+        if now_or_later || (silent >= patience.heir() && Some(beacon.term) == next_term) {
             return Verdict::Follow(Basis::Named);
         }
     }
@@ -285,7 +299,8 @@ pub fn judge(
             // it can sign its next round. Its part is the one that did not lose it.
             return Verdict::Follow(Basis::Named);
         }
-        if r.basis == Basis::Fallback && l.heir == Some(id) && beacon.term == l.term + 1 {
+        let after_lost = l.term.checked_add(1);
+        if r.basis == Basis::Fallback && l.heir == Some(id) && Some(beacon.term) == after_lost {
             // The lost root's heir: its claim is the lost root's word.
             return Verdict::Follow(Basis::Named);
         }
@@ -294,9 +309,15 @@ pub fn judge(
     if silent >= patience.fallback(heir.is_some()) && (1..=MAX_TERM_STEP).contains(&step) {
         return Verdict::Follow(Basis::Fallback);
     }
-    if !followed && r.basis == Basis::Formed {
-        // Our own root, born with us, and nobody follows it: nothing to keep.
-        return Verdict::Follow(Basis::Formed);
+    let lone = match r.basis {
+        Basis::Formed => true,
+        // (A fallback's first rounds go out before anyone can have reported.)
+        Basis::Fallback => r.rounds >= 2,
+        Basis::Named => false,
+    };
+    if !followed && lone {
+        // Our own root, born with us or taken alone, and nobody follows it: nothing to keep.
+        return Verdict::Follow(r.basis);
     }
     let formed = matches!(r.basis, Basis::Formed | Basis::Fallback);
     if formed && !r.settled(followed) {
@@ -411,6 +432,18 @@ mod tests {
             judge(Some(&r), None, true, &forged, P, late),
             Verdict::Ignore
         );
+        // A root in the last term there is, silent: its heir has no next term to take, and
+        // nothing overflows.
+        let mut last = Root::new(beacon(1, u64::MAX, 1), Basis::Named, 0);
+        last.beacon = named(beacon(1, u64::MAX, 1), 2, false);
+        let heir_beacon = beacon(2, u64::MAX, 2);
+        assert_eq!(
+            judge(Some(&last), None, true, &heir_beacon, P, late),
+            Verdict::Ignore
+        );
+        // An address longer than a map record's is not carried.
+        let long = Beacon::signed(&key(2), 0, 1, Some("x".repeat(513).into()), None, false);
+        assert_eq!(judge(None, None, false, &long, P, 1), Verdict::Ignore);
     }
 
     #[test]

@@ -562,6 +562,9 @@ impl Tree {
                     self.handing = None;
                     self.sought = None;
                 }
+                // What the old root said or whose beacon came early is of no use now.
+                self.early = None;
+                self.offer = None;
                 self.root = Some(Root::new(beacon, basis, now));
             }
             (_, previous) => {
@@ -640,6 +643,7 @@ impl Tree {
         }
         if handover
             && let Some((from, beacon)) = self.early.take()
+            && links.is_neighbor(&from)
             && self.root.as_ref().and_then(|r| r.beacon.heir) == Some(beacon.root())
         {
             self.on_beacon(from, beacon, links, now);
