@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use hearsay_proto::Strategy;
-use hearsay_proto::sim::{Senders, Topology};
+use hearsay_proto::sim::{Attack, Senders, Topology};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -214,12 +214,27 @@ Examples:
       The same network flooding instead, as one JSON line.
   hearsay sim --nodes 500 --churn 0.2 --senders one
       A fifth of the nodes die halfway through.
+  hearsay sim --nodes 1000 --adversaries 0.1 --attack withhold
+      A tenth of the nodes relay nothing; the honest figures say what the rest saw.
+  hearsay sim --nodes 1000 --adversaries 0.2 --attack eclipse --adversary-groups 50
+      A fifth are sybils spread over 50 address groups, trying to fill honest views.
 
 The run warms up until membership settles, publishes the messages, then runs until every
 live node has every message (or a minute passes). Printed: the delivered ratio; RMR, the
 payload copies beyond one per node reached; LDH, the hops to the farthest node; p50 and p99
 of the time from publish to the last node; every frame and byte sent per delivery (map,
-membership, keepalive and reconciliation included); and the wall time.";
+membership, keepalive and reconciliation included); and the wall time.
+
+Attacks (each adversary an ordinary node whose frames are bent, from the start):
+  withhold  relays no message, announcement or page
+  beacon    signs its own rounds (low id, far, near and zero terms, handing over to
+            itself) every 500 ms, and says every beacon it relays came straight from the root
+  eclipse   names only adversaries in every peer list, and joins 6 honest nodes
+  spam      pushes a message under a fresh key every 500 ms once publishing starts
+  amplify   asks every peer every 500 ms for the newest message 256 times (WANT) and for
+            its whole history (SYNC)
+With adversaries, the honest figures (delivered ratio, p99, bytes per delivery) count only
+honest nodes, and the adversaries' share of honest nodes' active and passive views is shown.";
 
 /// `hearsay sim`.
 #[derive(Debug, clap::Args)]
@@ -249,6 +264,15 @@ pub struct SimArgs {
     /// The nodes' first links: line, ring, star, random or full.
     #[arg(long, default_value = "random", value_parser = parse::<Topology>)]
     pub topology: Topology,
+    /// Fraction of the nodes that are hostile (with --attack).
+    #[arg(long, default_value_t = 0.0)]
+    pub adversaries: f64,
+    /// What the adversaries do: withhold, beacon, eclipse, spam or amplify.
+    #[arg(long, value_parser = parse::<Attack>)]
+    pub attack: Option<Attack>,
+    /// Address groups the adversaries are spread over (IPv6 /48s of their own).
+    #[arg(long, default_value_t = 1)]
+    pub adversary_groups: usize,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -32,6 +32,7 @@ pub struct Metrics {
     beacons: Counter,
     beacons_ignored: Counter,
     beacons_forged: Counter,
+    parents_withholding: Counter,
     queue_drops: Counter,
     peers: Family<Labels, Gauge>,
     stored: Gauge,
@@ -66,6 +67,7 @@ impl Metrics {
             beacons: Counter::default(),
             beacons_ignored: Counter::default(),
             beacons_forged: Counter::default(),
+            parents_withholding: Counter::default(),
             queue_drops: Counter::default(),
             peers: Family::default(),
             stored: Gauge::default(),
@@ -152,6 +154,11 @@ impl Metrics {
             m.beacons_forged.clone(),
         );
         r.register(
+            "broadcast_parents_withholding",
+            "Parents passed over for letting a message through only when asked for (GRAFT)",
+            m.parents_withholding.clone(),
+        );
+        r.register(
             "queue_drops",
             "Peers dropped because their send queue was full",
             m.queue_drops.clone(),
@@ -197,6 +204,7 @@ impl Metrics {
         set(&self.beacons, broadcast.beacons);
         set(&self.beacons_ignored, broadcast.beacons_ignored);
         set(&self.beacons_forged, broadcast.beacons_forged);
+        set(&self.parents_withholding, broadcast.parents_withholding);
         set(
             &self.queue_drops,
             self.queue_drops_seen.load(Ordering::Relaxed),

@@ -2,7 +2,7 @@
 //! as one JSON line.
 
 use crate::cli::SimArgs;
-use hearsay_proto::sim::Scenario;
+use hearsay_proto::sim::{Adversaries, Scenario};
 use std::io::Write;
 
 pub fn run(args: &SimArgs) -> anyhow::Result<()> {
@@ -15,6 +15,24 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     if args.rate <= 0.0 {
         anyhow::bail!("--rate must be more than 0 messages a second");
     }
+    let adversaries = match (args.adversaries, args.attack) {
+        (f, _) if !(0.0..1.0).contains(&f) => {
+            anyhow::bail!(
+                "--adversaries is a fraction of the nodes, from 0 up to (not including) 1"
+            )
+        }
+        (_, Some(_)) if args.adversary_groups == 0 => {
+            anyhow::bail!("--adversary-groups must be at least 1")
+        }
+        (f, Some(attack)) if f > 0.0 => Some(Adversaries {
+            fraction: f,
+            attack,
+            groups: args.adversary_groups,
+        }),
+        (0.0, None) => None,
+        (_, None) => anyhow::bail!("--adversaries needs --attack to say what they do"),
+        (_, Some(_)) => anyhow::bail!("--attack needs --adversaries to say how many"),
+    };
     let scenario = Scenario {
         nodes: args.nodes,
         messages: args.messages,
@@ -25,6 +43,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         churn: args.churn,
         strategy: args.strategy,
         topology: args.topology,
+        adversaries,
     };
     let started = std::time::Instant::now();
     let mut f = scenario.run();
@@ -35,7 +54,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{} nodes, {} messages from {} senders at {}/s, links {} ms, {}, churn {}, seed {}",
+            "{} nodes, {} messages from {} senders at {}/s, links {} ms, {}, churn {}, seed {}{}",
             f.nodes,
             f.messages,
             serde_json::to_value(f.senders)?.as_str().unwrap_or("?"),
@@ -43,7 +62,15 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
             f.latency,
             f.strategy,
             f.churn,
-            f.seed
+            f.seed,
+            match f.attack {
+                Some(a) => format!(
+                    ", {} % adversaries ({a}, {} groups)",
+                    f.adversaries * 100.0,
+                    f.adversary_groups
+                ),
+                None => String::new(),
+            }
         )?;
         let rows = [
             ("delivered ratio", format!("{:.4}", f.delivered_ratio)),
@@ -66,6 +93,22 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
                 ),
             ),
             ("warm-up (virtual)", format!("{:.0} s", f.warmup_s)),
+            (
+                "honest delivered / p99",
+                format!("{:.4} / {} ms", f.honest_delivered_ratio, f.honest_p99_ms),
+            ),
+            (
+                "honest bytes per delivery",
+                format!("{:.0}", f.honest_bytes_per_delivery),
+            ),
+            (
+                "adversaries' view share",
+                format!(
+                    "{:.1} % active, {:.1} % passive",
+                    f.adversary_active_share * 100.0,
+                    f.adversary_passive_share * 100.0
+                ),
+            ),
             ("wall time", format!("{:.1} s", f.wall_s)),
         ];
         for (name, value) in rows {

@@ -203,15 +203,16 @@ async fn a_page_on_a_long_history_stays_light_and_scrolls_back() {
         window.scrollTo(0, l.getBoundingClientRect().top + window.scrollY + 3000)")
     .await;
     let anchor = || async {
-        // The first row on screen, and where it is.
+        // The first row on screen, and where it is (none while the window re-renders after
+        // a scroll: found under load in a full test run).
         let v = js("const r = [...document.querySelectorAll('li.message')] \
                       .find(li => li.getBoundingClientRect().bottom > 0); \
-                    return [r.dataset.id, r.getBoundingClientRect().top]")
+                    return r ? [r.dataset.id, r.getBoundingClientRect().top] : null")
         .await;
-        (v[0].as_str().unwrap().to_owned(), v[1].as_f64().unwrap())
+        Some((v.get(0)?.as_str()?.to_owned(), v.get(1)?.as_f64()?))
     };
     let (seen, top) = wait_for("the window to follow the scroll", || async {
-        let (id, top) = anchor().await;
+        let (id, top) = anchor().await?;
         let text = page_messages(&page).await;
         // Rows of the window's first pass are gone: the window moved down the list.
         (!text.iter().any(|t| t == "old message 19999")).then_some((id, top))
@@ -232,7 +233,7 @@ async fn a_page_on_a_long_history_stays_light_and_scrolls_back() {
     // let its three oldest go).
     let n = held().await.as_u64().unwrap();
     assert!((2_000..=2_003).contains(&n), "{n} messages held");
-    let (still, now) = anchor().await;
+    let (still, now) = wait_for("a row on screen", anchor).await;
     assert_eq!(
         still, seen,
         "the row the reader was reading is still first on screen"
@@ -242,7 +243,7 @@ async fn a_page_on_a_long_history_stays_light_and_scrolls_back() {
     // Reading on down does not lose the count.
     js("window.scrollBy(0, 200)").await;
     wait_for("the window to follow", || async {
-        (anchor().await.0 != seen).then_some(())
+        (anchor().await?.0 != seen).then_some(())
     })
     .await;
     assert_eq!(

@@ -140,6 +140,10 @@ pub enum Out {
     Send(NodeId, Message),
     /// This neighbour pruned its link to us: the link is lazy now.
     Pruned(NodeId),
+    /// A message this peer had to ask for (`GRAFT`, sent at the time given) came, pushed by
+    /// this neighbour: the tree's links did not bring it in time (see [`crate::tree`], which
+    /// may make that neighbour the parent).
+    Recovered(NodeId, Millis),
 }
 
 /// Every neighbour's link, as broadcast sees it: eager (messages pushed) or lazy (announced),
@@ -155,10 +159,23 @@ pub struct Links {
     /// messages (`IHAVE`) instead of being pushed them, whatever their link, and take what
     /// they want at their own pace (`GRAFT`, reconciliation).
     slow: BTreeSet<NodeId>,
+    /// For each neighbour: how many messages this peer had taken from others when the link
+    /// came up, and whether the neighbour has pushed or announced anything since (see
+    /// [`Links::is_silent`]). One entry per neighbour.
+    heard: BTreeMap<NodeId, (u64, bool)>,
+    /// Messages taken from other peers (pushed, fetched), ever.
+    taken: u64,
     /// Every random choice of broadcast, the tree's included: one stream, so a simulation
     /// replays exactly.
     rng: SmallRng,
 }
+
+/// A neighbour that pushed and announced nothing while this peer took this many messages
+/// from others is silent: an honest neighbour tells of what it gets (pushed to its eager
+/// links, announced to the rest) unless we told it first, and it is rarely behind on all of
+/// them; one that relays beacons and keeps every message is never heard (see
+/// [`crate::tree`]: it is not made a parent).
+pub const SILENT_AFTER: u64 = 8;
 
 impl Links {
     fn new(seed: u64) -> Self {
@@ -167,6 +184,8 @@ impl Links {
             lazy: BTreeSet::new(),
             clients: BTreeSet::new(),
             slow: BTreeSet::new(),
+            heard: BTreeMap::new(),
+            taken: 0,
             rng: SmallRng::seed_from_u64(seed),
         }
     }
@@ -225,6 +244,21 @@ impl Links {
         self.lazy.remove(&peer);
         self.eager.insert(peer);
     }
+
+    /// Whether `peer` has pushed and announced nothing while this peer took
+    /// [`SILENT_AFTER`] messages from others.
+    pub fn is_silent(&self, peer: &NodeId) -> bool {
+        self.heard
+            .get(peer)
+            .is_some_and(|&(at, heard)| !heard && self.taken.saturating_sub(at) >= SILENT_AFTER)
+    }
+
+    /// `peer` pushed or announced a message.
+    fn heard_from(&mut self, peer: NodeId) {
+        if let Some(h) = self.heard.get_mut(&peer) {
+            h.1 = true;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +273,9 @@ enum Timer {
 pub const MISSING_PER_PEER: usize = 4_096;
 /// Most messages waited for at once, from all neighbours together.
 pub const MISSING_TRACKED: usize = 65_536;
+/// How long a message asked for by `GRAFT` is remembered as asked for: its answer comes
+/// within a round trip, or the next announcer is asked (`graft_retry`).
+const GRAFTED_TTL: Millis = 10_000;
 
 #[derive(Debug, Default)]
 struct Missing {
@@ -261,6 +298,8 @@ pub struct BroadcastStats {
     /// Beacons of a root that may not displace ours, and beacons forged (the tree's).
     pub beacons_ignored: u64,
     pub beacons_forged: u64,
+    /// Parents passed over for letting a message through only by `GRAFT` (the tree's).
+    pub parents_withholding: u64,
 }
 
 pub struct Broadcast {
@@ -274,6 +313,9 @@ pub struct Broadcast {
     missing: BTreeMap<MsgId, Missing>,
     /// How many entries of `missing` each neighbour is among the announcers of.
     announced: BTreeMap<NodeId, usize>,
+    /// Messages asked for by `GRAFT` and not come yet (at most [`MISSING_TRACKED`], for a
+    /// graft timeout's worth of retries): their arrival is reported ([`Out::Recovered`]).
+    grafted: Recent<MsgId, Millis>,
     lazy_queue: BTreeMap<NodeId, Vec<(MsgId, u32)>>,
     flush_scheduled: bool,
     timers: Timers<Timer>,
@@ -292,6 +334,7 @@ impl Broadcast {
             network_size: 0,
             missing: BTreeMap::new(),
             announced: BTreeMap::new(),
+            grafted: Recent::new(MISSING_TRACKED, GRAFTED_TTL),
             lazy_queue: BTreeMap::new(),
             flush_scheduled: false,
             timers: Timers::default(),
@@ -354,6 +397,7 @@ impl Broadcast {
         if client {
             self.links.clients.insert(peer);
         }
+        self.links.heard.insert(peer, (self.links.taken, false));
         if lazy {
             self.links.eager.remove(&peer);
             self.links.lazy.insert(peer);
@@ -372,6 +416,7 @@ impl Broadcast {
         self.links.lazy.remove(&peer);
         self.links.clients.remove(&peer);
         self.links.slow.remove(&peer);
+        self.links.heard.remove(&peer);
         self.lazy_queue.remove(&peer);
         if self.announced.remove(&peer).is_some() {
             for m in self.missing.values_mut() {
@@ -427,6 +472,16 @@ impl Broadcast {
     ) {
         let id = msg.id;
         self.forget_missing(&id);
+        if let Some(f) = from {
+            self.links.taken += 1;
+            self.links.heard_from(f);
+        }
+        if let Some(asked) = self.grafted.remove(&id)
+            && let Some(f) = from
+        {
+            self.out.push_back(Out::Recovered(f, asked));
+            self.graft_rest_from(f, now);
+        }
         self.cache.expire(now);
         if let Some(f) = from
             && self.links.lazy.contains(&f)
@@ -485,10 +540,40 @@ impl Broadcast {
         }
     }
 
+    /// `peer` answered a `GRAFT`: what else it announced that we still wait for is asked
+    /// of it now, not on each message's own timer. (When a parent withholds, every message
+    /// sent meanwhile is late by a graft timeout; the peer that answered has them.)
+    fn graft_rest_from(&mut self, peer: NodeId, now: Millis) {
+        let ids: Vec<MsgId> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| m.announcers.iter().any(|&(p, _)| p == peer))
+            .map(|(id, _)| *id)
+            .take(self.config.max_ids_per_frame)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        for id in &ids {
+            // (Still waited for: if it does not come, the next announcer is asked in turn.)
+            if let Some(m) = self.missing.get_mut(id) {
+                m.announcers.retain(|&(p, _)| p != peer);
+            }
+            self.unannounce(peer);
+            if !self.grafted.contains(id) {
+                self.grafted.insert(*id, now, now);
+            }
+        }
+        self.stats.grafts += 1;
+        self.out.push_back(Out::Send(peer, Message::Graft { ids }));
+    }
+
     /// `msg` arrived by other means (reconciliation): nothing to push, but no need to ask
     /// for it any more, and it can be given to peers that graft.
     pub fn received_otherwise(&mut self, msg: Arc<Signed>, now: Millis) {
+        self.links.taken += 1;
         self.forget_missing(&msg.id);
+        self.grafted.remove(&msg.id);
         let id = msg.id;
         self.cache.insert(id, (msg, u32::MAX / 2), now);
     }
@@ -509,6 +594,9 @@ impl Broadcast {
         match message {
             Message::Gossip { .. } => {}
             Message::IHave { ids } => {
+                if !ids.is_empty() {
+                    self.links.heard_from(from);
+                }
                 // What it announces it has, it need not be told of.
                 if let Some(queue) = self.lazy_queue.get_mut(&from) {
                     queue.retain(|(id, _)| !ids.iter().any(|(a, _)| a == id));
@@ -636,11 +724,17 @@ impl Part for Broadcast {
             if !self.links.is_neighbor(&peer) {
                 continue;
             }
+            for id in &ids {
+                if !self.grafted.contains(id) {
+                    self.grafted.insert(*id, now, now);
+                }
+            }
             self.links.make_eager(peer);
             self.stats.grafts += 1;
             self.out.push_back(Out::Send(peer, Message::Graft { ids }));
         }
         self.cache.expire(now);
+        self.grafted.expire(now);
     }
 }
 
@@ -720,7 +814,7 @@ mod tests {
             self
         }
 
-        fn route(&mut self) {
+        fn route(&mut self, now: Millis) {
             loop {
                 let mut any = false;
                 while let Some(out) = self.tree.poll() {
@@ -776,6 +870,10 @@ mod tests {
                         super::Out::Pruned(from) => {
                             self.tree.pruned_by(from, self.plumtree.links_mut())
                         }
+                        super::Out::Recovered(from, asked) => {
+                            self.tree
+                                .recovered(from, asked, self.plumtree.links_mut(), now)
+                        }
                     }
                 }
                 if !any {
@@ -826,7 +924,7 @@ mod tests {
                     self.tree.message(from, m, links, now)
                 }
             }
-            self.route();
+            self.route(now);
         }
 
         fn received_new(&mut self, from: Option<NodeId>, msg: Arc<Signed>, hops: u32, now: Millis) {
@@ -834,7 +932,7 @@ mod tests {
             self.tree.note_publisher(author, self.plumtree.links(), now);
             let root = self.tree.root();
             self.plumtree.received_new(from, msg, hops, root, now);
-            self.route();
+            self.route(now);
         }
 
         fn publish(&mut self, msg: Arc<Signed>, now: Millis) {
@@ -844,7 +942,7 @@ mod tests {
         fn handle_timeout(&mut self, now: Millis) {
             self.plumtree.handle_timeout(now, ());
             self.tree.handle_timeout(now, self.plumtree.links_mut());
-            self.route();
+            self.route(now);
         }
 
         fn poll_timeout(&self) -> Option<Millis> {
@@ -858,7 +956,8 @@ mod tests {
         fn neighbor_up(&mut self, peer: NodeId, client: bool) {
             let formed = self.tree.root().is_some();
             self.plumtree.neighbor_up(peer, client, formed);
-            self.route();
+            // (Nothing routed from here is timed: a new link brings no message.)
+            self.route(self.made.3);
         }
 
         fn set_slow(&mut self, peer: NodeId, slow: bool) {
@@ -993,6 +1092,92 @@ mod tests {
             "{:?}",
             b.plumtree.announced
         );
+    }
+
+    /// Found at 1,000 nodes under forged beacons: a lost root's newer round pulled nodes back
+    /// from the heir it handed over to, and the heir's round pulled them back again, each
+    /// switch passed on over every link, until memory ran out. A round taken up once is not
+    /// taken up again, and a lost root found again is lost no more.
+    #[test]
+    fn two_rounds_cannot_pull_a_node_back_and_forth() {
+        let mut b = with_neighbors(&[1, 2, 3]);
+        b.control(node(3), signed(1, 5, 1, Some(2), false), |_| false, 0);
+        assert_eq!(b.root(), Some(node(1)));
+        // The root falls silent; its heir takes over in the next term.
+        let heir = signed(2, 6, 1, None, false);
+        b.control(node(3), heir.clone(), |_| false, 11_000);
+        assert_eq!(b.root(), Some(node(2)));
+        // The old root's next round after all, handing over to that heir: followed, then
+        // the heir's round again, and so on, as copies keep coming over different links.
+        let back = signed(1, 5, 2, Some(2), true);
+        drain_all(&mut b);
+        let mut switches = 0;
+        for i in 0..20u64 {
+            let (from, beacon) = if i % 2 == 0 {
+                (node(1), back.clone())
+            } else {
+                (node(2), heir.clone())
+            };
+            let before = b.root();
+            b.control(from, beacon, |_| false, 11_100 + i * 10);
+            switches += usize::from(b.root() != before);
+        }
+        assert!(switches <= 2, "{switches} switches");
+    }
+
+    /// A parent that relays beacons but withholds messages: once a message it never pushed
+    /// comes by `GRAFT` from another neighbour, that neighbour is the parent, the withholder's
+    /// link is pruned, and its copies of later rounds, however early, make it parent no more.
+    #[test]
+    fn a_parent_that_withholds_messages_loses_its_link_to_one_that_delivers() {
+        let mut b = with_neighbors(&[1, 2, 3]);
+        b.control(node(2), beacon(0, 7), |_| false, 10);
+        b.control(node(3), beacon(0, 7), |_| false, 20);
+        b.handle_timeout(300);
+        drain(&mut b);
+        assert_eq!(b.parent(), Some(node(2)));
+        // Node 3 announces a message the parent never pushes; it is asked for, and comes.
+        b.control(
+            node(3),
+            Control::IHave(vec![(msg(1).id, 3)]),
+            |_| false,
+            2_000,
+        );
+        b.handle_timeout(3_000);
+        assert!(drain(&mut b).contains(&Out::Send(node(3), Control::Graft(vec![msg(1).id]))));
+        b.received_new(Some(node(3)), msg(1), 4, 3_050);
+        assert_eq!(b.parent(), Some(node(3)));
+        assert!(drain(&mut b).contains(&Out::Send(node(2), Control::Prune)));
+        assert_eq!(b.tree.stats().parents_withholding, 1);
+        // The next round: the withholder's copy comes first, node 3's well after; node 3
+        // stays the parent, and the round goes on to the child only.
+        b.control(node(2), beacon(0, 8), |_| false, 5_010);
+        assert_eq!(
+            drain(&mut b),
+            vec![Out::Send(node(1), relayed(beacon(0, 8)))]
+        );
+        b.control(node(3), beacon(0, 8), |_| false, 5_100);
+        b.handle_timeout(5_500);
+        assert_eq!(b.parent(), Some(node(3)));
+        assert!(
+            !drain(&mut b)
+                .iter()
+                .any(|o| matches!(o, Out::Send(_, Control::Graft(_))))
+        );
+    }
+
+    /// A parent adopted just before a message was asked for had no chance to push it: not
+    /// held against it.
+    #[test]
+    fn a_new_parent_is_not_blamed_for_what_was_missing_before_it() {
+        let mut b = with_neighbors(&[1, 2, 3]);
+        b.control(node(3), Control::IHave(vec![(msg(1).id, 3)]), |_| false, 0);
+        b.control(node(2), beacon(0, 7), |_| false, 600);
+        b.handle_timeout(1_000);
+        drain(&mut b);
+        b.received_new(Some(node(3)), msg(1), 4, 1_050);
+        assert_eq!(b.parent(), Some(node(2)));
+        assert_eq!(b.tree.stats().parents_withholding, 0);
     }
 
     #[test]

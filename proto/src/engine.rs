@@ -210,6 +210,11 @@ impl Engine {
         self.tree.root()
     }
 
+    /// The root of the broadcast tree and its term, as this peer knows them.
+    pub fn root_term(&self) -> Option<(NodeId, u64)> {
+        self.tree.root_and_term()
+    }
+
     /// The passive view: nodes known and not linked.
     pub fn passive(&self) -> &[PeerRecord] {
         self.membership.passive()
@@ -704,7 +709,7 @@ impl Engine {
             }
             while let Some(out) = self.broadcast.poll() {
                 any = true;
-                self.on_broadcast(out);
+                self.on_broadcast(out, now);
                 self.route_direct(now);
             }
             if !any {
@@ -867,7 +872,7 @@ impl Engine {
         }
     }
 
-    fn on_broadcast(&mut self, out: broadcast::Out) {
+    fn on_broadcast(&mut self, out: broadcast::Out, now: Millis) {
         match out {
             broadcast::Out::Push { to, msg, hops } => {
                 let frame: Arc<str> = Frame::encode_gossip(&msg, hops).into();
@@ -883,6 +888,10 @@ impl Engine {
             }
             broadcast::Out::Send(node, message) => self.send_to(node, Frame::from(message)),
             broadcast::Out::Pruned(node) => self.tree.pruned_by(node, self.broadcast.links_mut()),
+            broadcast::Out::Recovered(node, asked) => {
+                self.tree
+                    .recovered(node, asked, self.broadcast.links_mut(), now)
+            }
         }
     }
 

@@ -60,7 +60,7 @@ use crate::peer::PeerRecord;
 use crate::succession::{self, Basis, Beacon, Lost, Patience, Root, Verdict};
 use crate::timers::Timers;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -174,6 +174,8 @@ pub struct TreeStats {
     /// whose signature does not verify.
     pub beacons_ignored: u64,
     pub beacons_forged: u64,
+    /// Parents passed over for letting a message through only by `GRAFT`.
+    pub parents_withholding: u64,
 }
 
 impl TreeStats {
@@ -187,6 +189,7 @@ impl TreeStats {
             handovers: self.handovers,
             beacons_ignored: self.beacons_ignored,
             beacons_forged: self.beacons_forged,
+            parents_withholding: self.parents_withholding,
             ..plumtree.clone()
         }
     }
@@ -221,6 +224,22 @@ impl Handing {
 /// Rounds a root keeps handing over to an heir that does not take the root.
 const HANDING_ROUNDS: u32 = 2;
 
+/// Rounds remembered as taken up: a root is never followed again in a round it was followed
+/// in before, so no set of rounds fewer than this can pull a network back and forth (each
+/// switch passed on over every link) faster than their roots sign new ones.
+pub const FOLLOWED_ROUNDS_KEPT: usize = 16;
+
+/// How long a neighbour that withheld a message as our parent is passed over as parent
+/// (see [`Tree::recovered`]): an hour's worth of rounds would do as well; five minutes lets
+/// an honest parent that was only cut off upstream back in before long.
+pub const WITHHOLDER_PASSED_OVER: Millis = 300_000;
+/// How long a parent must have been the parent before a message asked for by `GRAFT`
+/// counts against it: as long as the longest wait before asking (`graft_timeout` twice).
+pub const PARENT_PROBATION: Millis = 1_000;
+/// Most neighbours passed over at once (the oldest go first): more than an active view and
+/// its turnover over [`WITHHOLDER_PASSED_OVER`].
+pub const WITHHOLDERS_KEPT: usize = 64;
+
 pub struct Tree {
     config: Config,
     me: NodeId,
@@ -251,9 +270,15 @@ pub struct Tree {
     offer: Option<(NodeId, u64, Millis, bool)>,
     /// Whether the current round is the first of its root (a new tree forming).
     fresh_root: bool,
+    /// The last rounds this node took up (see [`FOLLOWED_ROUNDS_KEPT`]).
+    followed_rounds: VecDeque<Round>,
     /// Who published each of the last messages seen (a node, if the author is one).
     recent_publishers: VecDeque<Option<NodeId>>,
     parent: Option<NodeId>,
+    /// Since when the parent is the parent.
+    parent_since: Millis,
+    /// The latest time this tree was told of (links may change between calls that say).
+    clock: Millis,
     /// The link the first copy of the current round came by, while we wait to see whether
     /// the parent's copy comes soon enough.
     challenger: Option<NodeId>,
@@ -276,6 +301,9 @@ pub struct Tree {
     predecessor: Option<(NodeId, Millis)>,
     /// Children that handed the root back: not tried again.
     declined: BTreeSet<NodeId>,
+    /// Neighbours that let a message through to us only by `GRAFT` while our parent, and
+    /// until when they are passed over as parent (see [`Tree::recovered`]).
+    withholders: BTreeMap<NodeId, Millis>,
     timers: Timers<Timer>,
     stats: TreeStats,
     out: VecDeque<Out>,
@@ -329,6 +357,10 @@ impl Tree {
             network_size: 0,
             predecessor: None,
             declined: BTreeSet::new(),
+            withholders: BTreeMap::new(),
+            followed_rounds: VecDeque::new(),
+            parent_since: now,
+            clock: now,
             timers,
             stats: TreeStats::default(),
             out: VecDeque::new(),
@@ -411,8 +443,56 @@ impl Tree {
         }
     }
 
+    /// A message this peer had to ask for by `GRAFT` came from neighbour `from`: the parent
+    /// did not push it in time, though `from` had it. An honest parent pushes every message
+    /// that does not come from below it; one that relays beacons but withholds messages keeps
+    /// its children waiting on `GRAFT` for every message. So the parent is passed over for
+    /// [`WITHHOLDER_PASSED_OVER`] (its beacon copies, however early, make it parent no more,
+    /// unless no other link brings one) and `from`, which delivered, is the parent now. An
+    /// honest parent cut off upstream is passed over too: it had nothing to give, and `from`
+    /// is a way around the cut.
+    pub fn recovered(&mut self, from: NodeId, asked: Millis, links: &mut Links, now: Millis) {
+        self.clock = now;
+        let Some(parent) = self.parent else { return };
+        if !self.shaping
+            || parent == from
+            || !links.is_neighbor(&from)
+            || asked < self.parent_since.saturating_add(PARENT_PROBATION)
+        {
+            // (A parent adopted just before we asked had no fair chance to push it.)
+            return;
+        }
+        if self.withholders.len() >= WITHHOLDERS_KEPT
+            && let Some(oldest) = self
+                .withholders
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(p, _)| *p)
+        {
+            self.withholders.remove(&oldest);
+        }
+        self.withholders
+            .insert(parent, now + WITHHOLDER_PASSED_OVER);
+        self.stats.parents_withholding += 1;
+        self.challenger = None;
+        self.adopt(from, links);
+        self.prune(parent, links);
+    }
+
+    /// Whether `peer` is passed over as parent: it let a message through only by `GRAFT`
+    /// (see [`Tree::recovered`]), or it has told us of no message at all while we took
+    /// several from others ([`Links::is_silent`]).
+    fn withholding(&self, peer: NodeId, links: &Links, now: Millis) -> bool {
+        links.is_silent(&peer)
+            || self
+                .withholders
+                .get(&peer)
+                .is_some_and(|&until| until > now)
+    }
+
     /// A tree frame from neighbour `from`.
     pub fn message(&mut self, from: NodeId, message: Message, links: &mut Links, now: Millis) {
+        self.clock = now;
         if !links.is_neighbor(&from) {
             return;
         }
@@ -508,11 +588,20 @@ impl Tree {
                     self.stats.beacons_forged += 1;
                 }
             }
+            Verdict::Follow(_) if self.followed_rounds.contains(&beacon.round()) => {
+                // A round followed before and left since: going back to it would let two
+                // rounds pull each other's followers back and forth, each time passed on.
+                self.stats.beacons_ignored += 1;
+            }
             Verdict::Round | Verdict::Follow(_) => {
                 if !beacon.verify() {
                     self.stats.beacons_forged += 1;
                     return;
                 }
+                if self.followed_rounds.len() >= FOLLOWED_ROUNDS_KEPT {
+                    self.followed_rounds.pop_front();
+                }
+                self.followed_rounds.push_back(beacon.round());
                 self.on_news(from, beacon, verdict, links, now);
             }
         }
@@ -556,6 +645,12 @@ impl Tree {
                 {
                     // Left after its silence: followed again if it turns out live.
                     self.lost = Some(Lost::of(p));
+                } else if self.lost.as_ref().is_some_and(|l| l.root == beacon.root()) {
+                    // The lost root, found again: lost no more. (Kept, its next round would
+                    // pull us back from the heir it hands over to, and that heir's from it,
+                    // round after round: found at 1,000 nodes under forged beacons, a storm
+                    // that filled memory.)
+                    self.lost = None;
                 }
                 if previous.as_ref().is_some_and(|p| p.id() == self.me) {
                     // Our own term ends: what we kept as root goes with it.
@@ -590,6 +685,15 @@ impl Tree {
         self.challenger = None;
         self.fresh_root = !same_root;
         match self.parent {
+            Some(p)
+                if p != from
+                    && self.withholding(from, links, now)
+                    && links.is_neighbor(&p)
+                    && !self.withholding(p, links, now) =>
+            {
+                // The first copy came from a neighbour that withheld messages: the parent
+                // stays, and its copy follows.
+            }
             Some(p) if p != from && same_root && links.is_neighbor(&p) => {
                 self.challenger = Some(from);
                 self.timers
@@ -663,7 +767,11 @@ impl Tree {
         let Some(r) = self.root.as_ref() else { return };
         let (old, term) = (r.id(), r.term());
         let offer = self.offer.take().filter(|o| o.0 == old && o.1 == term);
-        self.originate(term.saturating_add(1), Basis::Named, links, now);
+        // (In the last term there is no next one: the root stays where it is.)
+        let Some(next) = term.checked_add(1) else {
+            return;
+        };
+        self.originate(next, Basis::Named, links, now);
         if let Some((from, _, reach, back)) = offer {
             if back {
                 self.declined.insert(from);
@@ -684,7 +792,17 @@ impl Tree {
         };
         self.copies.push((from, now, hops));
         let first_hops = self.copies.first().map_or(u32::MAX, |c| c.2);
-        if Some(from) == self.parent && self.challenger.is_some() && hops <= first_hops {
+        if let Some(p) = self.parent
+            && p != from
+            && self.withholding(p, links, now)
+            && !self.withholding(from, links, now)
+        {
+            // The parent withheld messages and was taken only as the one way to the root:
+            // this copy's link is another.
+            self.challenger = None;
+            self.adopt(from, links);
+            self.prune(p, links);
+        } else if Some(from) == self.parent && self.challenger.is_some() && hops <= first_hops {
             // The parent's copy came soon enough, over no more hops: it stays; the first
             // copy's link is not the tree's.
             if let Some(c) = self.challenger.take() {
@@ -786,6 +904,9 @@ impl Tree {
     /// by `GRAFT` (found at 1,000 nodes: one node, round after round).
     fn adopt(&mut self, peer: NodeId, links: &mut Links) {
         let new = self.parent != Some(peer);
+        if new {
+            self.parent_since = self.clock;
+        }
         self.parent = Some(peer);
         let grafted = links.graft(peer);
         if grafted {
@@ -1000,6 +1121,7 @@ impl Part for Tree {
     }
 
     fn handle_timeout(&mut self, now: Millis, links: &mut Links) {
+        self.clock = now;
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Beacon => {

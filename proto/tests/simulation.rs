@@ -2,7 +2,9 @@
 //! message exactly once, over many seeds and topologies, with either broadcast strategy, with
 //! churn, partitions, pages and seed (v1) nodes; membership keeps bounded, symmetric views.
 
-use hearsay_proto::sim::{Scenario, Senders, Sim, Topology, sim_config};
+use hearsay_proto::sim::{
+    Adversaries, Attack, Figures, Scenario, Senders, Sim, Topology, sim_config,
+};
 use hearsay_proto::{MsgId, NodeId, PeerKind, Protocol, Strategy};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
@@ -941,4 +943,80 @@ fn the_root_walks_towards_the_centre_and_nothing_is_lost_on_the_way() {
         walked.tree_diameter_ms < stayed.tree_diameter_ms,
         "{walked:?} {stayed:?}"
     );
+}
+
+/// One run of `nodes` with a share of adversaries doing `attack` from the start.
+fn attacked(nodes: usize, fraction: f64, attack: Attack, groups: usize, seed: u64) -> Figures {
+    Scenario {
+        nodes,
+        messages: 20,
+        seed,
+        adversaries: Some(Adversaries {
+            fraction,
+            attack,
+            groups,
+        }),
+        ..Scenario::default()
+    }
+    .run()
+}
+
+/// Adversaries of every kind, a tenth of the nodes: every honest node still gets every
+/// message. (Each attack's own bound is asserted below; `hearsay sim` measures them at
+/// 1,000 nodes.)
+#[test]
+fn every_honest_node_gets_every_message_whatever_a_tenth_of_the_nodes_do() {
+    for attack in Attack::ALL {
+        let f = attacked(60, 0.1, attack, 1, 7);
+        println!("{}", serde_json::to_string(&f).unwrap());
+        assert_eq!(f.honest_delivered_ratio, 1.0, "{attack}: {f:?}");
+        assert_eq!(f.attack, Some(attack));
+    }
+}
+
+/// Beacons signed by the adversaries' own keys, ground for low ids, in any term, from the
+/// network's start: honest delivery keeps its pace (the bound: p99 within 1.5 times
+/// the honest-only run). (A network's first rounds still go to the lowest id heard, so a
+/// ground key present at the birth becomes the root: `adversary_root_share` says so, and
+/// the closing note of this change counts it among what is open.)
+#[test]
+fn forged_beacons_do_not_slow_honest_delivery() {
+    for seed in [1, 2] {
+        let honest = Scenario {
+            nodes: 60,
+            messages: 20,
+            seed,
+            ..Scenario::default()
+        }
+        .run();
+        let f = attacked(60, 0.1, Attack::Beacon, 1, seed);
+        assert_eq!(f.honest_delivered_ratio, 1.0, "seed {seed}: {f:?}");
+        assert!(
+            f.honest_p99_ms as f64 <= 1.5 * honest.p99_ms as f64,
+            "seed {seed}: {} ms against {} ms honest-only",
+            f.honest_p99_ms,
+            honest.p99_ms
+        );
+    }
+}
+
+/// Sybils in one address group that name only each other in every peer list, and join
+/// honest nodes besides, hold at most the two active slots and two passive entries a group
+/// may have at each honest node: at most a third of its six slots.
+#[test]
+fn sybils_of_one_group_hold_at_most_their_groups_slots() {
+    let f = attacked(60, 0.2, Attack::Eclipse, 1, 3);
+    println!("{}", serde_json::to_string(&f).unwrap());
+    assert!(f.adversary_active_share <= 2.0 / 6.0, "{f:?}");
+    assert!(f.adversary_passive_share <= 2.0 / 6.0, "{f:?}");
+    assert_eq!(f.honest_delivered_ratio, 1.0, "{f:?}");
+}
+
+/// Parents that relay beacons but withhold messages: honest nodes below them pass them over
+/// once a message comes by `GRAFT` instead, so the later messages ride the tree.
+#[test]
+fn withholding_parents_are_passed_over() {
+    let f = attacked(100, 0.1, Attack::Withhold, 1, 5);
+    println!("{}", serde_json::to_string(&f).unwrap());
+    assert_eq!(f.honest_delivered_ratio, 1.0, "{f:?}");
 }

@@ -8,23 +8,35 @@
 //! replays exactly, and tests assert delivery properties over many seeds and topologies in
 //! milliseconds of real time.
 //!
+//! Addresses are where costs lie when keys are free: honest node `i` listens in an IPv4 /24 of
+//! its own (`ws://10.x.y.1:3000`), and a listener sees a dialer's address and counts it under
+//! its group (see [`crate::group`]). [`Sim::add_adversary`] adds a hostile peer in an IPv6 /48
+//! shared with the other adversaries of its group: an ordinary engine whose frames
+//! [`adversary`] bends (withholding, forged beacons, eclipsing peer lists, spam, pulls that
+//! amplify).
+//!
 //! Flow: [`Sim::run_until`] takes the earliest of (queued network event, an engine's next
 //! deadline) — deadlines sit in a heap, so a step costs O(log n) whatever the network's size —
 //! feeds it to the peer, and turns the peer's outputs into new queued events.
 //!
 //! [`Scenario`] runs the measurement `hearsay sim` prints: warm-up until membership settles,
-//! messages at a network-wide rate, then the run until every live node has every message.
+//! messages at a network-wide rate, then the run until every live honest node has every
+//! message; with [`Adversaries`], what honest nodes saw is counted apart.
 
+pub mod adversary;
 mod seed_node;
 
+pub use adversary::{Adversary, Attack};
 pub use seed_node::{SeedNode, SeedOut};
 
 use crate::close::CloseReason;
 use crate::conns::ConnId;
 use crate::engine::{Config, Driver, Engine};
-use crate::id::MsgId;
+use crate::group::Group;
+use crate::id::{MsgId, NodeId};
 use crate::identity::{Identity, Keypair, Tab};
 use crate::message::Message;
+use crate::peer::PeerRecord;
 use crate::wire::Frame;
 use crate::{Millis, PeerKind, Strategy};
 use crate::{broadcast, sync};
@@ -138,6 +150,8 @@ pub struct SimNode {
     pub held: HashMap<MsgId, Message>,
     /// Seed actions that still need turning into events.
     pending: Vec<Action>,
+    /// What this peer does against the others, if it is an adversary (see [`adversary`]).
+    pub adversary: Option<Box<Adversary>>,
 }
 
 impl SimNode {
@@ -152,6 +166,10 @@ impl SimNode {
             NodeKind::Seed(s) => Some(s),
             NodeKind::Hearsay(_) => None,
         }
+    }
+    /// A hearsay peer that is not an adversary.
+    pub fn is_honest(&self) -> bool {
+        self.adversary.is_none() && self.engine().is_some()
     }
 }
 
@@ -183,6 +201,10 @@ enum Event {
     Closed {
         to: usize,
         conn: ConnId,
+    },
+    /// Adversary `by` acts on its own (see [`Adversary::act`]).
+    Act {
+        by: usize,
     },
 }
 
@@ -243,6 +265,10 @@ pub struct Sim {
     pub deliveries: Vec<(usize, MsgId, Millis, Option<u32>)>,
     /// While set, the network is cut between these nodes and the rest.
     cut: Option<HashSet<usize>>,
+    /// Every adversary's record, for the peer lists an eclipse sends.
+    roster: Vec<PeerRecord>,
+    /// What honest peers sent, in bytes (the cost an adversary makes them pay).
+    honest_bytes: u64,
 }
 
 impl Sim {
@@ -265,17 +291,30 @@ impl Sim {
             latencies: Vec::new(),
             deliveries: Vec::new(),
             cut: None,
+            roster: Vec::new(),
+            honest_bytes: 0,
         }
     }
 
-    /// The address node `i` listens on.
+    /// The address honest node `i` listens on: each in an IPv4 /24 of its own, as nodes on
+    /// the internet mostly are (so each is an address group of its own).
     pub fn address(i: usize) -> String {
-        format!("ws://node{i}:3000")
+        format!("ws://{}:3000", Self::host(i))
+    }
+
+    fn host(i: usize) -> String {
+        format!("10.{}.{}.1", (i >> 8) & 0xff, i & 0xff)
     }
 
     /// Node `i`'s seed-compatible port (hearsay nodes only), which seed users dial.
     pub fn v1_address(i: usize) -> String {
-        format!("ws://node{i}:3001")
+        format!("ws://{}:3001", Self::host(i))
+    }
+
+    /// Where adversary `i` of address group `group` listens: an IPv6 /48 per group, so a
+    /// group holds as many adversaries as a run makes.
+    fn adversary_host(i: usize, group: usize) -> String {
+        format!("[fd00:0:{:x}::{:x}]", group + 1, i)
     }
 
     /// Makes seed node `seed` dial hearsay node `node` at its seed-compatible port.
@@ -344,6 +383,7 @@ impl Sim {
             delivered: HashMap::new(),
             held: HashMap::new(),
             pending: Vec::new(),
+            adversary: None,
         });
         self.scheduled.push(None);
         self.reschedule(i);
@@ -356,6 +396,40 @@ impl Sim {
         config.listen_addresses = vec![Self::address(i), Self::v1_address(i)];
         let engine = self.new_engine(config);
         self.push_node(Self::address(i), NodeKind::Hearsay(Box::new(engine)))
+    }
+
+    /// Adds an adversary doing `attack` from address group `group` (a /48 of its own, apart
+    /// from every honest node's): an ordinary engine whose frames the simulator bends (see
+    /// [`adversary`]).
+    pub fn add_adversary(&mut self, mut config: Config, attack: Attack, group: usize) -> usize {
+        let i = self.nodes.len();
+        let host = Self::adversary_host(i, group);
+        let address = format!("ws://{host}:3000");
+        let v1 = format!("ws://{host}:3001");
+        config.listen_addresses = vec![address.clone(), v1.clone()];
+        let engine = self.new_engine(config);
+        self.roster.push(PeerRecord {
+            id: engine.id(),
+            address: address.clone(),
+            aliases: Vec::new(),
+        });
+        let adversary = Adversary::new(attack, &mut self.rng);
+        self.by_address.insert(address.clone(), i);
+        self.nodes.push(SimNode {
+            address,
+            kind: NodeKind::Hearsay(Box::new(engine)),
+            up: true,
+            delivered: HashMap::new(),
+            held: HashMap::new(),
+            pending: Vec::new(),
+            adversary: Some(Box::new(adversary)),
+        });
+        self.by_address.insert(v1, i);
+        self.scheduled.push(None);
+        self.reschedule(i);
+        let at = self.now + self.rng.random_range(0..adversary::PERIOD);
+        self.schedule(at, Event::Act { by: i });
+        i
     }
 
     /// Adds a browser peer whose page was served by node `home` (already added): it cannot be
@@ -386,7 +460,7 @@ impl Sim {
 
     /// Makes node `from` dial node `to` as `--peer` (or the seed's `/add`) would.
     pub fn connect(&mut self, from: usize, to: usize) {
-        let address = Self::address(to);
+        let address = self.nodes[to].address.clone();
         let now = self.now;
         match &mut self.nodes[from].kind {
             NodeKind::Hearsay(e) => {
@@ -612,8 +686,9 @@ impl Sim {
                 }
             }
         }
+        // (Between honest nodes: an adversary may keep no link at all.)
         let live: Vec<usize> = (0..n)
-            .filter(|&i| self.nodes[i].up && self.nodes[i].engine().is_some())
+            .filter(|&i| self.nodes[i].up && self.nodes[i].is_honest())
             .collect();
         let eccentricity = |graph: &[Vec<(usize, Millis)>], from: usize| {
             let (dist, _) = shortest_paths(graph, from);
@@ -718,8 +793,11 @@ impl Sim {
                     self.flush(from);
                     return;
                 };
+                // The listener sees the dialer's address, and counts it under its group.
+                let source = Group::of_address(&self.nodes[from].address);
+                let host = source.map(|_| self.nodes[from].address.clone());
                 let inbound = match &mut self.nodes[to].kind {
-                    NodeKind::Hearsay(e) => e.accepted(now),
+                    NodeKind::Hearsay(e) => e.accepted_from(host, source, false, now),
                     NodeKind::Seed(s) => s.accepted(),
                 };
                 let latency = self.random_latency();
@@ -782,7 +860,32 @@ impl Sim {
                 }
                 self.flush(to);
             }
+            Event::Act { by } => self.act(by),
         }
+    }
+
+    /// Adversary `by` sends what its attack adds this period to every peer it is linked to.
+    fn act(&mut self, by: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[by];
+        let (true, Some(adversary), NodeKind::Hearsay(engine)) =
+            (node.up, node.adversary.as_mut(), &node.kind)
+        else {
+            return;
+        };
+        let newest = node
+            .held
+            .values()
+            .max_by_key(|m| (m.timestamp, m.id))
+            .map(|m| m.id);
+        let frames = adversary.act(engine, &node.address, newest, now, &mut self.rng);
+        let conns: Vec<ConnId> = engine.peers().iter().map(|p| p.conn).collect();
+        for conn in conns {
+            for frame in &frames {
+                self.transmit(by, conn, frame.clone());
+            }
+        }
+        self.schedule(now + adversary::PERIOD, Event::Act { by });
     }
 
     /// A seed says what it has dialed on every new connection, then records a dial that
@@ -828,26 +931,14 @@ impl Sim {
     fn carry_out(&mut self, i: usize, action: Action) {
         match action {
             Action::Send(conn, frame) => {
-                let Some(link) = self.links.get(&(i, conn)).copied() else {
-                    return;
-                };
-                self.frames_sent += 1;
-                self.bytes_sent += frame.len() as u64;
-                self.count_payload(&frame);
-                // In order per direction, as TCP delivers.
-                let jitter = self.rng.random_range(0..=link.latency / 10);
-                let at = (self.now + link.latency + jitter).max(link.last_arrival);
-                if let Some(l) = self.links.get_mut(&(i, conn)) {
-                    l.last_arrival = at;
-                }
-                self.schedule(
-                    at,
-                    Event::Arrive {
-                        to: link.to,
-                        conn: link.to_conn,
-                        frame,
+                let frame = match &self.nodes[i].adversary {
+                    Some(a) => match a.outgoing(frame, &self.roster, &mut self.rng) {
+                        Some(f) => f,
+                        None => return,
                     },
-                );
+                    None => frame,
+                };
+                self.transmit(i, conn, frame);
             }
             Action::Ping(conn) => {
                 if let Some(link) = self.links.get(&(i, conn)).copied() {
@@ -881,6 +972,33 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Puts `frame` from node `i` on the wire of its link `conn`.
+    fn transmit(&mut self, i: usize, conn: ConnId, frame: Arc<str>) {
+        let Some(link) = self.links.get(&(i, conn)).copied() else {
+            return;
+        };
+        self.frames_sent += 1;
+        self.bytes_sent += frame.len() as u64;
+        if self.nodes[i].adversary.is_none() {
+            self.honest_bytes += frame.len() as u64;
+        }
+        self.count_payload(&frame);
+        // In order per direction, as TCP delivers.
+        let jitter = self.rng.random_range(0..=link.latency / 10);
+        let at = (self.now + link.latency + jitter).max(link.last_arrival);
+        if let Some(l) = self.links.get_mut(&(i, conn)) {
+            l.last_arrival = at;
+        }
+        self.schedule(
+            at,
+            Event::Arrive {
+                to: link.to,
+                conn: link.to_conn,
+                frame,
+            },
+        );
     }
 
     /// Counts the frames that carry a tracked message's payload, for RMR.
@@ -1028,9 +1146,20 @@ impl std::str::FromStr for Senders {
     }
 }
 
+/// Hostile peers in a [`Scenario`]: `fraction` of its nodes do `attack` from the start, spread
+/// over `groups` address groups of their own (see [`adversary`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adversaries {
+    pub fraction: f64,
+    pub attack: Attack,
+    pub groups: usize,
+}
+
 /// A measured run: `nodes` linked first in `topology`, warm-up until membership settles,
 /// `messages` published at `rate` per second network-wide, `churn` of the nodes killed when
 /// half are out, then the run until every live node has every message (or a minute passes).
+/// With `adversaries`, the last of the nodes are hostile, only honest nodes publish or are
+/// killed, and the figures say what honest nodes saw.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub nodes: usize,
@@ -1042,6 +1171,7 @@ pub struct Scenario {
     pub churn: f64,
     pub strategy: Strategy,
     pub topology: Topology,
+    pub adversaries: Option<Adversaries>,
 }
 
 impl Default for Scenario {
@@ -1056,6 +1186,7 @@ impl Default for Scenario {
             churn: 0.0,
             strategy: Strategy::Plumtree,
             topology: Topology::Random,
+            adversaries: None,
         }
     }
 }
@@ -1089,6 +1220,23 @@ pub struct Figures {
     /// How far apart the nodes were when the first message was published.
     #[serde(flatten)]
     pub spread: Spread,
+    /// The share of nodes that were adversaries, what they did, and over how many groups.
+    pub adversaries: f64,
+    pub attack: Option<Attack>,
+    pub adversary_groups: usize,
+    /// Deliveries at honest live nodes / (honest live nodes × messages).
+    pub honest_delivered_ratio: f64,
+    /// Time from publish to the last honest node, over messages.
+    pub honest_p99_ms: Millis,
+    /// At the end of the run, the share of honest nodes' active-view entries that are
+    /// adversaries, and of their passive-view entries.
+    pub adversary_active_share: f64,
+    pub adversary_passive_share: f64,
+    /// At the end of the run, the share of honest nodes whose tree's root is no honest node.
+    pub adversary_root_share: f64,
+    /// Bytes honest nodes sent from the first publish until the last delivery, per delivery
+    /// at an honest node: what the adversaries cost honest peers.
+    pub honest_bytes_per_delivery: f64,
 }
 
 impl Scenario {
@@ -1096,10 +1244,30 @@ impl Scenario {
         let mut sim = Sim::new(self.seed);
         sim.latency = self.latency;
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed_5eed);
-        for _ in 0..self.nodes {
+        let hostile = self.adversaries.map_or(0, |a| {
+            ((self.nodes as f64 * a.fraction).round() as usize).min(self.nodes - 1)
+        });
+        let honest = self.nodes - hostile;
+        for _ in 0..honest {
             sim.add_hearsay(sim_config(self.strategy));
         }
+        if let Some(a) = self.adversaries {
+            for k in 0..hostile {
+                sim.add_adversary(sim_config(self.strategy), a.attack, k % a.groups.max(1));
+            }
+        }
         sim.wire(self.topology);
+        if self
+            .adversaries
+            .is_some_and(|a| a.attack == Attack::Eclipse)
+        {
+            for k in honest..self.nodes {
+                for _ in 0..adversary::ECLIPSE_DIALS {
+                    let target = rng.random_range(0..honest);
+                    sim.connect(k, target);
+                }
+            }
+        }
 
         // Warm-up: until the links have stopped growing (their count changed by less than
         // 1% over five seconds), every node knows the same root of the broadcast tree, the
@@ -1133,6 +1301,12 @@ impl Scenario {
 
         let frames_before = sim.frames_sent;
         let bytes_before = sim.bytes_sent;
+        let honest_bytes_before = sim.honest_bytes;
+        for node in &mut sim.nodes {
+            if let Some(a) = &mut node.adversary {
+                a.spam_from = Some(sim.now);
+            }
+        }
         let gap = (1000.0 / self.rate.max(0.001)) as Millis;
         let mut ids = Vec::new();
         let mut killed = false;
@@ -1140,14 +1314,14 @@ impl Scenario {
             if !killed && self.churn > 0.0 && m >= self.messages / 2 {
                 killed = true;
                 let victims = ((self.nodes as f64) * self.churn).round() as usize;
-                let mut candidates: Vec<usize> = (1..self.nodes).collect();
+                let mut candidates: Vec<usize> = (1..honest).collect();
                 for k in 0..victims.min(candidates.len()) {
                     let j = rng.random_range(k..candidates.len());
                     candidates.swap(k, j);
                     sim.kill(candidates[k]);
                 }
             }
-            let live: Vec<usize> = (0..self.nodes).filter(|&i| sim.nodes[i].up).collect();
+            let live: Vec<usize> = (0..honest).filter(|&i| sim.nodes[i].up).collect();
             let at = match self.senders {
                 Senders::One => 0,
                 Senders::Random => live[rng.random_range(0..live.len())],
@@ -1157,11 +1331,12 @@ impl Scenario {
         }
         // Until every live node has every message, or a minute.
         let deadline = sim.now + 60_000;
-        let live_count = sim.nodes.iter().filter(|n| n.up).count() as u64;
+        // (Adversaries may never get what they withhold from others: not waited for.)
+        let honest_live: Vec<usize> = (0..honest).filter(|&i| sim.nodes[i].up).collect();
         while sim.now < deadline {
-            let done = ids
+            let done = honest_live
                 .iter()
-                .all(|id| sim.tracked.get(id).is_some_and(|t| t.reached >= live_count));
+                .all(|&i| ids.iter().all(|id| sim.nodes[i].delivered.contains_key(id)));
             if done {
                 break;
             }
@@ -1169,6 +1344,8 @@ impl Scenario {
         }
         let frames = sim.frames_sent - frames_before;
         let bytes = sim.bytes_sent - bytes_before;
+        let honest_bytes = sim.honest_bytes - honest_bytes_before;
+        let on_honest = sim.honest_figures(&ids);
 
         let live: Vec<&SimNode> = sim.nodes.iter().filter(|n| n.up).collect();
         let deliveries: u64 = live
@@ -1218,6 +1395,105 @@ impl Scenario {
             wall_s: 0.0,
             warmup_s,
             spread,
+            adversaries: self.adversaries.map_or(0.0, |a| a.fraction),
+            attack: self.adversaries.map(|a| a.attack),
+            adversary_groups: self.adversaries.map_or(0, |a| a.groups),
+            honest_delivered_ratio: on_honest.delivered_ratio,
+            honest_p99_ms: on_honest.p99_ms,
+            adversary_active_share: on_honest.active_share,
+            adversary_passive_share: on_honest.passive_share,
+            adversary_root_share: on_honest.root_share,
+            honest_bytes_per_delivery: honest_bytes as f64 / on_honest.deliveries.max(1) as f64,
+        }
+    }
+}
+
+/// What honest nodes saw of a run ([`Sim::honest_figures`]).
+struct OnHonest {
+    deliveries: u64,
+    delivered_ratio: f64,
+    p99_ms: Millis,
+    active_share: f64,
+    passive_share: f64,
+    root_share: f64,
+}
+
+impl Sim {
+    /// Delivery of `ids` at the honest live nodes, and how much of their views adversaries
+    /// hold now.
+    fn honest_figures(&self, ids: &[MsgId]) -> OnHonest {
+        let honest: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up && self.nodes[i].is_honest())
+            .collect();
+        let deliveries: u64 = honest
+            .iter()
+            .map(|&i| {
+                ids.iter()
+                    .filter(|id| self.nodes[i].delivered.contains_key(id))
+                    .count() as u64
+            })
+            .sum();
+        let mut last: HashMap<MsgId, Millis> = HashMap::new();
+        for &(i, id, at, _) in &self.deliveries {
+            if self.nodes[i].up && self.nodes[i].is_honest() {
+                let l = last.entry(id).or_default();
+                *l = (*l).max(at);
+            }
+        }
+        let mut to_all: Vec<Millis> = ids
+            .iter()
+            .filter_map(|id| {
+                Some(
+                    last.get(id)?
+                        .saturating_sub(self.tracked.get(id)?.published_at),
+                )
+            })
+            .collect();
+        to_all.sort();
+        let p99_ms = match to_all.len() {
+            0 => 0,
+            n => to_all[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1],
+        };
+        let adversary_ids: HashSet<NodeId> = self.roster.iter().map(|r| r.id).collect();
+        let (mut active, mut active_bad, mut passive, mut passive_bad) = (0, 0, 0, 0);
+        for &i in &honest {
+            let engine = self.nodes[i].engine().expect("honest nodes run an engine");
+            for peer in engine.neighbors() {
+                active += 1;
+                active_bad += usize::from(adversary_ids.contains(&peer));
+            }
+            for record in engine.passive() {
+                passive += 1;
+                let hostile = self
+                    .by_address
+                    .get(&record.address)
+                    .is_some_and(|&j| self.nodes[j].adversary.is_some());
+                passive_bad += usize::from(hostile);
+            }
+        }
+        let honest_ids: HashSet<NodeId> = honest
+            .iter()
+            .filter_map(|&i| self.nodes[i].engine().map(Engine::id))
+            .collect();
+        let rooted_elsewhere = honest
+            .iter()
+            .filter_map(|&i| self.nodes[i].engine())
+            .filter(|e| e.root().is_some_and(|r| !honest_ids.contains(&r)))
+            .count();
+        let share = |bad: usize, all: usize| {
+            if all == 0 {
+                0.0
+            } else {
+                bad as f64 / all as f64
+            }
+        };
+        OnHonest {
+            deliveries,
+            delivered_ratio: deliveries as f64 / (honest.len().max(1) * ids.len().max(1)) as f64,
+            p99_ms,
+            active_share: share(active_bad, active),
+            passive_share: share(passive_bad, passive),
+            root_share: share(rooted_elsewhere, honest.len()),
         }
     }
 }
