@@ -134,7 +134,7 @@ impl Engine {
             ),
             seeds: SeedPeers::new(me, own, c.seed_exchange_interval),
             sync: Sync::new(c.sync.clone()),
-            map: Map::new(me, c.kind, address, c.map(), now),
+            map: Map::new(identity.clone(), c.kind, address, c.map(), now),
             held: Held::new(c.history.clone(), now),
             admission: Admission::new(c.admission(), now),
             membership,

@@ -14,18 +14,24 @@
 //! Which links are the tree's changes as the tree is rebuilt; that alone makes a new record
 //! at a third of the pace.
 //!
-//! Records are not signed yet, but a record no honest peer sends is refused, not kept or
+//! Records are signed by the peer they describe (its key, and for a page the tab nonce its id
+//! is derived with), so nobody can speak for another peer: a forged record under a real
+//! peer's id, which would hide its real one until it expired, is refused. A signature costs
+//! a record about 200 bytes. A record no honest peer sends is refused too, not kept or
 //! passed on: more links than a node has ([`MAX_RECORD_LINKS`]), an address longer than
-//! [`MAX_RECORD_ADDRESS`], a version (the maker's clock) more than [`MAX_VERSION_AHEAD`]
-//! ahead of ours, which its real peer's next record could never replace, a time to live
-//! over a day. The whole map is
-//! bounded in records ([`MAX_RECORDS`]) and bytes ([`MAX_MAP_BYTES`]).
+//! [`MAX_RECORD_ADDRESS`], more than [`MAX_SEEDS_DIALED`] seed addresses, a version (the
+//! maker's clock) more than [`MAX_VERSION_AHEAD`] ahead of ours, which its own next record
+//! could never replace, a time to live over a day. Signatures are checked only on records
+//! newer than what is held, so copies cost no verification. The whole map is bounded in
+//! records ([`MAX_RECORDS`]) and bytes ([`MAX_MAP_BYTES`]), and a `MAP` frame in bytes
+//! ([`MAP_FRAME_BYTES`]), well inside the wire's frame limit whatever records it carries.
 //!
 //! A message's journey is not sent at all: each `GOSSIP` carries its hop count, and a page
 //! draws the journey along the tree links the records describe.
 
 use crate::Millis;
 use crate::id::NodeId;
+use crate::identity::{Identity, Keypair, PublicKey, Signature, Tab, id_of};
 use crate::part::Part;
 use crate::peer::PeerKind;
 use crate::timers::Timers;
@@ -49,6 +55,10 @@ pub const MAX_RECORD_ADDRESS: usize = 512;
 /// the peer that made them (see `Map::check_own`), so one far ahead could never be replaced
 /// by the peer's own next record, and would hide it until it expired.
 pub const MAX_VERSION_AHEAD: Millis = 60_000;
+/// Most bytes of records (as [`TopoRecord::bytes`] counts them) in one `MAP` frame: the
+/// largest record a peer accepts is about 10 KB, so a frame of records stays far below
+/// [`crate::wire::MAX_FRAME_BYTES`] however they are batched.
+pub const MAP_FRAME_BYTES: u64 = 128 * 1024;
 /// Most bytes all records may take together (as [`TopologyView::bytes`] counts them): a
 /// network of [`MAX_RECORDS`] honest peers needs about a tenth of it.
 pub const MAX_MAP_BYTES: u64 = 32 * 1024 * 1024;
@@ -118,6 +128,13 @@ pub struct TopoRecord {
     /// How many messages it holds.
     #[serde(default)]
     pub held: u64,
+    /// The key of the peer it describes: `node` must be the id of this key (with `tab`).
+    pub key: PublicKey,
+    /// For a page: the nonce its tab drew, which its id is derived with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab: Option<Tab>,
+    /// The peer's signature of every other field (see `TopoRecord::digest`).
+    pub sig: Signature,
 }
 
 /// The map's one frame: a batch of records.
@@ -165,36 +182,91 @@ pub struct TopologyView {
 }
 
 impl TopoRecord {
-    /// About how many bytes this record takes, kept or sent as JSON: its fixed fields, and
-    /// what it lists (an id is 34 bytes as JSON).
+    /// About how many bytes this record takes, kept or sent as JSON: its fixed fields with
+    /// key and signature, and what it lists (an id is 34 bytes as JSON).
     pub fn bytes(&self) -> u64 {
         let listed = 34 * (self.links.len() + self.eager.len()) as u64;
         let strings = self.address.as_ref().map_or(0, String::len)
             + self.seeds_dialed.iter().map(String::len).sum::<usize>();
-        200 + listed + strings as u64
+        let tab = if self.tab.is_some() { 40 } else { 0 };
+        420 + tab + listed + strings as u64
     }
 
     /// Whether an honest peer could have sent this record: at most [`MAX_RECORD_LINKS`]
-    /// links, addresses of at most [`MAX_RECORD_ADDRESS`], a version at most
-    /// [`MAX_VERSION_AHEAD`] ahead of our clock, and a time to live of at most a day.
+    /// links, addresses of at most [`MAX_RECORD_ADDRESS`] and [`MAX_SEEDS_DIALED`] seeds, a
+    /// version at most [`MAX_VERSION_AHEAD`] ahead of our clock, and a time to live of at
+    /// most a day. (Cheap: checked before the signature.)
     pub fn plausible(&self, now: Millis) -> bool {
         let short = |s: &String| s.len() <= MAX_RECORD_ADDRESS;
         self.links.len() <= MAX_RECORD_LINKS
             && self.eager.len() <= self.links.len()
             && self.address.as_ref().is_none_or(short)
+            && self.seeds_dialed.len() <= MAX_SEEDS_DIALED
             && self.seeds_dialed.iter().all(short)
             && self.version <= now.saturating_add(MAX_VERSION_AHEAD)
             && self.ttl <= 24 * 3_600_000
+    }
+
+    /// Signs the record with `key` (for a page, with its `tab`): what its peer does before
+    /// sending it.
+    pub fn sign(&mut self, key: &Keypair, tab: Option<Tab>) {
+        self.key = key.public();
+        self.tab = tab;
+        self.sig = key.sign(&self.digest());
+    }
+
+    /// Whether the peer this record describes signed it: `node` is the id of `key` (with
+    /// `tab`), and `sig` is the key's signature of every other field.
+    pub fn verify(&self) -> bool {
+        id_of(&self.key, self.tab.as_ref()) == self.node
+            && self.key.verify(&self.digest(), &self.sig)
+    }
+
+    /// What the peer signs: every field but the signature, each fixed-size or
+    /// length-prefixed, under a tag of its own (so no other signed thing can pass for one).
+    fn digest(&self) -> Vec<u8> {
+        let mut d = b"hearsay/record/v1\0".to_vec();
+        let string = |d: &mut Vec<u8>, s: &str| {
+            d.extend((s.len() as u64).to_be_bytes());
+            d.extend(s.as_bytes());
+        };
+        d.extend(self.node.as_bytes());
+        d.push(match self.kind {
+            PeerKind::Node => 0,
+            PeerKind::Browser => 1,
+        });
+        d.push(u8::from(self.address.is_some()));
+        string(&mut d, self.address.as_deref().unwrap_or(""));
+        for n in [
+            self.version,
+            self.ttl,
+            self.clients.into(),
+            self.seeds.into(),
+            self.held,
+        ] {
+            d.extend(n.to_be_bytes());
+        }
+        for list in [&self.links, &self.eager] {
+            d.extend((list.len() as u64).to_be_bytes());
+            for id in list {
+                d.extend(id.as_bytes());
+            }
+        }
+        d.extend((self.seeds_dialed.len() as u64).to_be_bytes());
+        for s in &self.seeds_dialed {
+            string(&mut d, s);
+        }
+        d.extend(self.key.as_bytes());
+        d.push(u8::from(self.tab.is_some()));
+        d.extend(self.tab.map(|t| *t.as_bytes()).unwrap_or_default());
+        d
     }
 }
 
 impl TopologyView {
     /// Keeps `record` if it is newer than what we have; true if it was (so pass it on).
-    pub fn accept(&mut self, mut record: TopoRecord, now: Millis) -> bool {
-        record.seeds_dialed.truncate(MAX_SEEDS_DIALED);
-        if let Some((known, _)) = self.records.get(&record.node)
-            && known.version >= record.version
-        {
+    pub fn accept(&mut self, record: TopoRecord, now: Millis) -> bool {
+        if !self.is_news(&record) {
             return false;
         }
         let expires = now.saturating_add(record.ttl);
@@ -203,6 +275,13 @@ impl TopologyView {
             self.bytes -= old.bytes();
         }
         true
+    }
+
+    /// Whether `record` is newer than what we have of its peer.
+    pub fn is_news(&self, record: &TopoRecord) -> bool {
+        self.records
+            .get(&record.node)
+            .is_none_or(|(known, _)| known.version < record.version)
     }
 
     /// Forgets records whose time to live has run out.
@@ -271,6 +350,8 @@ pub struct Context<'a> {
 /// The map as this peer knows it, and what it still has to pass on.
 pub struct Map {
     me: NodeId,
+    /// What our own records are signed with.
+    identity: Identity,
     kind: PeerKind,
     address: Option<String>,
     config: Config,
@@ -288,18 +369,20 @@ pub struct Map {
 }
 
 impl Map {
-    /// Records refused as no honest peer would send them (see [`TopoRecord::plausible`]).
+    /// Records refused as no honest peer would send them (see [`TopoRecord::plausible`]) or
+    /// as their peer did not sign them.
     pub fn refused(&self) -> u64 {
         self.refused
     }
 
     pub fn new(
-        me: NodeId,
+        identity: Identity,
         kind: PeerKind,
         address: Option<String>,
         config: Config,
         now: Millis,
     ) -> Self {
+        let me = identity.id();
         let mut timers = Timers::default();
         timers.insert(
             now + config.first_check + me.spread(config.first_check),
@@ -307,6 +390,7 @@ impl Map {
         );
         Self {
             me,
+            identity,
             kind,
             address,
             config,
@@ -345,7 +429,12 @@ impl Map {
                 continue;
             }
             let full = self.view.len() >= MAX_RECORDS || self.view.bytes() >= MAX_MAP_BYTES;
-            if full && self.view.get(&record.node).is_none() {
+            if (full && self.view.get(&record.node).is_none()) || !self.view.is_news(&record) {
+                continue;
+            }
+            // Only now, for news: what is checked costs a verification each.
+            if !record.verify() {
+                self.refused += 1;
                 continue;
             }
             if self.view.accept(record.clone(), now) {
@@ -363,16 +452,26 @@ impl Map {
         }
     }
 
-    /// Records in frames of at most [`Config::records_per_frame`].
+    /// Records in frames of at most [`Config::records_per_frame`] records and
+    /// [`MAP_FRAME_BYTES`] bytes.
     fn messages(&self, records: &[&TopoRecord]) -> Vec<Arc<Message>> {
-        records
-            .chunks(self.config.records_per_frame.max(1))
-            .map(|chunk| {
-                Arc::new(Message::Map {
-                    records: chunk.iter().map(|&r| r.clone()).collect(),
-                })
-            })
-            .collect()
+        let most = self.config.records_per_frame.max(1);
+        let mut frames = Vec::new();
+        let (mut batch, mut bytes): (Vec<TopoRecord>, u64) = (Vec::new(), 0);
+        for &r in records {
+            if !batch.is_empty() && (batch.len() >= most || bytes + r.bytes() > MAP_FRAME_BYTES) {
+                frames.push(Arc::new(Message::Map {
+                    records: std::mem::take(&mut batch),
+                }));
+                bytes = 0;
+            }
+            bytes += r.bytes();
+            batch.push(r.clone());
+        }
+        if !batch.is_empty() {
+            frames.push(Arc::new(Message::Map { records: batch }));
+        }
+        frames
     }
 
     /// Passes what was learned on along the tree: every eager neighbour gets the batch, less
@@ -427,7 +526,9 @@ impl Map {
         // Versions must grow across restarts too (a reloaded page keeps no state): use the
         // clock, nudged past the last one.
         self.version = now.max(self.version + 1);
-        let record = TopoRecord {
+        let mut seeds_dialed = links.seeds_dialed.clone();
+        seeds_dialed.truncate(MAX_SEEDS_DIALED);
+        let mut record = TopoRecord {
             node: self.me,
             kind: self.kind,
             address: self.address.clone(),
@@ -437,9 +538,13 @@ impl Map {
             eager: links.eager.clone(),
             clients: links.clients,
             seeds: links.seeds,
-            seeds_dialed: links.seeds_dialed.clone(),
+            seeds_dialed,
             held,
+            key: self.identity.key.public(),
+            tab: None,
+            sig: Signature::from_bytes([0; 64]),
         };
+        record.sign(&self.identity.key, self.identity.tab);
         self.announced = Some((links, now));
         self.view.accept(record.clone(), now);
         self.outbox.push((record, None));
@@ -496,12 +601,23 @@ impl Part for Map {
 mod tests {
     use super::*;
 
+    fn key(n: u8) -> Keypair {
+        Keypair::from_secret([n; 32])
+    }
+
     fn id(n: u8) -> NodeId {
-        NodeId::from_bytes([n; 16])
+        key(n).public().node_id()
+    }
+
+    /// Signs `record` as node `n`'s.
+    fn signed(n: u8, mut record: TopoRecord) -> TopoRecord {
+        record.node = id(n);
+        record.sign(&key(n), None);
+        record
     }
 
     fn rec(node: u8, version: u64, links: &[u8]) -> TopoRecord {
-        TopoRecord {
+        let unsigned = TopoRecord {
             node: id(node),
             kind: PeerKind::Node,
             address: Some(format!("ws://n{node}:3000")),
@@ -513,16 +629,28 @@ mod tests {
             seeds: 1,
             seeds_dialed: Vec::new(),
             held: 7,
-        }
+            key: key(node).public(),
+            tab: None,
+            sig: Signature::from_bytes([0; 64]),
+        };
+        signed(node, unsigned)
+    }
+
+    fn map(n: u8, config: Config) -> Map {
+        Map::new(Identity::node(key(n)), PeerKind::Node, None, config, 0)
     }
 
     #[test]
     fn a_browsers_record_has_no_address_field() {
-        let browser = TopoRecord {
-            kind: PeerKind::Browser,
-            address: None,
-            ..rec(9, 1, &[1])
-        };
+        let browser = signed(
+            9,
+            TopoRecord {
+                kind: PeerKind::Browser,
+                address: None,
+                ..rec(9, 1, &[1])
+            },
+        );
+        assert!(browser.verify());
         let text = serde_json::to_string(&browser).unwrap();
         assert!(!text.contains("address"), "{text}");
         assert_eq!(serde_json::from_str::<TopoRecord>(&text).unwrap(), browser);
@@ -575,7 +703,7 @@ mod tests {
     #[test]
     fn own_records_go_out_at_a_bounded_rate_and_news_is_batched() {
         let config = Config::default();
-        let mut m = Map::new(id(1), PeerKind::Node, None, config.clone(), 0);
+        let mut m = map(1, config.clone());
         let links = |l: &[u8]| OwnLinks {
             links: l.iter().map(|&n| id(n)).collect(),
             ..OwnLinks::default()
@@ -626,16 +754,87 @@ mod tests {
 
     #[test]
     fn intervals_stretch_with_the_size_of_the_map() {
-        let mut m = Map::new(id(1), PeerKind::Node, None, Config::default(), 0);
+        let mut m = map(1, Config::default());
         assert_eq!(m.pace(), (60_000, 5_000));
-        let many: Vec<TopoRecord> = (0..=250u8)
-            .map(|n| TopoRecord {
-                node: NodeId::from_bytes([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]),
-                ..rec(0, 1, &[])
-            })
-            .collect();
+        let many: Vec<TopoRecord> = (2..=252u8).map(|n| rec(n, 1, &[])).collect();
         m.received(id(9), many, 0);
         let n = m.view().len() as u64;
         assert_eq!(m.pace(), (60_000.max(n * 100), 5_000.max(n * 20)));
+    }
+
+    #[test]
+    fn a_record_is_kept_only_as_its_peer_signed_it() {
+        let mut m = map(1, Config::default());
+        let honest = rec(2, 10, &[1]);
+        m.received(id(7), vec![honest.clone()], 100);
+        assert_eq!(m.view().get(&id(2)), Some(&honest));
+        // Another key speaks for node 2, with a newer version that would hide its record.
+        let mut forged = rec(3, 20, &[3]);
+        forged.node = id(2);
+        forged.sign(&key(3), None);
+        // Node 2's own signature, on a record changed after it signed.
+        let mut tampered = rec(2, 30, &[1]);
+        tampered.links.push(id(5));
+        // A page's record under another tab's id.
+        let (tab, other) = (Tab::from_bytes([1; 16]), Tab::from_bytes([2; 16]));
+        let mut page = rec(4, 1, &[1]);
+        page.node = key(4).public().page_id(&other);
+        page.sign(&key(4), Some(tab));
+        m.received(id(7), vec![forged, tampered, page], 200);
+        assert_eq!(m.refused(), 3);
+        assert_eq!(m.view().get(&id(2)), Some(&honest), "node 2's record stays");
+        assert_eq!(m.view().len(), 1);
+        // A page's own record verifies under its tab.
+        let mut page = Map::new(
+            Identity::page(key(4), tab),
+            PeerKind::Browser,
+            None,
+            Config::default(),
+            0,
+        );
+        let own = || OwnLinks {
+            links: vec![id(1)],
+            ..OwnLinks::default()
+        };
+        assert_eq!(tick(&mut page, 20_000, own), None, "batched for a flush");
+        let records = tick(&mut page, 21_000, own).unwrap();
+        assert!(records[0].verify() && records[0].tab == Some(tab));
+        m.received(id(7), records, 300);
+        assert_eq!(m.view().len(), 2);
+    }
+
+    #[test]
+    fn frames_stay_within_their_byte_bound_whatever_records_they_carry() {
+        let mut m = map(1, Config::default());
+        // The largest records a peer accepts: every link and address as long as allowed.
+        let big: Vec<TopoRecord> = (2..=201u8)
+            .map(|n| {
+                let mut r = rec(n, 1, &[]);
+                r.links = (0..MAX_RECORD_LINKS as u8).map(id).collect();
+                r.eager = r.links.clone();
+                r.address = Some("x".repeat(MAX_RECORD_ADDRESS));
+                r.seeds_dialed = vec!["y".repeat(MAX_RECORD_ADDRESS); MAX_SEEDS_DIALED];
+                signed(n, r)
+            })
+            .collect();
+        m.received(id(7), big, 0);
+        assert_eq!(m.view().len(), 200);
+        m.send_all(id(9));
+        let frames: Vec<Arc<Message>> = std::iter::from_fn(|| m.poll())
+            .map(|Out::Send(_, message)| message)
+            .collect();
+        let mut records = 0;
+        for frame in &frames {
+            let Message::Map { records: batch } = &**frame;
+            records += batch.len();
+            let text = crate::wire::Frame::from((**frame).clone()).encode();
+            assert!(
+                text.len() as u64 <= 2 * MAP_FRAME_BYTES,
+                "{} bytes",
+                text.len()
+            );
+        }
+        assert_eq!(records, 200);
+        assert!(frames.len() > 10, "{} frames", frames.len());
     }
 }

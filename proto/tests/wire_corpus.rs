@@ -1,7 +1,8 @@
 //! The wire does not change under the code: every frame of a corpus recorded before the
 //! engine was recomposed (2026-12-02, protocol 5) decodes and encodes again byte for byte.
 //! Protocol 6 (2026-12-03) changed one frame, `BEACON`, now signed by its root (see
-//! `succession`): its lines were made again then.
+//! `succession`): its lines were made again then. Protocol 7 (2026-12-03) signs `MAP` records
+//! by their peer (`key`, a page's `tab`, `sig`): those fields were added to its lines.
 //!
 //! `corpus/frames.jsonl` holds up to six frames of every type that crossed the simulated
 //! networks of `tests/simulation.rs` (nodes, pages, seeds; joins, partitions, churn,
@@ -12,7 +13,7 @@
 use hearsay_proto::Frame;
 use std::collections::BTreeSet;
 
-/// Every frame type of protocols 5 and 6.
+/// Every frame type of protocols 5 to 7.
 const TYPES: [&str; 26] = [
     "ACK",
     "BEACON",

@@ -434,6 +434,10 @@ mod tests {
             seeds: 0,
             seeds_dialed: Vec::new(),
             held: 0,
+            // (Unsigned: the journey reads records the engine has checked.)
+            key: hearsay_proto::identity::PublicKey::from_bytes([k; 32]),
+            tab: None,
+            sig: hearsay_proto::identity::Signature::from_bytes([0; 64]),
         };
         // Tree 1-2, 2-3, 2-4 (named by either end); 1-4 is a lazy link.
         let records = vec![
