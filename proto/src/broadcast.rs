@@ -8,6 +8,14 @@
 //! (`GRAFT`), which also makes that link eager, so the tree repairs itself where it broke.
 //! Reconciliation (`sync`) stays as the last resort for anything both miss.
 //!
+//! *How long to wait for the tree* is the price of every broken path: 150 ms (plus up to as
+//! much again), and 25 ms for a second after a peer lost its parent ([`Broadcast::hurry`]),
+//! when nothing is on its way down. Measured at 1,000 nodes, seed 1: 500 ms before gave a
+//! p99 of 2,060 ms with a fifth of the nodes killed and 2,224 ms with a tenth withholding;
+//! 150 ms gave 941 and 1,154 ms, and the hurry brought churn to 712 ms. Honest runs were
+//! unchanged (seeds 1–3: p99 312/298/318 ms either way). At 80 ms, eager copies on slow
+//! paths lost to `IHAVE`s, and the grafts this made tore the tree (honest p99 499 ms).
+//!
 //! Which links are eager is the tree's to decide ([`crate::tree`]: a root's beacons, each
 //! node's parent, the walk to the centre); this module keeps the links ([`Links`]), pushes
 //! and announces over them, and repairs them by `GRAFT`. A peer that prunes its link to us is
@@ -79,6 +87,9 @@ pub struct Config {
     /// announcer.
     pub graft_timeout: Millis,
     pub graft_retry: Millis,
+    /// [`Config::graft_timeout`] while this peer has just lost its parent (see
+    /// [`Broadcast::hurry`]): nothing is on its way down the tree then.
+    pub orphan_graft_timeout: Millis,
     /// How long pushed messages are kept to answer `GRAFT`s.
     pub cache_ttl: Millis,
     /// Most ids in one `IHAVE` or `GRAFT`.
@@ -97,8 +108,9 @@ impl Default for Config {
         Self {
             strategy: Strategy::Plumtree,
             ihave_interval: 250,
-            graft_timeout: 500,
+            graft_timeout: 150,
             graft_retry: 250,
+            orphan_graft_timeout: 25,
             cache_ttl: 30_000,
             max_ids_per_frame: 256,
             eager_radius: 2,
@@ -316,6 +328,8 @@ pub struct Broadcast {
     /// Messages asked for by `GRAFT` and not come yet (at most [`MISSING_TRACKED`], for a
     /// graft timeout's worth of retries): their arrival is reported ([`Out::Recovered`]).
     grafted: Recent<MsgId, Millis>,
+    /// Until when missing messages are asked for sooner (see [`Broadcast::hurry`]).
+    hurry_until: Millis,
     lazy_queue: BTreeMap<NodeId, Vec<(MsgId, u32)>>,
     flush_scheduled: bool,
     timers: Timers<Timer>,
@@ -335,6 +349,7 @@ impl Broadcast {
             missing: BTreeMap::new(),
             announced: BTreeMap::new(),
             grafted: Recent::new(MISSING_TRACKED, GRAFTED_TTL),
+            hurry_until: 0,
             lazy_queue: BTreeMap::new(),
             flush_scheduled: false,
             timers: Timers::default(),
@@ -407,6 +422,13 @@ impl Broadcast {
         } else {
             self.links.make_eager(peer);
         }
+    }
+
+    /// Until `until`, a message announced and missing is asked for after
+    /// [`Config::orphan_graft_timeout`]: this peer lost its parent, so no copy is coming
+    /// down the tree.
+    pub fn hurry(&mut self, until: Millis) {
+        self.hurry_until = until;
     }
 
     /// A neighbour is gone: its link, and what it announced, are forgotten (the tree is
@@ -623,7 +645,11 @@ impl Broadcast {
                         // Spread over [timeout, 2 × timeout]: the peers at the edge of a
                         // broken part of the tree all hear of the message at about the same
                         // time, and one graft usually repairs it for all of them.
-                        let t = self.config.graft_timeout;
+                        let t = if now < self.hurry_until {
+                            self.config.orphan_graft_timeout
+                        } else {
+                            self.config.graft_timeout
+                        };
                         let at = now + t + self.links.rng.random_range(0..=t);
                         self.timers.insert(at, Timer::Graft(id));
                     }
@@ -962,6 +988,17 @@ mod tests {
 
         fn set_slow(&mut self, peer: NodeId, slow: bool) {
             self.plumtree.set_slow(peer, slow);
+        }
+
+        /// As the engine composes it: a lost parent hurries grafts while the next is on
+        /// probation.
+        fn neighbor_down(&mut self, peer: NodeId, now: Millis) {
+            if self.tree.parent() == Some(peer) {
+                self.plumtree.hurry(now + tree::PARENT_PROBATION);
+            }
+            self.plumtree.neighbor_down(peer);
+            self.tree.neighbor_down(peer, self.plumtree.links_mut());
+            self.route(now);
         }
 
         fn set_network_size(&mut self, peers: usize) {
@@ -1573,15 +1610,15 @@ mod tests {
         b.control(node(2), Control::IHave(vec![(id, 3)]), |_| false, 100);
         b.control(node(3), Control::IHave(vec![(id, 2)]), |_| false, 110);
         let at = b.poll_timeout().unwrap();
-        assert!((600..=1_100).contains(&at), "{at}");
-        b.handle_timeout(599);
+        assert!((250..=400).contains(&at), "{at}");
+        b.handle_timeout(249);
         assert!(drain(&mut b).is_empty());
-        b.handle_timeout(1_100);
+        b.handle_timeout(400);
         assert_eq!(
             drain(&mut b),
             vec![Out::Send(node(2), Control::Graft(vec![id]))]
         );
-        b.handle_timeout(1_350);
+        b.handle_timeout(650);
         assert_eq!(
             drain(&mut b),
             vec![Out::Send(node(3), Control::Graft(vec![id]))]
@@ -1589,6 +1626,64 @@ mod tests {
         // Nobody left to ask.
         b.handle_timeout(3_000);
         assert!(drain(&mut b).is_empty());
+    }
+
+    /// A node whose parent is gone asks for what it misses sooner while the next one is on
+    /// probation (nothing is coming down the tree), and does not blame the new parent for
+    /// it; with a parent in place it waits the graft timeout.
+    #[test]
+    fn a_node_that_lost_its_parent_asks_sooner() {
+        let mut b = with_neighbors(&[1, 2, 3]);
+        for p in [1, 2, 3] {
+            b.control(node(p), beacon(0, 1), |_| false, 0);
+        }
+        b.handle_timeout(300);
+        drain(&mut b);
+        assert_eq!(b.parent(), Some(node(1)));
+        b.control(
+            node(3),
+            Control::IHave(vec![(msg(7).id, 2)]),
+            |_| false,
+            1_000,
+        );
+        let at = b.poll_timeout().unwrap();
+        assert!(at >= 1_150, "with a parent: {at}");
+        b.received_new(Some(node(1)), msg(7), 2, 1_050);
+        drain(&mut b);
+        b.neighbor_down(node(1), 2_000);
+        let new_parent = b.parent().expect("another link, at once");
+        drain(&mut b);
+        b.control(
+            node(3),
+            Control::IHave(vec![(msg(8).id, 2)]),
+            |_| false,
+            2_010,
+        );
+        b.handle_timeout(2_060);
+        let out = drain(&mut b);
+        assert!(
+            out.contains(&Out::Send(node(3), Control::Graft(vec![msg(8).id]))),
+            "orphaned, asked within 50 ms: {out:?}"
+        );
+        b.received_new(Some(node(3)), msg(8), 3, 2_080);
+        drain(&mut b);
+        assert_eq!(
+            b.parent(),
+            Some(new_parent),
+            "not blamed while on probation"
+        );
+        // A second later the hurry is over.
+        b.control(
+            node(3),
+            Control::IHave(vec![(msg(9).id, 2)]),
+            |_| false,
+            3_100,
+        );
+        let graft = Out::Send(node(3), Control::Graft(vec![msg(9).id]));
+        b.handle_timeout(3_249);
+        assert!(!drain(&mut b).contains(&graft));
+        b.handle_timeout(3_400);
+        assert!(drain(&mut b).contains(&graft));
     }
 
     #[test]

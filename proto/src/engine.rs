@@ -850,6 +850,12 @@ impl Engine {
                 }
             }
             Out::NeighborDown(node) => {
+                // A lost parent leaves this peer's part of the tree without what was in
+                // flight: while the new one is on probation, ask for what others announce
+                // sooner (its being late is no sign of withholding then).
+                if self.tree.parent() == Some(node) {
+                    self.broadcast.hurry(now + tree::PARENT_PROBATION);
+                }
                 self.broadcast.neighbor_down(node);
                 self.tree.neighbor_down(node, self.broadcast.links_mut());
                 if let Some(conn) = self.links.to_node(node) {
