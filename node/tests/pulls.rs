@@ -1,6 +1,6 @@
 //! What a peer can pull from a node, on a real node and a real socket: a message is given to
 //! one peer once, however often it asks for it, and every answer counts against the peer's
-//! pull budget.
+//! pull budget, and against its address group's, which reconnecting does not refill.
 
 mod common;
 
@@ -65,6 +65,69 @@ async fn a_peer_asking_for_one_message_again_and_again_gets_it_once() {
     node.stop().await;
 }
 
+/// `n` whole-history `SYNC`s from a peer, each asking the node to list everything it holds;
+/// the bytes sent, and the bytes of `SYNC` answers that came back.
+async fn replay_syncs(ws: &mut Ws, n: usize) -> (usize, usize) {
+    // (From 27 days back: inside the window, so the node lists rather than compares.)
+    let from = json!([stamp_base() - 27 * 86_400_000, "0".repeat(32)]);
+    let sync =
+        json!({ "type": "SYNC", "from": from, "ranges": [{ "to": null, "ids": [] }] }).to_string();
+    for _ in 0..n {
+        ws.send(Message::text(sync.clone())).await.unwrap();
+    }
+    // The node answers in order: once our PONG's match comes back, every SYNC was answered
+    // (or refused) before it.
+    ws.send(Message::text(r#"{"type":"PING","nonce":4242}"#))
+        .await
+        .unwrap();
+    let mut received = 0;
+    loop {
+        let (len, v) = next_frame(ws, "the PING answered in time").await;
+        match v["type"].as_str() {
+            Some("SYNC") => received += len,
+            Some("PONG") if v["nonce"] == 4242 => return (n * sync.len(), received),
+            _ => {}
+        }
+    }
+}
+
+/// A peer that replays whole-history reconciliations over one connection after another, each
+/// under a fresh key, is answered its address group's allowance (four peers' worth), not one
+/// allowance per connection. Measured before the group's budget: 20 connections pulled 20
+/// allowances back.
+#[tokio::test]
+async fn a_peer_that_reconnects_is_answered_no_more_than_its_group_allows() {
+    use hearsay::server::NodeConfig;
+    const HELD: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    fill_store(dir.path(), 0, HELD).await;
+    let node = start_node_with(NodeConfig {
+        data: Some(dir.path().to_owned()),
+        ..NodeConfig::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    for _ in 0..20 {
+        let mut ws = neighbour(&format!("{}/ws", node.ws_url()), &random_key()).await;
+        received += replay_syncs(&mut ws, 10).await.1;
+        ws.close(None).await.unwrap();
+    }
+    let took = started.elapsed().as_secs_f64();
+    let allowance = 128 * HELD as usize + 64 * 1024;
+    eprintln!(
+        "20 connections pulled {received} bytes in {took:.1} s; one allowance is {allowance}"
+    );
+    // Four allowances, and what refills meanwhile (four times one allowance per 30 s).
+    let bound = 4.0 * allowance as f64 * (1.0 + took / 30.0);
+    assert!(
+        (received as f64) < bound + 100_000.0,
+        "{received} bytes back, over {bound:.0}"
+    );
+    assert!(received > allowance, "more than one allowance: {received}");
+    node.stop().await;
+}
+
 /// A peer that opens the same whole-history reconciliation again and again, without waiting
 /// for the answers, is answered about one session's worth (its reconciliation allowance),
 /// not once per `SYNC`; an honest node catching up meanwhile gets everything.
@@ -83,30 +146,9 @@ async fn a_peer_replaying_a_reconciliation_is_answered_one_sessions_worth() {
     // lists every id the node holds (about 23 KB sent). Measured on the node before this
     // rule: 14 MB came back.
     let mut ws = neighbour(&format!("{}/ws", node.ws_url()), &random_key()).await;
-    // (From 27 days back: inside the window, so the node lists rather than compares.)
-    let from = json!([stamp_base() - 27 * 86_400_000, "0".repeat(32)]);
-    let sync =
-        json!({ "type": "SYNC", "from": from, "ranges": [{ "to": null, "ids": [] }] }).to_string();
-    for _ in 0..200 {
-        ws.send(Message::text(sync.clone())).await.unwrap();
-    }
-    let sent = 200 * sync.len();
     // A node catching up on all of it while the attack goes on.
     let honest = start_node(&[node.ws_url()]).await;
-    // The node answers in order: once our PONG's match comes back, every SYNC was answered
-    // (or refused) before it.
-    ws.send(Message::text(r#"{"type":"PING","nonce":4242}"#))
-        .await
-        .unwrap();
-    let mut received = 0;
-    loop {
-        let (len, v) = next_frame(&mut ws, "the PING answered in time").await;
-        match v["type"].as_str() {
-            Some("SYNC") => received += len,
-            Some("PONG") if v["nonce"] == 4242 => break,
-            _ => {}
-        }
-    }
+    let (sent, received) = replay_syncs(&mut ws, 200).await;
     let started = std::time::Instant::now();
     let refused = status(&node.http_url()).await["stats"]["pulls_refused"]
         .as_u64()

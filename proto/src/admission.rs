@@ -15,6 +15,10 @@
 //! publishes through it, is checked the same way ([`Admission::check_own`],
 //! [`Admission::check_signed`]), and refused with a [`PublishError`].
 //!
+//! What a peer pulls (answers to its `WANT`s and `SYNC`s) is charged to its connection's
+//! budgets and to its address group's, which a reconnect does not refill
+//! ([`Admission::pull`], [`GROUP_PULL_SHARE`]).
+//!
 //! The frames a sender is answered with are [`Reply`]: `ACK` (a node holds what a page
 //! published) and `ERROR` (why something was refused, and when to try again).
 
@@ -38,6 +42,18 @@ const ORIGINS_TRACKED: usize = 20_000;
 /// Address groups whose seed text is metered at once (see `Limits::seed_group_messages`);
 /// beyond, the first tracked are forgotten (and start again with a full allowance).
 const SEED_GROUPS_TRACKED: usize = 4_096;
+
+/// Address groups whose pulls are metered together at once (see [`GROUP_PULL_SHARE`]);
+/// beyond, the first tracked are forgotten (and start again with a full allowance).
+const PULL_GROUPS_TRACKED: usize = 4_096;
+
+/// How many peers' worth of pulls one address group may make between refills (their pull
+/// budget, `Limits::peer_pulls`, and reconciliation allowance, [`SYNC_ANSWER_PER_MESSAGE`]),
+/// however many connections it opens. A connection's own budgets start full, so a peer that
+/// reconnected, under its key or a fresh one, was answered afresh each time; its group's
+/// budget is where it was. Honest peers behind one address (a node takes at most 8 node links
+/// from one) share it only while they all pull at once.
+pub const GROUP_PULL_SHARE: f64 = 4.0;
 
 /// How finely messages this peer fetched are metered by their stamps: an author may have
 /// published at most its quota's burst plus a minute of its rate within one such slot
@@ -175,6 +191,13 @@ struct Buckets {
     provided: Option<Recent<MsgId>>,
 }
 
+/// What one address group may still pull (see [`GROUP_PULL_SHARE`]).
+#[derive(Debug)]
+struct GroupPulls {
+    pulls: TokenBucket,
+    syncs: Option<TokenBucket>,
+}
+
 pub struct Admission {
     config: Config,
     /// What each origin may still have relayed to us (see `Limits::origin_messages`).
@@ -189,6 +212,8 @@ pub struct Admission {
     over_quota: Recent<MsgId, ()>,
     /// Per connection (bounded by the connections held).
     buckets: BTreeMap<ConnId, Buckets>,
+    /// Per address group, kept across reconnects (see [`GROUP_PULL_SHARE`]).
+    pull_groups: Recent<Group, GroupPulls>,
     timers: Timers<()>,
 }
 
@@ -202,6 +227,7 @@ impl Admission {
             stamped: Recent::new(ORIGINS_TRACKED, 10 * 60_000),
             over_quota: Recent::new(ORIGINS_TRACKED, 60_000),
             buckets: BTreeMap::new(),
+            pull_groups: Recent::new(PULL_GROUPS_TRACKED, 10 * 60_000),
             timers,
             config,
         }
@@ -323,31 +349,56 @@ impl Admission {
         provided
     }
 
-    /// Whether the peer on `conn` may pull `bytes` more now (charged if so): an answer to
-    /// what it asked for (see `Limits::peer_pulls`). A `SYNC` answer is charged to its
-    /// reconciliation allowance too, which follows the count of messages `held` (see
-    /// [`SYNC_ANSWER_PER_MESSAGE`]; `None` for other answers).
+    /// Whether the peer on `conn`, from address `group`, may pull `bytes` more now (charged
+    /// if so): an answer to what it asked for (see `Limits::peer_pulls`). A `SYNC` answer is
+    /// charged to its reconciliation allowance too, which follows the count of messages
+    /// `held` (see [`SYNC_ANSWER_PER_MESSAGE`]; `None` for other answers). Both are charged
+    /// to its group as well (see [`GROUP_PULL_SHARE`]).
     pub fn pull(
         &mut self,
         conn: ConnId,
+        group: Option<Group>,
         bytes: usize,
         sync_held: Option<usize>,
         now: Millis,
     ) -> bool {
+        let pulls = self.config.limits.peer_pulls;
+        let share =
+            |r: Rate| Rate::new(r.per_second * GROUP_PULL_SHARE, r.burst * GROUP_PULL_SHARE);
+        if let Some(g) = group
+            && !self.pull_groups.contains(&g)
+        {
+            let first = GroupPulls {
+                pulls: TokenBucket::new(share(pulls), now),
+                syncs: None,
+            };
+            self.pull_groups.insert(g, first, now);
+        }
         let b = self.buckets.entry(conn).or_default();
+        let mut theirs = group.and_then(|g| self.pull_groups.get_mut(&g));
         if let Some(held) = sync_held {
             let burst = (SYNC_ANSWER_PER_MESSAGE * held + crate::sync::SYNC_FRAME_BYTES) as f64;
             let rate = Rate::new(burst * 1_000.0 / SYNC_ANSWERS_REFILL as f64, burst);
+            // An answer longer than the whole allowance waits for all of it.
+            let cost = (bytes as f64).min(burst);
             let syncs = b.syncs.get_or_insert_with(|| TokenBucket::new(rate, now));
             syncs.set_rate(rate, now);
-            // An answer longer than the whole allowance waits for all of it.
-            if syncs.take((bytes as f64).min(burst), now).is_err() {
+            if syncs.take(cost, now).is_err() {
                 return false;
             }
+            if let Some(g) = theirs.as_deref_mut() {
+                let syncs = g
+                    .syncs
+                    .get_or_insert_with(|| TokenBucket::new(share(rate), now));
+                syncs.set_rate(share(rate), now);
+                if syncs.take(cost, now).is_err() {
+                    return false;
+                }
+            }
         }
-        let rate = self.config.limits.peer_pulls;
-        let bucket = b.pulls.get_or_insert_with(|| TokenBucket::new(rate, now));
+        let bucket = b.pulls.get_or_insert_with(|| TokenBucket::new(pulls, now));
         bucket.take(bytes as f64, now).is_ok()
+            && theirs.is_none_or(|g| g.pulls.take(bytes as f64, now).is_ok())
     }
 
     /// Takes one message from `author`'s quota (see `Limits::origin_messages`); over it,

@@ -355,7 +355,11 @@ impl Engine {
     fn reply(&mut self, conn: ConnId, message: sync::Message, now: Millis) -> bool {
         let sync_held = matches!(message, sync::Message::Sync(_)).then(|| self.held.index().len());
         let frame: Arc<str> = Frame::from(message).encode().into();
-        if !self.admission.pull(conn, frame.len(), sync_held, now) {
+        let group = self.links.group_of(conn);
+        if !self
+            .admission
+            .pull(conn, group, frame.len(), sync_held, now)
+        {
             self.stats.pulls_refused += 1;
             return false;
         }
