@@ -65,6 +65,18 @@ async fn a_peer_asking_for_one_message_again_and_again_gets_it_once() {
     node.stop().await;
 }
 
+/// A node on a store of `held` messages (and the store's folder, removed when dropped).
+async fn node_holding(held: u64) -> (tempfile::TempDir, hearsay::server::RunningNode) {
+    let dir = tempfile::tempdir().unwrap();
+    fill_store(dir.path(), 0, held).await;
+    let node = start_node_with(hearsay::server::NodeConfig {
+        data: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    (dir, node)
+}
+
 /// `n` whole-history `SYNC`s from a peer, each asking the node to list everything it holds;
 /// the bytes sent, and the bytes of `SYNC` answers that came back.
 async fn replay_syncs(ws: &mut Ws, n: usize) -> (usize, usize) {
@@ -97,15 +109,8 @@ async fn replay_syncs(ws: &mut Ws, n: usize) -> (usize, usize) {
 /// allowances back.
 #[tokio::test]
 async fn a_peer_that_reconnects_is_answered_no_more_than_its_group_allows() {
-    use hearsay::server::NodeConfig;
     const HELD: u64 = 2_000;
-    let dir = tempfile::tempdir().unwrap();
-    fill_store(dir.path(), 0, HELD).await;
-    let node = start_node_with(NodeConfig {
-        data: Some(dir.path().to_owned()),
-        ..NodeConfig::default()
-    })
-    .await;
+    let (_dir, node) = node_holding(HELD).await;
     let started = std::time::Instant::now();
     let mut received = 0;
     for _ in 0..20 {
@@ -133,15 +138,8 @@ async fn a_peer_that_reconnects_is_answered_no_more_than_its_group_allows() {
 /// not once per `SYNC`; an honest node catching up meanwhile gets everything.
 #[tokio::test]
 async fn a_peer_replaying_a_reconciliation_is_answered_one_sessions_worth() {
-    use hearsay::server::NodeConfig;
     const HELD: u64 = 2_000;
-    let dir = tempfile::tempdir().unwrap();
-    fill_store(dir.path(), 0, HELD).await;
-    let node = start_node_with(NodeConfig {
-        data: Some(dir.path().to_owned()),
-        ..NodeConfig::default()
-    })
-    .await;
+    let (_dir, node) = node_holding(HELD).await;
     // 200 SYNCs, each one range over all time listing nothing held, so that every answer
     // lists every id the node holds (about 23 KB sent). Measured on the node before this
     // rule: 14 MB came back.
