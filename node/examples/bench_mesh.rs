@@ -1,5 +1,5 @@
 //! The real mesh's figures (`cargo run --release -p hearsay --example bench_mesh [NODES]
-//! [MESSAGES]`): 32 nodes on loopback, first linked at random as `hearsay demo` links them,
+//! [MESSAGES]`): 32 nodes on loopback, each on its own address (127.0.N.1), first linked at random as `hearsay demo` links them,
 //! each followed through `/api/stream`; 64-byte messages published at random nodes, ten a
 //! second. Printed for Plumtree and for flooding, measured in the same run: every byte and
 //! frame every node sent (gossip, membership, map, keepalive, reconciliation) per delivered
@@ -47,9 +47,17 @@ struct Figures {
 }
 
 async fn run(strategy: Strategy, n: usize, messages: usize) -> Figures {
+    // Each node on its own loopback address (as `hearsay demo` places them), so each is its
+    // own address group, as on a real network.
+    let own = hearsay::demo::loopback_addresses_answer();
     let mut listeners = Vec::new();
-    for _ in 0..n {
-        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    for i in 0..n {
+        let ip = if own {
+            hearsay::demo::loopback_address(i)
+        } else {
+            std::net::Ipv4Addr::LOCALHOST
+        };
+        listeners.push(tokio::net::TcpListener::bind((ip, 0)).await.unwrap());
     }
     let ws: Vec<String> = listeners
         .iter()

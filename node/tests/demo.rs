@@ -18,6 +18,7 @@ async fn a_line_demo_carries_a_commit_end_to_end_and_stops_on_ctrl_c() {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut urls = Vec::new();
+    let mut said = String::new();
     loop {
         let mut line = String::new();
         assert!(
@@ -27,12 +28,30 @@ async fn a_line_demo_carries_a_commit_end_to_end_and_stops_on_ctrl_c() {
         if line.starts_with("Open any page") {
             break;
         }
+        said.push_str(&line);
         if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
             urls.push(url.to_owned());
         }
     }
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     assert_eq!(urls.len(), 5, "{urls:?}");
+    // Each node on its own loopback address (Linux routes all of 127.0.0.0/8), so each is
+    // its own address group, as on a real network; and the demo says so.
+    assert!(said.contains("own loopback address (127.0.N.1)"), "{said}");
+    let hosts: Vec<&str> = urls
+        .iter()
+        .map(|u| u["http://".len()..].split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "127.0.1.1",
+            "127.0.2.1",
+            "127.0.3.1",
+            "127.0.4.1",
+            "127.0.5.1"
+        ]
+    );
 
     // The line is only the first links: membership links the five into a mesh (with five
     // nodes, every node can reach every other in its view of at most five).
