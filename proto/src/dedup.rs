@@ -74,6 +74,20 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
         }
     }
 
+    /// What was remembered at or after `since`, newest first.
+    pub fn since(&self, since: Millis) -> impl Iterator<Item = (&K, &V)> {
+        self.order
+            .iter()
+            .rev()
+            .take_while(move |(at, _)| *at >= since)
+            .filter_map(|(at, key)| {
+                self.entries
+                    .get_key_value(key)
+                    .filter(|(_, (t, _))| t == at)
+                    .map(|(k, (_, v))| (k, v))
+            })
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

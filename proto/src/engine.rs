@@ -847,7 +847,7 @@ impl Engine {
                 let client = c.hearsay().is_some_and(|h| h.kind == PeerKind::Browser);
                 let initiator = c.direction == crate::conns::Direction::Outbound;
                 let formed = self.tree.root().is_some();
-                self.broadcast.neighbor_up(node, client, formed);
+                self.broadcast.neighbor_up(node, client, formed, now);
                 self.sync.open(conn, initiator, now);
                 if client && self.config.kind == PeerKind::Node {
                     self.map.send_all(node);
@@ -858,10 +858,11 @@ impl Engine {
                 // flight: while the new one is on probation, ask for what others announce
                 // sooner (its being late is no sign of withholding then).
                 if self.tree.parent() == Some(node) {
-                    self.broadcast.hurry(now + tree::PARENT_PROBATION);
+                    self.broadcast.hurry(now + tree::PARENT_PROBATION, now);
                 }
                 self.broadcast.neighbor_down(node);
-                self.tree.neighbor_down(node, self.broadcast.links_mut());
+                self.tree
+                    .neighbor_down(node, self.broadcast.links_mut(), now);
                 if let Some(conn) = self.links.to_node(node) {
                     self.sync.close(conn);
                 }

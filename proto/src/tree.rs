@@ -44,7 +44,14 @@
 //! on the other side of a cut, and the walks of that join merge the two parts (one dial per
 //! part, since the first to take over is heard by the rest before their own patience ends).
 //! If the beacons of another root come back over that link, the part that lost its root
-//! yields: the node that took over names the other root its heir and hands over.
+//! yields: the node that took over names the other root its heir and hands over. A join can
+//! be lost, so the new root looks again in its next [`SEEK_ROUNDS`] rounds while it has not
+//! heard the old one.
+//!
+//! *Orphans.* A node that loses its parent takes another lazy link at once; with none left
+//! (its other links all lead below it), it is an orphan until the next round, and takes the
+//! first way back it is shown: a former child that found a way of its own and prunes the
+//! link to us, or a link that delivered a message we asked for.
 //!
 //! The links themselves are Plumtree's ([`Links`]); the tree reads them and, when it adopts a
 //! parent or lets a link go, changes them at once and says so ([`Out::Graft`],
@@ -229,6 +236,10 @@ const HANDING_ROUNDS: u32 = 2;
 /// switch passed on over every link) faster than their roots sign new ones.
 pub const FOLLOWED_ROUNDS_KEPT: usize = 16;
 
+/// Rounds in which a root that took over looks for the old root again ([`Out::RootLost`]),
+/// after the first time: a live old root on the other side of a healed cut is found within
+/// them; a dead one costs a refused dial a round for half a minute.
+pub const SEEK_ROUNDS: u32 = 6;
 /// How long a neighbour that withheld a message as our parent is passed over as parent
 /// (see [`Tree::recovered`]): an hour's worth of rounds would do as well; five minutes lets
 /// an honest parent that was only cut off upstream back in before long.
@@ -255,6 +266,9 @@ pub struct Tree {
     /// The old root this node dialed after taking over: another root's beacons coming from
     /// it mean the cut healed and the other part kept a root, which this part then follows.
     sought: Option<NodeId>,
+    /// How to reach the old root, and how many more rounds of ours look for it again (see
+    /// [`SEEK_ROUNDS`]).
+    seeking: Option<(PeerRecord, u32)>,
     /// The root's heir's beacon, come before the round that named it: taken once that round
     /// comes.
     early: Option<(NodeId, Beacon)>,
@@ -337,6 +351,7 @@ impl Tree {
             root: None,
             lost: None,
             sought: None,
+            seeking: None,
             early: None,
             address: address.map(Arc::from),
             own_seq: 0,
@@ -420,7 +435,9 @@ impl Tree {
     /// peer's part of the tree off until the next beacon, or longer if the parent was the
     /// root: take the link that brought this round first (if we were waiting to see), or any
     /// other link to a node, at once. A cycle this makes is trimmed by the next beacon.
-    pub fn neighbor_down(&mut self, peer: NodeId, links: &mut Links) {
+    pub fn neighbor_down(&mut self, peer: NodeId, links: &mut Links, now: Millis) {
+        // (The next parent's probation starts now, not at the last frame this tree saw.)
+        self.clock = now;
         self.heights.forget(&peer);
         if self.challenger == Some(peer) {
             self.challenger = None;
@@ -437,10 +454,20 @@ impl Tree {
     /// The neighbour `from` pruned its link to us (Plumtree has made it lazy). A stale prune
     /// (it heard from us before we took it for our parent, or its timer outlived the round
     /// that set it) from the parent: the parent must push to us, so graft it again at once.
+    /// An orphan (see [`Tree::orphan`]) takes the link too: the peer found a way to the root
+    /// of its own (it was our child, cut off with us, and `recovered` elsewhere).
     pub fn pruned_by(&mut self, from: NodeId, links: &mut Links) {
-        if self.parent == Some(from) {
+        if self.parent == Some(from) || (self.orphan() && links.is_neighbor(&from)) {
             self.adopt(from, links);
         }
+    }
+
+    /// Whether this peer follows a root but has no parent: it lost the parent with no other
+    /// link to take, so nothing is pushed to it.
+    fn orphan(&self) -> bool {
+        self.shaping
+            && self.parent.is_none()
+            && self.root.as_ref().is_some_and(|r| r.id() != self.me)
     }
 
     /// A message this peer had to ask for by `GRAFT` came from neighbour `from`: the parent
@@ -453,6 +480,11 @@ impl Tree {
     /// is a way around the cut.
     pub fn recovered(&mut self, from: NodeId, asked: Millis, links: &mut Links, now: Millis) {
         self.clock = now;
+        if self.orphan() && links.is_neighbor(&from) {
+            // Nothing pushes to an orphan: the link that delivered is its way back.
+            self.adopt(from, links);
+            return;
+        }
         let Some(parent) = self.parent else { return };
         if !self.shaping
             || parent == from
@@ -1062,10 +1094,28 @@ impl Tree {
         });
         if let Some(root) = lost {
             self.sought = Some(root.id);
+            self.seeking = Some((root.clone(), SEEK_ROUNDS));
             self.out.push_back(Out::RootLost(root));
         }
         self.lost = Some(Lost::of(&r));
         self.originate(r.term().saturating_add(1), basis, links, now);
+    }
+
+    /// As a root that took over, looks for the old root again, while it is sought: the
+    /// join through it can be lost (traced in the simulator: it went over a link the other
+    /// end was closing at that moment, and two complete parts, each node's view full of its
+    /// own part, then stayed apart for good).
+    fn seek_again(&mut self) {
+        let Some((root, left)) = self.seeking.as_mut() else {
+            return;
+        };
+        if self.sought != Some(root.id) || *left == 0 {
+            self.seeking = None;
+            return;
+        }
+        *left -= 1;
+        let root = root.clone();
+        self.out.push_back(Out::RootLost(root));
     }
 
     /// Notes who published the message just seen: this node, another node (`Some`), or an
@@ -1135,6 +1185,7 @@ impl Part for Tree {
                     let patience = self.patience().fallback(r.beacon.heir.is_some())
                         + self.me.spread(self.config.beacon_interval);
                     if r.id() == self.me {
+                        self.seek_again();
                         if self.handing.is_none()
                             && let Some((next, back)) = self.successor(r.round(), links)
                         {
