@@ -1145,6 +1145,19 @@ mod tests {
         b
     }
 
+    /// A node with `n` for neighbours, each of which brought round 1 of root 0: its parent is
+    /// the first.
+    fn in_a_tree(n: &[u8]) -> Both {
+        let mut b = with_neighbors(n);
+        for &p in n {
+            b.control(node(p), beacon(0, 1), |_| false, 0);
+        }
+        b.handle_timeout(300);
+        drain(&mut b);
+        assert_eq!(b.parent(), Some(node(n[0])));
+        b
+    }
+
     /// Round `seq` of root `root` in term 0.
     fn beacon(root: u8, seq: u64) -> Control {
         signed(root, 0, seq, None, false)
@@ -1709,13 +1722,7 @@ mod tests {
     /// it; with a parent in place it waits the graft timeout.
     #[test]
     fn a_node_that_lost_its_parent_asks_sooner() {
-        let mut b = with_neighbors(&[1, 2, 3]);
-        for p in [1, 2, 3] {
-            b.control(node(p), beacon(0, 1), |_| false, 0);
-        }
-        b.handle_timeout(300);
-        drain(&mut b);
-        assert_eq!(b.parent(), Some(node(1)));
+        let mut b = in_a_tree(&[1, 2, 3]);
         b.control(
             node(3),
             Control::IHave(vec![(msg(7).id, 2)]),
@@ -1767,13 +1774,7 @@ mod tests {
     /// for, overtaken, asks no one.
     #[test]
     fn a_lost_parent_hurries_what_was_already_missing() {
-        let mut b = with_neighbors(&[1, 2, 3]);
-        for p in [1, 2, 3] {
-            b.control(node(p), beacon(0, 1), |_| false, 0);
-        }
-        b.handle_timeout(300);
-        drain(&mut b);
-        assert_eq!(b.parent(), Some(node(1)));
+        let mut b = in_a_tree(&[1, 2, 3]);
         let id = msg(7).id;
         for p in [3, 2] {
             b.control(node(p), Control::IHave(vec![(id, 5)]), |_| false, 1_000);
@@ -1804,11 +1805,7 @@ mod tests {
     /// would tell it of them), and not of older ones.
     #[test]
     fn a_new_link_hears_of_what_came_just_before_it() {
-        let mut b = with_neighbors(&[1, 2]);
-        for p in [1, 2] {
-            b.control(node(p), beacon(0, 1), |_| false, 0);
-        }
-        b.handle_timeout(300);
+        let mut b = in_a_tree(&[1, 2]);
         b.received_new(Some(node(1)), msg(7), 5, 1_000);
         b.received_new(Some(node(1)), msg(8), 5, 3_500);
         b.handle_timeout(4_000);
@@ -1825,12 +1822,7 @@ mod tests {
     /// hears at once of what was waiting to be announced to it, not a batch later.
     #[test]
     fn a_peer_that_grafts_us_hears_at_once_of_what_was_queued_for_it() {
-        let mut b = with_neighbors(&[1, 2, 3]);
-        for p in [1, 2, 3] {
-            b.control(node(p), beacon(0, 1), |_| false, 0);
-        }
-        b.handle_timeout(300);
-        drain(&mut b);
+        let mut b = in_a_tree(&[1, 2, 3]);
         b.received_new(Some(node(1)), msg(7), 5, 1_000);
         let out = drain(&mut b);
         assert!(
