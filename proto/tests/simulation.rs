@@ -625,6 +625,16 @@ fn a_healed_partition_converges() {
     }
 }
 
+/// Fifteen nodes cut in two parts in which every node's view is full of its own part, every
+/// slot one it chose: the part that lost the root joins through it, and the ends of that
+/// join's walks ask the joiner to link at high priority. Taken as asked they were refused
+/// (only links a node did not choose may be displaced), and the parts stayed apart for good
+/// (found by `partitions_heal_over_seeds`); taken as answers to the join, they merge them.
+#[test]
+fn parts_whose_views_are_full_of_chosen_links_merge_after_a_cut() {
+    partition_heals(3527988767326659254, 15, Topology::Star).unwrap();
+}
+
 /// A short cut splits the overlay after the tree has a root, and no operator's `--peer` spans
 /// it (pinned addresses are not revisited here): the part that lost the root elects its own,
 /// whose first act is to join through the old one, so the overlay is one again.
