@@ -1065,7 +1065,7 @@ mod tests {
             drain(m);
             m.active().contains(&id(p))
         };
-        // (Its first link was its join: long past.)
+        // (Some time in: whatever came before is past the window.)
         let t = JOIN_ANSWERED_WITHIN + 1;
         assert!(!asks(&mut m, 20, t), "no join of ours: refused");
         m.reach(rec(30), t + 1_000);

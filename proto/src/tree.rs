@@ -263,12 +263,10 @@ pub struct Tree {
     root: Option<Root>,
     /// The root this node (or the root it follows) took over from after its silence.
     lost: Option<Lost>,
-    /// The old root this node dialed after taking over: another root's beacons coming from
-    /// it mean the cut healed and the other part kept a root, which this part then follows.
-    sought: Option<NodeId>,
-    /// How to reach the old root, and how many more rounds of ours look for it again (see
-    /// [`SEEK_ROUNDS`]).
-    seeking: Option<(PeerRecord, u32)>,
+    /// The old root this node dialed after taking over, and how many more rounds of ours
+    /// look for it again (see [`SEEK_ROUNDS`]): another root's beacons coming from it mean
+    /// the cut healed and the other part kept a root, which this part then follows.
+    sought: Option<(PeerRecord, u32)>,
     /// The root's heir's beacon, come before the round that named it: taken once that round
     /// comes.
     early: Option<(NodeId, Beacon)>,
@@ -351,7 +349,6 @@ impl Tree {
             root: None,
             lost: None,
             sought: None,
-            seeking: None,
             early: None,
             address: address.map(Arc::from),
             own_seq: 0,
@@ -642,7 +639,7 @@ impl Tree {
     /// Whether this node, root after taking over from a silent root, hears another root
     /// from that old root's node: the other part kept a root.
     fn yields_to(&self, from: NodeId, beacon: &Beacon) -> bool {
-        self.sought == Some(from)
+        self.sought.as_ref().is_some_and(|(r, _)| r.id == from)
             && beacon.root() != self.me
             && self.root.as_ref().is_some_and(|r| r.id() == self.me)
     }
@@ -1093,8 +1090,7 @@ impl Tree {
             })
         });
         if let Some(root) = lost {
-            self.sought = Some(root.id);
-            self.seeking = Some((root.clone(), SEEK_ROUNDS));
+            self.sought = Some((root.clone(), SEEK_ROUNDS));
             self.out.push_back(Out::RootLost(root));
         }
         self.lost = Some(Lost::of(&r));
@@ -1106,13 +1102,9 @@ impl Tree {
     /// end was closing at that moment, and two complete parts, each node's view full of its
     /// own part, then stayed apart for good).
     fn seek_again(&mut self) {
-        let Some((root, left)) = self.seeking.as_mut() else {
+        let Some((root, left)) = self.sought.as_mut().filter(|(_, left)| *left > 0) else {
             return;
         };
-        if self.sought != Some(root.id) || *left == 0 {
-            self.seeking = None;
-            return;
-        }
         *left -= 1;
         let root = root.clone();
         self.out.push_back(Out::RootLost(root));
