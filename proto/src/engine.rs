@@ -501,7 +501,8 @@ impl Engine {
             Frame::Broadcast(m) => {
                 let (held, admission) = (&self.held, &self.admission);
                 let held = |id: &MsgId| held.contains(id) || admission.dropped_over_quota(id);
-                self.broadcast.message(from, m, held, now);
+                let parent = self.tree.parent();
+                self.broadcast.message(from, m, held, parent, now);
             }
             Frame::Tree(m) => self.tree.message(from, m, self.broadcast.links_mut(), now),
             Frame::Keepalive(m) => self.links.keepalive(conn, m, now),
@@ -681,8 +682,8 @@ impl Engine {
                     .is_some_and(|r| r.kind == PeerKind::Node)
         });
         self.tree.note_publisher(node, self.broadcast.links(), now);
-        let root = self.tree.root();
-        self.broadcast.received_new(from, msg, hops, root, now);
+        let tree = (self.tree.root(), self.tree.parent());
+        self.broadcast.received_new(from, msg, hops, tree, now);
     }
 
     // ----- the parts' outputs -----
