@@ -501,8 +501,8 @@ impl Engine {
             Frame::Broadcast(m) => {
                 let (held, admission) = (&self.held, &self.admission);
                 let held = |id: &MsgId| held.contains(id) || admission.dropped_over_quota(id);
-                let parent = self.tree.parent();
-                self.broadcast.message(from, m, held, parent, now);
+                let upstream = self.tree.upstream();
+                self.broadcast.message(from, m, held, upstream, now);
             }
             Frame::Tree(m) => self.tree.message(from, m, self.broadcast.links_mut(), now),
             Frame::Keepalive(m) => self.links.keepalive(conn, m, now),
@@ -682,7 +682,7 @@ impl Engine {
                     .is_some_and(|r| r.kind == PeerKind::Node)
         });
         self.tree.note_publisher(node, self.broadcast.links(), now);
-        let tree = (self.tree.root(), self.tree.parent());
+        let tree = (self.tree.root(), self.tree.upstream());
         self.broadcast.received_new(from, msg, hops, tree, now);
     }
 

@@ -420,6 +420,16 @@ impl Tree {
         !self.relay || !self.shaping || self.root.is_some()
     }
 
+    /// Where this peer's copies of a message come from in the tree (see
+    /// [`broadcast::Upstream`]).
+    pub fn upstream(&self) -> broadcast::Upstream {
+        match (self.parent, self.root()) {
+            (Some(parent), _) => broadcast::Upstream::Parent(parent),
+            (None, Some(root)) if root == self.me => broadcast::Upstream::Root,
+            _ => broadcast::Upstream::None,
+        }
+    }
+
     /// The neighbour this peer's beacons come from (none for the root).
     pub fn parent(&self) -> Option<NodeId> {
         self.parent
