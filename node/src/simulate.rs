@@ -101,6 +101,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
                 "honest bytes per delivery",
                 format!("{:.0}", f.honest_bytes_per_delivery),
             ),
+            ("  of which, by frame", {
+                let mut by: Vec<_> = f.honest_bytes_per_delivery_by_frame.iter().collect();
+                by.sort_by(|a, b| b.1.total_cmp(a.1));
+                by.iter()
+                    .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
             (
                 "adversaries' view share",
                 format!(

@@ -955,6 +955,29 @@ fn the_root_walks_towards_the_centre_and_nothing_is_lost_on_the_way() {
     );
 }
 
+/// Honest bytes per delivery are broken down by frame type (`hearsay sim` prints where they
+/// go), and the parts add up to the whole.
+#[test]
+fn honest_bytes_are_broken_down_by_frame_type() {
+    let f = Scenario {
+        nodes: 30,
+        messages: 10,
+        seed: 3,
+        ..Scenario::default()
+    }
+    .run();
+    let by = &f.honest_bytes_per_delivery_by_frame;
+    let parts: f64 = by.values().sum();
+    // (Each part is rounded to a tenth.)
+    let slack = 0.05 * by.len() as f64 + 1e-6;
+    assert!(
+        (parts - f.honest_bytes_per_delivery).abs() <= slack,
+        "{by:?} add up to {parts}, not {}",
+        f.honest_bytes_per_delivery
+    );
+    assert!(by.get("GOSSIP").is_some_and(|b| *b > 0.0), "{by:?}");
+}
+
 /// One run of `nodes` with a share of adversaries doing `attack` from the start.
 fn attacked(nodes: usize, fraction: f64, attack: Attack, groups: usize, seed: u64) -> Figures {
     Scenario {

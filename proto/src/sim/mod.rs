@@ -267,6 +267,9 @@ pub struct Sim {
     cut: Option<HashSet<usize>>,
     /// Every adversary's record, for the peer lists an eclipse sends.
     roster: Vec<PeerRecord>,
+    /// What honest peers sent, by frame type (the `type` of its JSON; `other` for any
+    /// without one), in bytes.
+    honest_bytes_by_frame: BTreeMap<String, u64>,
     /// What honest peers sent, in bytes (the cost an adversary makes them pay).
     honest_bytes: u64,
 }
@@ -293,6 +296,7 @@ impl Sim {
             cut: None,
             roster: Vec::new(),
             honest_bytes: 0,
+            honest_bytes_by_frame: BTreeMap::new(),
         }
     }
 
@@ -983,6 +987,17 @@ impl Sim {
         self.bytes_sent += frame.len() as u64;
         if self.nodes[i].adversary.is_none() {
             self.honest_bytes += frame.len() as u64;
+            let kind = frame
+                .strip_prefix(r#"{"type":""#)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("other");
+            match self.honest_bytes_by_frame.get_mut(kind) {
+                Some(bytes) => *bytes += frame.len() as u64,
+                None => {
+                    self.honest_bytes_by_frame
+                        .insert(kind.to_string(), frame.len() as u64);
+                }
+            }
         }
         self.count_payload(&frame);
         // In order per direction, as TCP delivers.
@@ -1237,6 +1252,9 @@ pub struct Figures {
     /// Bytes honest nodes sent from the first publish until the last delivery, per delivery
     /// at an honest node: what the adversaries cost honest peers.
     pub honest_bytes_per_delivery: f64,
+    /// The same bytes by frame type (`GOSSIP`, `IHAVE`, `MAP`, `SYNC`…), per delivery at an
+    /// honest node: where they go.
+    pub honest_bytes_per_delivery_by_frame: BTreeMap<String, f64>,
 }
 
 impl Scenario {
@@ -1302,6 +1320,7 @@ impl Scenario {
         let frames_before = sim.frames_sent;
         let bytes_before = sim.bytes_sent;
         let honest_bytes_before = sim.honest_bytes;
+        let by_frame_before = sim.honest_bytes_by_frame.clone();
         for node in &mut sim.nodes {
             if let Some(a) = &mut node.adversary {
                 a.spam_from = Some(sim.now);
@@ -1404,6 +1423,16 @@ impl Scenario {
             adversary_passive_share: on_honest.passive_share,
             adversary_root_share: on_honest.root_share,
             honest_bytes_per_delivery: honest_bytes as f64 / on_honest.deliveries.max(1) as f64,
+            honest_bytes_per_delivery_by_frame: sim
+                .honest_bytes_by_frame
+                .iter()
+                .map(|(kind, bytes)| {
+                    let before = by_frame_before.get(kind).copied().unwrap_or(0);
+                    let per = (bytes - before) as f64 / on_honest.deliveries.max(1) as f64;
+                    (kind.clone(), (per * 10.0).round() / 10.0)
+                })
+                .filter(|(_, per)| *per > 0.0)
+                .collect(),
         }
     }
 }
