@@ -1177,6 +1177,32 @@ mod tests {
         }
     }
 
+    /// A node with `n` for neighbours that became the root in its first round (none heard of
+    /// another), and when.
+    fn the_root(n: &[u8]) -> (Both, Millis) {
+        let mut b = with_neighbors(n);
+        let first = b.poll_timeout().unwrap();
+        b.handle_timeout(first);
+        assert_eq!(b.root(), Some(node(50)));
+        drain(&mut b);
+        (b, first)
+    }
+
+    /// What `b` sends when it asks `from` for message `m`.
+    fn graft_of(from: u8, m: u8) -> Vec<Out> {
+        vec![Out::Send(node(from), Control::Graft(vec![msg(m).id]))]
+    }
+
+    /// Neighbour `from` announces message `m` (two hops from its origin) at `at`.
+    fn announce(b: &mut Both, from: u8, m: u8, at: Millis) {
+        b.control(
+            node(from),
+            Control::IHave(vec![(msg(m).id, 2)]),
+            |_| false,
+            at,
+        );
+    }
+
     /// The `GRAFT`s `b` sends for messages (not the tree's own: a graft of no ids links a
     /// parent).
     fn grafts(b: &mut Both) -> Vec<Out> {
@@ -1593,11 +1619,7 @@ mod tests {
     /// own word: the publisher claims nothing), and that node takes it in the next term.
     #[test]
     fn the_root_hands_the_root_to_a_node_that_publishes_nearly_everything() {
-        let mut root = with_neighbors(&[1, 2]);
-        let first = root.poll_timeout().unwrap();
-        root.handle_timeout(first);
-        assert_eq!(root.root(), Some(node(50)));
-        drain(&mut root);
+        let (mut root, first) = the_root(&[1, 2]);
         let by = |n: u8, i: u64| Arc::new(Signed::signed(&key(n), i, 1, format!("{n}: {i}")));
         // Two publish: nobody is named.
         for i in 0..5 {
@@ -1842,46 +1864,22 @@ mod tests {
     #[test]
     fn a_parent_that_never_pushed_a_message_is_not_waited_for() {
         let mut b = in_a_tree(&[1, 2, 3]);
-        b.control(
-            node(3),
-            Control::IHave(vec![(msg(7).id, 2)]),
-            |_| false,
-            1_000,
-        );
+        announce(&mut b, 3, 7, 1_000);
         b.handle_timeout(1_050);
-        assert_eq!(
-            drain(&mut b),
-            vec![Out::Send(node(3), Control::Graft(vec![msg(7).id]))]
-        );
+        assert_eq!(drain(&mut b), graft_of(3, 7));
         // The one that delivered is the parent now (see the tree). What it was asked for
         // proves nothing; what it pushes unasked does.
         b.received_new(Some(node(3)), msg(7), 3, 1_080);
         assert_eq!(b.parent(), Some(node(3)));
-        b.control(
-            node(2),
-            Control::IHave(vec![(msg(8).id, 2)]),
-            |_| false,
-            1_500,
-        );
+        announce(&mut b, 2, 8, 1_500);
         b.handle_timeout(1_550);
-        assert_eq!(
-            grafts(&mut b),
-            vec![Out::Send(node(2), Control::Graft(vec![msg(8).id]))]
-        );
+        assert_eq!(grafts(&mut b), graft_of(2, 8));
         b.received_new(Some(node(3)), msg(9), 2, 2_000);
-        b.control(
-            node(2),
-            Control::IHave(vec![(msg(10).id, 2)]),
-            |_| false,
-            3_000,
-        );
+        announce(&mut b, 2, 10, 3_000);
         b.handle_timeout(3_149);
         assert_eq!(grafts(&mut b), vec![]);
         b.handle_timeout(3_300);
-        assert_eq!(
-            grafts(&mut b),
-            vec![Out::Send(node(2), Control::Graft(vec![msg(10).id]))]
-        );
+        assert_eq!(grafts(&mut b), graft_of(2, 10));
     }
 
     /// At the root, copies come up from its links: it waits for them once a link has pushed
@@ -1890,33 +1888,18 @@ mod tests {
     /// one was the last node to get the first message, at 619 ms; 476 ms since.)
     #[test]
     fn a_root_that_nothing_was_pushed_to_asks_sooner() {
-        let mut b = with_neighbors(&[1, 2]);
-        let first = b.poll_timeout().unwrap();
-        b.handle_timeout(first);
-        assert_eq!(b.root(), Some(node(50)));
-        drain(&mut b);
+        let (mut b, first) = the_root(&[1, 2]);
         let t = first + 100;
-        b.control(node(2), Control::IHave(vec![(msg(7).id, 3)]), |_| false, t);
+        announce(&mut b, 2, 7, t);
         b.handle_timeout(t + 50);
-        assert_eq!(
-            grafts(&mut b),
-            vec![Out::Send(node(2), Control::Graft(vec![msg(7).id]))]
-        );
+        assert_eq!(grafts(&mut b), graft_of(2, 7));
         b.received_new(Some(node(2)), msg(7), 3, t + 80);
         b.received_new(Some(node(1)), msg(8), 1, t + 200);
-        b.control(
-            node(2),
-            Control::IHave(vec![(msg(9).id, 3)]),
-            |_| false,
-            t + 300,
-        );
+        announce(&mut b, 2, 9, t + 300);
         b.handle_timeout(t + 449);
         assert_eq!(grafts(&mut b), vec![]);
         b.handle_timeout(t + 600);
-        assert_eq!(
-            grafts(&mut b),
-            vec![Out::Send(node(2), Control::Graft(vec![msg(9).id]))]
-        );
+        assert_eq!(grafts(&mut b), graft_of(2, 9));
     }
 
     /// A message announced just before the parent was lost was on its way down that link:
