@@ -17,8 +17,9 @@
 //! paths lost to `IHAVE`s, and the grafts this made tore the tree (honest p99 499 ms).
 //! The 25 ms holds too while the parent has never pushed this peer a message (at the root:
 //! while no link has; with no parent, always): a parent that relays beacons and withholds
-//! messages looks just so, and an honest one proves itself with its first push (a tenth of 1,000 nodes withholding, seeds 1–3: p99 1,017/951/1,028 ms
-//! before, 643/721/736 after; honest runs unchanged). Announcing sooner after a quiet spell
+//! messages looks just so, and an honest one proves itself with its first push (a tenth of
+//! 1,000 nodes withholding, seeds 1–3: p99 1,017/951/1,028 ms before, 643/721/736 after;
+//! honest runs unchanged). Announcing sooner after a quiet spell
 //! (10 ms rather than the 250 ms batch) took the withholding runs to 642/645/562 ms but
 //! doubled the grafts in honest ones (RMR 0.11 → 0.45), so batches stay.
 //!
@@ -569,13 +570,13 @@ impl Broadcast {
     ) {
         let id = msg.id;
         self.forget_missing(&id);
-        if let Some(f) = from
-            && !self.grafted.contains(&id)
-            && (upstream == Upstream::Root || upstream == Upstream::Parent(f))
-        {
-            self.proven = upstream;
-        }
         if let Some(f) = from {
+            // Pushed unasked from where copies come: that place delivers.
+            if !self.grafted.contains(&id)
+                && (upstream == Upstream::Root || upstream == Upstream::Parent(f))
+            {
+                self.proven = upstream;
+            }
             self.links.taken += 1;
             self.links.heard_from(f);
         }
@@ -709,6 +710,14 @@ impl Broadcast {
                 if !neighbor {
                     return;
                 }
+                // Sooner when no copy may be on its way: the parent was lost, or it has never
+                // pushed us anything, or there is none.
+                let waited_for = upstream != Upstream::None && upstream == self.proven;
+                let t = if now < self.hurry_until || !waited_for {
+                    self.config.orphan_graft_timeout
+                } else {
+                    self.config.graft_timeout
+                };
                 for (id, hops) in ids.into_iter().take(self.config.max_ids_per_frame) {
                     if held(&id) {
                         continue;
@@ -727,15 +736,7 @@ impl Broadcast {
                     if fresh {
                         // Spread over [timeout, 2 × timeout]: the peers at the edge of a
                         // broken part of the tree all hear of the message at about the same
-                        // time, and one graft usually repairs it for all of them. Sooner
-                        // when no copy may be on its way: the parent was lost, or it has
-                        // never pushed us anything, or there is none.
-                        let waited_for = upstream != Upstream::None && upstream == self.proven;
-                        let t = if now < self.hurry_until || !waited_for {
-                            self.config.orphan_graft_timeout
-                        } else {
-                            self.config.graft_timeout
-                        };
+                        // time, and one graft usually repairs it for all of them.
                         let at = now + t + self.links.rng.random_range(0..=t);
                         m.due = at;
                         self.timers.insert(at, Timer::Graft(id, at));
