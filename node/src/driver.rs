@@ -382,6 +382,29 @@ impl Shared {
         }
     }
 
+    /// Has the engine forget every message whose store write failed, so that it is fetched
+    /// again (by reconciliation, or the next copy a peer pushes) rather than believed held.
+    pub async fn run_forgetting(self: Arc<Self>, mut failures: crate::store::Failures) {
+        loop {
+            let ids = tokio::select! {
+                ids = failures.recv() => match ids {
+                    Some(ids) => ids,
+                    None => return,
+                },
+                _ = self.shutdown.cancelled() => return,
+            };
+            let forgotten = self.drive(|engine, _| engine.forget(&ids));
+            self.metrics
+                .store_failures_seen
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                messages = ids.len(),
+                forgotten,
+                "store write failed: its messages are forgotten, to be fetched again"
+            );
+        }
+    }
+
     pub async fn run_timer(self: Arc<Self>) {
         loop {
             let deadline = self.read(|s| s.engine.poll_timeout());

@@ -34,7 +34,8 @@
 //! - [`limit`]: the rate limits the node applies itself (HTTP publishers per address; the
 //!   engine limits pages and seeds).
 //! - [`store`]: the message history behind the [`store::Store`] interface, with a feed of
-//!   what it stores.
+//!   what it stores and a channel of what it failed to (which the driver has the engine
+//!   forget, so it is fetched again).
 //! - [`clock`]: monotonic Unix-epoch milliseconds for the engine.
 //! - [`keyfile`]: the node's ed25519 key in its data folder (its id derives from it; every
 //!   message it publishes is signed with it), and `hearsay key show|export|import`.

@@ -38,6 +38,9 @@ pub struct Metrics {
     stored: Gauge,
     /// Peers dropped because their send queue was full (counted by the driver).
     pub queue_drops_seen: AtomicU64,
+    store_failures: Counter,
+    /// Messages whose store write failed (counted by the driver).
+    pub store_failures_seen: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -72,6 +75,8 @@ impl Metrics {
             peers: Family::default(),
             stored: Gauge::default(),
             queue_drops_seen: AtomicU64::new(0),
+            store_failures: Counter::default(),
+            store_failures_seen: AtomicU64::new(0),
         };
         r.register(
             "messages_received",
@@ -164,6 +169,11 @@ impl Metrics {
             m.queue_drops.clone(),
         );
         r.register(
+            "store_write_failures",
+            "Messages whose store write failed (forgotten, so fetched again from peers)",
+            m.store_failures.clone(),
+        );
+        r.register(
             "peers",
             "Connected peers by kind (node, browser, v1, pending)",
             m.peers.clone(),
@@ -208,6 +218,10 @@ impl Metrics {
         set(
             &self.queue_drops,
             self.queue_drops_seen.load(Ordering::Relaxed),
+        );
+        set(
+            &self.store_failures,
+            self.store_failures_seen.load(Ordering::Relaxed),
         );
         for kind in ["node", "browser", "v1", "pending"] {
             let n = peers

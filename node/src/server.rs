@@ -299,6 +299,9 @@ pub fn start(
     }
     tracker.spawn(Arc::clone(&shared).run_timer());
     tracker.spawn(Arc::clone(&shared).run_unpinning());
+    if let Some(failures) = shared.store.failures() {
+        tracker.spawn(Arc::clone(&shared).run_forgetting(failures));
+    }
     tracker.spawn(crate::conn::dialer(Arc::clone(&shared), dials));
     tracing::info!(%id, fingerprint = %public.fingerprint(), %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
 

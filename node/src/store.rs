@@ -6,6 +6,11 @@
 //! a commit costs an fsync, so sixteen concurrent clients share one fsync instead of paying
 //! sixteen. Reads run concurrently in their own read transactions.
 //!
+//! A write the disk fails is acknowledged as failed and its ids are sent on
+//! [`Store::failures`], for the engine to forget (else it would believe them held and never
+//! fetch them again); the database is then opened again, as redb refuses everything after an
+//! I/O error until it is.
+//!
 //! Every message stored is also told, once durable and in the order stored, to whoever
 //! subscribed ([`Store::subscribe`]): that is what `GET /api/stream` sends, so a client that
 //! resumes from an event id finds that id in the store, unless it has since aged out of the
@@ -115,6 +120,11 @@ pub trait Store: Send + Sync {
     fn evicted_floor(&self) -> Result<Option<u64>, StoreError>;
     /// Finishes queued writes and releases the store.
     fn close(&self);
+    /// Ids of messages whose write failed, once for whoever takes them (the driver, which
+    /// has the engine forget them); `None` for a store whose writes cannot fail.
+    fn failures(&self) -> Option<Failures> {
+        None
+    }
 }
 
 /// Messages in memory, lost on restart. Writes are "durable" at once.
@@ -260,11 +270,71 @@ enum Job {
 
 /// Messages in a redb file, written by one group-committing thread.
 pub struct DiskStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
     path: PathBuf,
     writer: Mutex<Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>>,
     feed: broadcast::Sender<Arc<Message>>,
+    failures: Mutex<Option<Failures>>,
 }
+
+/// How the database file is opened, and opened again after a failed write: the file itself,
+/// or in tests a backend whose writes fail on demand.
+type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// The open database, shared by the writer and the readers; empty while it is opened again.
+struct Db {
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    opener: Opener,
+}
+
+/// How long a reopen waits for reads of the old database to finish.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Db {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Io("the store is being reopened after a failed write".into())
+            })
+    }
+
+    /// After an I/O error redb refuses every later operation (`PreviousIo`) until the
+    /// database is closed, so a full disk that clears would leave the node unable to store
+    /// anything until restarted: close it, once reads of it are done, and open it again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut old) = old {
+            let deadline = std::time::Instant::now() + REOPEN_WAIT;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => break drop(db),
+                    Err(shared) if std::time::Instant::now() < deadline => {
+                        old = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(shared);
+                        return Err(StoreError::Io("reads of the store did not finish".into()));
+                    }
+                }
+            }
+        }
+        let db = (self.opener)().map_err(io)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
+/// Ids of messages whose write failed, batch by batch: the engine forgets them, so that they
+/// are fetched again (see [`Store::failures`]).
+pub type Failures = tokio::sync::mpsc::UnboundedReceiver<Vec<MsgId>>;
 
 fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
@@ -273,23 +343,33 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 impl DiskStore {
     /// Opens (or creates) the store in folder `dir`.
     pub fn open(dir: &Path) -> Result<DiskStore, StoreError> {
+        let path = dir.join("messages.redb");
+        let file = path.clone();
+        // redb caches up to 1 GiB of pages by default, and a node's memory would grow with
+        // its history up to that; the operating system caches the file as well.
+        Self::open_with(
+            dir,
+            Box::new(move || {
+                Database::builder()
+                    .set_cache_size(CACHE_BYTES)
+                    .create(&file)
+            }),
+        )
+    }
+
+    fn open_with(dir: &Path, opener: Opener) -> Result<DiskStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: dir.to_owned(),
             detail: e.to_string(),
         })?;
         let path = dir.join("messages.redb");
-        // redb caches up to 1 GiB of pages by default, and a node's memory would grow with
-        // its history up to that; the operating system caches the file as well.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(dir.to_owned()),
-                other => StoreError::Open {
-                    path: path.clone(),
-                    detail: other.to_string(),
-                },
-            })?;
+        let db = opener().map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(dir.to_owned()),
+            other => StoreError::Open {
+                path: path.clone(),
+                detail: other.to_string(),
+            },
+        })?;
         // Make every table exist, so reads never meet a missing table.
         let txn = db.begin_write().map_err(io)?;
         txn.open_table(MESSAGES).map_err(io)?;
@@ -306,20 +386,25 @@ impl DiskStore {
                 "dropped messages stored before messages were signed (hearsay protocol 3 and older): their authors cannot be proven, and signed peers would refuse them; seed texts were kept"
             );
         }
-        let db = Arc::new(db);
+        let db = Arc::new(Db {
+            current: std::sync::RwLock::new(Some(Arc::new(db))),
+            opener,
+        });
         let (tx, rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
         let feed = broadcast::channel(FEED_BACKLOG).0;
         let writer_feed = feed.clone();
+        let (failed, failures) = tokio::sync::mpsc::unbounded_channel();
         let handle = std::thread::Builder::new()
             .name("hearsay-store".into())
-            .spawn(move || write_loop(&writer_db, rx, &writer_feed))
+            .spawn(move || write_loop(&writer_db, rx, &writer_feed, &failed))
             .map_err(io)?;
         Ok(DiskStore {
             db,
             path,
             writer: Mutex::new(Some((tx, handle))),
             feed,
+            failures: Mutex::new(Some(failures)),
         })
     }
 
@@ -445,7 +530,15 @@ fn evict_before(db: &Database, before: u64, forget_before: u64) -> Result<u64, S
 
 /// Takes every write waiting, commits them in one transaction, then acknowledges them all
 /// and tells subscribers what was new. An eviction runs in a transaction of its own, in turn.
-fn write_loop(db: &Database, rx: mpsc::Receiver<Job>, feed: &broadcast::Sender<Arc<Message>>) {
+///
+/// A write that fails is acknowledged as failed, its ids are sent to `failed` (for the engine
+/// to forget), and the database is opened again (see [`Db::reopen`]).
+fn write_loop(
+    db: &Db,
+    rx: mpsc::Receiver<Job>,
+    feed: &broadcast::Sender<Arc<Message>>,
+    failed: &tokio::sync::mpsc::UnboundedSender<Vec<MsgId>>,
+) {
     let mut next = None;
     loop {
         let first = match next.take() {
@@ -462,9 +555,10 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Job>, feed: &broadcast::Sender<A
                 forget_before,
                 done,
             } => {
-                let result = evict_before(db, before, forget_before);
+                let result = current(db).and_then(|d| evict_before(&d, before, forget_before));
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "store eviction failed");
+                    reopen(db);
                 }
                 if let Some(done) = done {
                     let _ = done.send(result);
@@ -483,7 +577,10 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Job>, feed: &broadcast::Sender<A
                 Err(_) => break,
             }
         }
-        let result = commit_batch(db, &batch);
+        let result = current(db).and_then(|d| commit_batch(&d, &batch));
+        if result.is_err() {
+            let _ = failed.send(batch.iter().map(|w| w.msg.id).collect());
+        }
         for (i, w) in batch.into_iter().enumerate() {
             if matches!(&result, Ok(new) if new[i]) {
                 let _ = feed.send(Arc::new(w.msg));
@@ -496,7 +593,22 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<Job>, feed: &broadcast::Sender<A
             }
         }
         if let Err(e) = result {
-            tracing::error!(error = %e, "store write failed");
+            tracing::error!(error = %e, "store write failed; its messages will be fetched again");
+            reopen(db);
+        }
+    }
+}
+
+/// The database to write to, opened again first if a failed write left it closed.
+fn current(db: &Db) -> Result<Arc<Database>, StoreError> {
+    db.get().or_else(|_| db.reopen().and_then(|()| db.get()))
+}
+
+fn reopen(db: &Db) {
+    match db.reopen() {
+        Ok(()) => tracing::info!("store reopened after a failed write"),
+        Err(e) => {
+            tracing::error!(error = %e, "store could not be reopened; trying at the next write")
         }
     }
 }
@@ -578,7 +690,9 @@ impl Store for DiskStore {
     }
 
     fn page(&self, after: Option<&MsgId>, limit: usize) -> Result<Vec<Message>, PageError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        // The database is held until the read is done, so a reopen waits for it.
+        let db = self.db.get()?;
+        let txn = db.begin_read().map_err(io)?;
         let messages = txn.open_table(MESSAGES).map_err(io)?;
         let start = match after {
             None => 0,
@@ -593,7 +707,9 @@ impl Store for DiskStore {
     }
 
     fn page_back(&self, before: Option<&MsgId>, limit: usize) -> Result<Vec<Message>, PageError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        // The database is held until the read is done, so a reopen waits for it.
+        let db = self.db.get()?;
+        let txn = db.begin_read().map_err(io)?;
         let messages = txn.open_table(MESSAGES).map_err(io)?;
         let end = match before {
             None => u64::MAX,
@@ -608,12 +724,16 @@ impl Store for DiskStore {
     }
 
     fn len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        // The database is held until the read is done, so a reopen waits for it.
+        let db = self.db.get()?;
+        let txn = db.begin_read().map_err(io)?;
         txn.open_table(MESSAGES).map_err(io)?.len().map_err(io)
     }
 
     fn keys(&self) -> Result<Vec<(Key, usize)>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        // The database is held until the read is done, so a reopen waits for it.
+        let db = self.db.get()?;
+        let txn = db.begin_read().map_err(io)?;
         let by_time = txn.open_table(BY_TIME).map_err(io)?;
         let mut out = Vec::new();
         for row in by_time.iter().map_err(io)? {
@@ -625,7 +745,9 @@ impl Store for DiskStore {
     }
 
     fn get_many(&self, wanted: &[MsgId]) -> Result<Vec<Message>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        // The database is held until the read is done, so a reopen waits for it.
+        let db = self.db.get()?;
+        let txn = db.begin_read().map_err(io)?;
         let ids = txn.open_table(IDS).map_err(io)?;
         let messages = txn.open_table(MESSAGES).map_err(io)?;
         let mut out = Vec::new();
@@ -644,7 +766,9 @@ impl Store for DiskStore {
     }
 
     fn evicted_floor(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        // The database is held until the read is done, so a reopen waits for it.
+        let db = self.db.get()?;
+        let txn = db.begin_read().map_err(io)?;
         let evicted = txn.open_table(EVICTED_BY_TIME).map_err(io)?;
         Ok(evicted
             .last()
@@ -666,6 +790,13 @@ impl Store for DiskStore {
         if let Some(Job::Evict { done: Some(d), .. }) = refused {
             let _ = d.send(Err(StoreError::Closed));
         }
+    }
+
+    fn failures(&self) -> Option<Failures> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn close(&self) {
@@ -900,5 +1031,154 @@ mod tests {
             assert!(w.await.unwrap().unwrap());
         }
         assert_eq!(s.len().unwrap(), 200);
+    }
+}
+
+/// A disk that fails on demand: redb's own file backend, whose writes and syncs return an
+/// I/O error while `fail` is set (a full disk, say).
+#[cfg(test)]
+mod faulty {
+    use redb::backends::FileBackend;
+    use redb::{BackendError, StorageBackend};
+    use std::ops::Bound;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Debug)]
+    pub struct Faulty {
+        pub file: FileBackend,
+        pub fail: Arc<AtomicBool>,
+    }
+
+    impl Faulty {
+        fn check(&self) -> std::io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("no space left on device (simulated)"));
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for Faulty {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+        fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.try_lock_range(s, e)
+        }
+        fn try_lock_shared_range(
+            &self,
+            s: Bound<u64>,
+            e: Bound<u64>,
+        ) -> Result<bool, BackendError> {
+            self.file.try_lock_shared_range(s, e)
+        }
+        fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_range(s, e)
+        }
+        fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_shared_range(s, e)
+        }
+        fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.unlock_range(s, e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod failing_disk {
+    use super::faulty::Faulty;
+    use super::*;
+    use hearsay_proto::Keypair;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn msg(n: u64) -> Message {
+        Message::signed(&Keypair::from_secret([2; 32]), n, n, format!("m{n}"))
+    }
+
+    async fn insert(store: &dyn Store, m: Message) -> Result<bool, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        store.insert(m, Some(tx));
+        rx.await.unwrap()
+    }
+
+    /// A write the disk fails is acknowledged as failed and its ids are told (for the engine
+    /// to forget); once the disk is back, the store is opened again by itself and the same
+    /// message is stored — not refused, nor every later write failed with redb's
+    /// `PreviousIo` until a restart.
+    #[tokio::test]
+    async fn a_failed_write_is_told_and_the_store_recovers_when_the_disk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("messages.redb");
+        let fail = Arc::new(AtomicBool::new(false));
+        let switch = Arc::clone(&fail);
+        let store = DiskStore::open_with(
+            dir.path(),
+            Box::new(move || {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&file)
+                    .map_err(redb::DatabaseError::from)?;
+                let backend = Faulty {
+                    file: redb::backends::FileBackend::new(f)?,
+                    fail: Arc::clone(&switch),
+                };
+                Database::builder().create_with_backend(backend)
+            }),
+        )
+        .unwrap();
+        let mut failures = store.failures().expect("a disk store tells its failures");
+        assert!(store.failures().is_none(), "taken once");
+        assert_eq!(insert(&store, msg(1)).await, Ok(true));
+
+        fail.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            insert(&store, msg(2)).await,
+            Err(StoreError::Io(_))
+        ));
+        assert_eq!(failures.recv().await, Some(vec![msg(2).id]));
+        // Still failing: every write is refused and told, none hangs.
+        assert!(insert(&store, msg(3)).await.is_err());
+        assert_eq!(failures.recv().await, Some(vec![msg(3).id]));
+
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            insert(&store, msg(2)).await,
+            Ok(true),
+            "stored once the disk is back"
+        );
+        assert_eq!(
+            insert(&store, msg(1)).await,
+            Ok(false),
+            "what was stored before still is"
+        );
+        let ids: Vec<MsgId> = store.page(None, 10).unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![msg(1).id, msg(2).id]);
+        assert!(failures.try_recv().is_err(), "no failure since");
+        drop(store);
+        // And the file opens as a plain store afterwards.
+        let again = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(again.len(), Ok(2));
     }
 }

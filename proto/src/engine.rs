@@ -248,6 +248,14 @@ impl Engine {
         self.held.insert(key, bytes);
     }
 
+    /// The driver could not keep these messages after all (its store write failed): they
+    /// are no longer held, so reconciliation fetches them again from peers, and a copy that
+    /// arrives is taken and delivered (stored) anew. Otherwise the id would stay in the index
+    /// and the message would never be fetched again. Returns how many were held.
+    pub fn forget(&mut self, ids: &[MsgId]) -> usize {
+        ids.iter().filter(|id| self.held.forget(id)).count()
+    }
+
     /// Nothing stamped before `ts` is to be taken again: the driver's store evicted up to
     /// there before a restart (for its storage cap, or the window).
     pub fn note_floor(&mut self, ts: Millis) {

@@ -162,6 +162,11 @@ impl Held {
         self.index.insert(key, bytes);
     }
 
+    /// Forgets a message the driver could not keep after all (its store write failed).
+    pub fn forget(&mut self, id: &crate::MsgId) -> bool {
+        self.index.remove(id)
+    }
+
     /// Nothing stamped before `ts` is to be taken again (the store evicted up to there).
     pub fn note_floor(&mut self, ts: Millis) {
         self.budget_floor = self.budget_floor.max(Some(ts));

@@ -178,6 +178,17 @@ impl MessageIndex {
         self.keys.is_empty()
     }
 
+    /// Forgets message `id`, if held; whether it was.
+    pub fn remove(&mut self, id: &MsgId) -> bool {
+        let Some(ts) = self.by_id.remove(id) else {
+            return false;
+        };
+        if let Some(size) = self.keys.remove(&(ts, *id)) {
+            self.bytes -= u64::from(size);
+        }
+        true
+    }
+
     /// Forgets every message stamped before `ts`; returns how many.
     pub fn evict_before(&mut self, ts: u64) -> usize {
         let kept = self.keys.split_off(&key_at(ts));

@@ -1245,3 +1245,27 @@ fn each_handshake_has_its_own_nonce() {
     let nonce = nonce_of(&drain(&mut other), c).unwrap();
     assert!(!seen.contains(&nonce.to_string()));
 }
+
+/// A message whose store write failed is forgotten: the next copy from a neighbour is taken
+/// and delivered (stored) again, rather than refused as held for ever.
+#[test]
+fn a_message_the_store_failed_to_keep_is_taken_again() {
+    let mut n = engine_with_history(hearsay_proto::History::default());
+    let c = join(&mut n, 2, &["ws://b:3000"], T0);
+    drain(&mut n);
+    let msg = Message::signed(&key(2), 1, T0, "lost on a full disk".into());
+    let delivered = |n: &mut Engine| {
+        drain(n)
+            .iter()
+            .filter(|o| matches!(o, Output::Deliver { msg: m, .. } if m.id == msg.id))
+            .count()
+    };
+    n.frame(c, &Frame::encode_gossip(&msg, 1), T0);
+    assert_eq!(delivered(&mut n), 1);
+    n.frame(c, &Frame::encode_gossip(&msg, 1), T0 + 1);
+    assert_eq!(delivered(&mut n), 0, "a held copy is not taken twice");
+    assert_eq!(n.forget(&[msg.id]), 1);
+    assert_eq!(n.forget(&[msg.id]), 0, "forgotten once");
+    n.frame(c, &Frame::encode_gossip(&msg, 1), T0 + 2);
+    assert_eq!(delivered(&mut n), 1, "the next copy is taken again");
+}
