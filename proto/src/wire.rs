@@ -285,7 +285,7 @@ impl Frame {
         }
         #[derive(Deserialize)]
         struct Have {
-            ids: Vec<(MsgId, u32)>,
+            ids: Vec<crate::broadcast::Announced>,
         }
         #[derive(Deserialize)]
         struct Depth {
@@ -598,7 +598,7 @@ mod tests {
             }
             .into(),
             B::IHave {
-                ids: vec![(msg.id, 3)],
+                ids: vec![(msg.id, 3, 40)],
             }
             .into(),
             B::Graft { ids: vec![msg.id] }.into(),

@@ -3,6 +3,8 @@
 //! Protocol 6 (2026-12-03) changed one frame, `BEACON`, now signed by its root (see
 //! `succession`): its lines were made again then. Protocol 7 (2026-12-03) signs `MAP` records
 //! by their peer (`key`, a page's `tab`, `sig`): those fields were added to its lines.
+//! Protocol 8 (2026-12-04) says in each `IHAVE` id how long its announcer has held it: a
+//! third number was added to those lines.
 //!
 //! `corpus/frames.jsonl` holds up to six frames of every type that crossed the simulated
 //! networks of `tests/simulation.rs` (nodes, pages, seeds; joins, partitions, churn,
@@ -13,7 +15,7 @@
 use hearsay_proto::Frame;
 use std::collections::BTreeSet;
 
-/// Every frame type of protocols 5 to 7.
+/// Every frame type of protocols 5 to 8.
 const TYPES: [&str; 26] = [
     "ACK",
     "BEACON",
