@@ -27,6 +27,10 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// Folder for the message store; `None` keeps messages in memory only.
     pub data: Option<PathBuf>,
+    /// A store made by the embedder, used in place of the one `data` would open (`data`
+    /// still keeps the node's key): a redb database over another backend, say
+    /// ([`crate::store::DiskStore::open_with`]).
+    pub store: Option<ProvidedStore>,
     /// Apply the per-address HTTP rate limit to loopback clients too (by default the
     /// operator, `hearsay demo` and benchmarks on this machine are not limited).
     pub limit_loopback: bool,
@@ -56,6 +60,16 @@ pub struct NodeConfig {
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
     pub shown: serde_json::Value,
+}
+
+/// A store handed to [`start`] ([`NodeConfig::store`]).
+#[derive(Clone)]
+pub struct ProvidedStore(pub Arc<dyn Store>);
+
+impl std::fmt::Debug for ProvidedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProvidedStore")
+    }
 }
 
 /// Why a node could not start.
@@ -191,9 +205,10 @@ pub fn start(
         .filter(|_| !unlisted)
         .collect();
 
-    let store: Arc<dyn Store> = match &config.data {
-        Some(dir) => Arc::new(DiskStore::open(dir)?),
-        None => Arc::new(MemoryStore::default()),
+    let store: Arc<dyn Store> = match (&config.store, &config.data) {
+        (Some(provided), _) => Arc::clone(&provided.0),
+        (None, Some(dir)) => Arc::new(DiskStore::open(dir)?),
+        (None, None) => Arc::new(MemoryStore::default()),
     };
     // The node's key is its identity: kept in the data folder, so a restarted node is the
     // same node, and made afresh for a node that keeps nothing.

@@ -277,34 +277,52 @@ pub struct DiskStore {
     failures: Mutex<Option<Failures>>,
 }
 
-/// How the database file is opened, and opened again after a failed write: the file itself,
-/// or in tests a backend whose writes fail on demand.
-type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+/// How the database is opened, and opened again after a failed write: the file itself
+/// ([`DiskStore::open`]), or a redb database over another backend ([`DiskStore::open_with`];
+/// the tests use one whose writes fail on demand).
+pub type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
 
 /// The open database, shared by the writer and the readers; empty while it is opened again.
 struct Db {
     current: std::sync::RwLock<Option<Arc<Database>>>,
     opener: Opener,
+    /// Held while the database is opened again, so that one thread does it.
+    reopening: Mutex<()>,
 }
 
 /// How long a reopen waits for reads of the old database to finish.
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Db {
+    /// The open database; if a failed write left it closed, it is opened again first (by
+    /// a reader too, so reads come back as soon as the disk does).
     fn get(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self.current() {
+            return Ok(db);
+        }
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = self.current() {
+            return Ok(db);
+        }
+        let db = Arc::new((self.opener)().map_err(|e| {
+            StoreError::Io(format!("the store is closed after a failed write: {e}"))
+        })?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&db));
+        Ok(db)
+    }
+
+    fn current(&self) -> Option<Arc<Database>> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| {
-                StoreError::Io("the store is being reopened after a failed write".into())
-            })
     }
 
     /// After an I/O error redb refuses every later operation (`PreviousIo`) until the
     /// database is closed, so a full disk that clears would leave the node unable to store
     /// anything until restarted: close it, once reads of it are done, and open it again.
     fn reopen(&self) -> Result<(), StoreError> {
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
         let old = self
             .current
             .write()
@@ -357,7 +375,9 @@ impl DiskStore {
         )
     }
 
-    fn open_with(dir: &Path, opener: Opener) -> Result<DiskStore, StoreError> {
+    /// Opens the store on the database `opener` makes (and makes again to reopen it after a
+    /// failed write); `dir` is where `messages.redb` would be, named in errors.
+    pub fn open_with(dir: &Path, opener: Opener) -> Result<DiskStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: dir.to_owned(),
             detail: e.to_string(),
@@ -389,6 +409,7 @@ impl DiskStore {
         let db = Arc::new(Db {
             current: std::sync::RwLock::new(Some(Arc::new(db))),
             opener,
+            reopening: Mutex::new(()),
         });
         let (tx, rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
@@ -599,9 +620,9 @@ fn write_loop(
     }
 }
 
-/// The database to write to, opened again first if a failed write left it closed.
+/// The database to write to (opened again first if a failed write left it closed).
 fn current(db: &Db) -> Result<Arc<Database>, StoreError> {
-    db.get().or_else(|_| db.reopen().and_then(|()| db.get()))
+    db.get()
 }
 
 fn reopen(db: &Db) {
@@ -1031,154 +1052,5 @@ mod tests {
             assert!(w.await.unwrap().unwrap());
         }
         assert_eq!(s.len().unwrap(), 200);
-    }
-}
-
-/// A disk that fails on demand: redb's own file backend, whose writes and syncs return an
-/// I/O error while `fail` is set (a full disk, say).
-#[cfg(test)]
-mod faulty {
-    use redb::backends::FileBackend;
-    use redb::{BackendError, StorageBackend};
-    use std::ops::Bound;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    #[derive(Debug)]
-    pub struct Faulty {
-        pub file: FileBackend,
-        pub fail: Arc<AtomicBool>,
-    }
-
-    impl Faulty {
-        fn check(&self) -> std::io::Result<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("no space left on device (simulated)"));
-            }
-            Ok(())
-        }
-    }
-
-    impl StorageBackend for Faulty {
-        fn len(&self) -> std::io::Result<u64> {
-            self.file.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.file.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.check()?;
-            self.file.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            self.check()?;
-            self.file.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.check()?;
-            self.file.write(offset, data)
-        }
-        fn close(&self) -> std::io::Result<()> {
-            self.file.close()
-        }
-        fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
-            self.file.try_lock_range(s, e)
-        }
-        fn try_lock_shared_range(
-            &self,
-            s: Bound<u64>,
-            e: Bound<u64>,
-        ) -> Result<bool, BackendError> {
-            self.file.try_lock_shared_range(s, e)
-        }
-        fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
-            self.file.lock_range(s, e)
-        }
-        fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
-            self.file.lock_shared_range(s, e)
-        }
-        fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
-            self.file.unlock_range(s, e)
-        }
-    }
-}
-
-#[cfg(test)]
-mod failing_disk {
-    use super::faulty::Faulty;
-    use super::*;
-    use hearsay_proto::Keypair;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    fn msg(n: u64) -> Message {
-        Message::signed(&Keypair::from_secret([2; 32]), n, n, format!("m{n}"))
-    }
-
-    async fn insert(store: &dyn Store, m: Message) -> Result<bool, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        store.insert(m, Some(tx));
-        rx.await.unwrap()
-    }
-
-    /// A write the disk fails is acknowledged as failed and its ids are told (for the engine
-    /// to forget); once the disk is back, the store is opened again by itself and the same
-    /// message is stored — not refused, nor every later write failed with redb's
-    /// `PreviousIo` until a restart.
-    #[tokio::test]
-    async fn a_failed_write_is_told_and_the_store_recovers_when_the_disk_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("messages.redb");
-        let fail = Arc::new(AtomicBool::new(false));
-        let switch = Arc::clone(&fail);
-        let store = DiskStore::open_with(
-            dir.path(),
-            Box::new(move || {
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&file)
-                    .map_err(redb::DatabaseError::from)?;
-                let backend = Faulty {
-                    file: redb::backends::FileBackend::new(f)?,
-                    fail: Arc::clone(&switch),
-                };
-                Database::builder().create_with_backend(backend)
-            }),
-        )
-        .unwrap();
-        let mut failures = store.failures().expect("a disk store tells its failures");
-        assert!(store.failures().is_none(), "taken once");
-        assert_eq!(insert(&store, msg(1)).await, Ok(true));
-
-        fail.store(true, Ordering::SeqCst);
-        assert!(matches!(
-            insert(&store, msg(2)).await,
-            Err(StoreError::Io(_))
-        ));
-        assert_eq!(failures.recv().await, Some(vec![msg(2).id]));
-        // Still failing: every write is refused and told, none hangs.
-        assert!(insert(&store, msg(3)).await.is_err());
-        assert_eq!(failures.recv().await, Some(vec![msg(3).id]));
-
-        fail.store(false, Ordering::SeqCst);
-        assert_eq!(
-            insert(&store, msg(2)).await,
-            Ok(true),
-            "stored once the disk is back"
-        );
-        assert_eq!(
-            insert(&store, msg(1)).await,
-            Ok(false),
-            "what was stored before still is"
-        );
-        let ids: Vec<MsgId> = store.page(None, 10).unwrap().iter().map(|m| m.id).collect();
-        assert_eq!(ids, vec![msg(1).id, msg(2).id]);
-        assert!(failures.try_recv().is_err(), "no failure since");
-        drop(store);
-        // And the file opens as a plain store afterwards.
-        let again = DiskStore::open(dir.path()).unwrap();
-        assert_eq!(again.len(), Ok(2));
     }
 }

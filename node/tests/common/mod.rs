@@ -1,10 +1,12 @@
 //! Test helpers: real nodes on 127.0.0.1 (listeners bound to port 0 and passed in), an HTTP
 //! client, waiting on conditions with a deadline, a seed (v1) peer written here, and raw
-//! hearsay peers (`raw`), and a proxy that holds back a node's first words (`proxy`).
+//! hearsay peers (`raw`), a proxy that holds back a node's first words (`proxy`), and a disk
+//! that fails on demand (`faulty`).
 
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod faulty;
 pub mod proxy;
 pub mod raw;
 pub mod seed;
