@@ -15,8 +15,10 @@
 //! to the pace at which its traffic can be passed on, instead of its traffic piling up. A queue
 //! that still presses after [`SLOW_AFTER`] belongs to a peer slower than the rest: the engine
 //! is told it is backed up (it is then only told of new messages) and the others stop waiting
-//! for it, until its queue is down to [`DRAINED`]. Nobody is dropped for being slow; a peer
-//! that takes nothing for [`crate::conn::STALL`] is closed, with that reason.
+//! for it, until its queue is down to [`DRAINED`]; if many queues press at once, readers wait
+//! for them up to [`MAX_PAUSE`] (the node may be the bottleneck), then not. Nobody is dropped
+//! for being slow; a peer that takes nothing for [`crate::conn::STALL`] is closed, with that
+//! reason.
 
 use crate::clock::Clock;
 use crate::store::{Ack, Store, StoreError};
@@ -35,6 +37,11 @@ pub const BACKLOG: usize = 256;
 pub const SLOW_AFTER: Duration = Duration::from_millis(250);
 /// A backed-up queue is drained again at this many frames.
 pub const DRAINED: usize = 32;
+/// Readers wait at most this long for queues that press, however many press at once: past
+/// it they are backed up all the same. Otherwise three connections that take nothing held
+/// every other peer's traffic until they were closed for it (30 s, see `conn::STALL`), and
+/// opened again.
+pub const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 pub struct State {
     pub engine: Engine,
@@ -255,7 +262,8 @@ impl Shared {
     /// Readers have waited [`SLOW_AFTER`]: the queues that have pressed that long are backed
     /// up, and nobody waits for them any more — if they are a few. When many peers are
     /// behind at once, the bottleneck is this node (or the sender outpaces everyone): they are
-    /// not slower than the rest, and readers go on waiting for them.
+    /// not slower than the rest, and readers go on waiting for them, but for [`MAX_PAUSE`] at
+    /// most, since peers can be slow on purpose, many at once.
     pub fn mark_slow(self: &Arc<Self>) {
         let now = self.clock.now();
         let mut state = self.lock();
@@ -265,7 +273,12 @@ impl Shared {
             .filter(|(_, h)| h.flow.pressing_since(now, SLOW_AFTER))
             .map(|(&conn, _)| conn)
             .collect();
-        if slow.len() > (state.conns.len() / 8).max(2) {
+        let many = slow.len() > (state.conns.len() / 8).max(2);
+        let long = state
+            .conns
+            .values()
+            .any(|h| h.flow.pressing_since(now, MAX_PAUSE));
+        if many && !long {
             return;
         }
         for conn in slow {

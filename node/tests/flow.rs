@@ -233,3 +233,45 @@ async fn a_slow_reader_is_told_of_messages_and_catches_up_without_holding_the_ot
     );
     n.stop().await;
 }
+
+/// Three peers that take nothing (slow on purpose, and kept alive) pause the node's reading
+/// for [`hearsay::driver::MAX_PAUSE`] at most: a burst still reaches every other listener
+/// well inside the deadline. Before, three were "many peers behind at once", taken for the
+/// node being the bottleneck, and every socket waited for them until they were closed for
+/// taking nothing (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_read_nothing_on_purpose_do_not_hold_the_others_back() {
+    let mut config = NodeConfig::default();
+    // The stuck peers are not closed for missing pings within the test.
+    config.engine.idle_timeout = 120_000;
+    let n = start_node_with(config).await;
+    let ws_url = format!("{}/ws", n.ws_url());
+    let mut stuck = Vec::new();
+    for _ in 0..3 {
+        stuck.push(connect_as(&ws_url, &random_key(), "browser", &[]).await);
+    }
+    // 500 messages of 16 KB: more than socket buffers hold.
+    const BURST: u64 = 500;
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let ws = connect_as(&ws_url, &random_key(), "browser", &[]).await;
+        listeners.push(tokio::spawn(listen(ws, BURST as usize)));
+    }
+    wait_for("every peer is held", || async {
+        (status(&n.http_url()).await["peers"].as_u64() == Some(6)).then_some(())
+    })
+    .await;
+    let relay = neighbour(&ws_url, &random_key()).await;
+    let sender = tokio::spawn(relay_burst(relay, BURST, 16 * 1024));
+    let all = async {
+        for (i, l) in listeners.into_iter().enumerate() {
+            assert_exactly_once(&l.await.unwrap(), BURST as usize, i);
+        }
+    };
+    tokio::time::timeout(DEADLINE, all)
+        .await
+        .expect("the burst reached the listeners while three peers read nothing");
+    let _relay = sender.await.unwrap();
+    drop(stuck);
+    n.stop().await;
+}
