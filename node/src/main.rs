@@ -88,6 +88,13 @@ async fn main() -> anyhow::Result<()> {
     config.engine.history.retention = settings.retention_ms;
     config.engine.history.max_messages = Some(settings.max_messages);
     config.engine.history.max_bytes = Some(settings.max_bytes);
+    // Ctrl-C, or SIGTERM (what systemd and container runtimes send): stop cleanly, so the
+    // store finishes its writes and closes its file. Listened for before the node starts:
+    // a signal that came between the start and the first listen killed it outright (seen
+    // under load, a node already linked).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let node = server::start(listener, v1_listener, config, shutdown.clone())?;
     // Whoever started us may have stopped reading our output; that is no reason to stop.
     let mut out = std::io::stdout();
@@ -108,15 +115,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = out.flush();
 
-    // Ctrl-C, or SIGTERM (what systemd and container runtimes send): stop cleanly, so the
-    // store finishes its writes and closes its file.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            r.context("cannot listen for Ctrl-C")?;
-            tracing::info!("Ctrl-C: shutting down");
-        }
+        _ = int.recv() => tracing::info!("Ctrl-C: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = shutdown.cancelled() => {}
     }
