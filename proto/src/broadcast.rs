@@ -27,6 +27,13 @@
 //! 1–5, a tenth withholding: 643/721/736/661/929 ms, 627/629/664/634/661 with `held`, and
 //! 572/575/615/584/632 with the shorter batch (150 ms: 523/525/565/633/511, but 3.19 frames
 //! per delivery in the honest run of seed 1, over the 3 budgeted; 200 ms: 2.65–2.91).
+//! And a message that comes [`Config::late_after`] after it was published is announced at
+//! once, not with the next batch: it is late because the tree broke above, and the peers
+//! below the break wait on announcements (568/563/553/586/546 ms; honest runs about
+//! unchanged: p99 328/294/315/313/287, frames per delivery 2.65–2.92; at 400 ms, 569/602/
+//! 605/585/571, and a fifth killed on seed 3 took 625 ms against 488). An author whose clock lags, or
+//! who backdates its messages, makes them announced at once everywhere: an `IHAVE` frame per
+//! lazy link per message at most, which batching would have shared.
 //!
 //! *What a peer that lost links is not told.* Traced at 1,000 nodes with a fifth killed, the
 //! last nodes waited on three gaps, each now closed: what was announced before the parent
@@ -124,6 +131,11 @@ pub struct Config {
     /// would get a message several times.
     pub eager_radius: u32,
     pub eager_share: f64,
+    /// A message that reaches this peer this long after it was published (by its signed
+    /// timestamp) is announced to the lazy neighbours at once, with whatever else waits for
+    /// the batch: it is late because the tree broke above, and the peers it is late for are
+    /// waiting on announcements to ask for it.
+    pub late_after: Millis,
 }
 
 impl Default for Config {
@@ -138,6 +150,7 @@ impl Default for Config {
             max_ids_per_frame: 256,
             eager_radius: 2,
             eager_share: 0.05,
+            late_after: 300,
         }
     }
 }
@@ -652,6 +665,9 @@ impl Broadcast {
                 self.lazy_queue.entry(p).or_default().push((id, hops, now));
             }
             self.schedule_flush(now);
+            if now.saturating_sub(msg.timestamp) >= self.config.late_after {
+                self.flush_ihave(now);
+            }
         }
         if !to.is_empty() {
             self.stats.pushed += to.len() as u64;
@@ -1178,6 +1194,16 @@ mod tests {
         key(n).public().node_id()
     }
 
+    /// The defaults, but no message is ever late ([`Config::late_after`]): the test messages
+    /// are stamped at 1 ms, and what these tests look at is batching and the tree. Lateness
+    /// is tested on its own.
+    fn on_time() -> Config {
+        Config {
+            late_after: Millis::MAX,
+            ..Config::default()
+        }
+    }
+
     fn msg(n: u8) -> Arc<Signed> {
         let author = crate::identity::Keypair::from_secret([99; 32]);
         Arc::new(Signed::signed(&author, n as u64, 1, format!("m{n}")))
@@ -1243,7 +1269,7 @@ mod tests {
 
     /// A node (id 50) with these neighbours, before any beacon.
     fn with_neighbors(n: &[u8]) -> Both {
-        let mut b = Both::new(Config::default(), 50, true, 1, 0);
+        let mut b = Both::new(on_time(), 50, true, 1, 0);
         for &p in n {
             b.neighbor_up(node(p), false);
         }
@@ -1690,7 +1716,7 @@ mod tests {
         );
 
         // Node 1 takes the root in the next term when that round comes.
-        let mut publisher = Both::new(Config::default(), 1, true, 2, 0);
+        let mut publisher = Both::new(on_time(), 1, true, 2, 0);
         publisher.neighbor_up(node(50), false);
         publisher.control(
             node(50),
@@ -2029,6 +2055,43 @@ mod tests {
         );
     }
 
+    /// A message that comes [`Config::late_after`] after it was published is announced at
+    /// once, with what else waited for the batch; one on time waits for the batch.
+    #[test]
+    fn a_late_message_is_announced_at_once() {
+        let mut b = with_neighbors(&[1, 2, 3]);
+        b.plumtree.config.late_after = 300;
+        for p in [1, 2, 3] {
+            b.control(node(p), beacon(0, 1), |_| false, 0);
+        }
+        b.handle_timeout(300);
+        drain(&mut b);
+        let stamped = |n: u8, at: Millis| {
+            let author = crate::identity::Keypair::from_secret([99; 32]);
+            Arc::new(Signed::signed(&author, n as u64, at, format!("m{n}")))
+        };
+        // On time (published 100 ms ago): batched.
+        let early = stamped(1, 1_000);
+        b.received_new(Some(node(1)), Arc::clone(&early), 3, 1_100);
+        let announced = |out: &[Out]| {
+            out.iter()
+                .filter(|o| matches!(o, Out::Send(_, Control::IHave(_))))
+                .count()
+        };
+        assert_eq!(announced(&drain(&mut b)), 0, "batched");
+        // Late (published 400 ms ago): now, with the one that waited.
+        let late = stamped(2, 800);
+        b.received_new(Some(node(1)), Arc::clone(&late), 3, 1_200);
+        let out = drain(&mut b);
+        assert!(
+            out.contains(&Out::Send(
+                node(3),
+                Control::IHave(vec![(early.id, 3, 100), (late.id, 3, 0)])
+            )),
+            "{out:?}"
+        );
+    }
+
     /// A peer that grafts us (it took us for its parent, usually because it lost its own)
     /// hears at once of what was waiting to be announced to it, not a batch later.
     #[test]
@@ -2108,7 +2171,7 @@ mod tests {
 
     #[test]
     fn a_page_pushes_to_its_first_link_and_never_passes_beacons_on() {
-        let mut b = Both::new(Config::default(), 60, false, 1, 0);
+        let mut b = Both::new(on_time(), 60, false, 1, 0);
         b.neighbor_up(node(1), false);
         b.neighbor_up(node(2), false);
         assert_eq!(drain(&mut b), vec![Out::Send(node(2), Control::Prune)]);
@@ -2143,7 +2206,7 @@ mod tests {
         let mut b = Both::new(
             Config {
                 strategy: Strategy::Flood,
-                ..Config::default()
+                ..on_time()
             },
             50,
             true,
@@ -2272,7 +2335,7 @@ mod tests {
     #[test]
     fn the_root_walks_to_the_deep_side_and_is_handed_back_if_that_is_no_better() {
         // Node 0 is root (the lowest id), with children 1 and 2, in a network of 1,000.
-        let mut root = Both::new(Config::default(), 0, true, 1, 0);
+        let mut root = Both::new(on_time(), 0, true, 1, 0);
         root.set_network_size(1_000);
         root.neighbor_up(node(1), false);
         root.neighbor_up(node(2), false);
@@ -2316,7 +2379,7 @@ mod tests {
 
         // Node 1, a child of node 0's, takes the root in a new term, with the round that
         // names it heir and hands over (which follows the `HANDOVER`).
-        let mut next = Both::new(Config::default(), 1, true, 2, 0);
+        let mut next = Both::new(on_time(), 1, true, 2, 0);
         next.set_network_size(1_000);
         next.neighbor_up(node(0), false);
         next.neighbor_up(node(3), false);
