@@ -576,7 +576,9 @@ fn write_loop(
                 forget_before,
                 done,
             } => {
-                let result = current(db).and_then(|d| evict_before(&d, before, forget_before));
+                let result = db
+                    .get()
+                    .and_then(|d| evict_before(&d, before, forget_before));
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "store eviction failed");
                     reopen(db);
@@ -598,7 +600,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let result = current(db).and_then(|d| commit_batch(&d, &batch));
+        let result = db.get().and_then(|d| commit_batch(&d, &batch));
         if result.is_err() {
             let _ = failed.send(batch.iter().map(|w| w.msg.id).collect());
         }
@@ -618,11 +620,6 @@ fn write_loop(
             reopen(db);
         }
     }
-}
-
-/// The database to write to (opened again first if a failed write left it closed).
-fn current(db: &Db) -> Result<Arc<Database>, StoreError> {
-    db.get()
 }
 
 fn reopen(db: &Db) {

@@ -30,10 +30,10 @@
 //! And a message that comes [`Config::late_after`] after it was published is announced at
 //! once, not with the next batch: it is late because the tree broke above, and the peers
 //! below the break wait on announcements (568/563/553/586/546 ms; honest runs about
-//! unchanged: p99 328/294/315/313/287, frames per delivery 2.65–2.92; at 400 ms, 569/602/
-//! 605/585/571, and a fifth killed on seed 3 took 625 ms against 488). An author whose clock lags, or
-//! who backdates its messages, makes them announced at once everywhere: an `IHAVE` frame per
-//! lazy link per message at most, which batching would have shared.
+//! unchanged: p99 328/294/315/313/287, frames per delivery 2.65–2.92; at 400 ms,
+//! 569/602/605/585/571, and a fifth killed on seed 3 took 625 ms against 488). An author
+//! whose clock lags, or who backdates its messages, makes them announced at once everywhere:
+//! an `IHAVE` frame per lazy link per message at most, which batching would have shared.
 //!
 //! *What a peer that lost links is not told.* Traced at 1,000 nodes with a fifth killed, the
 //! last nodes waited on three gaps, each now closed: what was announced before the parent
@@ -390,7 +390,7 @@ pub struct Broadcast {
     links: Links,
     /// How many peers the network has, as far as this one knows (its map's size).
     network_size: usize,
-    cache: Recent<MsgId, (Arc<Signed>, u32, Millis)>,
+    cache: Recent<MsgId, (Arc<Signed>, u32)>,
     missing: BTreeMap<MsgId, Missing>,
     /// How many entries of `missing` each neighbour is among the announcers of.
     announced: BTreeMap<NodeId, usize>,
@@ -404,7 +404,7 @@ pub struct Broadcast {
     /// what others announce is asked for sooner ([`Config::orphan_graft_timeout`]).
     proven: Upstream,
     /// Ids to announce to each lazy neighbour at the next flush, with their hop counts and
-    /// when they came here.
+    /// when they came here (a time; sent as the time held).
     lazy_queue: BTreeMap<NodeId, Vec<Announced>>,
     flush_scheduled: bool,
     timers: Timers<Timer>,
@@ -513,8 +513,8 @@ impl Broadcast {
             .cache
             .since(now.saturating_sub(NEW_LINK_HEARS_OF))
             // (Not what reconciliation brought: old, and of no known hop count.)
-            .filter(|(_, (_, hops, _))| *hops < u32::MAX / 2)
-            .map(|(id, (_, hops, at))| (*id, *hops, *at))
+            .filter(|(_, (_, hops), _)| *hops < u32::MAX / 2)
+            .map(|(id, (_, hops), at)| (*id, *hops, at))
             .take(self.config.max_ids_per_frame)
             .collect();
         if !ids.is_empty() {
@@ -630,7 +630,7 @@ impl Broadcast {
             // message is still within its origin's radius, pushed over every link).
             self.links.make_eager(f);
         }
-        self.cache.insert(id, (Arc::clone(&msg), hops, now), now);
+        self.cache.insert(id, (Arc::clone(&msg), hops), now);
         // The root's own messages ride its fastest-path tree already: more links would only
         // bring duplicates. (Checked in this order: most messages are past the radius.)
         let from_root = || {
@@ -715,7 +715,7 @@ impl Broadcast {
         self.forget_missing(&msg.id);
         self.grafted.remove(&msg.id);
         let id = msg.id;
-        self.cache.insert(id, (msg, u32::MAX / 2, now), now);
+        self.cache.insert(id, (msg, u32::MAX / 2), now);
     }
 
     /// A control frame from neighbour `from` (pushes, `GOSSIP`, are taken by the engine,
@@ -803,7 +803,7 @@ impl Broadcast {
                     }
                 }
                 for id in ids {
-                    if let Some((msg, hops, _)) = self.cache.get(&id) {
+                    if let Some((msg, hops)) = self.cache.get(&id) {
                         let (msg, hops) = (Arc::clone(msg), *hops);
                         self.stats.pushed += 1;
                         self.out.push_back(Out::Push {

@@ -74,8 +74,8 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
         }
     }
 
-    /// What was remembered at or after `since`, newest first.
-    pub fn since(&self, since: Millis) -> impl Iterator<Item = (&K, &V)> {
+    /// What was remembered at or after `since`, newest first, with when.
+    pub fn since(&self, since: Millis) -> impl Iterator<Item = (&K, &V, Millis)> {
         self.order
             .iter()
             .rev()
@@ -84,7 +84,7 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
                 self.entries
                     .get_key_value(key)
                     .filter(|(_, (t, _))| t == at)
-                    .map(|(k, (_, v))| (k, v))
+                    .map(|(k, (t, v))| (k, v, *t))
             })
     }
 
