@@ -1,6 +1,7 @@
 //! Eclipse, on real nodes and real sockets: each node on its own loopback address
 //! (127.0.N.1), so that address groups differ as on a real network. Twelve fresh keys from
-//! one group cannot take a node's view, and its honest neighbours stay.
+//! one group cannot take a node's view, and its honest neighbours stay; once a group has
+//! linked several keys it holds one slot, and none at an honest neighbour's cost.
 
 mod common;
 
@@ -83,6 +84,21 @@ async fn twelve_keys_from_one_group_cannot_take_a_nodes_view() {
         }
         sybils.push((id_as(&key, "node").to_string(), ws));
     }
+    // Their group is crowded now: even asking as a node left with no neighbour (which
+    // HyParView never refuses, and which evicted an honest neighbour before this rule), a
+    // key of theirs is refused.
+    for _ in 0..3 {
+        let key = random_key();
+        let mut ws = connect_as(&target.ws_url(), &key, "node", &["ws://127.0.0.1:9"]).await;
+        ws.send(Message::text(r#"{"type":"NEIGHBOR","high":true}"#))
+            .await
+            .unwrap();
+        assert!(
+            !answered(&mut ws).await,
+            "a crowded group's key was taken in"
+        );
+        sybils.push((id_as(&key, "node").to_string(), ws));
+    }
     let s = status(&target.http_url()).await;
     let neighbours = neighbor_ids(&target.http_url()).await;
     let held = sybils
@@ -120,6 +136,42 @@ async fn twelve_keys_from_one_group_cannot_take_a_nodes_view() {
     )
     .await;
     for node in honest.into_iter().chain([target, late]) {
+        node.stop().await;
+    }
+}
+
+/// Where a node has room, keys from one group fill two slots until the group shows itself
+/// crowded (four keys linked), and then one: measured before this rule, two of twelve held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowded_group_holds_one_slot_where_there_is_room() {
+    let target = start_node_on([127, 0, 30, 1], NodeConfig::default()).await;
+    let mut honest = Vec::new();
+    for n in 31..33 {
+        honest.push(start_node_on([127, 0, n, 1], with_peers(&[target.ws_url()])).await);
+    }
+    wait_for("the target links both honest nodes", || async {
+        (neighbor_ids(&target.http_url()).await.len() >= 2).then_some(())
+    })
+    .await;
+    let mut sybils = Vec::new();
+    for _ in 0..12 {
+        let key = random_key();
+        let mut ws = neighbour(&target.ws_url(), &key).await;
+        answered(&mut ws).await;
+        sybils.push((id_as(&key, "node").to_string(), ws));
+    }
+    // The eviction of the second comes with the fourth key: read it back from the node.
+    let held = wait_for("the crowded group holds one slot", || async {
+        let neighbours = neighbor_ids(&target.http_url()).await;
+        let held = sybils
+            .iter()
+            .filter(|(id, _)| neighbours.contains(id))
+            .count();
+        (held <= 1).then_some(held)
+    })
+    .await;
+    eprintln!("{held} of 12 sybils hold a slot");
+    for node in honest.into_iter().chain([target]) {
         node.stop().await;
     }
 }
