@@ -218,6 +218,8 @@ Examples:
       A tenth of the nodes relay nothing; the honest figures say what the rest saw.
   hearsay sim --nodes 1000 --adversaries 0.2 --attack eclipse --adversary-groups 50
       A fifth are sybils spread over 50 address groups, trying to fill honest views.
+  hearsay sim --nodes 1000 --idle 600
+      Ten quiet minutes first: the bytes each node sends a second to say nothing.
 
 The run warms up until membership settles, publishes the messages, then runs until every
 live node has every message (or a minute passes). Printed: the delivered ratio; RMR, the
@@ -273,6 +275,10 @@ pub struct SimArgs {
     /// Address groups the adversaries are spread over (IPv6 /48s of their own).
     #[arg(long, default_value_t = 1)]
     pub adversary_groups: usize,
+    /// Seconds of virtual time after the warm-up with no message published: what each
+    /// node sends to say nothing is reported (0: skipped).
+    #[arg(long, default_value_t = 0)]
+    pub idle: u64,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,

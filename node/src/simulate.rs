@@ -44,6 +44,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         strategy: args.strategy,
         topology: args.topology,
         adversaries,
+        idle: args.idle.saturating_mul(1000),
     };
     let started = std::time::Instant::now();
     let mut f = scenario.run();
@@ -119,6 +120,23 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
             ),
             ("wall time", format!("{:.1} s", f.wall_s)),
         ];
+        let idle = [
+            (
+                "idle bytes per node / s",
+                format!("{:.0} over {:.0} s", f.idle_bytes_per_node_s, f.idle_s),
+            ),
+            ("  of which, by frame", {
+                let mut by: Vec<_> = f.idle_bytes_per_node_s_by_frame.iter().collect();
+                by.sort_by(|a, b| b.1.total_cmp(a.1));
+                by.iter()
+                    .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        ];
+        let rows = rows
+            .into_iter()
+            .chain(idle.into_iter().filter(|_| f.idle_s > 0.0));
         for (name, value) in rows {
             writeln!(out, "  {name:<26} {value}")?;
         }

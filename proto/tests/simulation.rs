@@ -978,6 +978,39 @@ fn honest_bytes_are_broken_down_by_frame_type() {
     assert!(by.get("GOSSIP").is_some_and(|b| *b > 0.0), "{by:?}");
 }
 
+/// A quiet window after the warm-up says what a node sends to say nothing: no message, only
+/// what keeps the network correct (beacons, keepalives, the map's renewals), and its parts
+/// add up to the whole.
+#[test]
+fn a_quiet_window_reports_what_a_node_sends_to_say_nothing() {
+    let f = Scenario {
+        nodes: 30,
+        messages: 1,
+        seed: 3,
+        idle: 120_000,
+        ..Scenario::default()
+    }
+    .run();
+    let by = &f.idle_bytes_per_node_s_by_frame;
+    println!("{} B/s per node: {by:?}", f.idle_bytes_per_node_s);
+    assert_eq!(f.idle_s, 120.0);
+    assert!(f.idle_bytes_per_node_s > 0.0);
+    let parts: f64 = by.values().sum();
+    let slack = 0.05 * by.len() as f64 + 1e-6;
+    assert!(
+        (parts - f.idle_bytes_per_node_s).abs() <= slack,
+        "{by:?} add up to {parts}, not {}",
+        f.idle_bytes_per_node_s
+    );
+    assert!(by.contains_key("BEACON"), "{by:?}");
+    for payload in ["GOSSIP", "MESSAGES", "GRAFT"] {
+        assert!(
+            !by.contains_key(payload),
+            "{payload} sent while idle: {by:?}"
+        );
+    }
+}
+
 /// One run of `nodes` with a share of adversaries doing `attack` from the start.
 fn attacked(nodes: usize, fraction: f64, attack: Attack, groups: usize, seed: u64) -> Figures {
     Scenario {

@@ -978,6 +978,34 @@ impl Sim {
         }
     }
 
+    /// Runs `window` ms with no message published, and says what each honest node sent per
+    /// second meanwhile, in all and by frame type (nothing for an empty window).
+    fn idle_window(&mut self, window: Millis) -> (f64, BTreeMap<String, f64>) {
+        if window == 0 {
+            return (0.0, BTreeMap::new());
+        }
+        let bytes_before = self.honest_bytes;
+        let by_frame_before = self.honest_bytes_by_frame.clone();
+        self.run_for(window);
+        let honest = self
+            .nodes
+            .iter()
+            .filter(|n| n.up && n.adversary.is_none())
+            .count()
+            .max(1) as f64;
+        let per = |bytes: u64| bytes as f64 / honest / (window as f64 / 1000.0);
+        let by_frame = self
+            .honest_bytes_by_frame
+            .iter()
+            .map(|(kind, bytes)| {
+                let before = by_frame_before.get(kind).copied().unwrap_or(0);
+                (kind.clone(), (per(bytes - before) * 10.0).round() / 10.0)
+            })
+            .filter(|(_, per)| *per > 0.0)
+            .collect();
+        (per(self.honest_bytes - bytes_before), by_frame)
+    }
+
     /// Puts `frame` from node `i` on the wire of its link `conn`.
     fn transmit(&mut self, i: usize, conn: ConnId, frame: Arc<str>) {
         let Some(link) = self.links.get(&(i, conn)).copied() else {
@@ -1187,6 +1215,9 @@ pub struct Scenario {
     pub strategy: Strategy,
     pub topology: Topology,
     pub adversaries: Option<Adversaries>,
+    /// A quiet window after the warm-up, before any message: what honest nodes send to say
+    /// nothing, per node and second (0: none).
+    pub idle: Millis,
 }
 
 impl Default for Scenario {
@@ -1202,6 +1233,7 @@ impl Default for Scenario {
             strategy: Strategy::Plumtree,
             topology: Topology::Random,
             adversaries: None,
+            idle: 0,
         }
     }
 }
@@ -1255,6 +1287,12 @@ pub struct Figures {
     /// The same bytes by frame type (`GOSSIP`, `IHAVE`, `MAP`, `SYNC`…), per delivery at an
     /// honest node: where they go.
     pub honest_bytes_per_delivery_by_frame: BTreeMap<String, f64>,
+    /// The quiet window after the warm-up ([`Scenario::idle`]), in virtual seconds.
+    pub idle_s: f64,
+    /// Frame bytes each honest node sent per second in it (as the frames' text: no
+    /// WebSocket, TCP or TLS framing), and by frame type.
+    pub idle_bytes_per_node_s: f64,
+    pub idle_bytes_per_node_s_by_frame: BTreeMap<String, f64>,
 }
 
 impl Scenario {
@@ -1317,6 +1355,7 @@ impl Scenario {
         let warmup_s = (sim.now - start) as f64 / 1000.0;
         let spread = sim.spread();
 
+        let (idle_bytes_per_node_s, idle_bytes_per_node_s_by_frame) = sim.idle_window(self.idle);
         let frames_before = sim.frames_sent;
         let bytes_before = sim.bytes_sent;
         let honest_bytes_before = sim.honest_bytes;
@@ -1433,6 +1472,9 @@ impl Scenario {
                 })
                 .filter(|(_, per)| *per > 0.0)
                 .collect(),
+            idle_s: self.idle as f64 / 1000.0,
+            idle_bytes_per_node_s,
+            idle_bytes_per_node_s_by_frame,
         }
     }
 }
