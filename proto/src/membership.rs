@@ -584,7 +584,7 @@ impl Membership {
                     // as asked, it finds every slot one this node chose and is refused; two
                     // complete parts of a healed cut then stayed apart for good.)
                     self.add_active(record, Came::Answer);
-                } else if if self.is_crowded(self.link_of(from).0) {
+                } else if if self.crowded_link(from) {
                     // A crowded group's peer is taken only by a view short of links, never
                     // at a neighbour's cost: the swarm it belongs to has keys enough to link
                     // to, and one let into every free slot is swapped out again (see
@@ -796,6 +796,12 @@ impl Membership {
         self.capped(group)
             .and_then(|g| self.crowd.get(&g))
             .is_some_and(|keys| keys.len() >= CROWDED_KEYS)
+    }
+
+    /// Whether `peer`'s link comes from a crowded group (a pinned one never does).
+    fn crowded_link(&self, peer: NodeId) -> bool {
+        let (group, pinned) = self.link_of(peer);
+        !pinned && self.is_crowded(group)
     }
 
     /// Whether the active view holds a crowded group's peer that may be evicted.
