@@ -102,14 +102,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
                 "honest bytes per delivery",
                 format!("{:.0}", f.honest_bytes_per_delivery),
             ),
-            ("  of which, by frame", {
-                let mut by: Vec<_> = f.honest_bytes_per_delivery_by_frame.iter().collect();
-                by.sort_by(|a, b| b.1.total_cmp(a.1));
-                by.iter()
-                    .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }),
+            (
+                "  of which, by frame",
+                largest_first(&f.honest_bytes_per_delivery_by_frame),
+            ),
             (
                 "adversaries' view share",
                 format!(
@@ -125,14 +121,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
                 "idle bytes per node / s",
                 format!("{:.0} over {:.0} s", f.idle_bytes_per_node_s, f.idle_s),
             ),
-            ("  of which, by frame", {
-                let mut by: Vec<_> = f.idle_bytes_per_node_s_by_frame.iter().collect();
-                by.sort_by(|a, b| b.1.total_cmp(a.1));
-                by.iter()
-                    .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }),
+            (
+                "  of which, by frame",
+                largest_first(&f.idle_bytes_per_node_s_by_frame),
+            ),
         ];
         let rows = rows
             .into_iter()
@@ -142,4 +134,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes by frame type, the largest first: `MAP 7467, BEACON 392, …`.
+fn largest_first(by_frame: &std::collections::BTreeMap<String, f64>) -> String {
+    let mut by: Vec<_> = by_frame.iter().collect();
+    by.sort_by(|a, b| b.1.total_cmp(a.1));
+    by.iter()
+        .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -955,6 +955,16 @@ fn the_root_walks_towards_the_centre_and_nothing_is_lost_on_the_way() {
     );
 }
 
+/// Figures by frame type add up to their whole (each part is rounded to a tenth).
+fn assert_parts_add_up(by: &std::collections::BTreeMap<String, f64>, whole: f64) {
+    let parts: f64 = by.values().sum();
+    let slack = 0.05 * by.len() as f64 + 1e-6;
+    assert!(
+        (parts - whole).abs() <= slack,
+        "{by:?} add up to {parts}, not {whole}"
+    );
+}
+
 /// Honest bytes per delivery are broken down by frame type (`hearsay sim` prints where they
 /// go), and the parts add up to the whole.
 #[test]
@@ -967,14 +977,7 @@ fn honest_bytes_are_broken_down_by_frame_type() {
     }
     .run();
     let by = &f.honest_bytes_per_delivery_by_frame;
-    let parts: f64 = by.values().sum();
-    // (Each part is rounded to a tenth.)
-    let slack = 0.05 * by.len() as f64 + 1e-6;
-    assert!(
-        (parts - f.honest_bytes_per_delivery).abs() <= slack,
-        "{by:?} add up to {parts}, not {}",
-        f.honest_bytes_per_delivery
-    );
+    assert_parts_add_up(by, f.honest_bytes_per_delivery);
     assert!(by.get("GOSSIP").is_some_and(|b| *b > 0.0), "{by:?}");
 }
 
@@ -995,13 +998,7 @@ fn a_quiet_window_reports_what_a_node_sends_to_say_nothing() {
     println!("{} B/s per node: {by:?}", f.idle_bytes_per_node_s);
     assert_eq!(f.idle_s, 120.0);
     assert!(f.idle_bytes_per_node_s > 0.0);
-    let parts: f64 = by.values().sum();
-    let slack = 0.05 * by.len() as f64 + 1e-6;
-    assert!(
-        (parts - f.idle_bytes_per_node_s).abs() <= slack,
-        "{by:?} add up to {parts}, not {}",
-        f.idle_bytes_per_node_s
-    );
+    assert_parts_add_up(by, f.idle_bytes_per_node_s);
     assert!(by.contains_key("BEACON"), "{by:?}");
     for payload in ["GOSSIP", "MESSAGES", "GRAFT"] {
         assert!(
