@@ -176,20 +176,23 @@ Examples:
       Eight nodes linked at random, pages at http://127.0.0.1:3000, :3002, :3004, ...
   hearsay demo --nodes 5 --topology line --port 4000
       Five nodes in a line; open the first and last pages, send from one, watch it cross.
+  hearsay demo --nodes 500
+      Five hundred nodes in one process (about 12 open files each: it raises its own limit
+      as far as the system lets it, and says so if that is not enough).
 
 Each node has its own port (BASE, BASE+2, ...; the odd ports take seed-style WebSockets) and
-its own store in a temporary folder, removed on exit. The topology is each node's first links
-(its --peer flags); from there the nodes run the same membership as any network (HyParView:
-at most 5 neighbours each, repaired when one leaves), so on the map a line or a star soon
-becomes a mesh. The map draws those links, and in bold the broadcast tree that messages
+its own store (redb, as any node's) in a temporary folder, removed on exit. The topology is
+each node's first links (its --peer flags; full links every pair, so at most 50 nodes); from
+there the nodes run the same membership as any network (HyParView: at most 6 neighbours
+each, repaired when one leaves), so on the map a line or a star soon becomes a mesh. The map draws those links, and in bold the broadcast tree that messages
 travel; a message lights up hop by hop along it. Ctrl-C stops every node.";
 
 /// `hearsay demo`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = DEMO_EXAMPLES)]
 pub struct DemoArgs {
-    /// How many nodes.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=50))]
+    /// How many nodes (up to 1,000).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=crate::demo::MAX_NODES as i64))]
     pub nodes: u16,
 
     /// How they are first linked: line, ring, star, random or full.

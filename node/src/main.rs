@@ -22,6 +22,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // A node holds up to 2,000 pages beside its links, and a demo many nodes: more sockets
+    // than the usual soft limit of 1,024 open files. Raised as far as the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => tracing::debug!(files, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     match args.command {
         Some(Command::Demo(demo)) => return hearsay::demo::run(demo).await,
         Some(Command::Sim(sim)) => return hearsay::simulate::run(&sim),
