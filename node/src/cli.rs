@@ -184,8 +184,9 @@ Each node has its own port (BASE, BASE+2, ...; the odd ports take seed-style Web
 its own store (redb, as any node's) in a temporary folder, removed on exit. The topology is
 each node's first links (its --peer flags; full links every pair, so at most 50 nodes); from
 there the nodes run the same membership as any network (HyParView: at most 6 neighbours
-each, repaired when one leaves), so on the map a line or a star soon becomes a mesh. The map draws those links, and in bold the broadcast tree that messages
-travel; a message lights up hop by hop along it. Ctrl-C stops every node.";
+each, repaired when one leaves), so on the map a line or a star soon becomes a mesh. The
+map draws those links, and in bold the broadcast tree that messages travel; a message lights
+up hop by hop along it. Ctrl-C stops every node.";
 
 /// `hearsay demo`.
 #[derive(Debug, clap::Args)]

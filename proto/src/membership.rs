@@ -584,17 +584,7 @@ impl Membership {
                     // as asked, it finds every slot one this node chose and is refused; two
                     // complete parts of a healed cut then stayed apart for good.)
                     self.add_active(record, Came::Answer);
-                } else if if self.crowded_link(from) {
-                    // A crowded group's peer is taken only by a view short of links, never
-                    // at a neighbour's cost: the swarm it belongs to has keys enough to link
-                    // to, and one let into every free slot is swapped out again (see
-                    // `settle`), churning the tree.
-                    self.active.len() + 1 < self.config.active_capacity
-                } else {
-                    // Any other takes a free slot or a crowded group's, or may evict at high
-                    // priority.
-                    high || self.active.len() < self.config.active_capacity || self.holds_crowded()
-                } {
+                } else if self.takes_asker(from, high) {
                     self.add_active(record, Came::Asked);
                 } else {
                     // Refused, but told of others to try, so a node in a small part of the
@@ -804,11 +794,29 @@ impl Membership {
         !pinned && self.is_crowded(group)
     }
 
-    /// Whether the active view holds a crowded group's peer that may be evicted.
-    fn holds_crowded(&self) -> bool {
-        self.slots
-            .values()
-            .any(|s| !s.pinned && self.is_crowded(s.group))
+    /// Whether a node that asks to be a neighbour (`NEIGHBOR`, not answering ours) is taken.
+    fn takes_asker(&self, from: NodeId, high: bool) -> bool {
+        let active = self.active.len();
+        if self.crowded_link(from) {
+            // A crowded group's peer is taken only by a view short of more than one link,
+            // never at a neighbour's cost: the swarm it belongs to has keys enough to link
+            // to, and one let into every free slot is swapped out again (see `settle`),
+            // churning the tree.
+            active + 1 < self.config.active_capacity
+        } else {
+            // Any other takes a free slot or a crowded group's, or may evict at high priority.
+            high || active < self.config.active_capacity || !self.crowded_slots().is_empty()
+        }
+    }
+
+    /// The active-view entries of crowded groups that may be evicted (not pinned), by index.
+    fn crowded_slots(&self) -> Vec<usize> {
+        (0..self.active.len())
+            .filter(|&i| {
+                let s = &self.slots[&self.active[i].id];
+                !s.pinned && self.is_crowded(s.group)
+            })
+            .collect()
     }
 
     /// Whether a passive entry's address lies in a crowded group.
@@ -861,12 +869,7 @@ impl Membership {
                     })
                     .collect();
                 // A crowded group's peer goes first, however it came.
-                let crowded: Vec<usize> = (0..self.active.len())
-                    .filter(|&i| {
-                        let s = &self.slots[&self.active[i].id];
-                        !s.pinned && self.is_crowded(s.group)
-                    })
-                    .collect();
+                let crowded = self.crowded_slots();
                 if crowded.is_empty() {
                     open.choose(&mut self.rng).copied()
                 } else {
@@ -978,7 +981,7 @@ impl Membership {
         let tried = match self.kind {
             PeerKind::Node => {
                 while self.room() {
-                    let mut choices: Vec<usize> = (0..self.passive.len())
+                    let choices: Vec<usize> = (0..self.passive.len())
                         .filter(|&i| {
                             let id = self.passive[i].id;
                             !self.failed.contains(&id)
@@ -986,12 +989,14 @@ impl Membership {
                         })
                         .collect();
                     // Crowded groups' entries last.
-                    if choices
-                        .iter()
-                        .any(|&i| !self.record_crowded(&self.passive[i]))
-                    {
-                        choices.retain(|&i| !self.record_crowded(&self.passive[i]));
-                    }
+                    let (uncrowded, crowded): (Vec<usize>, Vec<usize>) = choices
+                        .into_iter()
+                        .partition(|&i| !self.record_crowded(&self.passive[i]));
+                    let choices = if uncrowded.is_empty() {
+                        crowded
+                    } else {
+                        uncrowded
+                    };
                     let Some(&i) = choices.choose(&mut self.rng) else {
                         break;
                     };
@@ -1055,7 +1060,7 @@ impl Membership {
     fn settle(&mut self, now: Millis) {
         self.failed.expire(now);
         let full = self.active.len() >= self.config.active_capacity;
-        if !full || !self.holds_crowded() || !self.pending.is_empty() {
+        if !full || self.crowded_slots().is_empty() || !self.pending.is_empty() {
             return;
         }
         let choices: Vec<&PeerRecord> = self

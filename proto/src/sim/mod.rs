@@ -994,16 +994,26 @@ impl Sim {
             .count()
             .max(1) as f64;
         let per = |bytes: u64| bytes as f64 / honest / (window as f64 / 1000.0);
-        let by_frame = self
-            .honest_bytes_by_frame
+        let by_frame = self.by_frame_since(&by_frame_before, per);
+        (per(self.honest_bytes - bytes_before), by_frame)
+    }
+
+    /// What honest nodes sent by frame type since `before` (a copy of
+    /// `honest_bytes_by_frame`), each scaled by `per` and rounded to a tenth; types with none
+    /// left out.
+    fn by_frame_since(
+        &self,
+        before: &BTreeMap<String, u64>,
+        per: impl Fn(u64) -> f64,
+    ) -> BTreeMap<String, f64> {
+        self.honest_bytes_by_frame
             .iter()
             .map(|(kind, bytes)| {
-                let before = by_frame_before.get(kind).copied().unwrap_or(0);
-                (kind.clone(), (per(bytes - before) * 10.0).round() / 10.0)
+                let then = before.get(kind).copied().unwrap_or(0);
+                (kind.clone(), (per(bytes - then) * 10.0).round() / 10.0)
             })
             .filter(|(_, per)| *per > 0.0)
-            .collect();
-        (per(self.honest_bytes - bytes_before), by_frame)
+            .collect()
     }
 
     /// Puts `frame` from node `i` on the wire of its link `conn`.
@@ -1462,16 +1472,9 @@ impl Scenario {
             adversary_passive_share: on_honest.passive_share,
             adversary_root_share: on_honest.root_share,
             honest_bytes_per_delivery: honest_bytes as f64 / on_honest.deliveries.max(1) as f64,
-            honest_bytes_per_delivery_by_frame: sim
-                .honest_bytes_by_frame
-                .iter()
-                .map(|(kind, bytes)| {
-                    let before = by_frame_before.get(kind).copied().unwrap_or(0);
-                    let per = (bytes - before) as f64 / on_honest.deliveries.max(1) as f64;
-                    (kind.clone(), (per * 10.0).round() / 10.0)
-                })
-                .filter(|(_, per)| *per > 0.0)
-                .collect(),
+            honest_bytes_per_delivery_by_frame: sim.by_frame_since(&by_frame_before, |bytes| {
+                bytes as f64 / on_honest.deliveries.max(1) as f64
+            }),
             idle_s: self.idle as f64 / 1000.0,
             idle_bytes_per_node_s,
             idle_bytes_per_node_s_by_frame,
