@@ -95,6 +95,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
             ),
             ("warm-up (virtual)", format!("{:.0} s", f.warmup_s)),
             (
+                "every map 99% full after",
+                f.mapped_s
+                    .map_or("not within the warm-up".to_owned(), |s| format!("{s:.0} s")),
+            ),
+            (
                 "honest delivered / p99",
                 format!("{:.4} / {} ms", f.honest_delivered_ratio, f.honest_p99_ms),
             ),

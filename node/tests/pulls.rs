@@ -6,29 +6,9 @@ mod common;
 
 use common::raw::*;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-/// The node's next text frame (its length, and it as JSON), its keepalive pings answered on
-/// the way; `what` names what the test waits for, if it never comes.
-async fn next_frame(ws: &mut Ws, what: &str) -> (usize, Value) {
-    loop {
-        let frame = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect(what)
-            .expect("the socket stays open")
-            .unwrap();
-        let Message::Text(frame) = frame else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
-        if let Some(pong) = pong_for(&v) {
-            ws.send(Message::text(pong)).await.unwrap();
-        }
-        return (frame.len(), v);
-    }
-}
 
 #[tokio::test]
 async fn a_peer_asking_for_one_message_again_and_again_gets_it_once() {

@@ -470,6 +470,7 @@ impl Engine {
                     })
                 },
                 eager: &|| broadcast.eager().copied().collect(),
+                neighbours: &|| membership.active(),
             };
             self.map.handle_timeout(now, cx);
             self.route_direct(now);
@@ -524,6 +525,7 @@ impl Engine {
                 self.sync.message(conn, m, sync::Context { index, floor });
             }
             Frame::Map(map::Message::Map { records }) => self.map.received(from, records, now),
+            Frame::Map(map::Message::Want { nodes }) => self.map.wanted(from, nodes),
             Frame::Seed(_) | Frame::Handshake(_) => {
                 self.links.bad_frame(conn, "unexpected frame", now);
             }
@@ -750,8 +752,21 @@ impl Engine {
             }
             // Neighbours that get the same records share one encoding.
             let mut encoded: Vec<(Arc<map::Message>, Arc<str>)> = Vec::new();
-            while let Some(map::Out::Send(node, message)) = self.map.poll() {
+            while let Some(out) = self.map.poll() {
                 any = true;
+                let (node, message, reply) = match out {
+                    map::Out::Send(node, message) => (node, message, false),
+                    map::Out::Reply(node, message) => (node, message, true),
+                    map::Out::Bad(node, why) => {
+                        if let Some(conn) = self.links.to_node(node) {
+                            self.links.bad_frame(conn, why, now);
+                        }
+                        continue;
+                    }
+                };
+                let Some(conn) = self.links.to_node(node) else {
+                    continue;
+                };
                 let frame = match encoded.iter().find(|(m, _)| Arc::ptr_eq(m, &message)) {
                     Some((_, frame)) => frame.clone(),
                     None => {
@@ -760,9 +775,13 @@ impl Engine {
                         frame
                     }
                 };
-                if let Some(conn) = self.links.to_node(node) {
-                    self.send(conn, frame);
+                // An answer to what the peer asked for is charged like any (see `reply`).
+                let group = self.links.group_of(conn);
+                if reply && !self.admission.pull(conn, group, frame.len(), None, now) {
+                    self.stats.pulls_refused += 1;
+                    continue;
                 }
+                self.send(conn, frame);
             }
             while let Some(out) = self.sync.poll() {
                 any = true;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version this build speaks. A peer of any other version is closed with a reason that
 /// names both.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 /// The `protocol` field of every `HELLO`, so a stray JSON peer is not mistaken for hearsay.
 pub const PROTOCOL_NAME: &str = "hearsay";
 

@@ -16,7 +16,8 @@
 //!   tree's centre);
 //! - keepalive, [`keepalive::Message`]: `PING`/`PONG`;
 //! - reconciliation, [`sync::Message`]: `SYNC`, `WANT`, `MESSAGES`;
-//! - the network map, [`map::Message`]: `MAP` (a batch of records);
+//! - the network map, [`map::Message`]: `MAP` (a batch of records), `MAP_WANT` (the records
+//!   of the peers it names);
 //! - admission's answers, [`Reply`]: a node's receipt for a page's message, `ACK`, and
 //!   refusals, `ERROR` (why, the message id, when to try again).
 //!
@@ -311,6 +312,10 @@ impl Frame {
         struct Records {
             records: Vec<TopoRecord>,
         }
+        #[derive(Deserialize)]
+        struct Nodes {
+            nodes: Vec<NodeId>,
+        }
         use broadcast::Message as B;
         use membership::Message as M;
         use tree::Message as T;
@@ -421,6 +426,9 @@ impl Frame {
             }
             "MAP" => Frame::Map(map::Message::Map {
                 records: body::<Records>(&kind, text)?.records,
+            }),
+            "MAP_WANT" => Frame::Map(map::Message::Want {
+                nodes: body::<Nodes>(&kind, text)?.nodes,
             }),
             "ERROR" => {
                 #[derive(Deserialize)]
@@ -662,6 +670,10 @@ mod tests {
             }
             .into(),
             map::Message::Map { records: vec![] }.into(),
+            map::Message::Want {
+                nodes: vec![NodeId::from_bytes([3; 16])],
+            }
+            .into(),
             Reply::Error {
                 reason: "rate limited".to_owned(),
                 id: Some(msg.id),

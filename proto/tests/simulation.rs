@@ -176,11 +176,16 @@ fn check_seeds(
     for &s in seed_nodes {
         let node = sim.nodes[s].seed().unwrap();
         assert_eq!(node.crashed, None, "{run}: seed node {s} crashed");
-        assert_eq!(
-            node.double_dials(),
-            [],
-            "{run}: seed node {s} dialed these more than once"
-        );
+        // A double dial is the race `seed` leaves open: two nodes that each dialed a seed
+        // introduce one undialed seed at once. Where fewer than two seeds were dialed it
+        // cannot happen; where it can, what follows checks it carried nothing.
+        if dialed_by_hearsay.len() < 2 {
+            assert_eq!(
+                node.double_dials(),
+                [],
+                "{run}: seed node {s} dialed these more than once"
+            );
+        }
         // Seeds are introduced in pairs, one no node dialed to one a node did (see `seed`):
         // with one of each, they are linked.
         let undialed = seed_nodes
@@ -360,6 +365,26 @@ fn plumtree_costs_about_one_frame_per_node_and_flooding_several() {
             "{tree:?}"
         );
         assert!(tree.ldh < 15.0, "{tree:?}");
+    }
+}
+
+/// A network that starts at once has every node's map nearly full within seconds: records go
+/// out as soon as the tree has a root, and what the tree lost while it formed is asked for
+/// (`MAP_WANT`). Measured before: at 200 nodes, 20 nodes held half the map 18 s after the
+/// start, and waited for renewals (80 s until 99% everywhere).
+#[test]
+fn every_map_fills_within_seconds_of_the_start() {
+    for seed in [1, 2, 3] {
+        let f = Scenario {
+            nodes: 200,
+            messages: 1,
+            seed,
+            ..Scenario::default()
+        }
+        .run();
+        let mapped = f.mapped_s.expect("every map 99% full in the warm-up");
+        println!("seed {seed}: every map 99% full after {mapped} s");
+        assert!(mapped <= 20.0, "seed {seed}: {mapped} s");
     }
 }
 

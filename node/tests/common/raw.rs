@@ -2,7 +2,7 @@
 //! to be counted exactly: a handshake as any kind, a valid `GOSSIP` frame, and a page's answers
 //! to what a node sends it (`PONG`, `GRAFT`).
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use hearsay_proto::{Keypair, Message as HsMessage, NodeId, Tab};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -68,7 +68,6 @@ pub async fn close_reason<S>(ws: &mut S, deadline: std::time::Duration) -> Strin
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    use futures_util::StreamExt;
     let read = async {
         while let Some(msg) = ws.next().await {
             match msg {
@@ -152,4 +151,24 @@ pub fn graft_for(frame: &Value, have: impl Fn(&str) -> bool) -> Option<String> {
         .filter(|id| !id.as_str().is_some_and(&have))
         .collect();
     (!missing.is_empty()).then(|| json!({ "type": "GRAFT", "ids": missing }).to_string())
+}
+
+/// The node's next text frame (its length, and it as JSON), its keepalive pings answered on
+/// the way; `what` names what the test waits for, if it never comes.
+pub async fn next_frame(ws: &mut Ws, what: &str) -> (usize, Value) {
+    loop {
+        let frame = tokio::time::timeout(super::DEADLINE, ws.next())
+            .await
+            .expect(what)
+            .expect("the socket stays open")
+            .unwrap();
+        let Message::Text(frame) = frame else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+        if let Some(pong) = pong_for(&v) {
+            ws.send(Message::text(pong)).await.unwrap();
+        }
+        return (frame.len(), v);
+    }
 }

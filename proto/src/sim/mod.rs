@@ -1274,6 +1274,9 @@ pub struct Figures {
     pub wall_s: f64,
     /// Virtual seconds the warm-up took.
     pub warmup_s: f64,
+    /// Virtual seconds from the start until every node's map knew 99% of the nodes (none:
+    /// not within the warm-up's two minutes).
+    pub mapped_s: Option<f64>,
     /// How far apart the nodes were when the first message was published.
     #[serde(flatten)]
     pub spread: Spread,
@@ -1342,6 +1345,7 @@ impl Scenario {
         // would never come in a large network.)
         let start = sim.now;
         let mut history: Vec<(usize, u64)> = Vec::new();
+        let mut mapped_s = None;
         loop {
             sim.run_for(1_000);
             let engines = || sim.nodes.iter().filter_map(|n| n.engine());
@@ -1358,6 +1362,9 @@ impl Scenario {
                 .iter()
                 .filter_map(|n| n.engine())
                 .all(|e| e.map_size() * 100 >= self.nodes * 99);
+            if mapped && mapped_s.is_none() {
+                mapped_s = Some((sim.now - start) as f64 / 1000.0);
+            }
             if (settled && mapped && sim.one_root()) || sim.now >= start + 120_000 {
                 break;
             }
@@ -1462,6 +1469,7 @@ impl Scenario {
             bytes_per_delivery: bytes as f64 / all_deliveries.max(1) as f64,
             wall_s: 0.0,
             warmup_s,
+            mapped_s,
             spread,
             adversaries: self.adversaries.map_or(0.0, |a| a.fraction),
             attack: self.adversaries.map(|a| a.attack),
