@@ -1,88 +1,171 @@
-//! A small force-directed layout for the network map (Fruchterman–Reingold): linked marks
-//! pull together, all marks push apart, and the moves cool down. Pure and deterministic, so it
-//! is tested on the host; positions from the previous layout seed the next, so the map does
-//! not jump when one peer comes or goes.
+//! The network map's layout: the broadcast tree, drawn from its root. The root sits at the
+//! centre, each peer on the ring of its depth in the tree (rings spaced so each gets area in
+//! proportion to its peers), and each subtree in a wedge as wide as its share of the tree's
+//! leaves, so the tree's branches never cross and a message
+//! is seen to spread outwards ring by ring. The rings are stretched to the drawing's
+//! ellipse, so the layout fills the area at any width. Peers the tree does not reach (a part
+//! cut off, a record not yet renewed) go on an outer ring. Linear in the peers, and pure and
+//! deterministic (children in the order of their index), so it is tested on the host and a
+//! map redrawn with the same tree does not move.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::collections::VecDeque;
 
 /// The drawing area (the SVG's viewBox) and a margin kept free at its edges.
 pub const WIDTH: f64 = 600.0;
 pub const HEIGHT: f64 = 360.0;
-const MARGIN: f64 = 24.0;
-const ROUNDS: usize = 200;
+const MARGIN: f64 = 16.0;
 
-/// Positions for `nodes` linked by `edges` (pairs of indices into `nodes`).
-pub fn layout<K: Eq + Hash + Copy>(
-    nodes: &[K],
-    edges: &[(usize, usize)],
-    previous: &HashMap<K, (f64, f64)>,
-) -> Vec<(f64, f64)> {
-    let n = nodes.len();
-    if n == 0 {
-        return Vec::new();
-    }
+/// Where each peer goes, and its parent in the tree as drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub pos: Vec<(f64, f64)>,
+    /// The link each peer is drawn hanging from (none for the root and the peers the tree
+    /// does not reach). Records are renewed at different times, so the tree links they list
+    /// together can close a cycle or two; these are the ones the drawing is a tree of.
+    pub parent: Vec<Option<usize>>,
+}
+
+/// Positions for `n` peers whose tree links are `tree` (pairs of indices), laid out from
+/// `root`, or, if it is not given, from the centre of the largest part of the tree (where
+/// the root walks to: the peer whose farthest peer is nearest).
+pub fn layout(n: usize, tree: &[(usize, usize)], root: Option<usize>) -> Layout {
     let (cx, cy) = (WIDTH / 2.0, HEIGHT / 2.0);
-    let radius = (HEIGHT / 2.0 - MARGIN) * 0.8;
-    let mut pos: Vec<(f64, f64)> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            previous.get(k).copied().unwrap_or_else(|| {
-                let a = i as f64 * std::f64::consts::TAU / n as f64;
-                (cx + radius * a.cos(), cy + radius * a.sin())
-            })
-        })
-        .collect();
-    if n == 1 {
-        return vec![(cx, cy)];
+    if n == 0 {
+        return Layout {
+            pos: Vec::new(),
+            parent: Vec::new(),
+        };
     }
-    let area = (WIDTH - 2.0 * MARGIN) * (HEIGHT - 2.0 * MARGIN);
-    let k = (area / n as f64).sqrt() * 0.5;
-    let mut heat = WIDTH / 8.0;
-    for _ in 0..ROUNDS {
-        let mut moves = vec![(0.0f64, 0.0f64); n];
-        for i in 0..n {
-            for j in (i + 1)..n {
-                let (dx, dy) = (pos[i].0 - pos[j].0, pos[i].1 - pos[j].1);
-                // Coincident marks are nudged apart deterministically.
-                let d = (dx * dx + dy * dy).sqrt().max(0.01);
-                let push = k * k / d;
-                let (ux, uy) = if d > 0.01 {
-                    (dx / d, dy / d)
-                } else {
-                    (1.0, 0.0)
-                };
-                moves[i].0 += ux * push;
-                moves[i].1 += uy * push;
-                moves[j].0 -= ux * push;
-                moves[j].1 -= uy * push;
+    let mut adjacent = vec![Vec::new(); n];
+    for &(a, b) in tree {
+        if a < n && b < n && a != b {
+            adjacent[a].push(b);
+            adjacent[b].push(a);
+        }
+    }
+    for list in &mut adjacent {
+        list.sort_unstable();
+        list.dedup();
+    }
+    let root = root.filter(|&r| r < n).unwrap_or_else(|| centre(&adjacent));
+    // Breadth first from the root: each peer's depth and children.
+    let mut depth = vec![usize::MAX; n];
+    let mut parent = vec![None; n];
+    let mut children = vec![Vec::new(); n];
+    let mut order = Vec::with_capacity(n);
+    depth[root] = 0;
+    let mut queue = VecDeque::from([root]);
+    while let Some(v) = queue.pop_front() {
+        order.push(v);
+        for &w in &adjacent[v] {
+            if depth[w] == usize::MAX {
+                depth[w] = depth[v] + 1;
+                parent[w] = Some(v);
+                children[v].push(w);
+                queue.push_back(w);
             }
         }
-        for &(a, b) in edges {
-            if a >= n || b >= n || a == b {
-                continue;
-            }
-            let (dx, dy) = (pos[a].0 - pos[b].0, pos[a].1 - pos[b].1);
-            let d = (dx * dx + dy * dy).sqrt().max(0.01);
-            let pull = d * d / k;
-            moves[a].0 -= dx / d * pull;
-            moves[a].1 -= dy / d * pull;
-            moves[b].0 += dx / d * pull;
-            moves[b].1 += dy / d * pull;
-        }
-        for (p, m) in pos.iter_mut().zip(&moves) {
-            // A gentle pull to the centre keeps separate groups on screen.
-            let (gx, gy) = ((cx - p.0) * 0.05, (cy - p.1) * 0.05);
-            let (mx, my) = (m.0 + gx, m.1 + gy);
-            let len = (mx * mx + my * my).sqrt().max(0.01);
-            let step = len.min(heat);
-            p.0 = (p.0 + mx / len * step).clamp(MARGIN, WIDTH - MARGIN);
-            p.1 = (p.1 + my / len * step).clamp(MARGIN, HEIGHT - MARGIN);
-        }
-        heat *= 0.97;
     }
-    pos
+    // Leaves below each peer, counted from the deepest up.
+    let mut leaves = vec![1.0f64; n];
+    for &v in order.iter().rev() {
+        if !children[v].is_empty() {
+            leaves[v] = children[v].iter().map(|&c| leaves[c]).sum();
+        }
+    }
+    let unreached: Vec<usize> = (0..n).filter(|&v| depth[v] == usize::MAX).collect();
+    // Each ring gets area in proportion to the peers on it: a tree a few hops deep has most
+    // of its peers on its outer rings, which need the room.
+    let deepest = order.iter().map(|&v| depth[v]).max().unwrap_or(0);
+    let mut on_ring = vec![0usize; deepest + 1];
+    for &v in &order {
+        on_ring[depth[v]] += 1;
+    }
+    let mut radius = vec![0.0f64; deepest + 1];
+    let mut inside = on_ring[0];
+    for d in 1..=deepest {
+        radius[d] = ((inside as f64 + on_ring[d] as f64 / 2.0) / order.len() as f64).sqrt();
+        inside += on_ring[d];
+    }
+    // Peers the tree does not reach go outside it, on a ring of their own.
+    let outer = if unreached.is_empty() { 1.0 } else { 0.85 };
+    let (rx, ry) = (WIDTH / 2.0 - MARGIN, HEIGHT / 2.0 - MARGIN);
+    let at = |r: f64, angle: f64| (cx + r * rx * angle.cos(), cy + r * ry * angle.sin());
+    let last = radius[deepest].max(f64::EPSILON);
+    let mut pos = vec![(cx, cy); n];
+    // Each peer's wedge: (start angle, width).
+    let mut wedge = vec![(0.0f64, std::f64::consts::TAU); n];
+    for &v in &order {
+        let (start, width) = wedge[v];
+        if v != root {
+            pos[v] = at(radius[depth[v]] / last * outer, start + width / 2.0);
+        }
+        let mut from = start;
+        for &c in &children[v] {
+            let share = width * leaves[c] / leaves[v];
+            wedge[c] = (from, share);
+            from += share;
+        }
+    }
+    let step = std::f64::consts::TAU / unreached.len().max(1) as f64;
+    for (k, &v) in unreached.iter().enumerate() {
+        pos[v] = at(1.0, k as f64 * step);
+    }
+    Layout { pos, parent }
+}
+
+/// The centre of the largest part of the tree: the middle of a longest path in it (found
+/// by two breadth-first walks), which is the peer whose farthest peer is nearest.
+fn centre(adjacent: &[Vec<usize>]) -> usize {
+    let n = adjacent.len();
+    let walk = |from: usize| {
+        let mut parent = vec![usize::MAX; n];
+        let mut seen = vec![false; n];
+        seen[from] = true;
+        let mut queue = VecDeque::from([from]);
+        let mut last = from;
+        let mut reached = 0;
+        while let Some(v) = queue.pop_front() {
+            last = v;
+            reached += 1;
+            for &w in &adjacent[v] {
+                if !seen[w] {
+                    seen[w] = true;
+                    parent[w] = v;
+                    queue.push_back(w);
+                }
+            }
+        }
+        (last, parent, reached)
+    };
+    // The largest part: the one reached from the peer with the most of it.
+    let mut best = (0, 0);
+    let mut done = vec![false; n];
+    for v in 0..n {
+        if done[v] {
+            continue;
+        }
+        let (_, parent, reached) = walk(v);
+        done[v] = true;
+        for (w, p) in parent.iter().enumerate() {
+            if *p != usize::MAX {
+                done[w] = true;
+            }
+        }
+        if reached > best.1 {
+            best = (v, reached);
+        }
+    }
+    let (far, _, _) = walk(best.0);
+    let (other, parent, _) = walk(far);
+    let mut path = vec![other];
+    while let Some(&p) = path.last().map(|&v| &parent[v]) {
+        if p == usize::MAX {
+            break;
+        }
+        path.push(p);
+    }
+    path[path.len() / 2]
 }
 
 #[cfg(test)]
@@ -93,50 +176,87 @@ mod tests {
         ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
     }
 
+    /// How far a point is from the centre, as a share of the ellipse's reach that way.
+    fn ring(p: (f64, f64)) -> f64 {
+        let (rx, ry) = (WIDTH / 2.0 - MARGIN, HEIGHT / 2.0 - MARGIN);
+        (((p.0 - WIDTH / 2.0) / rx).powi(2) + ((p.1 - HEIGHT / 2.0) / ry).powi(2)).sqrt()
+    }
+
+    /// A tree of `n` peers, each linked to the one at half its index.
+    fn binary(n: usize) -> Vec<(usize, usize)> {
+        (1..n).map(|i| (i, (i - 1) / 2)).collect()
+    }
+
     #[test]
-    fn fifty_marks_fit_and_keep_apart() {
-        let nodes: Vec<u32> = (0..50).collect();
-        let edges: Vec<(usize, usize)> = (1..50).map(|i| (i, i / 2)).collect();
-        let pos = layout(&nodes, &edges, &HashMap::new());
-        assert_eq!(pos.len(), 50);
+    fn five_hundred_marks_fill_the_area_and_keep_apart() {
+        let pos = layout(500, &binary(500), Some(0)).pos;
         for &(x, y) in &pos {
-            assert!(
-                (MARGIN..=WIDTH - MARGIN).contains(&x) && (MARGIN..=HEIGHT - MARGIN).contains(&y)
-            );
+            assert!((MARGIN..=WIDTH - MARGIN).contains(&x), "{x}");
+            assert!((MARGIN..=HEIGHT - MARGIN).contains(&y), "{y}");
         }
-        let closest = (0..50)
-            .flat_map(|i| ((i + 1)..50).map(move |j| (i, j)))
+        // The outer ring reaches the edges both ways.
+        let (xs, ys): (Vec<f64>, Vec<f64>) = pos.iter().copied().unzip();
+        let span = |v: &[f64]| {
+            v.iter().copied().fold(f64::MIN, f64::max) - v.iter().copied().fold(f64::MAX, f64::min)
+        };
+        assert!(span(&xs) > 0.9 * (WIDTH - 2.0 * MARGIN), "{}", span(&xs));
+        assert!(span(&ys) > 0.9 * (HEIGHT - 2.0 * MARGIN), "{}", span(&ys));
+        let closest = (0..500)
+            .flat_map(|i| ((i + 1)..500).map(move |j| (i, j)))
             .map(|(i, j)| dist(pos[i], pos[j]))
             .fold(f64::MAX, f64::min);
-        assert!(closest > 8.0, "two marks overlap: {closest}");
+        assert!(closest > 2.0, "two marks overlap: {closest}");
     }
 
     #[test]
-    fn linked_marks_end_closer_than_unlinked_ones() {
-        let nodes: Vec<u32> = (0..6).collect();
-        // Two triangles joined by one link.
-        let edges = [(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3), (2, 3)];
-        let pos = layout(&nodes, &edges, &HashMap::new());
-        assert!(dist(pos[0], pos[1]) < dist(pos[0], pos[4]));
+    fn the_root_is_at_the_centre_and_each_child_a_ring_further_out() {
+        let tree = binary(40);
+        let drawn = layout(40, &tree, Some(0));
+        let pos = &drawn.pos;
+        assert!(ring(pos[0]) < 1e-9);
+        for &(child, parent) in &tree {
+            let (c, p) = (ring(pos[child]), ring(pos[parent]));
+            assert!(
+                c > p + 0.1,
+                "{child} at {c:.2}, its parent {parent} at {p:.2}"
+            );
+            assert_eq!(drawn.parent[child], Some(parent));
+        }
+        assert_eq!(drawn.parent[0], None);
     }
 
     #[test]
-    fn the_same_input_gives_the_same_map_and_old_marks_stay_near() {
-        let nodes: Vec<u32> = (0..8).collect();
-        let edges: Vec<(usize, usize)> = (1..8).map(|i| (i, i - 1)).collect();
-        let a = layout(&nodes, &edges, &HashMap::new());
-        assert_eq!(a, layout(&nodes, &edges, &HashMap::new()));
-        let previous: HashMap<u32, (f64, f64)> =
-            nodes.iter().copied().zip(a.iter().copied()).collect();
-        let mut more = nodes.clone();
-        more.push(8);
-        let mut more_edges = edges.clone();
-        more_edges.push((8, 7));
-        let b = layout(&more, &more_edges, &previous);
-        let moved: f64 = (0..8).map(|i| dist(a[i], b[i])).sum::<f64>() / 8.0;
-        assert!(
-            moved < 80.0,
-            "marks jumped {moved:.0} on average when one joined"
-        );
+    fn without_a_root_the_tree_is_drawn_from_its_centre() {
+        // A line of 9: its middle peer (4) goes in the middle of the map.
+        let line: Vec<(usize, usize)> = (1..9).map(|i| (i - 1, i)).collect();
+        let pos = layout(9, &line, None).pos;
+        assert!(ring(pos[4]) < 1e-9);
+        assert!((ring(pos[0]) - ring(pos[8])).abs() < 1e-9);
+    }
+
+    #[test]
+    fn peers_the_tree_misses_go_on_the_outer_ring() {
+        // 0-1-2 linked; 3 and 4 in no tree link.
+        let pos = layout(5, &[(0, 1), (1, 2)], Some(0)).pos;
+        for v in [3, 4] {
+            assert!((ring(pos[v]) - 1.0).abs() < 1e-9, "{v} at {}", ring(pos[v]));
+        }
+        assert!(ring(pos[2]) < 1.0);
+    }
+
+    #[test]
+    fn the_same_tree_gives_the_same_map() {
+        let tree = binary(60);
+        assert_eq!(layout(60, &tree, None), layout(60, &tree, None));
+        assert_eq!(layout(1, &[], None).pos, vec![(WIDTH / 2.0, HEIGHT / 2.0)]);
+        assert!(layout(0, &[], None).pos.is_empty());
+    }
+
+    #[test]
+    fn links_that_close_a_cycle_are_not_drawn_as_the_tree() {
+        // A square of tree links (two records from different moments): three are drawn.
+        let square = [(0, 1), (1, 2), (2, 3), (3, 0)];
+        let drawn = layout(4, &square, Some(0));
+        assert_eq!(drawn.parent, vec![None, Some(0), Some(1), Some(0)]);
     }
 }

@@ -390,7 +390,10 @@ impl Network {
                 links: inner.engine.links(),
                 peers: inner.engine.peers(),
             });
-            actions.push(Action::Topology(inner.engine.topology()));
+            actions.push(Action::Topology {
+                records: inner.engine.topology(),
+                root: inner.engine.root(),
+            });
             // Keep one timer waiting for the engine's next deadline.
             let next = inner.engine.poll_timeout();
             let timer = (next != inner.timer_at).then(|| {

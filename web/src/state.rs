@@ -68,6 +68,8 @@ pub struct State {
     pub history_loaded: bool,
     /// The network map as the engine knows it.
     pub topology: Vec<TopoRecord>,
+    /// The root of the broadcast tree this page follows.
+    pub root: Option<NodeId>,
     /// The latest message that reached the page by gossip, and who published it: the map
     /// draws its journey.
     pub latest: Option<(MsgId, NodeId)>,
@@ -151,8 +153,12 @@ pub enum Action {
         id: MsgId,
         reason: String,
     },
-    /// The network map changed.
-    Topology(Vec<TopoRecord>),
+    /// The network map changed: its records, and the broadcast tree's root as this page
+    /// follows it (the map is drawn from it).
+    Topology {
+        records: Vec<TopoRecord>,
+        root: Option<NodeId>,
+    },
     /// Messages stamped before `before` were let go (the page keeps only the newest).
     Evicted {
         before: u64,
@@ -254,11 +260,12 @@ impl Reducible for State {
                 }
                 State::insert(s.edit(), msg, mine, false);
             }
-            Action::Topology(records) => {
-                if s.topology == records {
+            Action::Topology { records, root } => {
+                if s.topology == records && s.root == root {
                     return self;
                 }
                 s.topology = records;
+                s.root = root;
             }
             Action::Evicted { before } => {
                 let kept = |e: &Entry| hearsay_proto::sync::key_of(&e.msg).0 >= before;

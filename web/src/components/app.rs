@@ -105,7 +105,7 @@ pub fn app() -> Html {
             <div class="sr-only" aria-live="polite" aria-atomic="true">{ announce }</div>
             <main>
                 <section class="feed">
-                    <NetworkMap records={state.topology.clone()} me={state.me} latest={state.latest} />
+                    <NetworkMap records={state.topology.clone()} me={state.me} root={state.root} latest={state.latest} />
                     <Composer on_send={on_send} enabled={network.is_some()} />
                     <MessageList messages={state.messages.clone()} loaded={state.history_loaded}
                                  older={state.older.clone()} {on_older} {on_top} />

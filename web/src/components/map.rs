@@ -1,7 +1,8 @@
 //! The live map: every peer the network's records tell of, as a mark (node, browser, this
 //! page; seed peers as small marks beside the node they hang off), their links as lines (the
-//! broadcast tree's in bold), laid out by force. The latest message lights up hop by hop along
-//! the tree from its origin. Click a mark for its details.
+//! broadcast tree's in bold, the others faint), laid out as the tree from its root (see
+//! [`crate::layout`]); marks shrink as the network grows. The latest message lights up hop by
+//! hop along the tree from its origin. Click a mark for its details.
 
 use super::short;
 use crate::layout::{HEIGHT, WIDTH, layout};
@@ -17,6 +18,8 @@ use yew::prelude::*;
 pub struct Props {
     pub records: Vec<TopoRecord>,
     pub me: Option<NodeId>,
+    /// The broadcast tree's root, as this page follows it: the map is drawn from it.
+    pub root: Option<NodeId>,
     /// The latest message that travelled to this page, and its origin.
     pub latest: Option<(MsgId, NodeId)>,
 }
@@ -26,7 +29,6 @@ const HOP_MS: u64 = 250;
 
 #[function_component(NetworkMap)]
 pub fn network_map(props: &Props) -> Html {
-    let previous = use_mut_ref(HashMap::<NodeId, (f64, f64)>::new);
     let selected = use_state(|| None::<NodeId>);
 
     // A peer no other record links to has left (its own record lingers until it expires):
@@ -109,9 +111,19 @@ pub fn network_map(props: &Props) -> Html {
             }
         }
     });
-    let ids: Vec<NodeId> = shown.iter().map(|r| r.node).collect();
-    let pos = layout(&ids, &edges, &previous.borrow());
-    *previous.borrow_mut() = ids.iter().copied().zip(pos.iter().copied()).collect();
+    let tree_edges: Vec<(usize, usize)> = tree.iter().copied().collect();
+    let root = props.root.and_then(|r| index.get(&r).copied());
+    let drawn = layout(shown.len(), &tree_edges, root);
+    let pos = drawn.pos;
+    // The tree as drawn: each peer's link to the parent it hangs from.
+    let tree: BTreeSet<(usize, usize)> = drawn
+        .parent
+        .iter()
+        .enumerate()
+        .filter_map(|(v, p)| p.map(|p| (v.min(p), v.max(p))))
+        .collect();
+    // Marks shrink as the network grows, so hundreds fit (9 units across 50 peers or fewer).
+    let mark = (9.0 * (50.0 / shown.len().max(1) as f64).sqrt()).clamp(3.0, 9.0);
 
     let details = (*selected).and_then(|id| shown.iter().find(|r| r.node == id)).map(|r| {
         let kind = match r.kind {
@@ -135,7 +147,7 @@ pub fn network_map(props: &Props) -> Html {
     html! {
         <section class="map">
             <h2>{ format!("Network ({} peer{})", shown.len(), if shown.len() == 1 { "" } else { "s" }) }</h2>
-                        <svg id="map" key={spread_key} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="group" aria-label="network map">
+                        <svg id="map" key={spread_key} class={classes!((shown.len() > 100).then_some("crowded"))} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="group" aria-label="network map">
                 { for edges.iter().map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
                     html! {
@@ -165,7 +177,8 @@ pub fn network_map(props: &Props) -> Html {
                     };
                     let seeds = (0..r.seeds.min(6)).map(|s| {
                         let a = s as f64 * 0.9 - 0.4;
-                        html! { <rect class="mark v1" x={format!("{:.1}", x + 16.0 * a.cos() - 3.0)} y={format!("{:.1}", y + 16.0 * a.sin() - 3.0)} width="6" height="6" /> }
+                        let (off, side) = (mark * 1.8, mark * 0.66);
+                        html! { <rect class="mark v1" x={format!("{:.1}", x + off * a.cos() - side / 2.0)} y={format!("{:.1}", y + off * a.sin() - side / 2.0)} width={format!("{side:.1}")} height={format!("{side:.1}")} /> }
                     });
                     html! {
                                                 <g class="peer-mark" {onclick} {onkeydown} tabindex="0" role="button"
@@ -173,7 +186,7 @@ pub fn network_map(props: &Props) -> Html {
                             <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), lit.contains_key(&id).then_some("lit"))}
                                     data-delay={lit.get(&id).map(|d| d.to_string())}
                                     data-id={id.to_string()} cx={format!("{x:.1}")} cy={format!("{y:.1}")}
-                                    r={if r.kind == PeerKind::Node { "9" } else { "6" }}>
+                                    r={format!("{:.1}", if r.kind == PeerKind::Node { mark } else { mark * 0.66 })}>
                                 <title>{ format!("{} {}", kind, short(&id.to_string())) }</title>
                             </circle>
                             { for seeds }
