@@ -662,9 +662,11 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
 /// once the network has formed shows nearly all of them at once, all learned through the
 /// protocol (the demo tells the pages nothing; the node that serves a page sends it its
 /// map). Before map repair, the nodes' maps of a 50-node demo took 27 s to fill. The times
-/// are printed (run with `--nocapture`); the README's table has them.
+/// are printed (run with `--nocapture`); the README's table has them. Then the map is used
+/// as a person would: a node found by address, zoom and pan by keys, wheel and drag, details
+/// on focus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_shows_a_starting_demo_within_seconds() {
+async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and_zoomed() {
     assert!(
         hearsay::page::embedded(),
         "run `bash scripts/build-web` first"
@@ -719,8 +721,176 @@ async fn a_page_shows_a_starting_demo_within_seconds() {
         late_after.as_secs_f64()
     );
     screenshot(&late, "map-fifty-nodes").await;
+
+    // Find a node by its address: it is marked, selected, and zoomed to.
+    let wanted = demo.nodes[10].ws_url();
+    let address = wanted.trim_start_matches("ws://").to_owned();
+    let find = late.find(Locator::Id("map-find")).await.unwrap();
+    find.send_keys(&address).await.unwrap();
+    wait_for("the node found, marked and its details shown", || async {
+        let details = late
+            .find(Locator::Id("map-details"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (count(&late, "#map circle.mark.found").await == 1 && details.contains(&wanted))
+            .then_some(())
+    })
+    .await;
+    let width = |page: &Client| {
+        let page = page.clone();
+        async move {
+            let v = page
+                .execute(
+                    "return document.getElementById('map').getAttribute('viewBox')",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let w: f64 = v
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap();
+            w
+        }
+    };
+    assert!(width(&late).await < 600.0, "zoomed to the node found");
+    screenshot(&late, "map-found").await;
+    // Keys on the map: 0 shows it whole, + zooms in, arrows pan.
+    let map = late.find(Locator::Id("map")).await.unwrap();
+    map.send_keys("0").await.unwrap();
+    assert_eq!(width(&late).await, 600.0);
+    map.send_keys("+").await.unwrap();
+    assert_eq!(width(&late).await, 400.0);
+    // The wheel zooms in further where the pointer is; a drag pans.
+    let script = |body: &str| {
+        format!(
+            "const m = document.getElementById('map'); const r = m.getBoundingClientRect(); \
+             const x = r.left + r.width / 2, y = r.top + r.height / 2; {body}"
+        )
+    };
+    late.execute(
+        &script("m.dispatchEvent(new WheelEvent('wheel', {deltaY: -300, clientX: x, clientY: y, bubbles: true, cancelable: true}));"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(width(&late).await < 400.0);
+    let viewbox = || async {
+        late.execute(
+            "return document.getElementById('map').getAttribute('viewBox')",
+            vec![],
+        )
+        .await
+        .unwrap()
+    };
+    let before = viewbox().await;
+    late.execute(
+        &script(
+            "const p = (t, dx) => m.dispatchEvent(new PointerEvent(t, {pointerId: 7, clientX: x + dx, clientY: y, bubbles: true})); \
+             p('pointerdown', 0); p('pointermove', -40); p('pointerup', -40);",
+        ),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_ne!(viewbox().await, before, "a drag pans");
+    // Focus on a mark shows its details.
+    let mark = demo.nodes[20].id.to_string();
+    late.execute(
+        &format!("document.querySelector(\"#map circle[data-id='{mark}']\").parentElement.focus()"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let want = demo.nodes[20].ws_url();
+    wait_for("the focused mark's details", || async {
+        let details = late
+            .find(Locator::Id("map-details"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        details.contains(&want).then_some(())
+    })
+    .await;
+    let (elements, median) = pan_for_three_seconds(&late).await;
+    eprintln!(
+        "the map of {NODES} nodes is {elements} elements; a 3 s pan drew a frame every \
+         {median:.1} ms (median)"
+    );
+    assert!(elements < 5_000);
     first.close().await.unwrap();
     late.close().await.unwrap();
+    demo.stop().await;
+}
+
+/// Pans the map for 3 s, a pointer move every frame, as a person dragging it would: the
+/// map's element count and the median interval between frames drawn meanwhile, in ms.
+async fn pan_for_three_seconds(page: &Client) -> (u64, f64) {
+    let script = "const done = arguments[0];
+        const m = document.getElementById('map'); const r = m.getBoundingClientRect();
+        const x = r.left + r.width / 2, y = r.top + r.height / 2;
+        const p = (t, dx, dy) => m.dispatchEvent(new PointerEvent(t,
+            {pointerId: 9, clientX: x + dx, clientY: y + dy, bubbles: true}));
+        m.dispatchEvent(new KeyboardEvent('keydown', {key: '+', bubbles: true}));
+        p('pointerdown', 0, 0);
+        const frames = []; const start = performance.now(); let last = start;
+        const step = (now) => {
+            frames.push(now - last); last = now;
+            const t = (now - start) / 1000;
+            p('pointermove', 80 * Math.sin(t * 3), 40 * Math.cos(t * 3));
+            if (now - start < 3000) { requestAnimationFrame(step); return; }
+            p('pointerup', 0, 0);
+            frames.sort((a, b) => a - b);
+            done([document.querySelectorAll('#map *').length, frames[frames.length >> 1]]);
+        };
+        requestAnimationFrame(step);";
+    let v = page.execute_async(script, vec![]).await.unwrap();
+    (v[0].as_u64().unwrap(), v[1].as_f64().unwrap())
+}
+
+/// The map of a 500-node demo, panned for 3 s in headless Chromium: its element count and the
+/// median frame interval (the issue's bound: 5,000 elements, 33 ms). A benchmark, not in the
+/// default run; build it in release, as `hearsay demo` runs its nodes: `cargo test --release
+/// -p hearsay --test browser -- --ignored bench_a_map --nocapture` (2,982 elements, 16.8 ms).
+/// In a debug build the 500 nodes beside the browser take the CPU it draws with (33.3 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: 500 nodes"]
+async fn bench_a_map_of_five_hundred_nodes_pans_smoothly() {
+    const NODES: usize = 500;
+    hearsay::demo::raise_file_limit(NODES as u16).unwrap();
+    let args = hearsay::cli::DemoArgs {
+        nodes: NODES as u16,
+        topology: hearsay_proto::sim::Topology::Random,
+        port: 0,
+    };
+    let demo = hearsay::demo::Demo::start(&args).await.unwrap();
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(1280, 800).await;
+    page.goto(&demo.nodes[0].http_url()).await.unwrap();
+    wait_for_within(
+        "98% of the nodes on the page",
+        Duration::from_secs(120),
+        || async {
+            (count(&page, "#map circle.mark.node").await >= NODES * 98 / 100).then_some(())
+        },
+    )
+    .await;
+    let (elements, median) = pan_for_three_seconds(&page).await;
+    eprintln!(
+        "the map of {NODES} nodes is {elements} elements; a 3 s pan drew a frame every \
+         {median:.1} ms (median)"
+    );
+    screenshot(&page, "map-five-hundred-panned").await;
+    page.close().await.unwrap();
     demo.stop().await;
 }
 

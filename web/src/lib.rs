@@ -6,7 +6,9 @@
 //!   and reports to the page as [`state::Action`]s.
 //! - [`saved`]: the page's messages between visits, in the browser's IndexedDB.
 //! - [`state`]: the page's `Reducible` state and its actions; pure, tested on the host.
-//! - [`layout`]: the force layout of the network map; pure, tested on the host.
+//! - [`layout`]: the network map's layout, the broadcast tree from its root; pure, tested on
+//!   the host.
+//! - [`view`]: the part of the map in view (zoom and pan); pure, tested on the host.
 //! - [`window`]: which rows of the message list to render (those near the viewport); pure,
 //!   tested on the host.
 //! - [`components`]: one component per file — the app, the composer, the message list, the
@@ -22,6 +24,7 @@ pub mod layout;
 pub mod net;
 pub mod saved;
 pub mod state;
+pub mod view;
 pub mod window;
 
 /// Mounts the app on the page's `<body>`.

@@ -60,6 +60,8 @@ struct Inner {
     /// whose number is no longer current wakes to nothing.
     timer_at: Option<u64>,
     timer_gen: u64,
+    /// When the map was last copied out to the page (see `flush`).
+    topology_at: u64,
 }
 
 /// Changes not yet written to [`Saved`].
@@ -346,6 +348,7 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
                 before: None,
             },
             timer_at: None,
+            topology_at: 0,
             timer_gen: 0,
         })),
         report,
@@ -390,10 +393,22 @@ impl Network {
                 links: inner.engine.links(),
                 peers: inner.engine.peers(),
             });
-            actions.push(Action::Topology {
-                records: inner.engine.topology(),
-                root: inner.engine.root(),
-            });
+            // The map is copied out and redrawn at most every so often: at hundreds of peers
+            // records change several times a second, and each copy is every record and each
+            // redraw thousands of elements.
+            let at = now();
+            let every = if inner.engine.map_size() > 100 {
+                1_000
+            } else {
+                250
+            };
+            if at >= inner.topology_at + every {
+                inner.topology_at = at;
+                actions.push(Action::Topology {
+                    records: inner.engine.topology(),
+                    root: inner.engine.root(),
+                });
+            }
             // Keep one timer waiting for the engine's next deadline.
             let next = inner.engine.poll_timeout();
             let timer = (next != inner.timer_at).then(|| {

@@ -2,16 +2,19 @@
 //! page; seed peers as small marks beside the node they hang off), their links as lines (the
 //! broadcast tree's in bold, the others faint), laid out as the tree from its root (see
 //! [`crate::layout`]); marks shrink as the network grows. The latest message lights up hop by
-//! hop along the tree from its origin. Click a mark for its details.
+//! hop along the tree from its origin. Hover, focus or click a mark for its details; zoom
+//! and pan by wheel, drag, pinch or keys (`+`, `-`, arrows, `0` for the whole map); find a
+//! peer by id or address.
 
 use super::short;
-use crate::layout::{HEIGHT, WIDTH, layout};
+use crate::layout::layout;
 use crate::state::{Step, journey};
+use crate::view::View;
 use hearsay_proto::map::TopoRecord;
 use hearsay_proto::{MsgId, NodeId, PeerKind};
 use std::collections::{BTreeSet, HashMap};
 use wasm_bindgen::JsCast;
-use web_sys::SvgElement;
+use web_sys::{Element, HtmlInputElement, SvgElement};
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -30,6 +33,12 @@ const HOP_MS: u64 = 250;
 #[function_component(NetworkMap)]
 pub fn network_map(props: &Props) -> Html {
     let selected = use_state(|| None::<NodeId>);
+    let hovered = use_state(|| None::<NodeId>);
+    let query = use_state(String::new);
+    // The view lives outside the render: a pan sets the element's viewBox and nothing else.
+    let view = use_mut_ref(View::default);
+    let pointers = use_mut_ref(HashMap::<i32, (f64, f64)>::new);
+    let svg_ref = use_node_ref();
 
     // A peer no other record links to has left (its own record lingers until it expires):
     // leave it off the map. This page is always on it, and so is any page that names a node
@@ -125,7 +134,153 @@ pub fn network_map(props: &Props) -> Html {
     // Marks shrink as the network grows, so hundreds fit (9 units across 50 peers or fewer).
     let mark = (9.0 * (50.0 / shown.len().max(1) as f64).sqrt()).clamp(3.0, 9.0);
 
-    let details = (*selected).and_then(|id| shown.iter().find(|r| r.node == id)).map(|r| {
+    // Found: peers whose id starts with the query, or whose address holds it.
+    let needle = query.trim().to_lowercase();
+    let found: BTreeSet<usize> = if needle.is_empty() {
+        BTreeSet::new()
+    } else {
+        shown
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.node.to_string().starts_with(&needle)
+                    || r.address.as_ref().is_some_and(|a| a.contains(&needle))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let oninput = {
+        let (query, selected, view, svg_ref) = (
+            query.clone(),
+            selected.clone(),
+            view.clone(),
+            svg_ref.clone(),
+        );
+        let ids: Vec<(NodeId, String)> = shown
+            .iter()
+            .map(|r| (r.node, r.address.clone().unwrap_or_default()))
+            .collect();
+        let pos = pos.clone();
+        Callback::from(move |e: InputEvent| {
+            let text = e.target_unchecked_into::<HtmlInputElement>().value();
+            let needle = text.trim().to_lowercase();
+            // The first match is selected and zoomed to.
+            let first = (!needle.is_empty())
+                .then(|| {
+                    ids.iter().position(|(id, address)| {
+                        id.to_string().starts_with(&needle) || address.contains(&needle)
+                    })
+                })
+                .flatten();
+            if let Some(i) = first {
+                selected.set(Some(ids[i].0));
+                let v = View::around(pos[i].0, pos[i].1, mark * 24.0);
+                set_view(&svg_ref, &view, v);
+            }
+            query.set(text);
+        })
+    };
+    let onwheel = {
+        let (view, svg_ref) = (view.clone(), svg_ref.clone());
+        Callback::from(move |e: WheelEvent| {
+            e.prevent_default();
+            let Some((fx, fy)) = fraction(&svg_ref, e.client_x(), e.client_y()) else {
+                return;
+            };
+            let v = *view.borrow();
+            let (px, py) = v.point(fx, fy);
+            set_view(
+                &svg_ref,
+                &view,
+                v.zoom_at(px, py, (-e.delta_y() * 0.0015).exp()),
+            );
+        })
+    };
+    let onpointerdown = {
+        let (pointers, svg_ref) = (pointers.clone(), svg_ref.clone());
+        Callback::from(move |e: PointerEvent| {
+            if let Some(svg) = svg_ref.cast::<Element>() {
+                let _ = svg.set_pointer_capture(e.pointer_id());
+            }
+            let at = (e.client_x() as f64, e.client_y() as f64);
+            pointers.borrow_mut().insert(e.pointer_id(), at);
+        })
+    };
+    // One pointer pans; two pinch (zoom about their midpoint by how their distance changed).
+    let onpointermove = {
+        let (pointers, view, svg_ref) = (pointers.clone(), view.clone(), svg_ref.clone());
+        Callback::from(move |e: PointerEvent| {
+            let at = (e.client_x() as f64, e.client_y() as f64);
+            let mut down = pointers.borrow_mut();
+            let Some(was) = down.get(&e.pointer_id()).copied() else {
+                return;
+            };
+            let Some(rect) = svg_ref
+                .cast::<Element>()
+                .map(|s| s.get_bounding_client_rect())
+            else {
+                return;
+            };
+            if rect.width() <= 0.0 || rect.height() <= 0.0 {
+                return;
+            }
+            let v = *view.borrow();
+            let moved = if down.len() == 1 {
+                let (dx, dy) = (at.0 - was.0, at.1 - was.1);
+                v.pan(-dx / rect.width() * v.w, -dy / rect.height() * v.h)
+            } else {
+                let other = down
+                    .iter()
+                    .find(|(id, _)| **id != e.pointer_id())
+                    .map(|(_, p)| *p)
+                    .unwrap_or(was);
+                let apart =
+                    |a: (f64, f64)| ((a.0 - other.0).powi(2) + (a.1 - other.1).powi(2)).sqrt();
+                let mid = ((at.0 + other.0) / 2.0, (at.1 + other.1) / 2.0);
+                let (fx, fy) = (
+                    (mid.0 - rect.left()) / rect.width(),
+                    (mid.1 - rect.top()) / rect.height(),
+                );
+                let (px, py) = v.point(fx, fy);
+                v.zoom_at(px, py, apart(at) / apart(was).max(1.0))
+            };
+            down.insert(e.pointer_id(), at);
+            drop(down);
+            if moved != v {
+                set_view(&svg_ref, &view, moved);
+            }
+        })
+    };
+    let onpointerup = {
+        let pointers = pointers.clone();
+        Callback::from(move |e: PointerEvent| {
+            pointers.borrow_mut().remove(&e.pointer_id());
+        })
+    };
+    let onkeydown_map = {
+        let (view, svg_ref) = (view.clone(), svg_ref.clone());
+        Callback::from(move |e: KeyboardEvent| {
+            let v = *view.borrow();
+            let (cx, cy) = v.point(0.5, 0.5);
+            let next = match e.key().as_str() {
+                "+" | "=" => v.zoom_at(cx, cy, 1.5),
+                "-" | "_" => v.zoom_at(cx, cy, 1.0 / 1.5),
+                "ArrowLeft" => v.pan(-v.w / 8.0, 0.0),
+                "ArrowRight" => v.pan(v.w / 8.0, 0.0),
+                "ArrowUp" => v.pan(0.0, -v.h / 8.0),
+                "ArrowDown" => v.pan(0.0, v.h / 8.0),
+                "0" => View::default(),
+                _ => return,
+            };
+            e.prevent_default();
+            set_view(&svg_ref, &view, next);
+        })
+    };
+
+    let details = (*hovered)
+        .or(*selected)
+        .and_then(|id| shown.iter().find(|r| r.node == id))
+        .map(|r| {
         let kind = match r.kind {
             PeerKind::Node => "node",
             PeerKind::Browser => "browser",
@@ -146,8 +301,16 @@ pub fn network_map(props: &Props) -> Html {
 
     html! {
         <section class="map">
-            <h2>{ format!("Network ({} peer{})", shown.len(), if shown.len() == 1 { "" } else { "s" }) }</h2>
-                        <svg id="map" key={spread_key} class={classes!((shown.len() > 100).then_some("crowded"))} viewBox={format!("0 0 {WIDTH} {HEIGHT}")} role="group" aria-label="network map">
+            <div class="map-head">
+                <h2>{ format!("Network ({} peer{})", shown.len(), if shown.len() == 1 { "" } else { "s" }) }</h2>
+                <input id="map-find" type="search" placeholder="Find a peer: id or address" aria-label="find a peer on the map" value={(*query).clone()} {oninput} />
+                if !needle.is_empty() {
+                    <span class="found-count" aria-live="polite">{ format!("{} found", found.len()) }</span>
+                }
+            </div>
+            <svg id="map" ref={svg_ref} key={spread_key} class={classes!((shown.len() > 100).then_some("crowded"))} viewBox={view.borrow().attr()}
+                 role="group" tabindex="0" aria-label="network map: + and - zoom, arrows pan, 0 shows all"
+                 {onwheel} {onpointerdown} {onpointermove} onpointerup={onpointerup.clone()} onpointercancel={onpointerup} onkeydown={onkeydown_map}>
                 { for edges.iter().map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
                     html! {
@@ -165,6 +328,15 @@ pub fn network_map(props: &Props) -> Html {
                         let selected = selected.clone();
                         Callback::from(move |_| selected.set(Some(id)))
                     };
+                    // Hover or focus shows a mark's details while it lasts.
+                    let (onmouseenter, onfocus) = {
+                        let (a, b) = (hovered.clone(), hovered.clone());
+                        (Callback::from(move |_: MouseEvent| a.set(Some(id))), Callback::from(move |_: FocusEvent| b.set(Some(id))))
+                    };
+                    let (onmouseleave, onblur) = {
+                        let (a, b) = (hovered.clone(), hovered.clone());
+                        (Callback::from(move |_: MouseEvent| a.set(None)), Callback::from(move |_: FocusEvent| b.set(None)))
+                    };
                     // Marks are focusable and open with Enter or Space, as buttons do.
                     let onkeydown = {
                         let selected = selected.clone();
@@ -181,9 +353,9 @@ pub fn network_map(props: &Props) -> Html {
                         html! { <rect class="mark v1" x={format!("{:.1}", x + off * a.cos() - side / 2.0)} y={format!("{:.1}", y + off * a.sin() - side / 2.0)} width={format!("{side:.1}")} height={format!("{side:.1}")} /> }
                     });
                     html! {
-                                                <g class="peer-mark" {onclick} {onkeydown} tabindex="0" role="button"
+                    <g class="peer-mark" {onclick} {onkeydown} {onmouseenter} {onmouseleave} {onfocus} {onblur} tabindex="0" role="button"
                            aria-label={format!("{kind} {}: details", short(&id.to_string()))}>
-                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), lit.contains_key(&id).then_some("lit"))}
+                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), found.contains(&i).then_some("found"), lit.contains_key(&id).then_some("lit"))}
                                     data-delay={lit.get(&id).map(|d| d.to_string())}
                                     data-id={id.to_string()} cx={format!("{x:.1}")} cy={format!("{y:.1}")}
                                     r={format!("{:.1}", if r.kind == PeerKind::Node { mark } else { mark * 0.66 })}>
@@ -203,5 +375,24 @@ pub fn network_map(props: &Props) -> Html {
             </p>
             { details.unwrap_or_default() }
         </section>
+    }
+}
+
+/// Where a pointer at `(x, y)` (client pixels) is over the map, as fractions of its size.
+fn fraction(svg: &NodeRef, x: i32, y: i32) -> Option<(f64, f64)> {
+    let rect = svg.cast::<Element>()?.get_bounding_client_rect();
+    (rect.width() > 0.0 && rect.height() > 0.0).then(|| {
+        (
+            (x as f64 - rect.left()) / rect.width(),
+            (y as f64 - rect.top()) / rect.height(),
+        )
+    })
+}
+
+/// Shows `v`: remembered for the next render, and set on the element at once.
+fn set_view(svg: &NodeRef, view: &std::rc::Rc<std::cell::RefCell<View>>, v: View) {
+    *view.borrow_mut() = v;
+    if let Some(svg) = svg.cast::<Element>() {
+        let _ = svg.set_attribute("viewBox", &v.attr());
     }
 }
