@@ -616,6 +616,18 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
             .then_some(())
     })
     .await;
+    // The page says what it drew: the way the tree leads, not an observed journey.
+    let note = page
+        .find(Locator::Id("journey-note"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        note.contains("predicted") && note.contains("6 of 6 peers"),
+        "{note}"
+    );
     screenshot(&page, "map-message-travelled").await;
 
     // Click the far end for its details.
@@ -636,14 +648,7 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     let links = neighbor_ids(&nodes[4].http_url()).await.len();
     let want = format!("{links} link");
     wait_for(&format!("the details to say {want}"), || async {
-        let text = page
-            .find(Locator::Id("map-details"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains(&want).then_some(())
+        map_details(&page).await?.contains(&want).then_some(())
     })
     .await;
 
@@ -728,37 +733,14 @@ async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and
     let find = late.find(Locator::Id("map-find")).await.unwrap();
     find.send_keys(&address).await.unwrap();
     wait_for("the node found, marked and its details shown", || async {
-        let details = late
-            .find(Locator::Id("map-details"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let details = map_details(&late).await?;
         (count(&late, "#map circle.mark.found").await == 1 && details.contains(&wanted))
             .then_some(())
     })
     .await;
     let width = |page: &Client| {
         let page = page.clone();
-        async move {
-            let v = page
-                .execute(
-                    "return document.getElementById('map').getAttribute('viewBox')",
-                    vec![],
-                )
-                .await
-                .unwrap();
-            let w: f64 = v
-                .as_str()
-                .unwrap()
-                .split(' ')
-                .nth(2)
-                .unwrap()
-                .parse()
-                .unwrap();
-            w
-        }
+        async move { view_box(&page).await.1 }
     };
     assert!(width(&late).await < 600.0, "zoomed to the node found");
     screenshot(&late, "map-found").await;
@@ -782,14 +764,7 @@ async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and
     .await
     .unwrap();
     assert!(width(&late).await < 400.0);
-    let viewbox = || async {
-        late.execute(
-            "return document.getElementById('map').getAttribute('viewBox')",
-            vec![],
-        )
-        .await
-        .unwrap()
-    };
+    let viewbox = || async { view_box(&late).await.0 };
     let before = viewbox().await;
     late.execute(
         &script(
@@ -811,14 +786,7 @@ async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and
     .unwrap();
     let want = demo.nodes[20].ws_url();
     wait_for("the focused mark's details", || async {
-        let details = late
-            .find(Locator::Id("map-details"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        details.contains(&want).then_some(())
+        map_details(&late).await?.contains(&want).then_some(())
     })
     .await;
     let (elements, median) = pan_for_three_seconds(&late).await;
@@ -830,6 +798,21 @@ async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and
     first.close().await.unwrap();
     late.close().await.unwrap();
     demo.stop().await;
+}
+
+/// What the map's details line says, if it shows.
+async fn map_details(page: &Client) -> Option<String> {
+    let details = page.find(Locator::Id("map-details")).await.ok()?;
+    details.text().await.ok()
+}
+
+/// The map's `viewBox` (the part in view), and its width.
+async fn view_box(page: &Client) -> (String, f64) {
+    let script = "return document.getElementById('map').getAttribute('viewBox')";
+    let v = page.execute(script, vec![]).await.unwrap();
+    let text = v.as_str().unwrap().to_owned();
+    let width = text.split(' ').nth(2).unwrap().parse().unwrap();
+    (text, width)
 }
 
 /// Pans the map for 3 s, a pointer move every frame, as a person dragging it would: the

@@ -373,6 +373,16 @@ pub fn network_map(props: &Props) -> Html {
                 <span class="key v1"></span>{ "seed (v1) peer " }
                 <span class="key tree"></span>{ "broadcast tree" }
             </p>
+            if steps.len() > 1 {
+                // What the page can know of a journey: the way the records' tree links lead
+                // from its origin. Nobody reports the way it went, so it says so.
+                <p class="journey-note" id="journey-note">
+                    { format!("The latest message, lit along the broadcast tree as the map describes it: {} of {} peers, {} hop{} from its origin (predicted from the map, not observed).",
+                        steps.len(), shown.len(),
+                        steps.iter().map(|s| s.hop).max().unwrap_or(0),
+                        if steps.iter().map(|s| s.hop).max() == Some(1) { "" } else { "s" }) }
+                </p>
+            }
             { details.unwrap_or_default() }
         </section>
     }
