@@ -34,10 +34,10 @@
 //! asks its neighbours for those missing at least [`Config::want_after`], in `MAP_WANT`s of
 //! at most [`MAX_WANTED`] ids, each neighbour in turn, each id asked again (of the next)
 //! only after [`Config::want_again`] (a peer that left stays listed until its neighbours
-//! renew). The
-//! answer is a `MAP` of the records the neighbour holds, charged to the asker's pull budget
-//! like any answer; what is news is passed on along the tree as any record is. What is
-//! tracked as missing is bounded ([`MAX_MISSING`]).
+//! renew). The answer is a `MAP` of the records the neighbour holds, charged to the asker's
+//! pull budget like any answer; what is news is passed on along the tree as any record is.
+//! What is tracked as missing is bounded ([`MAX_MISSING`]), and kept as records arrive;
+//! repair rounds run only while something is missing.
 //!
 //! A message's journey is not sent at all: each `GOSSIP` carries its hop count, and a page
 //! draws the journey along the tree links the records describe.
@@ -49,7 +49,7 @@ use crate::part::Part;
 use crate::peer::PeerKind;
 use crate::timers::Timers;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Most pages a node lists among its links.
@@ -520,7 +520,7 @@ impl Map {
                 .push_back(Out::Bad(from, "MAP_WANT names too many peers"));
             return;
         }
-        let nodes: std::collections::BTreeSet<NodeId> = nodes.into_iter().collect();
+        let nodes: BTreeSet<NodeId> = nodes.into_iter().collect();
         let records: Vec<&TopoRecord> = nodes.iter().filter_map(|n| self.view.get(n)).collect();
         for message in self.messages(&records) {
             self.out.push_back(Out::Reply(from, message));

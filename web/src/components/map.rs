@@ -150,36 +150,22 @@ pub fn network_map(props: &Props) -> Html {
             .collect()
     };
     let oninput = {
-        let (query, selected, view, svg_ref) = (
-            query.clone(),
-            selected.clone(),
-            view.clone(),
-            svg_ref.clone(),
-        );
-        let ids: Vec<(NodeId, String)> = shown
-            .iter()
-            .map(|r| (r.node, r.address.clone().unwrap_or_default()))
-            .collect();
-        let pos = pos.clone();
+        let query = query.clone();
         Callback::from(move |e: InputEvent| {
-            let text = e.target_unchecked_into::<HtmlInputElement>().value();
-            let needle = text.trim().to_lowercase();
-            // The first match is selected and zoomed to.
-            let first = (!needle.is_empty())
-                .then(|| {
-                    ids.iter().position(|(id, address)| {
-                        id.to_string().starts_with(&needle) || address.contains(&needle)
-                    })
-                })
-                .flatten();
-            if let Some(i) = first {
-                selected.set(Some(ids[i].0));
-                let v = View::around(pos[i].0, pos[i].1, mark * 24.0);
-                set_view(&svg_ref, &view, v);
-            }
-            query.set(text);
+            query.set(e.target_unchecked_into::<HtmlInputElement>().value());
         })
     };
+    // The first peer found is selected and zoomed to, once, when the query changes.
+    let first_found = found.iter().next().map(|&i| (shown[i].node, pos[i]));
+    {
+        let (selected, view, svg_ref) = (selected.clone(), view.clone(), svg_ref.clone());
+        use_effect_with((*query).clone(), move |_| {
+            if let Some((id, (x, y))) = first_found {
+                selected.set(Some(id));
+                set_view(&svg_ref, &view, View::around(x, y, mark * 24.0));
+            }
+        });
+    }
     let onwheel = {
         let (view, svg_ref) = (view.clone(), svg_ref.clone());
         Callback::from(move |e: WheelEvent| {
