@@ -65,7 +65,8 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
             {
                 tracing::info!(%address, "dial succeeded again");
             }
-            run(shared, Some(conn), None, None, false, ws).await;
+            let (ws, peer) = ws;
+            run(shared, Some(conn), (None, None, Some(peer)), false, ws).await;
             return;
         }
         Ok(Err(reason)) => reason,
@@ -89,18 +90,28 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
 }
 
 /// Resolves `address`, connects to the first address the dialing rules allow (so the address
-/// checked is the one connected to) and opens the WebSocket over it.
+/// checked is the one connected to) and opens the WebSocket over it; says which address that
+/// was. In a demo cut in two, an address on the other side fails as a dial would.
 async fn open(
     shared: &Shared,
     address: &str,
 ) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    (
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        std::net::IpAddr,
+    ),
     String,
 > {
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
     let targets = crate::dialing::resolve(&shared.dial_rules, address).await?;
     let mut why = format!("{address} resolved to no address");
     for target in targets {
+        if let Some(refused) = shared.demo.as_ref().and_then(|d| d.refuses(target.ip())) {
+            why = refused;
+            continue;
+        }
         match connect_from(shared.dial_rules.source_for(&target), target).await {
             Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);
@@ -116,7 +127,7 @@ async fn open(
                     Some(tls),
                 )
                 .await
-                .map(|(ws, _response)| ws)
+                .map(|(ws, _response)| (ws, target.ip()))
                 .map_err(|e| e.to_string());
             }
             Err(e) => why = format!("cannot connect to {target}: {e}"),
@@ -207,11 +218,15 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
 /// Runs one connection to its end. `dialed` is the engine's id for a dial we made; accepted
 /// sockets get theirs from the engine here, with the client address they are capped under
 /// (`from`; none if exempt) and the one they are metered under (`source`, exempt or not).
+/// `peer` is the address at the other end, for a demo's cut (see `demo::hub`).
 pub async fn run<S, M, E>(
     shared: Arc<Shared>,
     dialed: Option<ConnId>,
-    from: Option<std::net::IpAddr>,
-    source: Option<std::net::IpAddr>,
+    (from, source, peer): (
+        Option<std::net::IpAddr>,
+        Option<std::net::IpAddr>,
+        Option<std::net::IpAddr>,
+    ),
     foreign: bool,
     socket: S,
 ) where
@@ -232,6 +247,14 @@ pub async fn run<S, M, E>(
         None => shared.accept(handle, from, source, foreign),
     };
     let mut pressure = shared.pressure.subscribe();
+    // In a demo, a cut between this node and the peer closes the link.
+    let mut cut = shared.demo.as_ref().zip(peer).map(|(demo, peer)| {
+        let mut cut = demo.hub.cut();
+        // Checked at once too: a cut made while this link was being opened (after the
+        // dial or the upgrade was let through) would not show as a change.
+        cut.mark_changed();
+        (demo.clone(), peer, cut)
+    });
     // What this peer may send; beyond it, its socket is read later (see `limit`).
     let limits = shared.read(|s| s.engine.config().limits.clone());
     let (mut frames, mut bytes) = {
@@ -298,6 +321,17 @@ pub async fn run<S, M, E>(
                 }
             }
             _ = pressure.changed(), if paused => {}
+            changed = async { cut.as_mut().map(|c| c.2.changed()).expect("guarded").await }, if cut.is_some() => {
+                match (changed, &cut) {
+                    (Ok(()), Some((demo, peer, _))) => {
+                        if let Some(why) = demo.refuses(*peer) {
+                            break End::WeClose(Some(why));
+                        }
+                    }
+                    // The demo is gone: nothing will cut again.
+                    _ => cut = None,
+                }
+            }
             _ = tokio::time::sleep_until(give_up), if paused => {
                 shared.mark_slow();
                 patience = None;

@@ -22,7 +22,7 @@
 
 use crate::clock::Clock;
 use crate::store::{Ack, Store, StoreError};
-use hearsay_proto::{CloseReason, ConnId, Driver, Engine, Message, MsgId};
+use hearsay_proto::{CloseReason, ConnId, Driver, Engine, Message, MsgId, NodeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,6 +60,8 @@ pub struct Guards {
     pub pins: crate::pins::Pins,
     /// The names the node answers to (for `/api/status`).
     pub hosts: Arc<crate::door::Hosts>,
+    /// The demo this node is part of: its side of a cut (see `demo::hub`).
+    pub demo: Option<crate::demo::hub::Member>,
 }
 
 /// Everything the HTTP handlers, connection tasks and timer share.
@@ -98,6 +100,8 @@ pub struct Shared {
     /// What `/add` has pinned (see `pins`).
     pub pins: crate::pins::Pins,
     pub hosts: Arc<crate::door::Hosts>,
+    /// The demo this node is part of, if any (see `demo::hub`).
+    pub demo: Option<crate::demo::hub::Member>,
     /// The retention window (the engine's), for how long evicted ids are remembered.
     pub retention: Option<u64>,
     /// Messages refused as from the future when the log last said so, and when that was.
@@ -122,6 +126,7 @@ impl Shared {
             tls,
             pins,
             hosts,
+            demo,
         } = guards;
         let (dials, dial_rx) = mpsc::unbounded_channel();
         let retention = engine.config().history.retention;
@@ -150,6 +155,7 @@ impl Shared {
             tls,
             pins,
             hosts,
+            demo,
             dial_failures: Mutex::new(HashMap::new()),
             settings: std::sync::OnceLock::new(),
         });
@@ -579,8 +585,11 @@ impl Driver for NodeDriver<'_> {
         }
     }
 
-    fn deliver(&mut self, msg: Message, _hops: Option<u32>) {
+    fn deliver(&mut self, msg: Message, _hops: Option<u32>, from: Option<NodeId>) {
         tracing::debug!(id = %msg.id, author = %msg.author, "delivered");
+        if let Some(demo) = &self.shared.demo {
+            demo.hub.note(msg.id, demo.node, from);
+        }
         let waiting = match self.ack.take() {
             Some((id, tx)) if id == msg.id => Some(tx),
             other => {

@@ -281,14 +281,39 @@ fn websocket(
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::ws()
         .and(crate::accept::client())
+        .and(warp::header::optional::<String>("origin"))
         .and(with_shared(shared))
         .and_then(
-            |ws: warp::ws::Ws, client: Option<Client>, shared: Arc<Shared>| async move {
+            |ws: warp::ws::Ws,
+             client: Option<Client>,
+             origin: Option<String>,
+             shared: Arc<Shared>| async move {
                 // A browser acting for another site is counted as a stranger, wherever it is.
                 let foreign = client.is_some_and(|c| c.foreign);
                 // The address group what it sends is metered under (seed text): the one it
                 // is capped as, loopback included.
                 let source = client.map(|c| c.limited_as());
+                // In a demo cut in two, a page is on the side of the node that served it
+                // (its origin), wherever its socket comes from: else a page linked to
+                // both halves would carry messages across.
+                let peer = shared
+                    .demo
+                    .as_ref()
+                    .and(origin.as_deref())
+                    .and_then(|o| url::Url::parse(o).ok()?.host_str()?.parse().ok())
+                    .or(client.and_then(|c| c.ip));
+                if let Some(why) = shared
+                    .demo
+                    .as_ref()
+                    .zip(peer)
+                    .and_then(|(demo, peer)| demo.refuses(peer))
+                {
+                    return Err(warp::reject::custom(ApiError {
+                        status: StatusCode::FORBIDDEN,
+                        message: why,
+                        retry_after: None,
+                    }));
+                }
                 let place =
                     shared
                         .caps
@@ -309,7 +334,7 @@ fn websocket(
                         // place is given back when it has.
                         tracker.track_future(async move {
                             let from = place.address();
-                            conn::run(shared, None, from, source, foreign, socket).await;
+                            conn::run(shared, None, (from, source, peer), foreign, socket).await;
                             drop(place);
                         })
                     });
@@ -364,9 +389,145 @@ fn api(shared: Arc<Shared>) -> impl Filter<Extract = (impl Reply,), Error = Reje
     let status = read()
         .and(warp::path("status"))
         .and(warp::path::end())
-        .and(with_shared(shared))
+        .and(with_shared(Arc::clone(&shared)))
         .map(|shared: Arc<Shared>| warp::reply::json(&status(&shared)));
-    peers.or(list).or(post).or(topology).or(stream).or(status)
+    peers
+        .or(list)
+        .or(post)
+        .or(topology)
+        .or(stream)
+        .or(status)
+        .or(demo_api(shared))
+}
+
+/// A 4xx with a JSON error saying why.
+fn refusal(status: StatusCode, message: impl Into<String>) -> Rejection {
+    warp::reject::custom(ApiError {
+        status,
+        message: message.into(),
+        retry_after: None,
+    })
+}
+
+/// The demo's part of the API: `GET /api/journey?id=ID` (who took a message, when and from
+/// whom), `GET /api/demo` (its nodes), and its controls, `POST /api/demo/ACTION` with
+/// `kill?share=PERCENT` or `kill?node=ID`, `restart`, `split`, `heal`, `add?count=N`,
+/// `burst?count=N`. Controls are taken from this node's own pages only (or from a tool on
+/// this machine that sends no Origin); every answer is the demo's status, and what was done.
+/// A node outside a demo answers 404 with why.
+fn demo_api(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let journey = read()
+        .and(warp::path("journey"))
+        .and(warp::path::end())
+        .and(query())
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(|q: Query, shared: Arc<Shared>| async move {
+            let demo = in_demo(&shared)?;
+            let id = q
+                .get("id")
+                .ok_or_else(|| bad_request("missing `id`: a message id"))?;
+            let id = id
+                .parse::<MsgId>()
+                .map_err(|_| bad_request(format!("`id` {id:?} is not a message id")))?;
+            // At most MAX_REACHED deliveries: about 100 bytes each.
+            match demo.hub.journey(id) {
+                Some(journey) => Ok(warp::reply::json(&journey)),
+                None => Err(refusal(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no journey of {id}: the demo keeps those of its newest {} messages",
+                        hearsay_proto::journey::MAX_JOURNEYS
+                    ),
+                )),
+            }
+        });
+    let status = read()
+        .and(warp::path("demo"))
+        .and(warp::path::end())
+        .and(with_shared(Arc::clone(&shared)))
+        .and_then(|shared: Arc<Shared>| async move {
+            let demo = in_demo(&shared)?;
+            control(&demo, crate::demo::Command::Status).await
+        });
+    let act = warp::post()
+        .and(warp::path("demo"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::header::headers_cloned())
+        .and(query())
+        .and(with_shared(shared))
+        .and_then(
+            |action: String, headers: warp::http::HeaderMap, q: Query, shared: Arc<Shared>| async move {
+                let demo = in_demo(&shared)?;
+                if let Some(why) = crate::origin::refuse_cross_origin(&headers) {
+                    return Err(refusal(StatusCode::FORBIDDEN, why));
+                }
+                let number = |name: &str| -> Result<Option<u32>, Rejection> {
+                    q.get(name)
+                        .map(|v| {
+                            v.parse::<u32>().map_err(|_| {
+                                bad_request(format!("`{name}` {v:?} is not a whole number"))
+                            })
+                        })
+                        .transpose()
+                };
+                use crate::demo::Command;
+                let command = match action.as_str() {
+                    "kill" => Command::Kill {
+                        share: number("share")?,
+                        node: q.get("node").cloned(),
+                        except: Some(demo.node),
+                    },
+                    "restart" => Command::Restart,
+                    "split" => Command::Split,
+                    "heal" => Command::Heal,
+                    "add" => match number("count")?.unwrap_or(10) {
+                        0 => return Err(bad_request("`count`: add at least one node")),
+                        count => Command::Add { count },
+                    },
+                    "burst" => match number("count")?.unwrap_or(100) {
+                        count @ 1..=crate::demo::MAX_BURST => Command::Burst { count },
+                        _ => {
+                            return Err(bad_request(format!(
+                                "`count`: a burst is 1 to {} messages",
+                                crate::demo::MAX_BURST
+                            )));
+                        }
+                    },
+                    other => {
+                        return Err(refusal(
+                            StatusCode::NOT_FOUND,
+                            format!("no demo control {other:?}: kill, restart, split, heal, add or burst"),
+                        ));
+                    }
+                };
+                control(&demo, command).await
+            },
+        );
+    journey.or(status).or(act)
+}
+
+/// This node's place in a demo, or a 404 saying it has none.
+fn in_demo(shared: &Shared) -> Result<crate::demo::hub::Member, Rejection> {
+    shared.demo.clone().ok_or_else(|| {
+        refusal(
+            StatusCode::NOT_FOUND,
+            "this node is not part of a demo: journeys are recorded, and the network broken and healed, only by `hearsay demo`, whose nodes share one process",
+        )
+    })
+}
+
+async fn control(
+    demo: &crate::demo::hub::Member,
+    command: crate::demo::Command,
+) -> Result<warp::reply::Json, Rejection> {
+    demo.hub
+        .ask(command)
+        .await
+        .map(|status| warp::reply::json(&status))
+        .map_err(|why| refusal(StatusCode::CONFLICT, why))
 }
 
 /// `GET /api/stream`: Server-Sent Events, one `message` event per message as this node stores

@@ -2,7 +2,9 @@
 //!
 //! - [`cli`]: command-line arguments (`hearsay PORT [--peer WS_URL]...`).
 //! - [`config`]: `--config FILE` (TOML), the flags over it, and the settings in effect.
-//! - [`demo`]: `hearsay demo`, a whole network in one process.
+//! - [`demo`]: `hearsay demo`, a whole network in one process, and its controls (kill and
+//!   restart nodes, cut the network in two and heal it, add nodes, a burst); its nodes share
+//!   a [`demo::Hub`]: the journal of each message's journey, the cut, the way to the controls.
 //! - [`simulate`]: `hearsay sim`, the protocol's simulator with figures.
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and

@@ -82,6 +82,26 @@ impl Origins {
     }
 }
 
+/// Why a request may not act on this node's demo (see `http::demo_api`), if it comes from
+/// another site: a browser names the page's site (`Sec-Fetch-Site`, `Origin`), and only the
+/// node's own pages may. Web apps let in with `--allow-origin` may write messages, not this.
+/// A tool on this machine sends neither header, and the door has checked its `Host`.
+pub fn refuse_cross_origin(headers: &HeaderMap) -> Option<String> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross = match (get("sec-fetch-site"), get("origin")) {
+        (Some("same-origin" | "none"), _) => false,
+        (Some(_), _) => true,
+        (None, Some(origin)) => get("host").is_none_or(|host| !same_host(origin, host)),
+        (None, None) => false,
+    };
+    cross.then(|| {
+        format!(
+            "{} may not control this demo: only its own pages may",
+            get("origin").unwrap_or("another site")
+        )
+    })
+}
+
 /// `scheme://host[:port]` in lower case, the default port left out; `None` if not http(s).
 fn normalize(origin: &str) -> Option<String> {
     let url = url::Url::parse(origin.trim()).ok()?;

@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// The settings as the operator gave them, for `/api/status` (null when started as a
     /// library).
     pub shown: serde_json::Value,
+    /// The demo this node is part of (`hearsay demo`): it notes each delivery in the demo's
+    /// journal, keeps to its side of a cut, and passes the page's controls on.
+    pub demo: Option<Arc<crate::demo::Hub>>,
 }
 
 /// A store handed to [`start`] ([`NodeConfig::store`]).
@@ -102,6 +105,7 @@ pub struct RunningNode {
     pub key: hearsay_proto::PublicKey,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 impl RunningNode {
@@ -125,6 +129,16 @@ impl RunningNode {
     /// Resolves when the node has stopped (after [`RunningNode::stop`] or a shutdown signal).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Publishes `text` from this node, and waits until it is stored; says why not if it
+    /// is refused.
+    pub async fn publish(&self, text: &str) -> Result<hearsay_proto::Message, String> {
+        match self.shared.publish(text).await {
+            Ok(Ok(msg)) => Ok(msg),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     pub async fn wait(self) {
@@ -285,6 +299,11 @@ pub fn start(
         tls: dialing_tls,
         pins,
         hosts,
+        demo: config.demo.clone().map(|hub| crate::demo::hub::Member {
+            hub,
+            node: id,
+            ip: addr.ip(),
+        }),
     };
     let (shared, dials) = Shared::new(engine, store, clock, shutdown.clone(), guards);
     let _ = shared.settings.set(config.shown.clone());
@@ -320,6 +339,7 @@ pub fn start(
     tracker.spawn(crate::conn::dialer(Arc::clone(&shared), dials));
     tracing::info!(%id, fingerprint = %public.fingerprint(), %addr, ?v1_addr, messages = held.len(), data = ?config.data, "node started");
 
+    let kept = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         shared.shutdown.cancelled().await;
         shared.tracker.close();
@@ -336,6 +356,7 @@ pub fn start(
         key: public,
         shutdown,
         task,
+        shared: kept,
     })
 }
 

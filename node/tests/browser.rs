@@ -573,8 +573,8 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
         topology: hearsay_proto::sim::Topology::Line,
         port: 0,
     };
-    let mut demo = hearsay::demo::Demo::start(&args).await.unwrap();
-    let nodes = &mut demo.nodes;
+    let demo = hearsay::demo::Demo::start(&args).await.unwrap();
+    let nodes = demo.nodes.clone();
     let mut driver = Chromedriver::start().await;
     let page = driver.open(1100, 850).await;
     page.goto(&nodes[0].http_url()).await.unwrap();
@@ -654,7 +654,13 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
 
     // A node that leaves goes off the map, once each of its neighbours has announced its
     // links without it (each at most every 5 s) and the records have reached the page.
-    nodes.pop().unwrap().stop().await;
+    demo.ask(hearsay::demo::Command::Kill {
+        share: None,
+        node: Some(nodes[4].id.to_string()),
+        except: None,
+    })
+    .await
+    .unwrap();
     wait_for_within("four node marks", settle, || async {
         (count(&page, "#map circle.mark.node").await == 4).then_some(())
     })
@@ -797,6 +803,212 @@ async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and
     assert!(elements < 5_000);
     first.close().await.unwrap();
     late.close().await.unwrap();
+    demo.stop().await;
+}
+
+/// A 100-node demo from the page, as a person demos it: the map shows the nodes at once
+/// (learned through the protocol), stays under its element bound, and replays a sent
+/// message's journey as it happened until the counter says every node was reached; then the
+/// page's buttons kill a tenth of the nodes and cut the network in two (a message reaches
+/// only its half), and heal it: the halves reconcile, and every live node is reached again.
+/// At phone width the page keeps its layout. Times are printed (`--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_node_demo_replays_journeys_and_breaks_and_heals_from_the_page() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    const NODES: usize = 100;
+    hearsay::demo::raise_file_limit(NODES as u16).unwrap();
+    let args = hearsay::cli::DemoArgs {
+        nodes: NODES as u16,
+        topology: hearsay_proto::sim::Topology::Random,
+        port: 0,
+    };
+    let demo = hearsay::demo::Demo::start(&args).await.unwrap();
+    let urls: Vec<String> = demo.nodes.iter().map(|n| n.http_url()).collect();
+    wait_for_within(
+        "every node's map full",
+        Duration::from_secs(120),
+        || async {
+            for url in &urls {
+                if status(url).await["map"]["records"].as_u64()? < NODES as u64 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let mut driver = Chromedriver::start().await;
+    let page = driver.open(1280, 800).await;
+    let opened = std::time::Instant::now();
+    page.goto(&urls[0]).await.unwrap();
+    wait_for("every node on the page", || async {
+        (count(&page, "#map circle.mark.node").await >= NODES).then_some(())
+    })
+    .await;
+    let shown_after = opened.elapsed();
+    let elements = page
+        .execute("return document.querySelectorAll('*').length", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "{NODES}-node demo: a page showed every node {:.2} s after it was opened; {elements} elements",
+        shown_after.as_secs_f64()
+    );
+    assert!(elements <= 5_000, "{elements} elements");
+    let status_says = |want: &'static str| {
+        let page = page.clone();
+        async move {
+            let text = page
+                .find(Locator::Id("demo-status"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(want).then_some(())
+        }
+    };
+    wait_for("the demo's controls", || status_says("100 nodes, 100 live")).await;
+    let counter = |want: String| {
+        let page = page.clone();
+        async move {
+            let text = page
+                .find(Locator::Id("journey-counter"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(&want).then_some(text)
+        }
+    };
+
+    // A message sent from the page: the replay lights the nodes hop by hop, and the counter
+    // ends at every node.
+    send_from_page(&page, "watch me go").await;
+    wait_for("the replay to start", || counter("replaying".to_owned())).await;
+    screenshot(&page, "demo-replay-desktop").await;
+    let said = wait_for("the replay to reach every node", || {
+        counter(format!("reached {NODES} of {NODES}"))
+    })
+    .await;
+    eprintln!("the counter says: {said}");
+    assert!(count(&page, "#map circle.mark.lit").await >= NODES);
+
+    // Kill a tenth, then cut in two: a message reaches only this page's half.
+    page.find(Locator::Id("demo-kill"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("a tenth stopped", || status_says("90 live")).await;
+    page.find(Locator::Id("demo-split"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("the cut", || status_says("cut in two")).await;
+    // (Once each side's links are its own: the node serving the page has none across.)
+    let side: std::collections::HashSet<String> = demo.nodes[..NODES / 2]
+        .iter()
+        .map(|n| n.id.to_string())
+        .collect();
+    let all: std::collections::HashSet<String> =
+        demo.nodes.iter().map(|n| n.id.to_string()).collect();
+    wait_for("this side's links its own", || async {
+        let n: Vec<String> = neighbor_ids(&urls[0])
+            .await
+            .into_iter()
+            .filter(|p| all.contains(p))
+            .collect();
+        (!n.is_empty() && n.iter().all(|p| side.contains(p))).then_some(())
+    })
+    .await;
+    send_from_page(&page, "only half of you").await;
+    let half = wait_for("the replay of a message in the cut", || async {
+        let text = counter("of 90".to_owned()).await?;
+        text.contains("recorded by the demo").then_some(text)
+    })
+    .await;
+    eprintln!("in the cut, the counter says: {half}");
+    assert!(!half.contains("reached 90 of 90"), "{half}");
+    screenshot(&page, "demo-cut-desktop").await;
+
+    // Healed: every live node is reached again, and the halves reconcile what they missed.
+    page.find(Locator::Id("demo-heal"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("healed", || async {
+        status_says("90 live").await?;
+        page.find(Locator::Id("demo-split")).await.ok().map(|_| ())
+    })
+    .await;
+    let live: Vec<String> = {
+        let stopped: std::collections::HashSet<String> = get_json(&format!("{}/api/demo", urls[0]))
+            .await["stopped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        demo.nodes
+            .iter()
+            .filter(|n| !stopped.contains(&n.id.to_string()))
+            .map(|n| n.http_url())
+            .collect()
+    };
+    assert_eq!(live.len(), 90);
+    for url in &live {
+        wait_for_within("the halves reconciled", Duration::from_secs(60), || async {
+            message_texts(url)
+                .await
+                .contains(&"only half of you".to_owned())
+                .then_some(())
+        })
+        .await;
+    }
+    send_from_page(&page, "all of you again").await;
+    wait_for_within(
+        "every live node reached",
+        Duration::from_secs(30),
+        || async {
+            let text = counter("reached 90 of 90".to_owned()).await?;
+            text.contains("recorded by the demo").then_some(())
+        },
+    )
+    .await;
+    screenshot(&page, "demo-healed-desktop").await;
+
+    // At phone width the page keeps its layout: nothing wider than the screen.
+    let phone = driver.open(390, 844).await;
+    phone.goto(&urls[1]).await.unwrap();
+    wait_for("the phone's map", || async {
+        (count(&phone, "#map circle.mark.node").await >= 90).then_some(())
+    })
+    .await;
+    let wide = phone
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert!(wide <= 0, "the page is {wide} px wider than the phone");
+    screenshot(&phone, "demo-phone").await;
+    page.close().await.unwrap();
+    phone.close().await.unwrap();
     demo.stop().await;
 }
 

@@ -23,8 +23,14 @@ pub enum Output {
     Close { conn: ConnId, reason: CloseReason },
     /// A message new to this peer: store it and show it. Each id is delivered once. `hops`
     /// is how far it travelled (0: published here or by a seed linked here; `None`: it came
-    /// by reconciliation).
-    Deliver { msg: Message, hops: Option<u32> },
+    /// by reconciliation). `from` is the peer that pushed it here (none if it was published
+    /// here, came from a seed, or by reconciliation): only a journal of a whole network
+    /// ([`crate::journey`]) has a use for it.
+    Deliver {
+        msg: Message,
+        hops: Option<u32>,
+        from: Option<NodeId>,
+    },
     /// A node confirmed it holds message `id`, which this peer published (browsers only).
     Acked { id: MsgId, by: NodeId },
     /// A peer refused something we sent (an `ERROR` frame): a page shows it.
@@ -71,7 +77,7 @@ pub trait Driver {
     fn ping(&mut self, conn: ConnId);
     fn dial(&mut self, conn: ConnId, address: String);
     fn close(&mut self, conn: ConnId, reason: CloseReason);
-    fn deliver(&mut self, msg: Message, hops: Option<u32>);
+    fn deliver(&mut self, msg: Message, hops: Option<u32>, from: Option<NodeId>);
     fn acked(&mut self, _id: MsgId, _by: NodeId) {}
     /// A peer refused something (an `ERROR` frame); see [`Output::Refused`].
     fn refused(
@@ -106,7 +112,7 @@ impl crate::Engine {
                     Output::Ping { conn } => driver.ping(conn),
                     Output::Dial { conn, address } => driver.dial(conn, address),
                     Output::Close { conn, reason } => driver.close(conn, reason),
-                    Output::Deliver { msg, hops } => driver.deliver(msg, hops),
+                    Output::Deliver { msg, hops, from } => driver.deliver(msg, hops, from),
                     Output::Acked { id, by } => driver.acked(id, by),
                     Output::Refused {
                         by,

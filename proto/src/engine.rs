@@ -672,6 +672,10 @@ impl Engine {
         self.outputs.push_back(Output::Deliver {
             msg: msg.clone(),
             hops,
+            from: match via {
+                Via::Pushed { from, .. } => Some(from),
+                _ => None,
+            },
         });
         let msg = Arc::new(msg);
         let (from, hops) = match via {

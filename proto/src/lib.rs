@@ -28,7 +28,7 @@
 //! - [`admission`]: whether a message that arrives is taken (id, size, window, a sender's
 //!   rate, the author's signature, the origin's quota), as a verdict the engine applies.
 //!
-//! Underneath: [`id`] (node and message ids), [`group`] (address groups, the unit a peer's
+//! Underneath: [`id`] (node and message ids), [`journey`] (a message's journey as a page replays it), [`group`] (address groups, the unit a peer's
 //! cost is counted in where keys cost nothing), [`identity`] (keys, signatures, authors, and
 //! the ids derived from keys), [`message`] (a signed message), [`peer`] (kinds of
 //! peer, dialable records, canonical addresses), [`wire`] (the JSON frames, nested by part),
@@ -78,6 +78,7 @@ pub mod handshake;
 pub mod history;
 pub mod id;
 pub mod identity;
+pub mod journey;
 pub mod keepalive;
 pub mod limits;
 pub mod links;

@@ -12,10 +12,14 @@
 //! - [`window`]: which rows of the message list to render (those near the viewport); pure,
 //!   tested on the host.
 //! - [`components`]: one component per file — the app, the composer, the message list, the
-//!   links and the peers.
+//!   links and the peers, the map and its journey counter, and (in a demo) the demo's
+//!   controls.
 //!
 //! Data flow: socket frame → `Network::drive(engine.frame)` → outputs → other sockets and
-//! `Action::Delivered` → reducer → render. Sending: composer → `Network::publish`.
+//! `Action::Delivered` → reducer → render. Sending: composer → `Network::publish`. In a
+//! demo, the latest message's journey as it happened comes from the node (`net::journey`,
+//! `Action::Journey`) and the map replays it; the controls post to the node and the map shows
+//! what they did.
 
 #![forbid(unsafe_code)]
 

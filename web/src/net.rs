@@ -100,7 +100,7 @@ impl Driver for PageDriver<'_> {
             let _ = tx.try_send(Outgoing::Close(reason.to_string()));
         }
     }
-    fn deliver(&mut self, msg: Message, hops: Option<u32>) {
+    fn deliver(&mut self, msg: Message, hops: Option<u32>, _from: Option<NodeId>) {
         // Published here (another tab of this browser writes under the same key, but its
         // receipts go to that tab).
         let mine = hops == Some(0) && msg.author == self.me;
@@ -251,11 +251,39 @@ pub async fn older(before: MsgId) -> Result<(Vec<Message>, bool), String> {
     Ok((page.messages, done))
 }
 
+/// What the demo the page's node is part of says of itself; an error if it is not a demo's.
+pub async fn demo_status() -> Result<crate::state::DemoStatus, String> {
+    get_json("/api/demo").await
+}
+
+/// Message `id`'s journey as the demo recorded it.
+pub async fn journey(id: MsgId) -> Result<hearsay_proto::journey::Journey, String> {
+    get_json(&format!("/api/journey?id={id}")).await
+}
+
+/// Asks the demo to carry out a control (`kill?share=10`, `split`, ...): its status after.
+pub async fn demo_control(action: &str) -> Result<crate::state::DemoStatus, String> {
+    let url = format!("/api/demo/{action}");
+    let response = gloo_net::http::Request::post(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    read_json(&url, response).await
+}
+
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
     let response = gloo_net::http::Request::get(url)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
+    read_json(url, response).await
+}
+
+/// A JSON answer, or what the node said was wrong.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+    response: gloo_net::http::Response,
+) -> Result<T, String> {
     if !response.ok() {
         // The node says what was wrong in `{"error": ...}`.
         #[derive(serde::Deserialize)]

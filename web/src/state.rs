@@ -1,9 +1,9 @@
 //! The page's state as a yew `Reducible`: what the network driver reports comes in as an
 //! [`Action`], and components render [`State`]. Pure, so it is tested on the host.
 
+use hearsay_proto::journey::Journey;
 use hearsay_proto::map::TopoRecord;
 use hearsay_proto::{LinkInfo, Message, MsgId, NodeId, PeerInfo, PublicKey};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use yew::Reducible;
 
@@ -73,51 +73,23 @@ pub struct State {
     /// The latest message that reached the page by gossip, and who published it: the map
     /// draws its journey.
     pub latest: Option<(MsgId, NodeId)>,
+    /// The latest message's journey as it happened, when the page's node is part of a demo
+    /// (which records it); the map replays it.
+    pub journey: Option<Rc<Journey>>,
+    /// The demo the page's node is part of, if it is.
+    pub demo: Option<DemoStatus>,
 }
 
-/// One step of a message's journey as the map draws it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub node: NodeId,
-    /// The peer it came from (none at the origin).
-    pub from: Option<NodeId>,
-    /// Hops from the origin.
-    pub hop: u32,
-}
-
-/// The way a message from `origin` travels: outward along the broadcast tree's links (each
-/// record names its own), breadth first, so every peer appears once with the hop at which
-/// the message reaches it. No frame is spent on it: the tree is in the map already, and
-/// messages follow it.
-pub fn journey(records: &[TopoRecord], origin: NodeId) -> Vec<Step> {
-    let mut tree: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
-    for r in records {
-        for &e in &r.eager {
-            tree.entry(r.node).or_default().insert(e);
-            tree.entry(e).or_default().insert(r.node);
-        }
-    }
-    let mut steps = vec![Step {
-        node: origin,
-        from: None,
-        hop: 0,
-    }];
-    let mut seen = BTreeSet::from([origin]);
-    let mut queue = VecDeque::from([0]);
-    while let Some(i) = queue.pop_front() {
-        let Step { node, hop, .. } = steps[i];
-        for &next in tree.get(&node).into_iter().flatten() {
-            if seen.insert(next) {
-                steps.push(Step {
-                    node: next,
-                    from: Some(node),
-                    hop: hop + 1,
-                });
-                queue.push_back(steps.len() - 1);
-            }
-        }
-    }
-    steps
+/// What a demo says of itself (`GET /api/demo`, and the answer to each control).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+pub struct DemoStatus {
+    /// Nodes started, stopped ones included.
+    pub nodes: usize,
+    pub live: usize,
+    /// Cut in two.
+    pub split: bool,
+    #[serde(default)]
+    pub max_burst: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +131,10 @@ pub enum Action {
         records: Vec<TopoRecord>,
         root: Option<NodeId>,
     },
+    /// A message's journey as the demo recorded it.
+    Journey(Journey),
+    /// The demo's status, as it last answered.
+    Demo(DemoStatus),
     /// Messages stamped before `before` were let go (the page keeps only the newest).
     Evicted {
         before: u64,
@@ -257,9 +233,20 @@ impl Reducible for State {
                 };
                 if live && let Some(origin) = origin {
                     s.latest = Some((msg.id, origin));
+                    s.journey = None;
                 }
                 State::insert(s.edit(), msg, mine, false);
             }
+            Action::Journey(journey) => {
+                // Only the latest message's is drawn; an answer about an older one is late.
+                if s.latest.map(|(id, _)| id) != Some(journey.id)
+                    || s.journey.as_deref() == Some(&journey)
+                {
+                    return self;
+                }
+                s.journey = Some(Rc::new(journey));
+            }
+            Action::Demo(status) => s.demo = Some(status),
             Action::Topology { records, root } => {
                 if s.topology == records && s.root == root {
                     return self;
@@ -427,47 +414,6 @@ mod tests {
     }
 
     #[test]
-    fn a_journey_follows_the_tree_outward_from_the_origin() {
-        let n = |k: u8| NodeId::from_bytes([k; 16]);
-        let rec = |k: u8, links: &[u8], eager: &[u8]| TopoRecord {
-            node: n(k),
-            kind: hearsay_proto::PeerKind::Node,
-            address: None,
-            version: 1,
-            ttl: 1_000,
-            links: links.iter().map(|&l| n(l)).collect(),
-            eager: eager.iter().map(|&l| n(l)).collect(),
-            clients: 0,
-            seeds: 0,
-            seeds_dialed: Vec::new(),
-            held: 0,
-            // (Unsigned: the journey reads records the engine has checked.)
-            key: hearsay_proto::identity::PublicKey::from_bytes([k; 32]),
-            tab: None,
-            sig: hearsay_proto::identity::Signature::from_bytes([0; 64]),
-        };
-        // Tree 1-2, 2-3, 2-4 (named by either end); 1-4 is a lazy link.
-        let records = vec![
-            rec(1, &[2, 4], &[2]),
-            rec(2, &[1, 3, 4], &[3]),
-            rec(3, &[2], &[]),
-            rec(4, &[1, 2], &[2]),
-        ];
-        let steps = journey(&records, n(3));
-        let got: Vec<(NodeId, Option<NodeId>, u32)> =
-            steps.iter().map(|s| (s.node, s.from, s.hop)).collect();
-        assert_eq!(
-            got,
-            vec![
-                (n(3), None, 0),
-                (n(2), Some(n(3)), 1),
-                (n(1), Some(n(2)), 2),
-                (n(4), Some(n(2)), 2)
-            ]
-        );
-    }
-
-    #[test]
     fn unchanged_network_views_do_not_rerender() {
         let s: Rc<State> = Rc::default();
         let same = Rc::clone(&s).reduce(Action::Network {
@@ -475,6 +421,25 @@ mod tests {
             peers: vec![],
         });
         assert!(Rc::ptr_eq(&s, &same));
+    }
+
+    #[test]
+    fn only_the_latest_message_s_journey_is_kept() {
+        let origin = NodeId::from_bytes([4; 16]);
+        let journey = |id: MsgId| Journey {
+            id,
+            nodes: 3,
+            reached: Vec::new(),
+        };
+        let (old, new) = (MsgId::from_bytes([1; 16]), MsgId::from_bytes([2; 16]));
+        let s = State {
+            latest: Some((new, origin)),
+            ..State::default()
+        };
+        let s = apply(Rc::new(s), vec![Action::Journey(journey(old))]);
+        assert_eq!(s.journey, None, "a late answer about an older message");
+        let s = apply(s, vec![Action::Journey(journey(new))]);
+        assert_eq!(s.journey.as_deref(), Some(&journey(new)));
     }
 
     #[test]

@@ -1152,7 +1152,7 @@ impl Driver for Effects<'_> {
     fn close(&mut self, conn: ConnId, _reason: CloseReason) {
         self.actions.push(Action::Close(conn));
     }
-    fn deliver(&mut self, msg: Message, hops: Option<u32>) {
+    fn deliver(&mut self, msg: Message, hops: Option<u32>, _from: Option<NodeId>) {
         self.delivered.push((msg, hops));
     }
     fn fetch(&mut self, _conn: ConnId, ids: Vec<MsgId>) -> Option<Vec<Message>> {

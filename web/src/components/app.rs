@@ -2,6 +2,7 @@
 //! and the peers.
 
 use super::composer::Composer;
+use super::demo::DemoControls;
 use super::links::LinkList;
 use super::map::NetworkMap;
 use super::messages::MessageList;
@@ -9,6 +10,10 @@ use super::peers::PeerList;
 use crate::net::{self, Network};
 use crate::state::{Action, Phase, State};
 use yew::prelude::*;
+
+/// When a message's journey is asked for, in ms after the last ask: most of a demo has it
+/// within a second; stragglers (by reconciliation) within seconds more.
+const JOURNEY_ASKS: [u64; 3] = [1_000, 3_000, 10_000];
 
 #[function_component(App)]
 pub fn app() -> Html {
@@ -27,6 +32,47 @@ pub fn app() -> Html {
             });
         });
     }
+    // In a demo, the demo says so, and records each message's journey.
+    {
+        let dispatcher = state.dispatcher();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(status) = net::demo_status().await {
+                    dispatcher.dispatch(Action::Demo(status));
+                }
+            });
+        });
+    }
+    // The latest message's journey, asked for once it has had time to spread (and once
+    // more if some nodes had not taken it yet).
+    {
+        let dispatcher = state.dispatcher();
+        let latest = state
+            .latest
+            .map(|(id, _)| id)
+            .filter(|_| state.demo.is_some());
+        use_effect_with(latest, move |latest| {
+            if let Some(id) = *latest {
+                wasm_bindgen_futures::spawn_local(async move {
+                    for wait in JOURNEY_ASKS {
+                        gloo_timers::future::sleep(std::time::Duration::from_millis(wait)).await;
+                        let Ok(journey) = net::journey(id).await else {
+                            return;
+                        };
+                        let whole = journey.reached.len() >= journey.nodes;
+                        dispatcher.dispatch(Action::Journey(journey));
+                        if whole {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let on_demo = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |status| dispatcher.dispatch(Action::Demo(status)))
+    };
     let on_send = {
         let network = network.clone();
         Callback::from(move |text: String| match &*network {
@@ -105,7 +151,10 @@ pub fn app() -> Html {
             <div class="sr-only" aria-live="polite" aria-atomic="true">{ announce }</div>
             <main>
                 <section class="feed">
-                    <NetworkMap records={state.topology.clone()} me={state.me} root={state.root} latest={state.latest} />
+                    if let Some(status) = state.demo.clone() {
+                        <DemoControls {status} on_status={on_demo} />
+                    }
+                    <NetworkMap records={state.topology.clone()} me={state.me} root={state.root} latest={state.latest} journey={state.journey.clone()} />
                     <Composer on_send={on_send} enabled={network.is_some()} />
                     <MessageList messages={state.messages.clone()} loaded={state.history_loaded}
                                  older={state.older.clone()} {on_older} {on_top} />

@@ -2,17 +2,21 @@
 //! page; seed peers as small marks beside the node they hang off), their links as lines (the
 //! broadcast tree's in bold, the others faint), laid out as the tree from its root (see
 //! [`crate::layout`]); marks shrink as the network grows. The latest message lights up hop by
-//! hop along the tree from its origin. Hover, focus or click a mark for its details; zoom
+//! hop: as it happened where a demo recorded its journey (with a counter, see
+//! [`super::replay`]), else along the tree from its origin, as the map predicts it (and
+//! labelled so). Hover, focus or click a mark for its details; zoom
 //! and pan by wheel, drag, pinch or keys (`+`, `-`, arrows, `0` for the whole map); find a
 //! peer by id or address.
 
+use super::replay::ReplayCounter;
 use super::short;
 use crate::layout::layout;
-use crate::state::{Step, journey};
 use crate::view::View;
+use hearsay_proto::journey::{Journey, Step, predict};
 use hearsay_proto::map::TopoRecord;
 use hearsay_proto::{MsgId, NodeId, PeerKind};
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use web_sys::{Element, HtmlInputElement, SvgElement};
 use yew::prelude::*;
@@ -25,10 +29,12 @@ pub struct Props {
     pub root: Option<NodeId>,
     /// The latest message that travelled to this page, and its origin.
     pub latest: Option<(MsgId, NodeId)>,
+    /// Its journey as it happened, where a demo recorded it: replayed instead of predicted.
+    pub journey: Option<Rc<Journey>>,
 }
 
 /// How long each hop of a journey takes to light up, so a person can follow it.
-const HOP_MS: u64 = 250;
+pub const HOP_MS: u64 = 300;
 
 #[function_component(NetworkMap)]
 pub fn network_map(props: &Props) -> Html {
@@ -81,10 +87,16 @@ pub fn network_map(props: &Props) -> Html {
     }
     edges.extend(tree.iter().copied());
     let edges: Vec<(usize, usize)> = edges.into_iter().collect();
-    let steps: Vec<Step> = props
-        .latest
-        .map(|(_, origin)| journey(&props.records, origin))
-        .unwrap_or_default();
+    // As it happened if the demo recorded it; else as the map predicts it.
+    let observed = props
+        .journey
+        .as_ref()
+        .filter(|j| props.latest.map(|(id, _)| id) == Some(j.id));
+    let steps: Vec<Step> = match (observed, props.latest) {
+        (Some(j), _) => j.steps(),
+        (None, Some((_, origin))) => predict(&props.records, origin),
+        (None, None) => Vec::new(),
+    };
     let lit: HashMap<NodeId, u64> = steps
         .iter()
         .map(|s| (s.node, s.hop as u64 * HOP_MS))
@@ -98,9 +110,19 @@ pub fn network_map(props: &Props) -> Html {
         })
         .collect();
     // A new message restarts the animation: keying the SVG on it remounts the lit marks.
+    // (And again when the recorded journey arrives: the replay starts then.)
     let spread_key = props
         .latest
-        .map(|(id, _)| id.to_string())
+        .map(|(id, _)| {
+            format!(
+                "{id}{}",
+                if observed.is_some() {
+                    "-as-it-happened"
+                } else {
+                    ""
+                }
+            )
+        })
         .unwrap_or_default();
     // Each mark and link lights up when the message reaches it: the delays are set through
     // the style object after the render (the page's Content-Security-Policy refuses `style`
@@ -294,7 +316,7 @@ pub fn network_map(props: &Props) -> Html {
                     <span class="found-count" aria-live="polite">{ format!("{} found", found.len()) }</span>
                 }
             </div>
-            <svg id="map" ref={svg_ref} key={spread_key} class={classes!((shown.len() > 100).then_some("crowded"))} viewBox={view.borrow().attr()}
+            <svg id="map" ref={svg_ref} key={spread_key.clone()} class={classes!((shown.len() > 100).then_some("crowded"))} viewBox={view.borrow().attr()}
                  role="group" tabindex="0" aria-label="network map: + and - zoom, arrows pan, 0 shows all"
                  {onwheel} {onpointerdown} {onpointermove} onpointerup={onpointerup.clone()} onpointercancel={onpointerup} onkeydown={onkeydown_map}>
                 { for edges.iter().map(|&(a, b)| {
@@ -359,7 +381,9 @@ pub fn network_map(props: &Props) -> Html {
                 <span class="key v1"></span>{ "seed (v1) peer " }
                 <span class="key tree"></span>{ "broadcast tree" }
             </p>
-            if steps.len() > 1 {
+            if let Some(j) = observed {
+                <ReplayCounter key={spread_key.clone()} by_hop={by_hop(j, &steps)} total={j.nodes} />
+            } else if steps.len() > 1 {
                 // What the page can know of a journey: the way the records' tree links lead
                 // from its origin. Nobody reports the way it went, so it says so.
                 <p class="journey-note" id="journey-note">
@@ -372,6 +396,27 @@ pub fn network_map(props: &Props) -> Html {
             { details.unwrap_or_default() }
         </section>
     }
+}
+
+/// For a replay's counter: at each hop, how many of the journal's nodes the message had
+/// reached, and the latest time among them.
+fn by_hop(journey: &Journey, steps: &[Step]) -> Vec<(usize, u64)> {
+    let recorded: BTreeSet<NodeId> = journey.reached.iter().map(|r| r.node).collect();
+    let hops = steps
+        .iter()
+        .map(|s| s.hop)
+        .max()
+        .map_or(0, |h| h as usize + 1);
+    let mut out = vec![(0usize, 0u64); hops];
+    for s in steps.iter().filter(|s| recorded.contains(&s.node)) {
+        let at = &mut out[s.hop as usize];
+        at.0 += 1;
+        at.1 = at.1.max(s.after_us.unwrap_or(0));
+    }
+    for h in 1..hops {
+        out[h] = (out[h].0 + out[h - 1].0, out[h].1.max(out[h - 1].1));
+    }
+    out
 }
 
 /// Where a pointer at `(x, y)` (client pixels) is over the map, as fractions of its size.

@@ -2,10 +2,12 @@
 
 pub mod app;
 pub mod composer;
+pub mod demo;
 pub mod links;
 pub mod map;
 pub mod messages;
 pub mod peers;
+pub mod replay;
 
 /// A short, readable form of a 32-digit id.
 pub fn short(id: &str) -> String {
