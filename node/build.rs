@@ -1,4 +1,4 @@
-//! Rebuild the node when the page (dist/, written by `trunk build`) changes, so the embedded
+//! Rebuild the node when the page (dist/, written by `scripts/build-web`) changes, so the embedded
 //! copy is always the latest build.
 
 fn main() {

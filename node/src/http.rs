@@ -1000,7 +1000,7 @@ fn status_page(shared: Arc<Shared>) -> impl Reply {
     if !page::embedded() {
         html.push_str(
             "</p><p class=\"m\">This node was built without its web page. Build it with \
-             <code>./scripts/run</code> (or <code>trunk build --release</code>, then rebuild the \
+             <code>./scripts/run</code> (or <code>bash scripts/build-web</code>, then rebuild the \
              node) to join the network from the browser.",
         );
     }

@@ -21,7 +21,7 @@
 //!   `/api/stream`, Server-Sent Events of what the store takes in), and the WebSocket upgrade
 //!   at `/ws` and `/`.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
-//! - [`page`]: the browser peer's page (trunk's `dist/`), embedded at compile time.
+//! - [`page`]: the browser peer's page (`dist/`, from `scripts/build-web`), embedded at compile time.
 //! - [`driver`]: owns the engine (behind a short-held mutex), drains its outputs through
 //!   `hearsay_proto::Driver`: frames into per-peer queues, dials (handed to `conn`'s dialer),
 //!   closes, deliveries into the store; wakes the engine at its next deadline.

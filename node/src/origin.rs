@@ -14,7 +14,7 @@
 //! this.)
 //!
 //! Every response carries a Content-Security-Policy that lets the page run and nothing else:
-//! scripts and WebAssembly from this node (plus trunk's one inline loader, by hash), its own
+//! scripts and WebAssembly from this node (plus the page's one inline loader, by hash), its own
 //! inline style by hash, connections to this node and to the `ws:`/`wss:` peers the page
 //! links to, and no framing.
 

@@ -1,4 +1,4 @@
-//! The browser peer's page, embedded at compile time from `dist/` (built by trunk), so one
+//! The browser peer's page, embedded at compile time from `dist/` (`scripts/build-web`), so one
 //! binary serves everything. If the page was not built when the node was compiled, the node
 //! still builds and runs, and `/` says how to build it.
 
@@ -23,7 +23,7 @@ pub fn index() -> Option<Response<Bytes>> {
     Some(reply(file.data, "text/html; charset=utf-8", "no-cache"))
 }
 
-/// A built asset (`.js`, `.wasm`, …). trunk puts a content hash in their names, so they can
+/// A built asset (`.js`, `.wasm`, …). The build puts a content hash in their names, so they can
 /// be cached for good.
 pub fn asset(path: &str) -> Option<Response<Bytes>> {
     if path == "index.html" {

@@ -16,7 +16,7 @@ async fn the_page_and_its_assets_are_served_with_types_and_caching() {
     assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(r.headers()["cache-control"], "no-cache");
     let html = r.text().await.unwrap();
-    // trunk's hashed asset names, referenced from index.html.
+    // The build's hashed asset names, referenced from index.html.
     let wasm = html
         .split('"')
         .find(|s| s.ends_with("_bg.wasm"))

@@ -1,4 +1,4 @@
-//! The page's entry point (built by trunk): mount the app.
+//! The page's entry point (built by scripts/build-web): mount the app.
 
 fn main() {
     hearsay_web::run();
