@@ -33,6 +33,9 @@ pub struct Props {
     pub journey: Option<Rc<Journey>>,
 }
 
+/// Peers past which the map draws its faint links as two paths (see the render).
+const BULK_PAST: usize = 600;
+
 /// How long each hop of a journey takes to light up, so a person can follow it.
 pub const HOP_MS: u64 = 300;
 
@@ -97,19 +100,23 @@ pub fn network_map(props: &Props) -> Html {
         (None, Some((_, origin))) => predict(&props.records, origin),
         (None, None) => Vec::new(),
     };
-    let lit: HashMap<NodeId, u64> = steps
+    // The peers it reaches and when (ms into the replay), as map indices, in journey order.
+    let lit: Vec<(usize, u64)> = steps
         .iter()
-        .map(|s| (s.node, s.hop as u64 * HOP_MS))
+        .filter_map(|s| Some((*index.get(&s.node)?, s.hop as u64 * HOP_MS)))
         .collect();
-    // The links the message travels: (from, to) as map indices.
-    let hops: HashMap<(usize, usize), u64> = steps
+    // The links it travels: (from, to, when).
+    let hops: Vec<(usize, usize, u64)> = steps
         .iter()
         .filter_map(|s| {
             let (a, b) = (*index.get(&s.from?)?, *index.get(&s.node)?);
-            Some(((a.min(b), a.max(b)), lit[&s.node]))
+            Some((a, b, s.hop as u64 * HOP_MS))
         })
         .collect();
     // A new message restarts the animation: keying the SVG on it remounts the lit marks.
+    // Marks and links are keyed by the peers they show, so a map that changes meanwhile
+    // moves each element with its peer instead of handing it to another (whose animation
+    // would start again: at 1,000 nodes the map changes every second).
     // (And again when the recorded journey arrives: the replay starts then.)
     let spread_key = props
         .latest
@@ -307,6 +314,25 @@ pub fn network_map(props: &Props) -> Html {
         }
     });
 
+    let crowded = shown.len() > 100;
+    // Past this many peers the faint links are drawn as two paths, not an element each (see
+    // below): fewer elements, but one path is drawn whole however little of it is in view,
+    // and at 500 peers a pan then took 50 ms a frame instead of 17.
+    let bulky = shown.len() > BULK_PAST;
+    let faint = |&(a, b): &(usize, usize)| !tree.contains(&(a, b));
+    let bulk = |between_nodes: bool| {
+        let mut d = String::new();
+        for &(a, b) in edges.iter().filter(|e| faint(e)) {
+            let nn = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
+            if nn == between_nodes {
+                d.push_str(&format!(
+                    "M{:.1} {:.1}L{:.1} {:.1}",
+                    pos[a].0, pos[a].1, pos[b].0, pos[b].1
+                ));
+            }
+        }
+        d
+    };
     html! {
         <section class="map">
             <div class="map-head">
@@ -316,18 +342,34 @@ pub fn network_map(props: &Props) -> Html {
                     <span class="found-count" aria-live="polite">{ format!("{} found", found.len()) }</span>
                 }
             </div>
-            <svg id="map" ref={svg_ref} key={spread_key.clone()} class={classes!((shown.len() > 100).then_some("crowded"))} viewBox={view.borrow().attr()}
+            <svg id="map" ref={svg_ref} key={spread_key.clone()} class={classes!(crowded.then_some("crowded"))} viewBox={view.borrow().attr()}
                  role="group" tabindex="0" aria-label="network map: + and - zoom, arrows pan, 0 shows all"
                  {onwheel} {onpointerdown} {onpointermove} onpointerup={onpointerup.clone()} onpointercancel={onpointerup} onkeydown={onkeydown_map}>
-                { for edges.iter().map(|&(a, b)| {
+                // Past BULK_PAST peers, the faint links are two paths (node-node,
+                // node-browser) rather than an element each: at 1,000 nodes that is 3,000
+                // elements fewer.
+                if bulky {
+                    <path class="link nn faint" d={bulk(true)} />
+                    <path class="link nb faint" d={bulk(false)} />
+                }
+                { for edges.iter().filter(|e| !bulky || !faint(e)).map(|&(a, b)| {
                     let both_nodes = shown[a].kind == PeerKind::Node && shown[b].kind == PeerKind::Node;
                     html! {
-                                                <line class={classes!("link", if both_nodes { "nn" } else { "nb" }, tree.contains(&(a, b)).then_some("tree"), hops.contains_key(&(a, b)).then_some("lit"))}
-                              data-delay={hops.get(&(a, b)).map(|d| d.to_string())}
+                        <line key={format!("{}-{}", shown[a].node, shown[b].node)} class={classes!("link", if both_nodes { "nn" } else { "nb" }, tree.contains(&(a, b)).then_some("tree"))}
                               x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
                               x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
                     }
                 }) }
+                // The journey is drawn over the map, in the order it went: its elements stay
+                // in place while the map beneath changes (a moved element would start its
+                // animation again, and at hundreds of nodes the map changes every second).
+                <g class="journey" aria-hidden="true">
+                    { for hops.iter().map(|&(a, b, delay)| html! {
+                        <line key={format!("{}>{}", shown[a].node, shown[b].node)} class="link lit" data-delay={delay.to_string()}
+                              x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
+                              x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
+                    }) }
+                </g>
                 { for shown.iter().enumerate().map(|(i, r)| {
                     let (x, y) = pos[i];
                     let kind = if Some(r.node) == props.me { "me" } else if r.kind == PeerKind::Browser { "browser" } else { "node" };
@@ -361,10 +403,9 @@ pub fn network_map(props: &Props) -> Html {
                         html! { <rect class="mark v1" x={format!("{:.1}", x + off * a.cos() - side / 2.0)} y={format!("{:.1}", y + off * a.sin() - side / 2.0)} width={format!("{side:.1}")} height={format!("{side:.1}")} /> }
                     });
                     html! {
-                    <g class="peer-mark" {onclick} {onkeydown} {onmouseenter} {onmouseleave} {onfocus} {onblur} tabindex="0" role="button"
+                    <g key={id.to_string()} class="peer-mark" {onclick} {onkeydown} {onmouseenter} {onmouseleave} {onfocus} {onblur} tabindex="0" role="button"
                            aria-label={format!("{kind} {}: details", short(&id.to_string()))}>
-                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), found.contains(&i).then_some("found"), lit.contains_key(&id).then_some("lit"))}
-                                    data-delay={lit.get(&id).map(|d| d.to_string())}
+                            <circle class={classes!("mark", kind, (Some(id) == *selected).then_some("selected"), found.contains(&i).then_some("found"))}
                                     data-id={id.to_string()} cx={format!("{x:.1}")} cy={format!("{y:.1}")}
                                     r={format!("{:.1}", if r.kind == PeerKind::Node { mark } else { mark * 0.66 })}>
                                 <title>{ format!("{} {}", kind, short(&id.to_string())) }</title>
@@ -373,6 +414,13 @@ pub fn network_map(props: &Props) -> Html {
                         </g>
                     }
                 }) }
+                <g class="journey" aria-hidden="true">
+                    { for lit.iter().map(|&(i, delay)| html! {
+                        <circle key={shown[i].node.to_string()} class="ring lit" data-delay={delay.to_string()}
+                                cx={format!("{:.1}", pos[i].0)} cy={format!("{:.1}", pos[i].1)}
+                                r={format!("{:.1}", if shown[i].kind == PeerKind::Node { mark } else { mark * 0.66 })} />
+                    }) }
+                </g>
             </svg>
             <p class="legend">
                 <span class="key node"></span>{ "node " }

@@ -19,8 +19,9 @@ pub fn replay_counter(props: &Props) -> Html {
     {
         let (hop, hops) = (hop.clone(), props.by_hop.len());
         // Keyed on the journey by its parent: a new one mounts afresh and starts at hop 0.
-        use_effect_with((), move |_| {
-            let mut at = 0;
+        // The journey asked again may have more hops: the count goes on from where it is.
+        use_effect_with(hops, move |&hops| {
+            let mut at = *hop;
             let ticks = Interval::new(super::map::HOP_MS as u32, move || {
                 if at + 1 < hops {
                     at += 1;
