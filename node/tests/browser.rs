@@ -704,15 +704,7 @@ async fn a_page_shows_a_starting_demo_within_seconds_and_its_map_is_searched_and
     let all_at = started.elapsed();
     // Once every node's map is full, a page opened on any node shows it at once.
     let urls: Vec<String> = demo.nodes.iter().map(|n| n.http_url()).collect();
-    wait_for_within("every node's map full", Duration::from_secs(60), || async {
-        for url in &urls {
-            if status(url).await["map"]["records"].as_u64()? < NODES as u64 {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_maps_full(&urls, NODES, Duration::from_secs(60)).await;
     let formed_at = started.elapsed();
     let late = driver.open(1100, 850).await;
     let opened = std::time::Instant::now();
@@ -845,19 +837,7 @@ async fn demo_from_the_page(nodes: usize, pan: bool) {
     let started = std::time::Instant::now();
     let demo = hearsay::demo::Demo::start(&args).await.unwrap();
     let urls: Vec<String> = demo.nodes.iter().map(|n| n.http_url()).collect();
-    wait_for_within(
-        "every node's map full",
-        Duration::from_secs(120 + nodes as u64 / 4),
-        || async {
-            for url in &urls {
-                if status(url).await["map"]["records"].as_u64()? < nodes as u64 {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
+    wait_maps_full(&urls, nodes, Duration::from_secs(120 + nodes as u64 / 4)).await;
     let full_at = started.elapsed();
     let mut driver = Chromedriver::start().await;
     let page = driver.open(1280, 800).await;
@@ -1080,6 +1060,19 @@ async fn demo_from_the_page(nodes: usize, pan: bool) {
     page.close().await.unwrap();
     phone.close().await.unwrap();
     demo.stop().await;
+}
+
+/// Waits until every node's map holds `nodes` records.
+async fn wait_maps_full(urls: &[String], nodes: usize, deadline: Duration) {
+    wait_for_within("every node's map full", deadline, || async {
+        for url in urls {
+            if status(url).await["map"]["records"].as_u64()? < nodes as u64 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
 }
 
 /// What the map's details line says, if it shows.

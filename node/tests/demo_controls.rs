@@ -67,6 +67,14 @@ async fn reached(url: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until message `id`'s journey, asked of `url`, has reached `n` nodes.
+async fn wait_reached(url: &str, id: &str, n: usize, what: &str) {
+    wait_for(what, || async {
+        (reached(url, id).await.len() == n).then_some(())
+    })
+    .await;
+}
+
 /// Waits until every node holds `n` messages whose text starts with `prefix`.
 async fn wait_hold(urls: &[String], prefix: &str, n: usize) {
     for url in urls {
@@ -207,18 +215,12 @@ async fn killed_nodes_come_back_and_a_cut_network_reconciles_once_healed() {
     assert_eq!(killed.len(), 2);
     assert!(!killed.contains(&demo.nodes[0].id.to_string()));
     let while_down = publish(&urls[0], "while two are down").await;
-    wait_for("every live node reached", || async {
-        (reached(&urls[0], &while_down).await.len() == 6).then_some(())
-    })
-    .await;
+    wait_reached(&urls[0], &while_down, 6, "every live node reached").await;
 
     // Restarted, on their addresses with their stores: they catch up by reconciliation.
     let (status, body) = post(&control("restart"), &[]).await;
     assert_eq!((status, &body["live"]), (200, &Value::from(8)), "{body}");
-    wait_for("the restarted nodes to catch up", || async {
-        (reached(&urls[0], &while_down).await.len() == 8).then_some(())
-    })
-    .await;
+    wait_reached(&urls[0], &while_down, 8, "the restarted nodes to catch up").await;
 
     // Cut in two: no link crosses, and a message stays on its side.
     let (status, body) = post(&control("split"), &[]).await;
@@ -236,11 +238,7 @@ async fn killed_nodes_come_back_and_a_cut_network_reconciles_once_healed() {
         .await;
     }
     let during = publish(&urls[0], "during the cut").await;
-    wait_for("its side reached", || async {
-        let r = reached(&urls[0], &during).await;
-        (r.len() == 4).then_some(())
-    })
-    .await;
+    wait_reached(&urls[0], &during, 4, "its side reached").await;
     for url in &urls[4..] {
         assert!(
             !message_texts(url)
@@ -259,10 +257,7 @@ async fn killed_nodes_come_back_and_a_cut_network_reconciles_once_healed() {
     );
     wait_hold(&urls, "during the cut", 1).await;
     let after = publish(&urls[7], "after the cut").await;
-    wait_for("every node reached", || async {
-        (reached(&urls[0], &after).await.len() == 8).then_some(())
-    })
-    .await;
+    wait_reached(&urls[0], &after, 8, "every node reached").await;
 
     // Two nodes more, linked in; then a burst of 100 from nodes at random reaches all ten.
     let (status, body) = post(&control("add?count=2"), &[]).await;
