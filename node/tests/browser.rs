@@ -612,13 +612,7 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
     // which records the journey, and the page says so.
     send_from_page(&page, "watch me travel").await;
     let note = wait_for("every node lit, as it happened", || async {
-        let note = page
-            .find(Locator::Id("journey-counter"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let note = text_of(&page, "journey-counter").await?;
         (count(&page, "#map circle.ring.lit").await == 6
             && count(&page, "#map line.link.lit").await == 5
             && note.contains("recorded by the demo"))
@@ -863,14 +857,10 @@ async fn demo_from_the_page(nodes: usize, pan: bool) {
     let status_says = |want: String| {
         let page = page.clone();
         async move {
-            let text = page
-                .find(Locator::Id("demo-status"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            text.contains(&want).then_some(())
+            text_of(&page, "demo-status")
+                .await?
+                .contains(&want)
+                .then_some(())
         }
     };
     wait_for("the demo's controls", || {
@@ -880,13 +870,7 @@ async fn demo_from_the_page(nodes: usize, pan: bool) {
     let counter = |want: String| {
         let page = page.clone();
         async move {
-            let text = page
-                .find(Locator::Id("journey-counter"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = text_of(&page, "journey-counter").await?;
             text.contains(&want).then_some(text)
         }
     };
@@ -1077,8 +1061,7 @@ async fn wait_maps_full(urls: &[String], nodes: usize, deadline: Duration) {
 
 /// What the map's details line says, if it shows.
 async fn map_details(page: &Client) -> Option<String> {
-    let details = page.find(Locator::Id("map-details")).await.ok()?;
-    details.text().await.ok()
+    text_of(page, "map-details").await
 }
 
 /// The map's `viewBox` (the part in view), and its width.

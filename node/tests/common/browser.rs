@@ -166,6 +166,11 @@ pub async fn count(page: &Client, css: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The text of the element with this id, if the page shows it.
+pub async fn text_of(page: &Client, id: &str) -> Option<String> {
+    page.find(Locator::Id(id)).await.ok()?.text().await.ok()
+}
+
 /// Number of links the page shows as open.
 pub async fn open_links(page: &Client) -> usize {
     count(page, "li.link.open").await
