@@ -218,7 +218,7 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
 /// Runs one connection to its end. `dialed` is the engine's id for a dial we made; accepted
 /// sockets get theirs from the engine here, with the client address they are capped under
 /// (`from`; none if exempt) and the one they are metered under (`source`, exempt or not).
-/// `peer` is the address at the other end, for a demo's cut (see `demo::hub`).
+/// `peer` is the address at the other end, for a demo's cut (see `hub`).
 pub async fn run<S, M, E>(
     shared: Arc<Shared>,
     dialed: Option<ConnId>,

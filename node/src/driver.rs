@@ -60,8 +60,8 @@ pub struct Guards {
     pub pins: crate::pins::Pins,
     /// The names the node answers to (for `/api/status`).
     pub hosts: Arc<crate::door::Hosts>,
-    /// The demo this node is part of: its side of a cut (see `demo::hub`).
-    pub demo: Option<crate::demo::hub::Member>,
+    /// The demo this node is part of: its side of a cut (see `hub`).
+    pub demo: Option<crate::hub::Member>,
 }
 
 /// Everything the HTTP handlers, connection tasks and timer share.
@@ -100,8 +100,8 @@ pub struct Shared {
     /// What `/add` has pinned (see `pins`).
     pub pins: crate::pins::Pins,
     pub hosts: Arc<crate::door::Hosts>,
-    /// The demo this node is part of, if any (see `demo::hub`).
-    pub demo: Option<crate::demo::hub::Member>,
+    /// The demo this node is part of, if any (see `hub`).
+    pub demo: Option<crate::hub::Member>,
     /// The retention window (the engine's), for how long evicted ids are remembered.
     pub retention: Option<u64>,
     /// Messages refused as from the future when the log last said so, and when that was.

@@ -449,7 +449,7 @@ fn demo_api(
         .and(with_shared(Arc::clone(&shared)))
         .and_then(|shared: Arc<Shared>| async move {
             let demo = in_demo(&shared)?;
-            control(&demo, crate::demo::Command::Status).await
+            control(&demo, crate::hub::Command::Status).await
         });
     let act = warp::post()
         .and(warp::path("demo"))
@@ -473,7 +473,7 @@ fn demo_api(
                         })
                         .transpose()
                 };
-                use crate::demo::Command;
+                use crate::hub::Command;
                 let command = match action.as_str() {
                     "kill" => Command::Kill {
                         share: number("share")?,
@@ -488,11 +488,11 @@ fn demo_api(
                         count => Command::Add { count },
                     },
                     "burst" => match number("count")?.unwrap_or(100) {
-                        count @ 1..=crate::demo::MAX_BURST => Command::Burst { count },
+                        count @ 1..=crate::hub::MAX_BURST => Command::Burst { count },
                         _ => {
                             return Err(bad_request(format!(
                                 "`count`: a burst is 1 to {} messages",
-                                crate::demo::MAX_BURST
+                                crate::hub::MAX_BURST
                             )));
                         }
                     },
@@ -510,7 +510,7 @@ fn demo_api(
 }
 
 /// This node's place in a demo, or a 404 saying it has none.
-fn in_demo(shared: &Shared) -> Result<crate::demo::hub::Member, Rejection> {
+fn in_demo(shared: &Shared) -> Result<crate::hub::Member, Rejection> {
     shared.demo.clone().ok_or_else(|| {
         refusal(
             StatusCode::NOT_FOUND,
@@ -520,8 +520,8 @@ fn in_demo(shared: &Shared) -> Result<crate::demo::hub::Member, Rejection> {
 }
 
 async fn control(
-    demo: &crate::demo::hub::Member,
-    command: crate::demo::Command,
+    demo: &crate::hub::Member,
+    command: crate::hub::Command,
 ) -> Result<warp::reply::Json, Rejection> {
     demo.hub
         .ask(command)

@@ -4,7 +4,9 @@
 //! - [`config`]: `--config FILE` (TOML), the flags over it, and the settings in effect.
 //! - [`demo`]: `hearsay demo`, a whole network in one process, and its controls (kill and
 //!   restart nodes, cut the network in two and heal it, add nodes, a burst); its nodes share
-//!   a [`demo::Hub`]: the journal of each message's journey, the cut, the way to the controls.
+//!   a [`hub::Hub`]: the journal of each message's journey, the cut, the way to the controls.
+//! - [`hub`]: what a demo's nodes share, and the controls' commands (its own module, so the
+//!   node's HTTP and server parts need not reach into the demo that starts them).
 //! - [`simulate`]: `hearsay sim`, the protocol's simulator with figures.
 //! - [`server`]: [`server::start`] takes already-bound listeners (tests bind port 0), serves
 //!   HTTP + WebSockets on one and seed-style WebSockets on the other, runs the timer, and
@@ -57,6 +59,7 @@ pub mod dialing;
 pub mod door;
 pub mod driver;
 pub mod http;
+pub mod hub;
 pub mod keyfile;
 pub mod limit;
 pub mod metrics;

@@ -62,7 +62,7 @@ pub struct NodeConfig {
     pub shown: serde_json::Value,
     /// The demo this node is part of (`hearsay demo`): it notes each delivery in the demo's
     /// journal, keeps to its side of a cut, and passes the page's controls on.
-    pub demo: Option<Arc<crate::demo::Hub>>,
+    pub demo: Option<Arc<crate::hub::Hub>>,
 }
 
 /// A store handed to [`start`] ([`NodeConfig::store`]).
@@ -299,7 +299,7 @@ pub fn start(
         tls: dialing_tls,
         pins,
         hosts,
-        demo: config.demo.clone().map(|hub| crate::demo::hub::Member {
+        demo: config.demo.clone().map(|hub| crate::hub::Member {
             hub,
             node: id,
             ip: addr.ip(),

@@ -8,7 +8,7 @@
 //! and pan by wheel, drag, pinch or keys (`+`, `-`, arrows, `0` for the whole map); find a
 //! peer by id or address.
 
-use super::replay::ReplayCounter;
+use super::replay::{HOP_MS, ReplayCounter};
 use super::short;
 use crate::layout::layout;
 use crate::view::View;
@@ -35,9 +35,6 @@ pub struct Props {
 
 /// Peers past which the map draws its faint links as two paths (see the render).
 const BULK_PAST: usize = 600;
-
-/// How long each hop of a journey takes to light up, so a person can follow it.
-pub const HOP_MS: u64 = 300;
 
 #[function_component(NetworkMap)]
 pub fn network_map(props: &Props) -> Html {

@@ -1,9 +1,12 @@
 //! The counter beside a replayed journey: how many nodes the message had reached at the hop
 //! the map shows, and how long after it set out the last of them took it. It ticks with the
-//! map's lit marks (one hop every [`super::map::HOP_MS`]), re-rendering itself only.
+//! map's lit marks (one hop every [`HOP_MS`]), re-rendering itself only.
 
 use gloo_timers::callback::Interval;
 use yew::prelude::*;
+
+/// How long each hop of a journey takes to light up on the map, so a person can follow it.
+pub const HOP_MS: u64 = 300;
 
 #[derive(Properties, PartialEq)]
 pub struct Props {
@@ -22,7 +25,7 @@ pub fn replay_counter(props: &Props) -> Html {
         // The journey asked again may have more hops: the count goes on from where it is.
         use_effect_with(hops, move |&hops| {
             let mut at = *hop;
-            let ticks = Interval::new(super::map::HOP_MS as u32, move || {
+            let ticks = Interval::new(HOP_MS as u32, move || {
                 if at + 1 < hops {
                     at += 1;
                     hop.set(at);

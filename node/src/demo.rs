@@ -3,7 +3,7 @@
 //!
 //! One task owns the nodes and carries out the demo's controls ([`Command`]) one at a time,
 //! as any node's `/api/demo` passes them on through the [`Hub`] every node shares (which also
-//! holds the journal of journeys and the cut; see [`hub`]).
+//! holds the journal of journeys and the cut; see [`crate::hub`]).
 //!
 //! Each node listens on, and dials out from, its own loopback address, 127.0.N.1 (Linux
 //! routes all of 127.0.0.0/8 to loopback): each is then its own address group, as on a real
@@ -11,14 +11,12 @@
 //! answers (macOS, unless aliases are added to `lo0`), every node shares it; a node does not
 //! cap peers in its own loopback group, so the demo works the same, without the caps.
 
-pub mod hub;
-
 use crate::cli::DemoArgs;
+use crate::hub::Request;
+pub use crate::hub::{Command, Cut, Hub, MAX_BURST};
 use crate::server::{self, NodeConfig, RunningNode, StartError};
 use hearsay_proto::NodeId;
 use hearsay_proto::sim::Topology;
-use hub::Request;
-pub use hub::{Command, Cut, Hub};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::json;
@@ -203,8 +201,6 @@ async fn bind(
     Ok((listener, v1))
 }
 
-/// The most messages one burst publishes.
-pub const MAX_BURST: u32 = 1_000;
 /// Nodes each added node first links to.
 const ADDED_LINKS: usize = 3;
 

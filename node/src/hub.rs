@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// What the page's controls ask of the demo (see [`super::Demo`]).
+/// The most messages one burst publishes.
+pub const MAX_BURST: u32 = 1_000;
+
+/// What the page's controls ask of the demo (see [`crate::demo::Demo`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// What the demo is: its nodes, how many are live, whether it is cut.
