@@ -166,6 +166,27 @@ pub async fn count(page: &Client, css: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// How far the map's latest journey is drawn: the peers ringed and the links lit. Each hop
+/// is one path of each, its `data-count` saying how many it draws.
+pub async fn lit(page: &Client) -> (u64, u64) {
+    let sum = |class: &str| {
+        format!(
+            "return [...document.querySelectorAll('#map .journey .{class}.lit')]
+                .reduce((n, e) => n + Number(e.dataset.count), 0)"
+        )
+    };
+    let mut out = [0; 2];
+    for (i, class) in ["ring", "link"].into_iter().enumerate() {
+        out[i] = page
+            .execute(&sum(class), vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+    }
+    (out[0], out[1])
+}
+
 /// The text of the element with this id, if the page shows it.
 pub async fn text_of(page: &Client, id: &str) -> Option<String> {
     page.find(Locator::Id(id)).await.ok()?.text().await.ok()

@@ -4,9 +4,9 @@
 //! [`crate::layout`]); marks shrink as the network grows. The latest message lights up hop by
 //! hop: as it happened where a demo recorded its journey (with a counter, see
 //! [`super::replay`]), else along the tree from its origin, as the map predicts it (and
-//! labelled so). Hover, focus or click a mark for its details; zoom
-//! and pan by wheel, drag, pinch or keys (`+`, `-`, arrows, `0` for the whole map); find a
-//! peer by id or address.
+//! labelled so), each hop as two paths. Hover, focus or click a mark for its details; zoom
+//! and pan by wheel, drag, pinch or keys (`+`, `-`, arrows, `0` for the whole map; a drag
+//! moves the drawn map as a picture until it ends); find a peer by id or address.
 
 use super::replay::{HOP_MS, ReplayCounter};
 use super::short;
@@ -44,6 +44,8 @@ pub fn network_map(props: &Props) -> Html {
     // The view lives outside the render: a pan sets the element's viewBox and nothing else.
     let view = use_mut_ref(View::default);
     let pointers = use_mut_ref(HashMap::<i32, (f64, f64)>::new);
+    // Where a drag under way has moved the view to, shown as a transform until it ends.
+    let dragged = use_mut_ref(|| None::<View>);
     let svg_ref = use_node_ref();
 
     // A peer no other record links to has left (its own record lingers until it expires):
@@ -97,24 +99,11 @@ pub fn network_map(props: &Props) -> Html {
         (None, Some((_, origin))) => predict(&props.records, origin),
         (None, None) => Vec::new(),
     };
-    // The peers it reaches and when (ms into the replay), as map indices, in journey order.
-    let lit: Vec<(usize, u64)> = steps
-        .iter()
-        .filter_map(|s| Some((*index.get(&s.node)?, s.hop as u64 * HOP_MS)))
-        .collect();
-    // The links it travels: (from, to, when).
-    let hops: Vec<(usize, usize, u64)> = steps
-        .iter()
-        .filter_map(|s| {
-            let (a, b) = (*index.get(&s.from?)?, *index.get(&s.node)?);
-            Some((a, b, s.hop as u64 * HOP_MS))
-        })
-        .collect();
-    // A new message restarts the animation: keying the SVG on it remounts the lit marks.
-    // Marks and links are keyed by the peers they show, so a map that changes meanwhile
-    // moves each element with its peer instead of handing it to another (whose animation
+    // A new message restarts the animation: keying the SVG on it remounts the lit marks
+    // (and again when the recorded journey arrives: the replay starts then). Marks and links
+    // are keyed by the peers they show, and the journey's paths by their hop, so a map that
+    // changes meanwhile moves each element instead of handing it to another (whose animation
     // would start again: at 1,000 nodes the map changes every second).
-    // (And again when the recorded journey arrives: the replay starts then.)
     let spread_key = props
         .latest
         .map(|(id, _)| {
@@ -159,6 +148,13 @@ pub fn network_map(props: &Props) -> Html {
         .collect();
     // Marks shrink as the network grows, so hundreds fit (9 units across 50 peers or fewer).
     let mark = (9.0 * (50.0 / shown.len().max(1) as f64).sqrt()).clamp(3.0, 9.0);
+    let journey = draw_journey(&steps, &index, &pos, |i| {
+        if shown[i].kind == PeerKind::Node {
+            mark
+        } else {
+            mark * 0.66
+        }
+    });
 
     // Found: peers whose id starts with the query, or whose address holds it.
     let needle = query.trim().to_lowercase();
@@ -184,22 +180,28 @@ pub fn network_map(props: &Props) -> Html {
     // The first peer found is selected and zoomed to, once, when the query changes.
     let first_found = found.iter().next().map(|&i| (shown[i].node, pos[i]));
     {
-        let (selected, view, svg_ref) = (selected.clone(), view.clone(), svg_ref.clone());
+        let (selected, view, dragged, svg_ref) = (
+            selected.clone(),
+            view.clone(),
+            dragged.clone(),
+            svg_ref.clone(),
+        );
         use_effect_with((*query).clone(), move |_| {
             if let Some((id, (x, y))) = first_found {
                 selected.set(Some(id));
+                settle(&svg_ref, &view, &dragged);
                 set_view(&svg_ref, &view, View::around(x, y, mark * 24.0));
             }
         });
     }
     let onwheel = {
-        let (view, svg_ref) = (view.clone(), svg_ref.clone());
+        let (view, dragged, svg_ref) = (view.clone(), dragged.clone(), svg_ref.clone());
         Callback::from(move |e: WheelEvent| {
             e.prevent_default();
             let Some((fx, fy)) = fraction(&svg_ref, e.client_x(), e.client_y()) else {
                 return;
             };
-            let v = *view.borrow();
+            let v = settle(&svg_ref, &view, &dragged);
             let (px, py) = v.point(fx, fy);
             set_view(
                 &svg_ref,
@@ -219,60 +221,83 @@ pub fn network_map(props: &Props) -> Html {
         })
     };
     // One pointer pans; two pinch (zoom about their midpoint by how their distance changed).
+    // A pan moves the drawn map as a picture (a CSS transform the compositor applies without
+    // drawing anything again) and sets the viewBox once, when the pointer lets go: a new
+    // viewBox redraws every element, and at 500 peers that took more than a frame.
     let onpointermove = {
-        let (pointers, view, svg_ref) = (pointers.clone(), view.clone(), svg_ref.clone());
+        let (pointers, view, dragged, svg_ref) = (
+            pointers.clone(),
+            view.clone(),
+            dragged.clone(),
+            svg_ref.clone(),
+        );
         Callback::from(move |e: PointerEvent| {
             let at = (e.client_x() as f64, e.client_y() as f64);
             let mut down = pointers.borrow_mut();
             let Some(was) = down.get(&e.pointer_id()).copied() else {
                 return;
             };
-            let Some(rect) = svg_ref
-                .cast::<Element>()
-                .map(|s| s.get_bounding_client_rect())
-            else {
+            let Some(svg) = svg_ref.cast::<SvgElement>() else {
                 return;
             };
+            let rect = svg.get_bounding_client_rect();
             if rect.width() <= 0.0 || rect.height() <= 0.0 {
                 return;
             }
-            let v = *view.borrow();
-            let moved = if down.len() == 1 {
-                let (dx, dy) = (at.0 - was.0, at.1 - was.1);
-                v.pan(-dx / rect.width() * v.w, -dy / rect.height() * v.h)
-            } else {
-                let other = down
-                    .iter()
-                    .find(|(id, _)| **id != e.pointer_id())
-                    .map(|(_, p)| *p)
-                    .unwrap_or(was);
-                let apart =
-                    |a: (f64, f64)| ((a.0 - other.0).powi(2) + (a.1 - other.1).powi(2)).sqrt();
-                let mid = ((at.0 + other.0) / 2.0, (at.1 + other.1) / 2.0);
-                let (fx, fy) = (
-                    (mid.0 - rect.left()) / rect.width(),
-                    (mid.1 - rect.top()) / rect.height(),
-                );
-                let (px, py) = v.point(fx, fy);
-                v.zoom_at(px, py, apart(at) / apart(was).max(1.0))
-            };
             down.insert(e.pointer_id(), at);
+            let v = *view.borrow();
+            if down.len() == 1 {
+                let (dx, dy) = (at.0 - was.0, at.1 - was.1);
+                let from = dragged.borrow().unwrap_or(v);
+                let to = from.pan(-dx / rect.width() * v.w, -dy / rect.height() * v.h);
+                *dragged.borrow_mut() = Some(to);
+                let _ = svg.style().set_property(
+                    "transform",
+                    &format!(
+                        "translate({:.1}px, {:.1}px)",
+                        (v.x - to.x) / v.w * rect.width(),
+                        (v.y - to.y) / v.h * rect.height()
+                    ),
+                );
+                return;
+            }
             drop(down);
+            let v = settle(&svg_ref, &view, &dragged);
+            let down = pointers.borrow();
+            let other = down
+                .iter()
+                .find(|(id, _)| **id != e.pointer_id())
+                .map(|(_, p)| *p)
+                .unwrap_or(was);
+            let apart = |a: (f64, f64)| ((a.0 - other.0).powi(2) + (a.1 - other.1).powi(2)).sqrt();
+            let mid = ((at.0 + other.0) / 2.0, (at.1 + other.1) / 2.0);
+            let (fx, fy) = (
+                (mid.0 - rect.left()) / rect.width(),
+                (mid.1 - rect.top()) / rect.height(),
+            );
+            let (px, py) = v.point(fx, fy);
+            let moved = v.zoom_at(px, py, apart(at) / apart(was).max(1.0));
             if moved != v {
                 set_view(&svg_ref, &view, moved);
             }
         })
     };
     let onpointerup = {
-        let pointers = pointers.clone();
+        let (pointers, view, dragged, svg_ref) = (
+            pointers.clone(),
+            view.clone(),
+            dragged.clone(),
+            svg_ref.clone(),
+        );
         Callback::from(move |e: PointerEvent| {
             pointers.borrow_mut().remove(&e.pointer_id());
+            settle(&svg_ref, &view, &dragged);
         })
     };
     let onkeydown_map = {
-        let (view, svg_ref) = (view.clone(), svg_ref.clone());
+        let (view, dragged, svg_ref) = (view.clone(), dragged.clone(), svg_ref.clone());
         Callback::from(move |e: KeyboardEvent| {
-            let v = *view.borrow();
+            let v = settle(&svg_ref, &view, &dragged);
             let (cx, cy) = v.point(0.5, 0.5);
             let next = match e.key().as_str() {
                 "+" | "=" => v.zoom_at(cx, cy, 1.5),
@@ -339,6 +364,8 @@ pub fn network_map(props: &Props) -> Html {
                     <span class="found-count" aria-live="polite">{ format!("{} found", found.len()) }</span>
                 }
             </div>
+            // The frame clips the map where a drag moves it as a picture (see onpointermove).
+            <div class="map-frame">
             <svg id="map" ref={svg_ref} key={spread_key.clone()} class={classes!(crowded.then_some("crowded"))} viewBox={view.borrow().attr()}
                  role="group" tabindex="0" aria-label="network map: + and - zoom, arrows pan, 0 shows all"
                  {onwheel} {onpointerdown} {onpointermove} onpointerup={onpointerup.clone()} onpointercancel={onpointerup} onkeydown={onkeydown_map}>
@@ -357,14 +384,14 @@ pub fn network_map(props: &Props) -> Html {
                               x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
                     }
                 }) }
-                // The journey is drawn over the map, in the order it went: its elements stay
-                // in place while the map beneath changes (a moved element would start its
-                // animation again, and at hundreds of nodes the map changes every second).
+                // The journey is drawn over the map, a path per hop for its links (here) and
+                // one for its rings (over the marks, below): they stay in place while the map
+                // beneath changes (a moved element would start its animation again, and at
+                // hundreds of nodes the map changes every second).
                 <g class="journey" aria-hidden="true">
-                    { for hops.iter().map(|&(a, b, delay)| html! {
-                        <line key={format!("{}>{}", shown[a].node, shown[b].node)} class="link lit" data-delay={delay.to_string()}
-                              x1={format!("{:.1}", pos[a].0)} y1={format!("{:.1}", pos[a].1)}
-                              x2={format!("{:.1}", pos[b].0)} y2={format!("{:.1}", pos[b].1)} />
+                    { for journey.iter().enumerate().filter(|(_, h)| h.travelled > 0).map(|(hop, h)| html! {
+                        <path key={format!("links-{hop}")} class="link lit" data-delay={(hop as u64 * HOP_MS).to_string()}
+                              data-count={h.travelled.to_string()} d={h.links.clone()} />
                     }) }
                 </g>
                 { for shown.iter().enumerate().map(|(i, r)| {
@@ -412,13 +439,13 @@ pub fn network_map(props: &Props) -> Html {
                     }
                 }) }
                 <g class="journey" aria-hidden="true">
-                    { for lit.iter().map(|&(i, delay)| html! {
-                        <circle key={shown[i].node.to_string()} class="ring lit" data-delay={delay.to_string()}
-                                cx={format!("{:.1}", pos[i].0)} cy={format!("{:.1}", pos[i].1)}
-                                r={format!("{:.1}", if shown[i].kind == PeerKind::Node { mark } else { mark * 0.66 })} />
+                    { for journey.iter().enumerate().filter(|(_, h)| h.reached > 0).map(|(hop, h)| html! {
+                        <path key={format!("rings-{hop}")} class="ring lit" data-delay={(hop as u64 * HOP_MS).to_string()}
+                              data-count={h.reached.to_string()} d={h.rings.clone()} />
                     }) }
                 </g>
             </svg>
+            </div>
             <p class="legend">
                 <span class="key node"></span>{ "node " }
                 <span class="key browser"></span>{ "browser " }
@@ -441,6 +468,52 @@ pub fn network_map(props: &Props) -> Html {
             { details.unwrap_or_default() }
         </section>
     }
+}
+
+/// One hop of a journey as drawn: the links it travelled and rings around the peers it
+/// reached, each as one path, lit together when the message got there. A journey across
+/// 1,000 nodes is then tens of elements rather than 2,000 (the page's bound is 5,000).
+#[derive(Default)]
+struct Hop {
+    links: String,
+    travelled: usize,
+    rings: String,
+    reached: usize,
+}
+
+/// The journey's steps, hop by hop, at the map's positions (`radius` of the mark at each).
+fn draw_journey(
+    steps: &[Step],
+    index: &HashMap<NodeId, usize>,
+    pos: &[(f64, f64)],
+    radius: impl Fn(usize) -> f64,
+) -> Vec<Hop> {
+    let mut hops: Vec<Hop> = Vec::new();
+    for s in steps {
+        let Some(&b) = index.get(&s.node) else {
+            continue;
+        };
+        let hop = s.hop as usize;
+        if hops.len() <= hop {
+            hops.resize_with(hop + 1, Hop::default);
+        }
+        let h = &mut hops[hop];
+        let ((x, y), r) = (pos[b], radius(b));
+        // A circle as two half arcs.
+        h.rings.push_str(&format!(
+            "M{:.1} {y:.1}a{r:.1} {r:.1} 0 1 0 {:.1} 0a{r:.1} {r:.1} 0 1 0 {:.1} 0",
+            x - r,
+            2.0 * r,
+            -2.0 * r
+        ));
+        h.reached += 1;
+        if let Some(&a) = s.from.as_ref().and_then(|f| index.get(f)) {
+            h.links
+                .push_str(&format!("M{:.1} {:.1}L{x:.1} {y:.1}", pos[a].0, pos[a].1));
+            h.travelled += 1;
+        }
+    }
+    hops
 }
 
 /// For a replay's counter: at each hop, how many of the journal's nodes the message had
@@ -473,6 +546,23 @@ fn fraction(svg: &NodeRef, x: i32, y: i32) -> Option<(f64, f64)> {
             (y as f64 - rect.top()) / rect.height(),
         )
     })
+}
+
+/// Ends a drag, if one is under way: the view it moved to is set as the viewBox, in the same
+/// task as its transform is removed, so the map never shows both. Returns the view.
+fn settle(
+    svg: &NodeRef,
+    view: &std::rc::Rc<std::cell::RefCell<View>>,
+    dragged: &std::rc::Rc<std::cell::RefCell<Option<View>>>,
+) -> View {
+    let Some(to) = dragged.borrow_mut().take() else {
+        return *view.borrow();
+    };
+    set_view(svg, view, to);
+    if let Some(svg) = svg.cast::<SvgElement>() {
+        let _ = svg.style().remove_property("transform");
+    }
+    to
 }
 
 /// Shows `v`: remembered for the next render, and set on the element at once.
