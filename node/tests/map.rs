@@ -11,6 +11,7 @@ use futures_util::SinkExt;
 use hearsay_proto::map::TopoRecord;
 use hearsay_proto::{Keypair, NodeId};
 use serde_json::{Value, json};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A record for `node`, signed with `key` (an honest peer's own, or anyone's).
@@ -241,4 +242,43 @@ async fn map_wants_are_charged_to_the_pull_budget_and_bounded() {
     let reason = close_reason(&mut ws, DEADLINE).await;
     assert!(reason.contains("MAP_WANT"), "{reason}");
     node.stop().await;
+}
+
+/// A node that stops fades off the others' maps once no record lists it: its neighbours say
+/// they lost it, and a record that nothing reachable lists is let go after a grace. (Records
+/// are renewed only every three hours now, so their time to live no longer says who left;
+/// before, it took that time to live, three minutes.)
+#[tokio::test]
+async fn a_node_that_stops_fades_off_the_map_once_nothing_lists_it() {
+    let a = start_node(&[]).await;
+    let b = start_node(&[a.ws_url()]).await;
+    let c = start_node(&[b.ws_url()]).await;
+    let mapped = |url: String| async move {
+        let map = get_json(&format!("{url}/api/topology")).await;
+        map["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|r| r["node"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let c_id = c.id.to_string();
+    wait_for_within("C on A's map", Duration::from_secs(60), || async {
+        mapped(a.http_url()).await.contains(&c_id).then_some(())
+    })
+    .await;
+    c.stop().await;
+    wait_for_within("C off A's map", Duration::from_secs(60), || async {
+        (!mapped(a.http_url()).await.contains(&c_id)).then_some(())
+    })
+    .await;
+    assert!(
+        mapped(a.http_url()).await.contains(&b.id.to_string()),
+        "B, still linked, stays"
+    );
+    a.stop().await;
+    b.stop().await;
 }

@@ -48,7 +48,7 @@ pub fn network_map(props: &Props) -> Html {
     let dragged = use_mut_ref(|| None::<View>);
     let svg_ref = use_node_ref();
 
-    // A peer no other record links to has left (its own record lingers until it expires):
+    // A peer no other record links to has left (its own record lingers for a grace):
     // leave it off the map. This page is always on it, and so is any page that names a node
     // (a node lists only some of its pages).
     let linked: BTreeSet<NodeId> = props
