@@ -188,12 +188,15 @@ each, repaired when one leaves), so on the map a line or a star soon becomes a m
 map draws those links, and in bold the broadcast tree that messages travel; a message lights
 up hop by hop along it. Ctrl-C stops every node.";
 
+/// Most nodes one demo runs: all in one process, on one machine's loopback.
+pub const MAX_DEMO_NODES: u16 = 1_000;
+
 /// `hearsay demo`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = DEMO_EXAMPLES)]
 pub struct DemoArgs {
     /// How many nodes (up to 1,000).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=crate::demo::MAX_NODES as i64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=MAX_DEMO_NODES as i64))]
     pub nodes: u16,
 
     /// How they are first linked: line, ring, star, random or full.

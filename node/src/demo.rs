@@ -28,8 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Most nodes one demo runs: all in one process, on one machine's loopback.
-pub const MAX_NODES: u16 = 1_000;
+/// Most nodes one demo runs: all in one process, on one machine's loopback. (Set where the
+/// argument is parsed, so the command line does not reach into the demo it starts.)
+pub use crate::cli::MAX_DEMO_NODES as MAX_NODES;
 /// Most nodes `--topology full` links: every pair is a first link, so 50 nodes are 1,225 and
 /// 1,000 would be 499,500 (a node keeps 6 of them anyway).
 pub const MAX_FULL: u16 = 50;
