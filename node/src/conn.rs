@@ -66,7 +66,11 @@ async fn dial(shared: Arc<Shared>, conn: ConnId, address: String) {
                 tracing::info!(%address, "dial succeeded again");
             }
             let (ws, peer) = ws;
-            run(shared, Some(conn), (None, None, Some(peer)), false, ws).await;
+            let addresses = Addresses {
+                peer: Some(peer),
+                ..Addresses::default()
+            };
+            run(shared, Some(conn), addresses, false, ws).await;
             return;
         }
         Ok(Err(reason)) => reason,
@@ -215,18 +219,23 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
     }
 }
 
+/// The addresses a connection is known by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses {
+    /// The client address an accepted socket is capped under (none if exempt).
+    pub capped: Option<std::net::IpAddr>,
+    /// The one it is metered under, exempt or not.
+    pub metered: Option<std::net::IpAddr>,
+    /// The address at the other end, for a demo's cut (see `hub`).
+    pub peer: Option<std::net::IpAddr>,
+}
+
 /// Runs one connection to its end. `dialed` is the engine's id for a dial we made; accepted
-/// sockets get theirs from the engine here, with the client address they are capped under
-/// (`from`; none if exempt) and the one they are metered under (`source`, exempt or not).
-/// `peer` is the address at the other end, for a demo's cut (see `hub`).
+/// sockets get theirs from the engine here, under their `addresses`.
 pub async fn run<S, M, E>(
     shared: Arc<Shared>,
     dialed: Option<ConnId>,
-    (from, source, peer): (
-        Option<std::net::IpAddr>,
-        Option<std::net::IpAddr>,
-        Option<std::net::IpAddr>,
-    ),
+    addresses: Addresses,
     foreign: bool,
     socket: S,
 ) where
@@ -244,17 +253,21 @@ pub async fn run<S, M, E>(
             shared.opened(conn, handle);
             conn
         }
-        None => shared.accept(handle, from, source, foreign),
+        None => shared.accept(handle, addresses.capped, addresses.metered, foreign),
     };
     let mut pressure = shared.pressure.subscribe();
     // In a demo, a cut between this node and the peer closes the link.
-    let mut cut = shared.demo.as_ref().zip(peer).map(|(demo, peer)| {
-        let mut cut = demo.hub.cut();
-        // Checked at once too: a cut made while this link was being opened (after the
-        // dial or the upgrade was let through) would not show as a change.
-        cut.mark_changed();
-        (demo.clone(), peer, cut)
-    });
+    let mut cut = shared
+        .demo
+        .as_ref()
+        .zip(addresses.peer)
+        .map(|(demo, peer)| {
+            let mut cut = demo.hub.cut();
+            // Checked at once too: a cut made while this link was being opened (after the
+            // dial or the upgrade was let through) would not show as a change.
+            cut.mark_changed();
+            (demo.clone(), peer, cut)
+        });
     // What this peer may send; beyond it, its socket is read later (see `limit`).
     let limits = shared.read(|s| s.engine.config().limits.clone());
     let (mut frames, mut bytes) = {

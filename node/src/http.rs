@@ -333,8 +333,12 @@ fn websocket(
                         // Tracked so that shutdown waits for every connection to close; the
                         // place is given back when it has.
                         tracker.track_future(async move {
-                            let from = place.address();
-                            conn::run(shared, None, (from, source, peer), foreign, socket).await;
+                            let addresses = conn::Addresses {
+                                capped: place.address(),
+                                metered: source,
+                                peer,
+                            };
+                            conn::run(shared, None, addresses, foreign, socket).await;
                             drop(place);
                         })
                     });
