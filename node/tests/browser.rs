@@ -52,6 +52,18 @@ async fn pages_on_different_nodes_talk_and_survive_their_node() {
     send_from_page(&page1, hello).await;
     wait_page_shows(&page2, hello).await;
     wait_page_shows(&page1, hello).await;
+    // Outside a demo nobody records a journey: the sender's map lights the one its records
+    // predict from the sender, and says that it is a prediction.
+    let note = wait_for("the predicted journey on the map", || async {
+        let note = text_of(&page1, "journey-note").await?;
+        (lit(&page1).await.0 >= 2).then_some(note)
+    })
+    .await;
+    assert!(
+        note.contains("predicted from the map, not observed"),
+        "{note}"
+    );
+    assert!(text_of(&page1, "journey-counter").await.is_none());
     wait_for("page 1 to see its message stored", || async {
         page1
             .find(Locator::Css("li.message.mine .stored"))
