@@ -188,7 +188,8 @@ each, repaired when one leaves), so on the map a line or a star soon becomes a m
 map draws those links, and in bold the broadcast tree that messages travel; a message lights
 up hop by hop along it. Ctrl-C stops every node.";
 
-/// Most nodes one demo runs: all in one process, on one machine's loopback.
+/// Most nodes one demo runs: all in one process, on one machine's loopback. (Set here, where
+/// the argument is parsed, so the command line does not reach into the demo it starts.)
 pub const MAX_DEMO_NODES: u16 = 1_000;
 
 /// `hearsay demo`.

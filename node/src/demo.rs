@@ -11,7 +11,7 @@
 //! answers (macOS, unless aliases are added to `lo0`), every node shares it; a node does not
 //! cap peers in its own loopback group, so the demo works the same, without the caps.
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, MAX_DEMO_NODES};
 use crate::hub::Request;
 pub use crate::hub::{Command, Cut, Hub, MAX_BURST};
 use crate::server::{self, NodeConfig, RunningNode, StartError};
@@ -28,9 +28,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Most nodes one demo runs: all in one process, on one machine's loopback. (Set where the
-/// argument is parsed, so the command line does not reach into the demo it starts.)
-pub use crate::cli::MAX_DEMO_NODES as MAX_NODES;
 /// Most nodes `--topology full` links: every pair is a first link, so 50 nodes are 1,225 and
 /// 1,000 would be 499,500 (a node keeps 6 of them anyway).
 pub const MAX_FULL: u16 = 50;
@@ -282,7 +279,7 @@ impl Nodes {
             "live": self.live().count(),
             "stopped": self.slots.iter().filter(|s| s.running.is_none()).map(|s| s.place.id.to_string()).collect::<Vec<_>>(),
             "split": self.hub.cut().borrow().is_some(),
-            "max_nodes": MAX_NODES,
+            "max_nodes": MAX_DEMO_NODES,
             "max_burst": MAX_BURST,
         })
     }
@@ -378,10 +375,10 @@ impl Nodes {
                 tracing::info!("demo: healed the cut");
             }
             Command::Add { count } => {
-                let room = usize::from(MAX_NODES).saturating_sub(self.slots.len());
+                let room = usize::from(MAX_DEMO_NODES).saturating_sub(self.slots.len());
                 if count == 0 || count as usize > room {
                     return Err(format!(
-                        "add 1 to {room} nodes: a demo holds at most {MAX_NODES}, and has {}",
+                        "add 1 to {room} nodes: a demo holds at most {MAX_DEMO_NODES}, and has {}",
                         self.slots.len()
                     ));
                 }

@@ -638,7 +638,6 @@ impl Map {
         }
         let grace = UNREACHED_FOR * self.pace().1;
         let mut gone = Vec::new();
-        let unreached = &mut self.unreached;
         let mut still = BTreeMap::new();
         for record in self.view.records() {
             let held = reached.contains(&record.node)
@@ -647,14 +646,14 @@ impl Map {
             if held {
                 continue;
             }
-            let since = unreached.get(&record.node).copied().unwrap_or(now);
+            let since = self.unreached.get(&record.node).copied().unwrap_or(now);
             if now >= since + grace {
                 gone.push(record.node);
             } else {
                 still.insert(record.node, since);
             }
         }
-        *unreached = still;
+        self.unreached = still;
         for id in gone {
             self.view.remove(&id);
         }

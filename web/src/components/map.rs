@@ -41,7 +41,8 @@ pub fn network_map(props: &Props) -> Html {
     let selected = use_state(|| None::<NodeId>);
     let hovered = use_state(|| None::<NodeId>);
     let query = use_state(String::new);
-    // The view lives outside the render: a pan sets the element's viewBox and nothing else.
+    // The view lives outside the render: zoom and pan set the element's viewBox (a drag, once
+    // it ends) and nothing else.
     let view = use_mut_ref(View::default);
     let pointers = use_mut_ref(HashMap::<i32, (f64, f64)>::new);
     // Where a drag under way has moved the view to, shown as a transform until it ends.
@@ -338,8 +339,8 @@ pub fn network_map(props: &Props) -> Html {
 
     let crowded = shown.len() > 100;
     // Past this many peers the faint links are drawn as two paths, not an element each (see
-    // below): fewer elements, but one path is drawn whole however little of it is in view,
-    // and at 500 peers a pan then took 50 ms a frame instead of 17.
+    // below): fewer elements, but one path is drawn whole however little of it is in view
+    // (when a pan still redrew the map, that made a 500-peer pan 50 ms a frame, not 17).
     let bulky = shown.len() > BULK_PAST;
     let faint = |&(a, b): &(usize, usize)| !tree.contains(&(a, b));
     let bulk = |between_nodes: bool| {
