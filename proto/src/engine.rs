@@ -36,7 +36,7 @@ use crate::id::{MsgId, NodeId};
 use crate::identity::{Author, Identity, Keypair, Nonce, PublicKey, Tab};
 use crate::links::{self, Arrived, Links};
 use crate::map::{self, Map, OwnLinks, TopoRecord};
-use crate::membership::{self, Membership};
+use crate::membership::{self, Directory, Membership};
 use crate::message::Message;
 use crate::part::Part;
 use crate::peer::{PeerKind, PeerRecord};
@@ -48,7 +48,7 @@ use crate::tree::{self, Tree};
 use crate::wire::{Frame, Inbound};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 pub use crate::config::Config;
@@ -448,7 +448,7 @@ impl Engine {
         }
         self.route_direct(now);
         if due(self.membership.poll_timeout()) {
-            self.membership.handle_timeout(now, ());
+            self.membership.handle_timeout(now, self.map.view());
         }
         if due(self.broadcast.poll_timeout()) {
             self.broadcast.handle_timeout(now, ());
@@ -973,4 +973,57 @@ impl Engine {
         self.links.close(conn, CloseReason::SendQueueFull, now);
         self.route(now);
     }
+}
+
+/// Membership reads the map's records of nodes as a directory: how many each address group
+/// holds (by the addresses records claim), and nodes to ask.
+impl Directory for map::TopologyView {
+    fn crowded_groups(&self, keys: usize) -> HashSet<Group> {
+        let mut count: HashMap<Group, usize> = HashMap::new();
+        for g in self.records().filter_map(node_group) {
+            *count.entry(g).or_default() += 1;
+        }
+        count
+            .into_iter()
+            .filter(|&(_, n)| n >= keys)
+            .map(|(g, _)| g)
+            .collect()
+    }
+
+    fn sample(&self, me: NodeId, n: usize, rng: &mut dyn rand::RngCore) -> Vec<PeerRecord> {
+        use rand::seq::IteratorRandom;
+        self.records()
+            .filter(|r| r.node != me)
+            .filter_map(dialable)
+            .choose_multiple(rng, n)
+    }
+
+    fn in_group(&self, group: Group) -> Vec<PeerRecord> {
+        self.records()
+            .filter(|r| node_group(r) == Some(group))
+            .filter_map(dialable)
+            .collect()
+    }
+}
+
+/// The address group a node's record claims.
+fn node_group(record: &TopoRecord) -> Option<Group> {
+    (record.kind == PeerKind::Node)
+        .then_some(record.address.as_deref())
+        .flatten()
+        .and_then(Group::of_address)
+}
+
+/// How to dial the node a record describes, if it is one and says.
+fn dialable(record: &TopoRecord) -> Option<PeerRecord> {
+    let address = record
+        .address
+        .clone()
+        .filter(|_| record.kind == PeerKind::Node)?;
+    PeerRecord {
+        id: record.node,
+        address,
+        aliases: Vec::new(),
+    }
+    .canonical()
 }

@@ -12,7 +12,9 @@
 //!   door: caps per client address, refusals, bad frames.
 //! - [`membership`]: HyParView — a small active view of neighbours, a passive view to repair
 //!   it from, joins by random walk, periodic shuffles, each view capped per address group
-//!   ([`group`]) against eclipse; pages are held as clients.
+//!   ([`group`]) against eclipse, a group many keys link from (or the map lists many nodes
+//!   in, confirmed by a dial) held to one slot and swapped out; pages are held as clients.
+//!   The engine lends it the map as a [`membership::Directory`].
 //! - [`tree`]: which links are the broadcast tree's — the root's beacons, each node's parent,
 //!   the root's walk to the graph's centre ([`centre`]); who may be root is
 //!   [`succession`]'s: beacons signed by their root, a live root displaced only by its own

@@ -41,6 +41,20 @@
 //! honest nodes is never crowded. (20 % sybils in one group, 1,000 nodes: 23 % of honest
 //! active slots before, 2 % with it.)
 //!
+//! **The map shows a swarm spread thin.** A swarm of 50 groups, four keys each, each key
+//! joining honest nodes of its own, shows few nodes two keys of a group by their links. But
+//! every node is on the map, signed, at the address it is dialed at, so each
+//! [`SETTLE_INTERVAL`] a node reads the map through a [`Directory`]: the groups it lists
+//! [`CROWDED_KEYS`] nodes in. Where a neighbour is in one, the node dials one more node
+//! listed there; once [`CONFIRMED_KEYS`] keys of the group have linked here, it is crowded
+//! (the listing is believed only then: anyone can sign records of made-up keys at an honest
+//! node's address, but only an operator holding a second address in its group answers
+//! there). Until confirmed, a listed group's nodes are dialed after others. And a node whose
+//! passive view holds no one worth asking (a swarm that names only itself fills passive
+//! views; it cannot add to the map more than one record per key it runs) asks a node drawn
+//! from the map ([`DIRECTORY_SAMPLE`]). (20 % sybils over 50 groups, 1,000 nodes: 25.5 % of
+//! honest active slots before, 4.3 % with it.)
+//!
 //! **Browsers are clients.** A page cannot be dialed, so it is kept out of the nodes' views:
 //! a node holds up to [`Config::max_clients`] of them beside its active view and tells each
 //! some nodes to link to (`PEERS`). A client links to its pinned home node plus
@@ -62,8 +76,8 @@ use crate::peer::{PeerKind, PeerRecord};
 use crate::timers::Timers;
 use rand::rngs::SmallRng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::{Rng, SeedableRng};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use rand::{Rng, RngCore, SeedableRng};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Tunables (defaults as iroh-gossip's, but for timeouts that suit WebSocket dials and an
 /// active view of 6).
@@ -182,6 +196,15 @@ pub const JOIN_ANSWERS_TAKEN: usize = 2;
 /// take one more of it, however it asks. (Gossipsub's IP colocation factor, P6, penalises
 /// peers sharing an address in the same spirit.)
 pub const CROWDED_KEYS: usize = 4;
+/// Keys of a group the map lists [`CROWDED_KEYS`] nodes in that must have linked here (or
+/// answered our dial) before that listing is believed: a record's address is its maker's
+/// claim, and anyone may sign records of made-up keys at an honest node's address, but only
+/// an operator holding a second address in the group can answer a dial there.
+pub const CONFIRMED_KEYS: usize = 2;
+/// Nodes from the map kept at hand as candidates when the passive view holds none worth
+/// asking (a swarm that names only itself in every peer list fills passive views; it cannot
+/// fill a map of signed records, one per node), drawn afresh at each settle.
+pub const DIRECTORY_SAMPLE: usize = 16;
 /// Address groups whose keys are counted at once (beyond, the first counted are forgotten).
 pub const CROWD_GROUPS: usize = 1_024;
 /// How long a key linked from a group is counted.
@@ -189,6 +212,31 @@ pub const CROWD_MEMORY: Millis = 600_000;
 /// How often a node whose view holds a crowded group's peer asks one it chose from its
 /// passive view to take that slot (plus up to a quarter more, at random).
 pub const SETTLE_INTERVAL: Millis = 30_000;
+
+/// What membership reads of the network's map at each settle (see the module docs):
+/// which address groups it lists many nodes in, and nodes to ask beyond the passive view.
+/// The engine gives it the map; a page, or a test, may give `()`, which lists no one.
+pub trait Directory {
+    /// The address groups in which the map lists at least `keys` nodes, by their records'
+    /// addresses (at most [`crate::map::MAX_RECORDS`] / `keys` of them).
+    fn crowded_groups(&self, keys: usize) -> HashSet<Group>;
+    /// Up to `n` nodes the map lists, chosen at random with `rng`, other than `me`.
+    fn sample(&self, me: NodeId, n: usize, rng: &mut dyn RngCore) -> Vec<PeerRecord>;
+    /// The nodes the map lists at addresses in `group`.
+    fn in_group(&self, group: Group) -> Vec<PeerRecord>;
+}
+
+impl Directory for () {
+    fn crowded_groups(&self, _: usize) -> HashSet<Group> {
+        HashSet::new()
+    }
+    fn sample(&self, _: NodeId, _: usize, _: &mut dyn RngCore) -> Vec<PeerRecord> {
+        Vec::new()
+    }
+    fn in_group(&self, _: Group) -> Vec<PeerRecord> {
+        Vec::new()
+    }
+}
 
 /// How a peer comes to be taken into the active view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +319,15 @@ pub struct Membership {
     /// Keys linked to us lately, by address group (up to [`CROWDED_KEYS`] each): which
     /// groups are crowded.
     crowd: Recent<Group, Vec<NodeId>>,
+    /// Groups the map lists [`CROWDED_KEYS`] nodes in, as of the last settle: crowded once
+    /// [`CONFIRMED_KEYS`] of their keys have linked here, and dialed last until then.
+    listed: HashSet<Group>,
+    /// Nodes drawn from the map at the last settle ([`DIRECTORY_SAMPLE`]), to ask where the
+    /// passive view holds none worth asking; each is taken out when asked.
+    listings: Vec<PeerRecord>,
+    /// Draws them (apart from `rng`, so that a network with no group the map lists many
+    /// nodes in makes the same choices as without the map).
+    listings_rng: SmallRng,
     /// When a page last asked its nodes for more to link to.
     asked_at: Option<Millis>,
     timers: Timers<Timer>,
@@ -316,6 +373,9 @@ impl Membership {
             slots: HashMap::new(),
             failed: Recent::new(1_024, 4 * config.repair_interval.max(1)),
             crowd: Recent::new(CROWD_GROUPS, CROWD_MEMORY),
+            listed: HashSet::new(),
+            listings: Vec::new(),
+            listings_rng: SmallRng::seed_from_u64(seed ^ 0x6c69_7374),
             config,
             rng,
             connected: HashMap::new(),
@@ -765,10 +825,15 @@ impl Membership {
         } else {
             self.crowd.insert(g, vec![peer], now);
         }
+        self.keep_one_if_crowded(g);
+        self.swap_crowded(now);
+    }
+
+    /// Where `g` is crowded, it keeps one slot of the active view (and any pinned).
+    fn keep_one_if_crowded(&mut self, g: Group) {
         if !self.is_crowded(Some(g)) {
             return;
         }
-        // Crowded now: the group keeps one slot (and any pinned).
         loop {
             let held: Vec<usize> = (0..self.active.len())
                 .filter(|&i| {
@@ -783,9 +848,26 @@ impl Membership {
 
     /// Whether `group` is crowded (see [`CROWDED_KEYS`]).
     fn is_crowded(&self, group: Option<Group>) -> bool {
-        self.capped(group)
-            .and_then(|g| self.crowd.get(&g))
-            .is_some_and(|keys| keys.len() >= CROWDED_KEYS)
+        self.capped(group).is_some_and(|g| {
+            let keys = self.keys_seen(g);
+            keys >= CROWDED_KEYS || (keys >= CONFIRMED_KEYS && self.listed.contains(&g))
+        })
+    }
+
+    /// How many keys of `group` have linked here lately.
+    fn keys_seen(&self, group: Group) -> usize {
+        self.crowd.get(&group).map_or(0, Vec::len)
+    }
+
+    /// How much a candidate from the passive view (or the map) is to be avoided: 0 for most,
+    /// 1 in a group the map lists many nodes in (not yet confirmed here), 2 in a crowded one.
+    fn avoid(&self, record: &PeerRecord) -> u8 {
+        let group = self.capped(Group::of_address(&record.address));
+        if self.is_crowded(group) {
+            2
+        } else {
+            u8::from(group.is_some_and(|g| self.listed.contains(&g)))
+        }
     }
 
     /// Whether `peer`'s link comes from a crowded group (a pinned one never does).
@@ -981,26 +1063,9 @@ impl Membership {
         let tried = match self.kind {
             PeerKind::Node => {
                 while self.room() {
-                    let choices: Vec<usize> = (0..self.passive.len())
-                        .filter(|&i| {
-                            let id = self.passive[i].id;
-                            !self.failed.contains(&id)
-                                && !self.pending.iter().any(|&(p, _)| p == id)
-                        })
-                        .collect();
-                    // Crowded groups' entries last.
-                    let (uncrowded, crowded): (Vec<usize>, Vec<usize>) = choices
-                        .into_iter()
-                        .partition(|&i| !self.record_crowded(&self.passive[i]));
-                    let choices = if uncrowded.is_empty() {
-                        crowded
-                    } else {
-                        uncrowded
-                    };
-                    let Some(&i) = choices.choose(&mut self.rng) else {
+                    let Some(peer) = self.candidate(2) else {
                         break;
                     };
-                    let peer = self.passive[i].clone();
                     // With no neighbour left a request must not be refused (HyParView), nor with
                     // one: two nodes left with only each other would otherwise be refused by
                     // every full view for ever.
@@ -1054,23 +1119,110 @@ impl Membership {
         }
     }
 
-    /// Where the view is full and holds a crowded group's peer, asks one from the passive
-    /// view this node chooses, not of a crowded group, to take a slot: its answer evicts a
-    /// crowded group's peer first (see [`Membership::add_active`]).
-    fn settle(&mut self, now: Millis) {
+    /// A node to ask to be a neighbour, none worse than `worst` (see
+    /// [`Membership::avoid`]), not failed nor asked already: of the passive view's least to
+    /// be avoided, at random; but where the nodes drawn from the map hold one less to be
+    /// avoided than any the passive view holds, one of those (and it is taken out of them).
+    /// An empty passive view is left to fill by shuffles, as HyParView's: the map is the
+    /// remedy for one a swarm filled, so a network with no swarm chooses as without it.
+    fn candidate(&mut self, worst: u8) -> Option<PeerRecord> {
+        let open = |r: &PeerRecord| {
+            !self.failed.contains(&r.id)
+                && !self.pending.iter().any(|&(p, _)| p == r.id)
+                && !self.active.iter().any(|a| a.id == r.id)
+        };
+        // The least avoided of `records`, and at which rank.
+        let least = |records: &[PeerRecord]| -> (Vec<usize>, Option<u8>) {
+            let ranked: Vec<(usize, u8)> = (0..records.len())
+                .filter(|&i| open(&records[i]))
+                .map(|i| (i, self.avoid(&records[i])))
+                .collect();
+            let least = ranked.iter().map(|&(_, a)| a).min();
+            let at = ranked.into_iter().filter(|&(_, a)| Some(a) == least);
+            (at.map(|(i, _)| i).collect(), least)
+        };
+        let (passive, p) = least(&self.passive);
+        let (listings, l) = least(&self.listings);
+        let from_map = matches!((p, l), (Some(p), Some(l)) if l < p);
+        let (choices, rank) = if from_map {
+            (listings, l)
+        } else {
+            (passive, p)
+        };
+        if rank.is_none_or(|r| r > worst) {
+            return None;
+        }
+        let &i = choices.choose(&mut self.rng)?;
+        Some(if from_map {
+            self.listings.swap_remove(i)
+        } else {
+            self.passive[i].clone()
+        })
+    }
+
+    /// Every [`SETTLE_INTERVAL`]: reads the map (see [`Directory`]); probes a group the map
+    /// lists many nodes in, where one of them is a neighbour, by dialing another it lists
+    /// there (a handshake is all it takes to count a key); and where the view is full and
+    /// holds a crowded group's peer, asks a node this node chooses, of no crowded group, to
+    /// take a slot: its answer evicts a crowded group's peer first (see
+    /// [`Membership::add_active`]).
+    fn settle(&mut self, now: Millis, directory: &dyn Directory) {
         self.failed.expire(now);
+        self.crowd.expire(now);
+        self.listed = directory.crowded_groups(CROWDED_KEYS);
+        self.listings = directory.sample(self.me, DIRECTORY_SAMPLE, &mut self.listings_rng);
+        let groups: BTreeSet<Group> = self.slots.values().filter_map(|s| s.group).collect();
+        for &g in &groups {
+            self.keep_one_if_crowded(g);
+        }
+        self.probe(&groups, directory);
+        self.swap_crowded(now);
+    }
+
+    /// Where the view is full and holds a crowded group's peer, asks a node this node
+    /// chooses, of no crowded group, to take a slot (one at a time).
+    fn swap_crowded(&mut self, now: Millis) {
         let full = self.active.len() >= self.config.active_capacity;
         if !full || self.crowded_slots().is_empty() || !self.pending.is_empty() {
             return;
         }
-        let choices: Vec<&PeerRecord> = self
-            .passive
-            .iter()
-            .filter(|r| !self.failed.contains(&r.id) && !self.record_crowded(r))
-            .collect();
-        if let Some(&peer) = choices.choose(&mut self.rng) {
-            let peer = peer.clone();
+        if let Some(peer) = self.candidate(1) {
             self.request(peer, false, now);
+        }
+    }
+
+    /// For each group of our neighbours' that the map lists many nodes in, too few of whose
+    /// keys have linked here to tell, dials one more node the map lists there (so at most one
+    /// per neighbour a settle). The connection is transient: nothing is asked of it, and it
+    /// is closed once idle.
+    fn probe(&mut self, groups: &BTreeSet<Group>, directory: &dyn Directory) {
+        for &g in groups {
+            let unsure = self.capped(Some(g)).is_some()
+                && self.listed.contains(&g)
+                && self.keys_seen(g) < CONFIRMED_KEYS;
+            if unsure {
+                self.probe_group(g, directory);
+            }
+        }
+    }
+
+    fn probe_group(&mut self, g: Group, directory: &dyn Directory) {
+        let seen = self.crowd.get(&g).cloned().unwrap_or_default();
+        let others: Vec<PeerRecord> = directory
+            .in_group(g)
+            .into_iter()
+            .filter(|r| {
+                r.id != self.me
+                    && !seen.contains(&r.id)
+                    && !self.failed.contains(&r.id)
+                    && !self.connected.contains_key(&r.id)
+            })
+            .collect();
+        if let Some(peer) = others.choose(&mut self.rng) {
+            self.out.push_back(Out::Connect {
+                peer: peer.clone(),
+                then: None,
+            });
         }
     }
 
@@ -1112,7 +1264,7 @@ impl Membership {
 
 impl Part for Membership {
     type Out = Out;
-    type Context<'a> = ();
+    type Context<'a> = &'a dyn Directory;
 
     fn poll(&mut self) -> Option<Out> {
         self.out.pop_front()
@@ -1123,7 +1275,7 @@ impl Part for Membership {
     }
 
     /// Runs what is due: shuffles, lapsed requests, repairs.
-    fn handle_timeout(&mut self, now: Millis, _: ()) {
+    fn handle_timeout(&mut self, now: Millis, directory: &dyn Directory) {
         let lapsed = self.pending.iter().any(|&(_, until)| until <= now);
         if lapsed {
             for &(p, until) in &self.pending {
@@ -1154,7 +1306,7 @@ impl Part for Membership {
                     let jitter = self.rng.random_range(0..=SETTLE_INTERVAL / 4);
                     self.timers
                         .insert(now + SETTLE_INTERVAL + jitter, Timer::Settle);
-                    self.settle(now);
+                    self.settle(now, directory);
                 }
             }
         }
@@ -1435,7 +1587,7 @@ mod tests {
         m.add_passive(rec(9));
         drain(&mut m);
         assert_eq!(m.active().len(), 6);
-        m.handle_timeout(SETTLE_INTERVAL * 2, ());
+        m.handle_timeout(SETTLE_INTERVAL * 2, &());
         let out = drain(&mut m);
         assert!(
             out.iter().any(|o| matches!(o, Out::Connect { peer, then: Some(Message::Neighbor { high: false }) } if peer.id == id(9))),
@@ -1451,6 +1603,135 @@ mod tests {
 
     /// A crowded group's node evicts no one, however it asks, and walks that name one end
     /// without a link; any other node asking takes its slot.
+    /// The map, as membership reads it: these nodes, listed at their addresses.
+    struct Listing(Vec<PeerRecord>);
+
+    impl Directory for Listing {
+        fn crowded_groups(&self, keys: usize) -> HashSet<Group> {
+            let mut count: HashMap<Group, usize> = HashMap::new();
+            for r in &self.0 {
+                *count
+                    .entry(Group::of_address(&r.address).unwrap())
+                    .or_default() += 1;
+            }
+            count
+                .into_iter()
+                .filter(|&(_, n)| n >= keys)
+                .map(|(g, _)| g)
+                .collect()
+        }
+        fn sample(&self, me: NodeId, n: usize, _: &mut dyn RngCore) -> Vec<PeerRecord> {
+            self.0
+                .iter()
+                .filter(|r| r.id != me)
+                .take(n)
+                .cloned()
+                .collect()
+        }
+        fn in_group(&self, group: Group) -> Vec<PeerRecord> {
+            let of = |r: &&PeerRecord| Group::of_address(&r.address) == Some(group);
+            self.0.iter().filter(of).cloned().collect()
+        }
+    }
+
+    /// A swarm of four keys to a group, each linking to a different node, never shows a
+    /// node two keys of one group by its links. The map lists them all: a node with one of
+    /// them as a neighbour dials another it lists there, and the second key to answer from
+    /// the group confirms it crowded, so the neighbour is swapped for a node the map lists
+    /// elsewhere. Records made up under an honest neighbour's group confirm nothing: no one
+    /// answers at their addresses, and the neighbour stays.
+    #[test]
+    fn a_swarm_over_many_groups_is_found_through_the_map_and_swapped_out() {
+        const SWARM: [u8; 3] = [198, 51, 100];
+        const FRAMED: [u8; 3] = [192, 0, 2];
+        let mut m = node(1);
+        // A neighbour in a group of its own (framed below), one of the swarm, and four
+        // others; the last two chosen by this node.
+        let (framed, framed_group) = in_group(2, FRAMED);
+        m.connected(
+            id(2),
+            PeerKind::Node,
+            Some(framed),
+            false,
+            false,
+            framed_group,
+            0,
+        );
+        m.message(id(2), Message::Join, 0);
+        joins_from(&mut m, 100, SWARM, 0);
+        for p in 3..7 {
+            m.connected(id(p), PeerKind::Node, Some(rec(p)), false, false, None, 0);
+            if p < 5 {
+                m.message(id(p), Message::Join, 0);
+            } else {
+                m.request(rec(p), false, 0);
+                m.message(id(p), Message::Neighbor { high: true }, 0);
+            }
+        }
+        // What the swarm's peer lists filled the passive view with.
+        m.add_passive(in_group(103, SWARM).0);
+        drain(&mut m);
+        assert_eq!(m.active().len(), 6);
+        let mut listed: Vec<PeerRecord> = (100..104).map(|n| in_group(n, SWARM).0).collect();
+        listed.push(in_group(2, FRAMED).0);
+        listed.extend((200..203).map(|n| in_group(n, FRAMED).0));
+        listed.push(in_group(20, [203, 0, 113]).0);
+        let map = Listing(listed);
+
+        let now = SETTLE_INTERVAL * 2;
+        m.handle_timeout(now, &map);
+        let out = drain(&mut m);
+        let probes: Vec<NodeId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Connect { peer, then: None } => Some(peer.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(probes.len(), 2, "one probe a listed group: {out:?}");
+        let swarm_probe = *probes.iter().find(|p| p.as_bytes()[0] < 200).unwrap();
+        let framed_probe = *probes.iter().find(|p| p.as_bytes()[0] >= 200).unwrap();
+        assert!(
+            m.active().contains(&id(100)),
+            "a listing alone confirms nothing"
+        );
+
+        // The framed group's made-up node does not answer; the swarm's does.
+        m.connect_failed(framed_probe, now);
+        let (record, group) = in_group(swarm_probe.as_bytes()[0], SWARM);
+        m.connected(
+            swarm_probe,
+            PeerKind::Node,
+            Some(record),
+            false,
+            false,
+            group,
+            now,
+        );
+        let out = drain(&mut m);
+        assert!(
+            out.iter().any(|o| matches!(o, Out::Connect { peer, then: Some(Message::Neighbor { high: false }) } if peer.id == id(20))),
+            "the swarm confirmed, a node the map lists elsewhere is asked: {out:?}"
+        );
+        m.connected(
+            id(20),
+            PeerKind::Node,
+            Some(in_group(20, [203, 0, 113]).0),
+            false,
+            false,
+            None,
+            now,
+        );
+        m.message(id(20), Message::Neighbor { high: true }, now);
+        let active = m.active();
+        assert!(!active.contains(&id(100)), "{active:?}");
+        assert!(
+            active.contains(&id(20)) && active.contains(&id(2)),
+            "{active:?}"
+        );
+        assert_eq!(active.len(), 6);
+    }
+
     #[test]
     fn a_crowded_group_cannot_evict_and_its_walks_link_no_one() {
         const G: [u8; 3] = [203, 0, 113];
@@ -1605,7 +1886,7 @@ mod tests {
         );
         drain(&mut m);
         // Its own shuffle, due within ten seconds of starting.
-        m.handle_timeout(10_000, ());
+        m.handle_timeout(10_000, &());
         let out = drain(&mut m);
         assert!(
             out.iter().any(|o| matches!(o, Out::Send(_, Message::Shuffle { origin, ttl: 6, .. }) if origin.id == id(1))),
