@@ -39,7 +39,7 @@ use crate::message::Message;
 use crate::peer::PeerRecord;
 use crate::wire::Frame;
 use crate::{Millis, PeerKind, Strategy};
-use crate::{broadcast, sync};
+use crate::{broadcast, sync, tree};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -1339,10 +1339,13 @@ impl Scenario {
         }
 
         // Warm-up: until the links have stopped growing (their count changed by less than
-        // 1% over five seconds), every node knows the same root of the broadcast tree, the
-        // tree has gone a beacon round without a graft, and every node's map knows 99% of the
-        // nodes; at most two minutes. (Shuffles go on reshaping views forever, so "no change"
-        // would never come in a large network.)
+        // 1% over ten seconds), every node knows the same root of the broadcast tree, the
+        // tree has gone a full beacon round without a graft (rounds in between go down the
+        // tree only, and graft nothing), and every node's map knows 99% of the nodes; at
+        // most two minutes. (Shuffles go on reshaping views forever, so "no change" would
+        // never come in a large network.)
+        let span =
+            (tree::FULL_ROUND_EVERY * Config::default().tree.beacon_interval / 1_000) as usize;
         let start = sim.now;
         let mut history: Vec<(usize, u64)> = Vec::new();
         let mut mapped_s = None;
@@ -1352,8 +1355,8 @@ impl Scenario {
             let links: usize = engines().map(|e| e.neighbors().len()).sum();
             let grafts: u64 = engines().map(|e| e.broadcast_stats().grafts).sum();
             history.push((links, grafts));
-            let settled = history.len() > 5 && {
-                let (then, grafts_then) = history[history.len() - 6];
+            let settled = history.len() > span && {
+                let (then, grafts_then) = history[history.len() - 1 - span];
                 let then = then as f64;
                 (links as f64 - then).abs() <= then * 0.01 && grafts == grafts_then
             };
