@@ -1543,7 +1543,8 @@ mod tests {
     }
 
     /// Links `m` to `n` of group `g`, which joins it.
-    fn joins_from(m: &mut Membership, n: u8, g: [u8; 3], now: Millis) {
+    /// Node `n` of group `g` completes a handshake with `m`.
+    fn links_from(m: &mut Membership, n: u8, g: [u8; 3], now: Millis) {
         let (record, group) = in_group(n, g);
         m.connected(
             id(n),
@@ -1554,6 +1555,10 @@ mod tests {
             group,
             now,
         );
+    }
+
+    fn joins_from(m: &mut Membership, n: u8, g: [u8; 3], now: Millis) {
+        links_from(m, n, g, now);
         m.message(id(n), Message::Join, now);
     }
 
@@ -1647,17 +1652,7 @@ mod tests {
         let mut m = node(1);
         // A neighbour in a group of its own (framed below), one of the swarm, and four
         // others; the last two chosen by this node.
-        let (framed, framed_group) = in_group(2, FRAMED);
-        m.connected(
-            id(2),
-            PeerKind::Node,
-            Some(framed),
-            false,
-            false,
-            framed_group,
-            0,
-        );
-        m.message(id(2), Message::Join, 0);
+        joins_from(&mut m, 2, FRAMED, 0);
         joins_from(&mut m, 100, SWARM, 0);
         for p in 3..7 {
             m.connected(id(p), PeerKind::Node, Some(rec(p)), false, false, None, 0);
@@ -1698,16 +1693,7 @@ mod tests {
 
         // The framed group's made-up node does not answer; the swarm's does.
         m.connect_failed(framed_probe, now);
-        let (record, group) = in_group(swarm_probe.as_bytes()[0], SWARM);
-        m.connected(
-            swarm_probe,
-            PeerKind::Node,
-            Some(record),
-            false,
-            false,
-            group,
-            now,
-        );
+        links_from(&mut m, swarm_probe.as_bytes()[0], SWARM, now);
         let out = drain(&mut m);
         assert!(
             out.iter().any(|o| matches!(o, Out::Connect { peer, then: Some(Message::Neighbor { high: false }) } if peer.id == id(20))),
