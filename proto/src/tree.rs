@@ -235,7 +235,7 @@ impl Handing {
 /// One round in this many goes over every link; the others go down the tree only (and to
 /// pages, and to links no full round has gone over yet). A full round is what finds faster
 /// paths and trims links grafted between rounds; a round down the tree keeps the root heard
-/// for a tenth of the bytes. Every second round, so that a part of the tree cut off just
+/// for about a fifth of the copies (one per node, where a full round sends about five). Every second round, so that a part of the tree cut off just
 /// after a full round hears the next one over its other links 10 s later, within the root
 /// timeout (15 s). (At 1,000 idle simulated nodes beacons were 324 of 538 bytes a second.)
 /// A root's first round, and a round that hands over, are always full: a new tree forms in
