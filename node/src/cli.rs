@@ -287,6 +287,10 @@ pub struct SimArgs {
     /// node sends to say nothing is reported (0: skipped).
     #[arg(long, default_value_t = 0)]
     pub idle: u64,
+    /// Pages to open in the quiet window (each served by a node drawn at random): what a
+    /// page is sent at rest is reported too. They close before the first message.
+    #[arg(long, default_value_t = 0)]
+    pub pages: usize,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -45,6 +45,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         topology: args.topology,
         adversaries,
         idle: args.idle.saturating_mul(1000),
+        pages: args.pages,
     };
     let started = std::time::Instant::now();
     let mut f = scenario.run();
@@ -131,9 +132,23 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
                 largest_first(&f.idle_bytes_per_node_s_by_frame),
             ),
         ];
+        let pages = [
+            (
+                "idle bytes to a page / s",
+                format!(
+                    "{:.0} ({} pages; {:.0} from each)",
+                    f.idle_bytes_to_page_s, f.pages, f.idle_bytes_from_page_s
+                ),
+            ),
+            (
+                "  of which, by frame",
+                largest_first(&f.idle_bytes_to_page_s_by_frame),
+            ),
+        ];
         let rows = rows
             .into_iter()
-            .chain(idle.into_iter().filter(|_| f.idle_s > 0.0));
+            .chain(idle.into_iter().filter(|_| f.idle_s > 0.0))
+            .chain(pages.into_iter().filter(|_| f.idle_s > 0.0 && f.pages > 0));
         for (name, value) in rows {
             writeln!(out, "  {name:<26} {value}")?;
         }

@@ -14,7 +14,7 @@
 //! the eager links are exactly the root's fastest-path tree, rebuilt every interval, around
 //! failed peers as well; messages themselves never prune, and a link grafted between two
 //! beacons is trimmed at the next. Only every [`FULL_ROUND_EVERY`]th round goes over every
-//! link, though: the rounds between go down the tree (to children, pages, and links no full
+//! link, though: the rounds between go down the tree (to children, and links no full
 //! round went over yet), which keeps the root heard at a fraction of the bytes, and leaves
 //! finding faster paths to the full rounds.
 //!
@@ -38,8 +38,9 @@
 //! [`Config::switch_overlap`] (both trees push meanwhile: at 1,000 nodes the switch costs no
 //! message a detour, where pruning at once sent two of them through `GRAFT`, 1.4 s late).
 //!
-//! Pages are leaves: they choose a parent among their links the same way but never forward a
-//! beacon. Under flooding the tree shapes nothing, but a root is elected all the same
+//! Pages are leaves: a page's parent is the node whose beacon reached it first (its home,
+//! mostly), it never forwards a beacon, and it hears rounds from its parent only (full or
+//! not), so an idle page is sent one beacon a round and keeps its parent until it loses it. Under flooding the tree shapes nothing, but a root is elected all the same
 //! (beacons flooded), because the root is also how a cut in the overlay is found.
 //!
 //! *Cuts.* Beacons carry the root's address. The node that takes over from a silent root
@@ -233,9 +234,10 @@ impl Handing {
 }
 
 /// One round in this many goes over every link; the others go down the tree only (and to
-/// pages, and to links no full round has gone over yet). A full round is what finds faster
-/// paths and trims links grafted between rounds; a round down the tree keeps the root heard
-/// for about a fifth of the copies (one per node, where a full round sends about five). Every second round, so that a part of the tree cut off just
+/// links no full round has gone over yet). A full round is what finds faster paths and trims
+/// links grafted between rounds; a round down the tree keeps the root heard for about a
+/// fifth of the copies (one per node, where a full round sends about five). Every second
+/// round, so that a part of the tree cut off just
 /// after a full round hears the next one over its other links 10 s later, within the root
 /// timeout (15 s). (At 1,000 idle simulated nodes beacons were 324 of 538 bytes a second.)
 /// A root's first round, and a round that hands over, are always full: a new tree forms in
@@ -992,8 +994,8 @@ impl Tree {
     }
 
     /// Passes a round on over every link but `except`, or, unless `full`, down the tree
-    /// only: to children, pages, and links no full round went over yet (see
-    /// [`FULL_ROUND_EVERY`]).
+    /// only: to children (pages it is parent of among them) and links no full round went
+    /// over yet (see [`FULL_ROUND_EVERY`]).
     fn send_beacon(
         &mut self,
         except: &[Option<NodeId>],
@@ -1005,7 +1007,17 @@ impl Tree {
             self.beaconed.clear();
         }
         for peer in links.all() {
-            let down = links.is_eager(&peer) || links.is_client(&peer);
+            // A page hears the root from its parent only. It is a leaf, so its other nodes'
+            // rounds would only have it weigh paths that no one depends on, and those nodes
+            // pass a round on when their parent's copy comes rather than their first (the
+            // others send them none), so in the rounds between full ones the page saw them
+            // slower than they are and flapped between them: each flap a record for the map
+            // from the page and from both nodes, sent to every peer. It learns of their loss
+            // by keepalive, as they learn of its.
+            if links.is_client(&peer) && !links.is_eager(&peer) {
+                continue;
+            }
+            let down = links.is_eager(&peer);
             // (A full round reaches `except` too: they sent it to us.)
             let new = self.beaconed.insert(peer);
             if except.contains(&Some(peer)) || !(full || down || new) {

@@ -1135,6 +1135,52 @@ fn beacons_go_down_the_tree_between_full_rounds() {
     assert_eq!(before[0].2, after[0].2, "the root changed");
 }
 
+/// A page hears the root from its parent only, so an idle page is sent one beacon a round
+/// and keeps its parent (before: a copy from each of its three nodes, and, weighing them in
+/// the rounds between full ones too, a page in four changed parent every minute, each time
+/// a record for the map from it and both nodes, sent to every peer).
+#[test]
+fn an_idle_page_hears_one_beacon_a_round_and_keeps_its_parent() {
+    let mut sim = Sim::new(5);
+    let nodes = 40;
+    for _ in 0..nodes {
+        sim.add_hearsay(sim_config(Strategy::Plumtree));
+    }
+    sim.wire(Topology::Random);
+    sim.run_for(60_000);
+    let mut rng = SmallRng::seed_from_u64(5);
+    let pages: Vec<usize> = (0..20)
+        .map(|_| sim.add_browser(rng.random_range(0..nodes)))
+        .collect();
+    sim.run_for(30_000);
+    let page_state = |sim: &Sim| -> Vec<(u64, usize, Option<NodeId>)> {
+        pages
+            .iter()
+            .map(|&i| {
+                let e = sim.nodes[i].engine().expect("a page runs an engine");
+                (e.broadcast_stats().grafts, e.neighbors().len(), e.root())
+            })
+            .collect()
+    };
+    let before = page_state(&sim);
+    let beacons_before = sim.frames_to_pages("BEACON");
+    let rounds = 24;
+    sim.run_for(rounds * 5_000);
+    let after = page_state(&sim);
+    let beacons = sim.frames_to_pages("BEACON") - beacons_before;
+    let per_round = beacons as f64 / (pages.len() as u64 * rounds) as f64;
+    println!("{per_round:.2} beacons per page and round; {after:?}");
+    assert!(
+        (0.9..=1.1).contains(&per_round),
+        "{per_round:.2} beacons per page and round"
+    );
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.0, b.0, "a page changed parent: {before:?} -> {after:?}");
+        assert_eq!(a.1, 3, "a page lost a link: {after:?}");
+        assert!(a.2.is_some() && a.2 == b.2, "{before:?} -> {after:?}");
+    }
+}
+
 /// Sybils spread over groups of four keys, each key joining honest nodes of its own, so that
 /// few honest nodes see two keys of one group by their links. The map lists each group's
 /// four: a node with one of them as a neighbour dials another listed there, and, the group

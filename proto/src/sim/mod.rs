@@ -152,6 +152,8 @@ pub struct SimNode {
     pending: Vec<Action>,
     /// What this peer does against the others, if it is an adversary (see [`adversary`]).
     pub adversary: Option<Box<Adversary>>,
+    /// A browser peer ([`Sim::add_browser`]): what it is sent is counted apart from nodes'.
+    pub page: bool,
 }
 
 impl SimNode {
@@ -170,6 +172,10 @@ impl SimNode {
     /// A hearsay peer that is not an adversary.
     pub fn is_honest(&self) -> bool {
         self.adversary.is_none() && self.engine().is_some()
+    }
+    /// An honest node (not a page): whose sending the node figures count.
+    fn is_honest_node(&self) -> bool {
+        self.adversary.is_none() && !self.page
     }
 }
 
@@ -272,6 +278,11 @@ pub struct Sim {
     honest_bytes_by_frame: BTreeMap<String, u64>,
     /// What honest peers sent, in bytes (the cost an adversary makes them pay).
     honest_bytes: u64,
+    /// What pages were sent, by frame type and in all, and what they sent, in bytes.
+    page_in_by_frame: BTreeMap<String, u64>,
+    page_frames_in_by_frame: BTreeMap<String, u64>,
+    page_in: u64,
+    page_out: u64,
 }
 
 impl Sim {
@@ -297,6 +308,10 @@ impl Sim {
             roster: Vec::new(),
             honest_bytes: 0,
             honest_bytes_by_frame: BTreeMap::new(),
+            page_in_by_frame: BTreeMap::new(),
+            page_frames_in_by_frame: BTreeMap::new(),
+            page_in: 0,
+            page_out: 0,
         }
     }
 
@@ -388,6 +403,7 @@ impl Sim {
             held: HashMap::new(),
             pending: Vec::new(),
             adversary: None,
+            page: false,
         });
         self.scheduled.push(None);
         self.reschedule(i);
@@ -427,6 +443,7 @@ impl Sim {
             held: HashMap::new(),
             pending: Vec::new(),
             adversary: Some(Box::new(adversary)),
+            page: false,
         });
         self.by_address.insert(v1, i);
         self.scheduled.push(None);
@@ -452,6 +469,7 @@ impl Sim {
         let engine = self.new_engine(config);
         let i = self.nodes.len();
         let i = self.push_node(format!("browser{i}"), NodeKind::Hearsay(Box::new(engine)));
+        self.nodes[i].page = true;
         self.connect(i, home);
         i
     }
@@ -978,42 +996,51 @@ impl Sim {
         }
     }
 
+    /// How many frames of type `kind` (`BEACON`, `MAP`…) pages were sent so far.
+    pub fn frames_to_pages(&self, kind: &str) -> u64 {
+        self.page_frames_in_by_frame.get(kind).copied().unwrap_or(0)
+    }
+
     /// Runs `window` ms with no message published, and says what each honest node sent per
-    /// second meanwhile, in all and by frame type (nothing for an empty window).
-    fn idle_window(&mut self, window: Millis) -> (f64, BTreeMap<String, f64>) {
+    /// second meanwhile, and what each page was sent and sent, in all and by frame type.
+    fn idle_window(&mut self, window: Millis) -> Idle {
         if window == 0 {
-            return (0.0, BTreeMap::new());
+            return Idle::default();
         }
         let bytes_before = self.honest_bytes;
         let by_frame_before = self.honest_bytes_by_frame.clone();
+        let (page_in, page_out) = (self.page_in, self.page_out);
+        let page_by_frame_before = self.page_in_by_frame.clone();
         self.run_for(window);
-        let honest = self
-            .nodes
-            .iter()
-            .filter(|n| n.up && n.adversary.is_none())
-            .count()
-            .max(1) as f64;
-        let per = |bytes: u64| bytes as f64 / honest / (window as f64 / 1000.0);
-        let by_frame = self.by_frame_since(&by_frame_before, per);
-        (per(self.honest_bytes - bytes_before), by_frame)
+        let up = |page: bool| {
+            self.nodes
+                .iter()
+                .filter(|n| n.up && n.adversary.is_none() && n.page == page)
+                .count()
+                .max(1) as f64
+        };
+        let (nodes, pages) = (up(false), up(true));
+        let per = |bytes: u64, of: f64| bytes as f64 / of / (window as f64 / 1000.0);
+        Idle {
+            per_node: per(self.honest_bytes - bytes_before, nodes),
+            per_node_by_frame: since(&self.honest_bytes_by_frame, &by_frame_before, |b| {
+                per(b, nodes)
+            }),
+            to_page: per(self.page_in - page_in, pages),
+            to_page_by_frame: since(&self.page_in_by_frame, &page_by_frame_before, |b| {
+                per(b, pages)
+            }),
+            from_page: per(self.page_out - page_out, pages),
+        }
     }
 
-    /// What honest nodes sent by frame type since `before` (a copy of
-    /// `honest_bytes_by_frame`), each scaled by `per` and rounded to a tenth; types with none
-    /// left out.
+    /// What honest nodes sent by frame type since `before` (see [`since`]).
     fn by_frame_since(
         &self,
         before: &BTreeMap<String, u64>,
         per: impl Fn(u64) -> f64,
     ) -> BTreeMap<String, f64> {
-        self.honest_bytes_by_frame
-            .iter()
-            .map(|(kind, bytes)| {
-                let then = before.get(kind).copied().unwrap_or(0);
-                (kind.clone(), (per(bytes - then) * 10.0).round() / 10.0)
-            })
-            .filter(|(_, per)| *per > 0.0)
-            .collect()
+        since(&self.honest_bytes_by_frame, before, per)
     }
 
     /// Puts `frame` from node `i` on the wire of its link `conn`.
@@ -1023,19 +1050,23 @@ impl Sim {
         };
         self.frames_sent += 1;
         self.bytes_sent += frame.len() as u64;
-        if self.nodes[i].adversary.is_none() {
-            self.honest_bytes += frame.len() as u64;
-            let kind = frame
+        let bytes = frame.len() as u64;
+        let kind = || {
+            frame
                 .strip_prefix(r#"{"type":""#)
                 .and_then(|rest| rest.split('"').next())
-                .unwrap_or("other");
-            match self.honest_bytes_by_frame.get_mut(kind) {
-                Some(bytes) => *bytes += frame.len() as u64,
-                None => {
-                    self.honest_bytes_by_frame
-                        .insert(kind.to_string(), frame.len() as u64);
-                }
-            }
+                .unwrap_or("other")
+        };
+        if self.nodes[i].page {
+            self.page_out += bytes;
+        } else if self.nodes[i].is_honest_node() {
+            self.honest_bytes += bytes;
+            *count(&mut self.honest_bytes_by_frame, kind()) += bytes;
+        }
+        if self.nodes[link.to].page {
+            self.page_in += bytes;
+            *count(&mut self.page_in_by_frame, kind()) += bytes;
+            *count(&mut self.page_frames_in_by_frame, kind()) += 1;
         }
         self.count_payload(&frame);
         // In order per direction, as TCP delivers.
@@ -1092,6 +1123,41 @@ impl Sim {
 
 /// Dijkstra from `from` over a graph of (neighbour, latency) lists: each node's distance
 /// (`Millis::MAX` if unreached) and the node before it on its fastest path.
+/// What was counted by frame type in `now` since `before` (an earlier copy), each scaled by
+/// `per` and rounded to a tenth; types with none left out.
+fn since(
+    now: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+    per: impl Fn(u64) -> f64,
+) -> BTreeMap<String, f64> {
+    now.iter()
+        .map(|(kind, bytes)| {
+            let then = before.get(kind).copied().unwrap_or(0);
+            (kind.clone(), (per(bytes - then) * 10.0).round() / 10.0)
+        })
+        .filter(|(_, per)| *per > 0.0)
+        .collect()
+}
+
+/// What a quiet window cost ([`Sim::idle_window`]), per second: what each honest node sent,
+/// what each page was sent, and what each page sent.
+#[derive(Debug, Default)]
+struct Idle {
+    per_node: f64,
+    per_node_by_frame: BTreeMap<String, f64>,
+    to_page: f64,
+    to_page_by_frame: BTreeMap<String, f64>,
+    from_page: f64,
+}
+
+/// The counter of `kind` in `by_kind`, added at 0 the first time (allocating only then).
+fn count<'a>(by_kind: &'a mut BTreeMap<String, u64>, kind: &str) -> &'a mut u64 {
+    if !by_kind.contains_key(kind) {
+        by_kind.insert(kind.to_owned(), 0);
+    }
+    by_kind.get_mut(kind).expect("just inserted")
+}
+
 fn shortest_paths(
     graph: &[Vec<(usize, Millis)>],
     from: usize,
@@ -1228,6 +1294,10 @@ pub struct Scenario {
     /// A quiet window after the warm-up, before any message: what honest nodes send to say
     /// nothing, per node and second (0: none).
     pub idle: Millis,
+    /// Pages opened after the warm-up, each served by an honest node drawn at random, for
+    /// the quiet window: what a page is sent at rest. They close before the first message,
+    /// so the message figures are the nodes' alone.
+    pub pages: usize,
 }
 
 impl Default for Scenario {
@@ -1244,6 +1314,7 @@ impl Default for Scenario {
             topology: Topology::Random,
             adversaries: None,
             idle: 0,
+            pages: 0,
         }
     }
 }
@@ -1306,6 +1377,12 @@ pub struct Figures {
     /// WebSocket, TCP or TLS framing), and by frame type.
     pub idle_bytes_per_node_s: f64,
     pub idle_bytes_per_node_s_by_frame: BTreeMap<String, f64>,
+    /// Pages open in the quiet window ([`Scenario::pages`]); what each was sent per second
+    /// over it, in all and by frame type, and what each sent.
+    pub pages: usize,
+    pub idle_bytes_to_page_s: f64,
+    pub idle_bytes_to_page_s_by_frame: BTreeMap<String, f64>,
+    pub idle_bytes_from_page_s: f64,
 }
 
 impl Scenario {
@@ -1375,7 +1452,30 @@ impl Scenario {
         let warmup_s = (sim.now - start) as f64 / 1000.0;
         let spread = sim.spread();
 
-        let (idle_bytes_per_node_s, idle_bytes_per_node_s_by_frame) = sim.idle_window(self.idle);
+        // Pages open once the network has formed, as people open them, and are given until
+        // each holds all its links and knows the root (at most a minute), and a full beacon
+        // round more.
+        let pages: Vec<usize> = (0..self.pages)
+            .map(|_| sim.add_browser(rng.random_range(0..honest)))
+            .collect();
+        if !pages.is_empty() {
+            let links = 1 + Config::default().membership.client_extra_links;
+            let until = sim.now + 60_000;
+            while sim.now < until
+                && !pages.iter().all(|&i| {
+                    sim.nodes[i]
+                        .engine()
+                        .is_some_and(|e| e.neighbors().len() >= links && e.root().is_some())
+                })
+            {
+                sim.run_for(1_000);
+            }
+            sim.run_for(span as Millis * 1_000);
+        }
+        let idle = sim.idle_window(self.idle);
+        for &i in &pages {
+            sim.kill(i);
+        }
         let frames_before = sim.frames_sent;
         let bytes_before = sim.bytes_sent;
         let honest_bytes_before = sim.honest_bytes;
@@ -1487,8 +1587,12 @@ impl Scenario {
                 bytes as f64 / on_honest.deliveries.max(1) as f64
             }),
             idle_s: self.idle as f64 / 1000.0,
-            idle_bytes_per_node_s,
-            idle_bytes_per_node_s_by_frame,
+            idle_bytes_per_node_s: idle.per_node,
+            idle_bytes_per_node_s_by_frame: idle.per_node_by_frame,
+            pages: self.pages,
+            idle_bytes_to_page_s: idle.to_page,
+            idle_bytes_to_page_s_by_frame: idle.to_page_by_frame,
+            idle_bytes_from_page_s: idle.from_page,
         }
     }
 }
