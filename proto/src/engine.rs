@@ -709,8 +709,9 @@ impl Engine {
     /// Plumtree's).
     fn route(&mut self, now: Millis) {
         // What broadcast scales by (how far a message's first hops go, whether the root
-        // walks): the map's size as of this call, for the next.
-        let size = self.map.view().len();
+        // walks): the nodes on the map as of this call, for the next. (Not its pages: they
+        // relay nothing, and 50 pages open on a 60-node network would set its root walking.)
+        let size = self.map.view().nodes();
         self.broadcast.set_network_size(size);
         self.tree.set_network_size(size);
         loop {

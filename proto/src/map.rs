@@ -16,9 +16,10 @@
 //! broadcast layer's eager neighbours), with dedup by version. A page that joins gets the
 //! whole map at once. Records that stop being renewed expire too, a backstop.
 //! Which links are the tree's changes as the tree is rebuilt; that alone makes a new record
-//! only after [`TREE_CHANGE_AFTER`] change intervals (a minute in a small network, four at
-//! 1,000 nodes): each new record reaches every peer, so while the root walks to the centre
-//! (every node's tree links change at each step) this is most of what the map costs.
+//! only once the tree links have held [`TREE_CHANGE_AFTER`] change intervals (a minute in a
+//! small network, four at 1,000 nodes): each new record reaches every peer, so while the root
+//! walks to the centre (every node's tree links change at each step) this was most of what
+//! the map cost, and a node whose parent goes back and forth is not told each time.
 //!
 //! Records are signed by the peer they describe (its key, and for a page the tab nonce its id
 //! is derived with), so nobody can speak for another peer: a forged record under a real
@@ -92,10 +93,12 @@ pub const EARLY_CHECKS: u32 = 15;
 /// How many least change intervals ([`Config::min_interval`], as stretched) a peer's
 /// record is kept while no record reachable from here lists it (see `Map::prune`).
 pub const UNREACHED_FOR: Millis = 3;
-/// How many least change intervals ([`Config::min_interval`], as stretched) a record whose
-/// only change is which links are the tree's waits before it is told. Measured at 1,000
+/// How many least change intervals ([`Config::min_interval`], as stretched) a peer's tree
+/// links must have held before a record whose only change is them is told. Measured at 1,000
 /// simulated nodes (seed 1, ten quiet minutes after the warm-up, the root still walking):
-/// 3 gave 2,574 B/s of records per node, 12 gives 1,094; never telling such changes, 7.
+/// 3 intervals after the last record gave 2,574 B/s of records per node, 12 gave 1,094;
+/// never telling such changes, 7. Counted from the tree's last change rather than the last
+/// record, so a walk's steps, each a few rounds apart, are told once it stops.
 pub const TREE_CHANGE_AFTER: Millis = 12;
 /// How many times a missing record is asked for before it is given up.
 pub const WANT_TRIES: u8 = 3;
@@ -233,6 +236,8 @@ pub struct TopologyView {
     records: BTreeMap<NodeId, (TopoRecord, Millis)>,
     /// What the records take, as [`TopoRecord::bytes`] counts it.
     bytes: u64,
+    /// How many of the records are pages'.
+    pages: usize,
 }
 
 impl TopoRecord {
@@ -325,8 +330,10 @@ impl TopologyView {
         }
         let expires = now.saturating_add(record.ttl);
         self.bytes += record.bytes();
+        self.pages += usize::from(record.kind == PeerKind::Browser);
         if let Some((old, _)) = self.records.insert(record.node, (record, expires)) {
             self.bytes -= old.bytes();
+            self.pages -= usize::from(old.kind == PeerKind::Browser);
         }
         true
     }
@@ -340,22 +347,30 @@ impl TopologyView {
 
     /// Forgets records whose time to live has run out.
     pub fn expire(&mut self, now: Millis) {
-        let mut freed = 0;
+        let (mut freed, mut pages) = (0, 0);
         self.records.retain(|_, (record, expires)| {
             let keep = *expires > now;
             if !keep {
                 freed += record.bytes();
+                pages += usize::from(record.kind == PeerKind::Browser);
             }
             keep
         });
         self.bytes -= freed;
+        self.pages -= pages;
     }
 
     /// Forgets the record of `node`, if held.
     pub fn remove(&mut self, node: &NodeId) {
         if let Some((old, _)) = self.records.remove(node) {
             self.bytes -= old.bytes();
+            self.pages -= usize::from(old.kind == PeerKind::Browser);
         }
+    }
+
+    /// How many of the records are nodes' (not pages').
+    pub fn nodes(&self) -> usize {
+        self.records.len() - self.pages
     }
 
     /// What the records take together, about (see [`TopoRecord::bytes`]).
@@ -435,6 +450,8 @@ pub struct Map {
     view: TopologyView,
     /// What we last announced, and when.
     announced: Option<(OwnLinks, Millis)>,
+    /// Which links were the tree's at the last check, and since when they have been.
+    tree_since: (Vec<NodeId>, Millis),
     version: u64,
     /// Records to pass on, each with the neighbour it came from (not sent back there).
     outbox: Vec<(TopoRecord, Option<NodeId>)>,
@@ -485,6 +502,7 @@ impl Map {
             config,
             view: TopologyView::default(),
             announced: None,
+            tree_since: (Vec::new(), now),
             version: 0,
             outbox: Vec::new(),
             flush_scheduled: false,
@@ -717,6 +735,9 @@ impl Map {
 
     fn check_own(&mut self, links: OwnLinks, held: u64, now: Millis) {
         let (interval, min_interval) = self.pace();
+        if self.tree_since.0 != links.eager {
+            self.tree_since = (links.eager.clone(), now);
+        }
         let due = match &self.announced {
             // Nothing to say before our first link.
             None => !links.links.is_empty(),
@@ -728,9 +749,9 @@ impl Map {
                         links.seeds,
                         &links.seeds_dialed,
                     );
-                // The tree changes as it is rebuilt; that alone is told at a slower pace.
-                let tree_changed =
-                    last.eager != links.eager && now >= at + TREE_CHANGE_AFTER * min_interval;
+                // The tree changes as it is rebuilt; that alone is told once it has held.
+                let tree_changed = last.eager != links.eager
+                    && now >= self.tree_since.1 + TREE_CHANGE_AFTER * min_interval;
                 // Renewals spread by id, so a network started at once does not renew at once.
                 let renewal = at + interval + self.me.spread(interval / 4);
                 changed || tree_changed || now >= renewal
@@ -989,6 +1010,35 @@ mod tests {
             }
         }
         assert_eq!(eager_only, 1);
+        // Tree links that keep changing (a root walking to the centre rebuilds the tree at
+        // each step) are told once they have held that long, not while they change.
+        let mut walking = 0;
+        for step in 0..3 * TREE_CHANGE_AFTER {
+            now += 5_000;
+            let own = || OwnLinks {
+                eager: vec![id(if step % 2 == 0 { 40 } else { 2 })],
+                ..links(&[2, 40])
+            };
+            if let Some(batch) = tick(&mut m, now, own) {
+                walking += batch.iter().filter(|r| r.node == id(1)).count();
+            }
+        }
+        assert_eq!(
+            walking, 0,
+            "records told while the tree changed at every check"
+        );
+        let mut settled = 0;
+        for _ in 0..TREE_CHANGE_AFTER + 2 {
+            now += 5_000;
+            let own = || OwnLinks {
+                eager: vec![id(40)],
+                ..links(&[2, 40])
+            };
+            if let Some(batch) = tick(&mut m, now, own) {
+                settled += batch.iter().filter(|r| r.node == id(1)).count();
+            }
+        }
+        assert_eq!(settled, 1);
     }
 
     #[test]
@@ -1030,6 +1080,11 @@ mod tests {
         };
         m.prune(vec![id(2)], 0);
         assert_eq!(held(&m).len(), 5, "kept through the grace");
+        assert_eq!(
+            m.view().nodes(),
+            4,
+            "what broadcast scales by: nodes, not pages"
+        );
         m.prune(vec![id(2)], grace - 1);
         assert_eq!(held(&m).len(), 5);
         // 4 comes back into reach (3 links to it) before the grace ends: it stays, and
@@ -1051,6 +1106,9 @@ mod tests {
             want,
             "the part cut off is gone; the page on 3 stays"
         );
+        assert_eq!(m.view().nodes(), 2);
+        m.view.expire(u64::MAX);
+        assert_eq!((m.view().len(), m.view().nodes()), (0, 0));
         assert_eq!(
             m.view().bytes(),
             m.view().records().map(TopoRecord::bytes).sum::<u64>()

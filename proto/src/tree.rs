@@ -39,8 +39,9 @@
 //! message a detour, where pruning at once sent two of them through `GRAFT`, 1.4 s late).
 //!
 //! Pages are leaves: a page's parent is the node whose beacon reached it first (its home,
-//! mostly), it never forwards a beacon, and it hears rounds from its parent only (full or
-//! not), so an idle page is sent one beacon a round and keeps its parent until it loses it. Under flooding the tree shapes nothing, but a root is elected all the same
+//! mostly), it never forwards a beacon, and it hears full rounds from its parent only, so an
+//! idle page is sent one beacon every [`FULL_ROUND_EVERY`] rounds and keeps its parent until
+//! it loses it. Under flooding the tree shapes nothing, but a root is elected all the same
 //! (beacons flooded), because the root is also how a cut in the overlay is found.
 //!
 //! *Cuts.* Beacons carry the root's address. The node that takes over from a silent root
@@ -994,8 +995,8 @@ impl Tree {
     }
 
     /// Passes a round on over every link but `except`, or, unless `full`, down the tree
-    /// only: to children (pages it is parent of among them) and links no full round went
-    /// over yet (see [`FULL_ROUND_EVERY`]).
+    /// only: to children (not pages) and links no full round went over yet (see
+    /// [`FULL_ROUND_EVERY`]).
     fn send_beacon(
         &mut self,
         except: &[Option<NodeId>],
@@ -1007,17 +1008,19 @@ impl Tree {
             self.beaconed.clear();
         }
         for peer in links.all() {
-            // A page hears the root from its parent only. It is a leaf, so its other nodes'
-            // rounds would only have it weigh paths that no one depends on, and those nodes
-            // pass a round on when their parent's copy comes rather than their first (the
-            // others send them none), so in the rounds between full ones the page saw them
-            // slower than they are and flapped between them: each flap a record for the map
-            // from the page and from both nodes, sent to every peer. It learns of their loss
-            // by keepalive, as they learn of its.
-            if links.is_client(&peer) && !links.is_eager(&peer) {
+            // A page hears the root from its parent only, in full rounds (and the first
+            // after it links). It is a leaf: its other nodes' rounds would only have it weigh
+            // paths no one depends on, and those nodes pass a round on when their parent's
+            // copy comes rather than their first (the others send them none), so in the
+            // rounds between full ones the page saw them slower than they are and flapped
+            // between them, each flap a record for the map from the page and from both
+            // nodes, sent to every peer. It learns of its other nodes' loss by keepalive, as
+            // they learn of its, and a full round every 10 s is within the root timeout.
+            let page = links.is_client(&peer);
+            if page && !links.is_eager(&peer) {
                 continue;
             }
-            let down = links.is_eager(&peer);
+            let down = links.is_eager(&peer) && !page;
             // (A full round reaches `except` too: they sent it to us.)
             let new = self.beaconed.insert(peer);
             if except.contains(&Some(peer)) || !(full || down || new) {
