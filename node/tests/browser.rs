@@ -156,8 +156,99 @@ async fn a_page_opened_late_shows_the_history() {
         .await
         .unwrap();
     assert_eq!(background, "rgb(246, 247, 249)", "the page's style applies");
+    // It says what it costs its reader: bytes received over its links, counted as they come.
+    wait_for("the page to say what it received", || async {
+        let (received, _, _) = traffic(&page).await?;
+        let line = text_of(&page, "traffic").await?;
+        (received > 0 && line.starts_with("Received")).then_some(())
+    })
+    .await;
+    screenshot(&page, "page-traffic").await;
     page.close().await.unwrap();
     a.stop().await;
+}
+
+/// What a page says it has received and sent over its links, and as of when (ms since the
+/// epoch): the `#traffic` line's data.
+async fn traffic(page: &Client) -> Option<(u64, u64, u64)> {
+    let v = page
+        .execute(
+            "const t = document.getElementById('traffic'); \
+             return t && [t.dataset.received, t.dataset.sent, t.dataset.at];",
+            vec![],
+        )
+        .await
+        .ok()?;
+    let n = |i: usize| v.get(i)?.as_str()?.parse::<u64>().ok();
+    Some((n(0)?, n(1)?, n(2)?))
+}
+
+/// What an idle page is sent, as the page itself counts it, on a `hearsay demo` of
+/// `HEARSAY_DEMO_NODES` nodes (32 unless set): four pages on nodes spread over the demo,
+/// `HEARSAY_IDLE_WARM` seconds after every map is full (60 unless set), over
+/// `HEARSAY_IDLE_WINDOW` seconds (300 unless set). A benchmark, not in the default run:
+/// `cargo test --release -p hearsay --test browser -- --ignored bench_an_idle_page --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes of an idle demo"]
+async fn bench_an_idle_page_on_a_demo() {
+    assert!(
+        hearsay::page::embedded(),
+        "run `bash scripts/build-web` first"
+    );
+    let setting = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let nodes = setting("HEARSAY_DEMO_NODES", 32);
+    let warm = setting("HEARSAY_IDLE_WARM", 60) as u64;
+    let window = setting("HEARSAY_IDLE_WINDOW", 300) as u64;
+    hearsay::demo::raise_file_limit(nodes as u16).unwrap();
+    let args = hearsay::cli::DemoArgs {
+        nodes: nodes as u16,
+        topology: hearsay_proto::sim::Topology::Random,
+        port: 0,
+    };
+    let demo = hearsay::demo::Demo::start(&args).await.unwrap();
+    let urls: Vec<String> = demo.nodes.iter().map(|n| n.http_url()).collect();
+    wait_maps_full(&urls, nodes, Duration::from_secs(120)).await;
+    let mut driver = Chromedriver::start().await;
+    let mut pages = Vec::new();
+    for k in 0..4 {
+        let page = driver.open(1100, 850).await;
+        page.goto(&urls[k * nodes / 4]).await.unwrap();
+        pages.push(page);
+    }
+    for page in &pages {
+        wait_for_within("the page to count", Duration::from_secs(60), || async {
+            traffic(page).await.filter(|t| t.0 > 0).map(|_| ())
+        })
+        .await;
+    }
+    // A wait on the wall clock is what a window of idle time is.
+    tokio::time::sleep(Duration::from_secs(warm)).await;
+    let mut before = Vec::new();
+    for page in &pages {
+        before.push(traffic(page).await.expect("the page counts"));
+    }
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let mut rates = Vec::new();
+    for (page, b) in pages.iter().zip(&before) {
+        let a = traffic(page).await.expect("the page counts");
+        let seconds = a.2.saturating_sub(b.2) as f64 / 1_000.0;
+        rates.push(((a.0 - b.0) as f64 / seconds, (a.1 - b.1) as f64 / seconds));
+    }
+    for (k, (received, sent)) in rates.iter().enumerate() {
+        eprintln!(
+            "page {k} on a {nodes}-node demo, idle {window} s after {warm} s: received \
+             {received:.0} B/s, sent {sent:.0} B/s"
+        );
+    }
+    for page in pages {
+        page.close().await.unwrap();
+    }
+    demo.stop().await;
 }
 
 /// A page on a node with a long history stays light: it holds only the newest 2,000

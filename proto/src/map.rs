@@ -997,48 +997,32 @@ mod tests {
             (1..=2).contains(&quiet),
             "{quiet} records in 75 quiet seconds"
         );
-        // A tree link changing alone is told at a slower pace: once in 70 s.
-        let mut eager_only = 0;
-        for _ in 0..TREE_CHANGE_AFTER + 2 {
-            now += 5_000;
-            let own = || OwnLinks {
-                eager: vec![id(2)],
-                ..links(&[2, 40])
-            };
-            if let Some(batch) = tick(&mut m, now, own) {
-                eager_only += batch.iter().filter(|r| r.node == id(1)).count();
+        // Checks every 5 s for `checks`, the tree links at each check chosen by `tree`: how
+        // many of our own records went out.
+        let mut own_told = |checks: u64, tree: &dyn Fn(u64) -> u8| {
+            let mut told = 0;
+            for step in 0..checks {
+                now += 5_000;
+                let own = || OwnLinks {
+                    eager: vec![id(tree(step))],
+                    ..links(&[2, 40])
+                };
+                if let Some(batch) = tick(&mut m, now, own) {
+                    told += batch.iter().filter(|r| r.node == id(1)).count();
+                }
             }
-        }
-        assert_eq!(eager_only, 1);
+            told
+        };
+        // A tree link changing alone is told at a slower pace: once in 70 s.
+        assert_eq!(own_told(TREE_CHANGE_AFTER + 2, &|_| 2), 1);
         // Tree links that keep changing (a root walking to the centre rebuilds the tree at
         // each step) are told once they have held that long, not while they change.
-        let mut walking = 0;
-        for step in 0..3 * TREE_CHANGE_AFTER {
-            now += 5_000;
-            let own = || OwnLinks {
-                eager: vec![id(if step % 2 == 0 { 40 } else { 2 })],
-                ..links(&[2, 40])
-            };
-            if let Some(batch) = tick(&mut m, now, own) {
-                walking += batch.iter().filter(|r| r.node == id(1)).count();
-            }
-        }
+        let walking = own_told(3 * TREE_CHANGE_AFTER, &|step| [40, 2][step as usize % 2]);
         assert_eq!(
             walking, 0,
             "records told while the tree changed at every check"
         );
-        let mut settled = 0;
-        for _ in 0..TREE_CHANGE_AFTER + 2 {
-            now += 5_000;
-            let own = || OwnLinks {
-                eager: vec![id(40)],
-                ..links(&[2, 40])
-            };
-            if let Some(batch) = tick(&mut m, now, own) {
-                settled += batch.iter().filter(|r| r.node == id(1)).count();
-            }
-        }
-        assert_eq!(settled, 1);
+        assert_eq!(own_told(TREE_CHANGE_AFTER + 2, &|_| 40), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! for the engine's next deadline; at each, what changed is written to [`Saved`].
 
 use crate::saved::Saved;
-use crate::state::Action;
+use crate::state::{Action, Traffic};
 use futures::channel::mpsc;
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
@@ -40,6 +40,8 @@ const PAGE_KEEP: usize = 2_000;
 const HISTORY_PAGES: usize = PAGE_KEEP.div_ceil(1_000);
 /// Messages fetched each time a reader scrolls to the end of the list.
 const OLDER_PAGE: usize = 200;
+/// How often the page is told what it has received and sent, in ms.
+const TRAFFIC_EVERY: u64 = 5_000;
 
 enum Outgoing {
     Text(Arc<str>),
@@ -62,6 +64,10 @@ struct Inner {
     timer_gen: u64,
     /// When the map was last copied out to the page (see `flush`).
     topology_at: u64,
+    /// When the page was last told what it has received and sent (see `flush`), and when
+    /// the engine started.
+    traffic_at: u64,
+    started: u64,
 }
 
 /// Changes not yet written to [`Saved`].
@@ -377,6 +383,8 @@ pub async fn start(report: Callback<Action>) -> Result<Network, String> {
             },
             timer_at: None,
             topology_at: 0,
+            traffic_at: 0,
+            started: now(),
             timer_gen: 0,
         })),
         report,
@@ -436,6 +444,18 @@ impl Network {
                     records: inner.engine.topology(),
                     root: inner.engine.root(),
                 });
+            }
+            // What the page costs its reader's connection, told every few seconds (each
+            // time the page is drawn again).
+            if at >= inner.traffic_at + TRAFFIC_EVERY {
+                inner.traffic_at = at;
+                let stats = inner.engine.stats();
+                actions.push(Action::Traffic(Traffic {
+                    received: stats.bytes_in,
+                    sent: stats.bytes_out,
+                    since: inner.started,
+                    at,
+                }));
             }
             // Keep one timer waiting for the engine's next deadline.
             let next = inner.engine.poll_timeout();

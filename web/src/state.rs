@@ -37,6 +37,16 @@ pub struct Entry {
     pub archived: bool,
 }
 
+/// What the page has received and sent over its links (frames' text, as the engine counts
+/// it) since its engine started at `since`, as of `at` (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    pub received: u64,
+    pub sent: u64,
+    pub since: u64,
+    pub at: u64,
+}
+
 /// Fetching history older than what the page keeps, as the reader scrolls back.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Older {
@@ -78,6 +88,8 @@ pub struct State {
     pub journey: Option<Rc<Journey>>,
     /// The demo the page's node is part of, if it is.
     pub demo: Option<DemoStatus>,
+    /// What the page has received and sent over its links.
+    pub traffic: Traffic,
 }
 
 /// What a demo says of itself (`GET /api/demo`, and the answer to each control).
@@ -104,6 +116,8 @@ pub enum Action {
     Failed(String),
     /// Messages the serving node already held when the page loaded.
     History(Vec<Message>),
+    /// What the page has received and sent so far.
+    Traffic(Traffic),
     /// The engine's view of links and peers changed.
     Network {
         links: Vec<LinkInfo>,
@@ -215,6 +229,7 @@ impl Reducible for State {
                 }
                 s.history_loaded = true;
             }
+            Action::Traffic(traffic) => s.traffic = traffic,
             Action::Network { links, peers } => {
                 if s.links == links && s.peers == peers {
                     return self;

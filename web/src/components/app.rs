@@ -160,7 +160,7 @@ pub fn app() -> Html {
                                  older={state.older.clone()} {on_older} {on_top} />
                 </section>
                 <aside>
-                    <LinkList links={state.links.clone()} />
+                    <LinkList links={state.links.clone()} traffic={state.traffic} />
                     <PeerList peers={state.peers.clone()} />
                 </aside>
             </main>

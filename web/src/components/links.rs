@@ -1,12 +1,40 @@
-//! Each address the page dials and how its link stands: connecting, open, or retrying and why.
+//! Each address the page dials and how its link stands: connecting, open, or retrying and why;
+//! and what the page has received and sent over its links (what it costs its reader).
 
 use super::{clock_time, short};
+use crate::state::Traffic;
 use hearsay_proto::{LinkInfo, LinkState};
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
 pub struct Props {
     pub links: Vec<LinkInfo>,
+    pub traffic: Traffic,
+}
+
+/// `bytes` as a person reads them: `840 B`, `12.3 kB`, `4.1 MB`.
+fn amount(bytes: u64) -> String {
+    match bytes {
+        b if b < 1_000 => format!("{b} B"),
+        b if b < 1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{:.1} MB", b as f64 / 1e6),
+    }
+}
+
+/// One line: received and sent so far, and the average received per second.
+fn traffic_line(t: &Traffic) -> Html {
+    let seconds = t.at.saturating_sub(t.since) / 1_000;
+    let rate = match seconds {
+        0 => String::new(),
+        s => format!(" ({} B/s)", t.received / s),
+    };
+    html! {
+        <p id="traffic" class="traffic" data-received={t.received.to_string()}
+           data-sent={t.sent.to_string()} data-at={t.at.to_string()}>
+            { format!("Received {}{rate}, sent {} over its links since this page joined.",
+                      amount(t.received), amount(t.sent)) }
+        </p>
+    }
 }
 
 #[function_component(LinkList)]
@@ -41,6 +69,7 @@ pub fn link_list(props: &Props) -> Html {
                     }
                 }) }
             </ul>
+            { traffic_line(&props.traffic) }
         </section>
     }
 }
