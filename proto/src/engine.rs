@@ -883,7 +883,7 @@ impl Engine {
                 self.broadcast.neighbor_up(node, client, formed, now);
                 self.sync.open(conn, initiator, now);
                 if client && self.config.kind == PeerKind::Node {
-                    self.map.send_all(node);
+                    self.map.welcome(node, now);
                 }
             }
             Out::NeighborDown(node) => {

@@ -100,6 +100,10 @@ pub const UNREACHED_FOR: Millis = 3;
 /// never telling such changes, 7. Counted from the tree's last change rather than the last
 /// record, so a walk's steps, each a few rounds apart, are told once it stops.
 pub const TREE_CHANGE_AFTER: Millis = 12;
+/// How long after a page links here this node waits to see whether it is the page's parent
+/// before sending it the whole map (see [`Map::welcome`]): the page's prune of its other
+/// links comes within a round trip.
+pub const WELCOME_AFTER: Millis = 1_000;
 /// How many times a missing record is asked for before it is given up.
 pub const WANT_TRIES: u8 = 3;
 
@@ -403,6 +407,8 @@ enum Timer {
     Flush,
     /// Time to ask for records listed but missing.
     Repair,
+    /// Time to send the whole map to a page that linked here, if we are its parent.
+    Welcome(NodeId),
 }
 
 /// What the map asks of the engine.
@@ -677,7 +683,17 @@ impl Map {
         }
     }
 
-    /// A page linked to this node gets the whole map at once, not over the next minute.
+    /// A page linked to this node gets the whole map at once, not over the next minute: in
+    /// [`WELCOME_AFTER`], if its link is then the page's way to the tree (eager). A page
+    /// links to three nodes and keeps one as its parent, pruning the others at once, so only
+    /// that one sends it the map (each sent it before: three copies of the whole map on
+    /// every page load). A page's next parent sends only what changes: it holds the rest.
+    pub fn welcome(&mut self, page: NodeId, now: Millis) {
+        self.timers
+            .insert(now + WELCOME_AFTER, Timer::Welcome(page));
+    }
+
+    /// Sends the whole map to `to`.
     pub fn send_all(&mut self, to: NodeId) {
         let records: Vec<&TopoRecord> = self.view.records().collect();
         for message in self.messages(&records) {
@@ -837,6 +853,11 @@ impl Part for Map {
                     if !self.outbox.is_empty() {
                         let batch = std::mem::take(&mut self.outbox);
                         self.flush(batch, (cx.eager)());
+                    }
+                }
+                Timer::Welcome(page) => {
+                    if (cx.eager)().contains(&page) {
+                        self.send_all(page);
                     }
                 }
                 Timer::Repair => {
@@ -1236,6 +1257,54 @@ mod tests {
         m.wanted(id(9), vec![id(2); MAX_WANTED + 1]);
         assert!(matches!(m.poll(), Some(Out::Bad(n, _)) if n == id(9)));
         assert!(m.poll().is_none(), "nothing answered");
+    }
+
+    /// A page links to three nodes and keeps one as its parent: only that one sends it the
+    /// whole map, once the page has pruned the others.
+    #[test]
+    fn only_a_pages_parent_sends_it_the_whole_map() {
+        let records: Vec<TopoRecord> = (2..=11u8)
+            .map(|n| {
+                let mut r = rec(n, 1, &[]);
+                r.ttl = 60_000;
+                signed(n, r)
+            })
+            .collect();
+        let sent_to = |eager: Vec<NodeId>| {
+            let mut m = map(1, Config::default());
+            // What the page is sent at `now` of the map's records, with `eager` the tree's
+            // links then.
+            let run = |m: &mut Map, now: Millis, eager: Vec<NodeId>| {
+                let cx = Context {
+                    held: 0,
+                    ready: false,
+                    own: &OwnLinks::default,
+                    eager: &|| eager.clone(),
+                    neighbours: &|| vec![id(7)],
+                };
+                m.handle_timeout(now, cx);
+                std::iter::from_fn(|| m.poll())
+                    .filter_map(|out| match out {
+                        Out::Send(to, message) => match &*message {
+                            Message::Map { records } if to == id(50) => Some(records.len()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .sum::<usize>()
+            };
+            m.received(id(7), records.clone(), 0);
+            run(&mut m, 1_000, vec![id(7)]);
+            m.welcome(id(50), 1_000);
+            assert_eq!(run(&mut m, 1_000 + WELCOME_AFTER - 1, eager.clone()), 0);
+            run(&mut m, 1_000 + WELCOME_AFTER, eager)
+        };
+        assert_eq!(
+            sent_to(vec![id(7), id(50)]),
+            10,
+            "its parent: the whole map"
+        );
+        assert_eq!(sent_to(vec![id(7)]), 0, "pruned by the page: nothing");
     }
 
     #[test]

@@ -1154,6 +1154,22 @@ fn an_idle_page_hears_its_parents_full_rounds_only_and_keeps_it() {
         .map(|_| sim.add_browser(rng.random_range(0..nodes)))
         .collect();
     sim.run_for(30_000);
+    // Joining, each page was sent the whole map by its parent alone (not by each of its
+    // three nodes), and what changed meanwhile (the other pages' records among it): 1.56
+    // maps' worth of records, 2.95 when each node sent it.
+    let one_map: usize = sim.nodes[0]
+        .engine()
+        .expect("a node")
+        .topology()
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap().len())
+        .sum();
+    let joining = sim.bytes_to_pages("MAP") as f64 / pages.len() as f64;
+    println!("joining, {joining:.0} bytes of records per page; the map is {one_map}");
+    assert!(
+        joining < 2.0 * one_map as f64,
+        "{joining:.0} bytes, the map {one_map}"
+    );
     let page_state = |sim: &Sim| -> Vec<(u64, usize, Option<NodeId>)> {
         pages
             .iter()

@@ -996,6 +996,11 @@ impl Sim {
         }
     }
 
+    /// How many bytes of frames of type `kind` pages were sent so far.
+    pub fn bytes_to_pages(&self, kind: &str) -> u64 {
+        self.page_in_by_frame.get(kind).copied().unwrap_or(0)
+    }
+
     /// How many frames of type `kind` (`BEACON`, `MAP`…) pages were sent so far.
     pub fn frames_to_pages(&self, kind: &str) -> u64 {
         self.page_frames_in_by_frame.get(kind).copied().unwrap_or(0)
