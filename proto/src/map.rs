@@ -14,7 +14,8 @@
 //! at 1,000 nodes, 93% of what an idle node sent). Records travel in batches: what a peer learns is
 //! passed on at most every [`Config::flush_interval`], in one `MAP` frame per tree link (the
 //! broadcast layer's eager neighbours), with dedup by version. A page that joins gets the
-//! whole map at once. Records that stop being renewed expire too, a backstop.
+//! whole map at once from its parent alone ([`Map::welcome`]). Records that stop being
+//! renewed expire too, a backstop.
 //! Which links are the tree's changes as the tree is rebuilt; that alone makes a new record
 //! only once the tree links have held [`TREE_CHANGE_AFTER`] change intervals (a minute in a
 //! small network, four at 1,000 nodes): each new record reaches every peer, so while the root

@@ -14,7 +14,7 @@
 //! the eager links are exactly the root's fastest-path tree, rebuilt every interval, around
 //! failed peers as well; messages themselves never prune, and a link grafted between two
 //! beacons is trimmed at the next. Only every [`FULL_ROUND_EVERY`]th round goes over every
-//! link, though: the rounds between go down the tree (to children, and links no full
+//! link, though: the rounds between go down the tree (to children and to links no full
 //! round went over yet), which keeps the root heard at a fraction of the bytes, and leaves
 //! finding faster paths to the full rounds.
 //!
