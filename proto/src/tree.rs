@@ -238,12 +238,17 @@ impl Handing {
 /// links no full round has gone over yet). A full round is what finds faster paths and trims
 /// links grafted between rounds; a round down the tree keeps the root heard for about a
 /// fifth of the copies (one per node, where a full round sends about five). Every second
-/// round, so that a part of the tree cut off just
-/// after a full round hears the next one over its other links 10 s later, within the root
-/// timeout (15 s). (At 1,000 idle simulated nodes beacons were 324 of 538 bytes a second.)
-/// A root's first round, and a round that hands over, are always full: a new tree forms in
-/// them.
+/// round, so that a part of the tree cut off just after a full round hears the next one over
+/// its other links 10 s later, within the root timeout (15 s). (At 1,000 idle simulated
+/// nodes beacons were 324 of 538 bytes a second.) A root's first round, and a round that
+/// hands over, are always full: a new tree forms in them (see [`full_round`]).
 pub const FULL_ROUND_EVERY: u64 = 2;
+
+/// Whether round `seq` goes over every link: a new root's, one that hands over, and every
+/// [`FULL_ROUND_EVERY`]th.
+fn full_round(new_root: bool, handover: bool, seq: u64) -> bool {
+    new_root || handover || seq.is_multiple_of(FULL_ROUND_EVERY)
+}
 
 /// Rounds a root keeps handing over to an heir that does not take the root.
 const HANDING_ROUNDS: u32 = 2;
@@ -778,7 +783,7 @@ impl Tree {
             // Not back to the parent either, even one kept while we wait or one being left:
             // a copy from a child would make it prune the link at once.
             let except = [Some(from), self.parent];
-            let full = !same_root || handover || round.2.is_multiple_of(FULL_ROUND_EVERY);
+            let full = full_round(!same_root, handover, round.2);
             if let Some(b) = self.relayed() {
                 self.send_beacon(&except, b, links, full);
             }
@@ -1139,7 +1144,7 @@ impl Tree {
             }
             _ => self.root = Some(Root::new(beacon.clone(), basis, now)),
         }
-        let full = self.fresh_root || handover || self.own_seq.is_multiple_of(FULL_ROUND_EVERY);
+        let full = full_round(self.fresh_root, handover, self.own_seq);
         self.send_beacon(&[], beacon, links, full);
         self.heights.sent(round, now);
         self.copies.clear();

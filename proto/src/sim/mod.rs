@@ -1126,8 +1126,6 @@ impl Sim {
     }
 }
 
-/// Dijkstra from `from` over a graph of (neighbour, latency) lists: each node's distance
-/// (`Millis::MAX` if unreached) and the node before it on its fastest path.
 /// What was counted by frame type in `now` since `before` (an earlier copy), each scaled by
 /// `per` and rounded to a tenth; types with none left out.
 fn since(
@@ -1163,6 +1161,8 @@ fn count<'a>(by_kind: &'a mut BTreeMap<String, u64>, kind: &str) -> &'a mut u64 
     by_kind.get_mut(kind).expect("just inserted")
 }
 
+/// Dijkstra from `from` over a graph of (neighbour, latency) lists: each node's distance
+/// (`Millis::MAX` if unreached) and the node before it on its fastest path.
 fn shortest_paths(
     graph: &[Vec<(usize, Millis)>],
     from: usize,
