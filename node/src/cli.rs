@@ -291,6 +291,10 @@ pub struct SimArgs {
     /// page is sent at rest is reported too. They close before the first message.
     #[arg(long, default_value_t = 0)]
     pub pages: usize,
+    /// Views as HyParView's alone: no node swaps a slow neighbour for a faster one (the
+    /// baseline for latency-aware views).
+    #[arg(long)]
+    pub no_fast_links: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,

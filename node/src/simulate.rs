@@ -46,6 +46,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         adversaries,
         idle: args.idle.saturating_mul(1000),
         pages: args.pages,
+        fast_links: !args.no_fast_links,
     };
     let started = std::time::Instant::now();
     let mut f = scenario.run();
@@ -56,13 +57,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{} nodes, {} messages from {} senders at {}/s, links {} ms, {}, churn {}, seed {}{}",
+            "{} nodes, {} messages from {} senders at {}/s, links {} ms, {}{}, churn {}, seed {}{}",
             f.nodes,
             f.messages,
             serde_json::to_value(f.senders)?.as_str().unwrap_or("?"),
             args.rate,
             f.latency,
             f.strategy,
+            if f.fast_links { "" } else { ", no fast links" },
             f.churn,
             f.seed,
             match f.attack {

@@ -109,6 +109,9 @@ pub struct Conn {
     /// The address group an inbound connection came from, as the driver saw it (loopback
     /// included, unlike `from`).
     pub source: Option<Group>,
+    /// The node whose link this connection, still in its handshake, takes over: the peer
+    /// closed the one it had as a duplicate of this (see `Links::closed`).
+    pub relinks: Option<NodeId>,
 }
 
 impl Conn {
@@ -129,6 +132,7 @@ impl Conn {
             intended: None,
             wanted: false,
             unwanted_since: None,
+            relinks: None,
         }
     }
 

@@ -843,6 +843,9 @@ impl Engine {
                         self.sync.open(peer.conn, peer.outbound, now);
                     }
                     let elsewhere = self.tree.elsewhere(peer.root);
+                    if let Some(rtt) = peer.rtt {
+                        self.membership.timed(peer.id, rtt);
+                    }
                     self.membership.connected(
                         peer.id,
                         peer.kind,

@@ -13,8 +13,10 @@
 //! - [`membership`]: HyParView — a small active view of neighbours, a passive view to repair
 //!   it from, joins by random walk, periodic shuffles, each view capped per address group
 //!   ([`group`]) against eclipse, a group many keys link from (or the map lists many nodes
-//!   in, confirmed by a dial) held to one slot and swapped out; pages are held as clients.
-//!   The engine lends it the map as a [`membership::Directory`].
+//!   in, confirmed by a dial) held to one slot and swapped out; the slowest neighbours
+//!   swapped for faster nodes, timed by their handshakes (X-BOT's idea), within those caps;
+//!   pages are held as clients. The engine lends it the map as a [`membership::Directory`]
+//!   and tells it each handshake's round trip.
 //! - [`tree`]: which links are the broadcast tree's — the root's beacons, each node's parent,
 //!   the root's walk to the graph's centre ([`centre`]); who may be root is
 //!   [`succession`]'s: beacons signed by their root, a live root displaced only by its own

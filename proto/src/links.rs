@@ -15,8 +15,11 @@
 //!
 //! Never two connections to one node: with links in both directions, the one dialed by the
 //! lower id survives (both ends compute the same answer); with two in the same direction,
-//! only the dialer acts, closing the newer one. A node that restarted (a new `run` under the
-//! same key) replaces its old link at once.
+//! only the dialer acts, closing the newer one. One end may close its duplicate before the
+//! survivor has finished its handshake at the other: that end's link then passes to the
+//! survivor, and the node is not taken for gone meanwhile. A node that restarted (a new `run`
+//! under the same key) replaces its old link at once. Each handshake is timed (from this
+//! end's `HELLO` to the answer), for membership's choice of fast links.
 //!
 //! What the other parts must hear of is said as [`Out::Established`], [`Out::Lost`] and
 //! [`Out::ConnectFailed`]; a frame on an established link is handed back to the engine
@@ -102,6 +105,8 @@ pub struct Established {
     pub replaced: bool,
     /// The root of its broadcast tree and the term it was elected in, as it says.
     pub root: Option<(NodeId, u64)>,
+    /// The handshake's round trip, as this end timed it (from its `HELLO` to the answer).
+    pub rtt: Option<Millis>,
 }
 
 /// A frame for the engine to route. (A hearsay frame is large beside a seed's, but it lives
@@ -281,7 +286,39 @@ impl Links {
             Some(r) if !r.is_empty() => format!("closed: {r}"),
             _ => "connection lost".to_owned(),
         };
+        let duplicate = reason.is_some_and(|r| r == CloseReason::DuplicateConnection.to_string());
+        if duplicate {
+            self.relink(conn);
+        }
         self.forget(conn, None, &text, now);
+    }
+
+    /// The peer on `conn` closed it as a duplicate: it keeps another connection with us, which
+    /// may not have finished its handshake here yet (two nodes that dial each other at once
+    /// each keep the lower id's dial). That one takes the node's link over, so the other parts
+    /// are not told the node left (membership took it for gone while the peer kept it as a
+    /// neighbour: views went asymmetric). If it fails its handshake, the node is gone then.
+    fn relink(&mut self, conn: ConnId) {
+        let Some(node) = self.conns.get(conn).and_then(Conn::node_id) else {
+            return;
+        };
+        if self.conns.to_node(node) != Some(conn) {
+            return;
+        }
+        let next = self.conns.iter().find_map(|(id, c)| {
+            let same = match &c.state {
+                State::Proving { hello, .. } => hello.id == node,
+                State::Handshake { .. } | State::Dialing => c.intended == Some(node),
+                _ => false,
+            };
+            (id != conn && same).then_some(id)
+        });
+        if let Some(next) = next
+            && let Some(c) = self.conns.get_mut(next)
+        {
+            c.relinks = Some(node);
+            self.conns.unregister(node);
+        }
     }
 
     /// We dialed the seed at `address` and hung up (see `seed`): its dial back is its link.
@@ -465,9 +502,12 @@ impl Links {
         self.book
             .closed(conn, c.dialed.as_deref(), reason, text, now, &mut self.rng);
         let node = c.node_id();
+        // A connection that was to take a node's link over and never got through its
+        // handshake leaves the node gone.
+        let relinked = c.relinks.filter(|_| node.is_none());
         self.out.push_back(Out::Lost {
             conn,
-            disconnected: node.filter(|_| registered),
+            disconnected: node.filter(|_| registered).or(relinked),
             failed: c.intended.filter(|_| !registered && node.is_none()),
         });
     }
@@ -531,6 +571,11 @@ impl Links {
             return;
         };
         let (direction, ours) = (c.direction, c.nonce);
+        // A dialer's round trip: from its `HELLO` to the answer.
+        let sent = match c.state {
+            State::Handshake { since } => Some(since),
+            _ => None,
+        };
         if hello.id == self.me {
             if let Some(address) = c.dialed.clone() {
                 self.book.mark_self(&address, self.me);
@@ -558,7 +603,8 @@ impl Links {
                 Some(proof) => {
                     let proof = Frame::from(proof).encode().into();
                     self.out.push_back(Out::Send(conn, proof));
-                    self.establish(conn, hello, key, now);
+                    let rtt = sent.map(|t| now.saturating_sub(t));
+                    self.establish(conn, hello, key, rtt, now);
                 }
                 None => self.close(conn, CloseReason::BadIdentity, now),
             },
@@ -570,10 +616,11 @@ impl Links {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let State::Proving { key, .. } = &c.state else {
+        let State::Proving { key, since, .. } = &c.state else {
             return;
         };
-        let key = *key;
+        // An acceptor's round trip: from its `HELLO` (answering the dialer's) to the proof.
+        let (key, rtt) = (*key, now.saturating_sub(*since));
         if !self.handshake.proven(&key, &c.nonce, &sig) {
             return self.close(conn, CloseReason::BadIdentity, now);
         }
@@ -583,15 +630,33 @@ impl Links {
         else {
             return;
         };
-        self.establish(conn, *hello, key, now);
+        self.establish(conn, *hello, key, Some(rtt), now);
     }
 
     /// A peer whose identity is proven becomes the node (or page) it says it is.
-    fn establish(&mut self, conn: ConnId, hello: Hello, key: PublicKey, now: Millis) {
+    fn establish(
+        &mut self,
+        conn: ConnId,
+        hello: Hello,
+        key: PublicKey,
+        rtt: Option<Millis>,
+        now: Millis,
+    ) {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
         let (direction, dialed, intended) = (c.direction, c.dialed.clone(), c.intended);
+        // Taking over a node's link the peer closed as our duplicate (see `relink`): the
+        // node stays linked; if another node answered here, the one it was to take over is
+        // gone.
+        let relinks = c.relinks;
+        if let Some(gone) = relinks.filter(|&n| n != hello.id) {
+            self.out.push_back(Out::Lost {
+                conn,
+                disconnected: Some(gone),
+                failed: None,
+            });
+        }
         let addresses: Vec<String> = if hello.kind == PeerKind::Browser {
             Vec::new()
         } else {
@@ -601,7 +666,7 @@ impl Links {
                 .filter_map(|a| canonical_address(a))
                 .collect()
         };
-        let mut replaced = false;
+        let mut replaced = relinks == Some(hello.id);
         let mut second = false;
         if let Some(other) = self.conns.to_node(hello.id).filter(|&o| o != conn)
             && let Some(old) = self
@@ -695,6 +760,7 @@ impl Links {
             group: self.group_of(conn),
             replaced,
             root: hello.root.zip(Some(hello.term.unwrap_or(0))),
+            rtt,
         }));
     }
 

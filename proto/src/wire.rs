@@ -261,6 +261,8 @@ impl Frame {
         #[derive(Deserialize)]
         struct Neighbor {
             high: bool,
+            #[serde(default)]
+            swap: bool,
         }
         #[derive(Deserialize)]
         struct Disconnect {
@@ -384,9 +386,13 @@ impl Frame {
                     ttl: f.ttl,
                 })
             }
-            "NEIGHBOR" => Frame::Membership(M::Neighbor {
-                high: body::<Neighbor>(&kind, text)?.high,
-            }),
+            "NEIGHBOR" => {
+                let n: Neighbor = body(&kind, text)?;
+                Frame::Membership(M::Neighbor {
+                    high: n.high,
+                    swap: n.swap,
+                })
+            }
             "DISCONNECT" => Frame::Membership(M::Disconnect {
                 alive: body::<Disconnect>(&kind, text)?.alive,
             }),
@@ -644,7 +650,16 @@ mod tests {
                 ttl: 6,
             }
             .into(),
-            M::Neighbor { high: true }.into(),
+            M::Neighbor {
+                high: true,
+                swap: false,
+            }
+            .into(),
+            M::Neighbor {
+                high: false,
+                swap: true,
+            }
+            .into(),
             M::Disconnect { alive: false }.into(),
             M::Shuffle {
                 origin: record.clone(),

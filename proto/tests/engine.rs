@@ -399,6 +399,63 @@ fn crossing_dials_keep_the_link_dialed_by_the_lower_id() {
     }
 }
 
+/// Two nodes that dial each other at once each keep the lower id's dial. Where the other
+/// closes ours as a duplicate before its own dial has finished its handshake here, the node
+/// stays linked over that one: before, membership was told it left, and the node it had
+/// just taken as a neighbour kept us as one (views went asymmetric, found by the
+/// simulation's property test once nodes dialed each other to time links).
+#[test]
+fn a_link_closed_as_a_duplicate_of_one_still_in_its_handshake_stays_linked() {
+    let lower = (1..=20u8).find(|&n| n != 5 && node(n) < node(5)).unwrap();
+    let mut e = engine(5);
+    e.add_peer("ws://x:3000", T0).unwrap();
+    let (out_conn, _) = dial_of(&drain(&mut e))[0].clone();
+    e.opened(out_conn, T0);
+    let sent = drain(&mut e);
+    answer(&mut e, out_conn, lower, &["ws://x:3000"], &sent, T0 + 1);
+    drain(&mut e);
+    let agree = r#"{"type":"NEIGHBOR","high":true}"#;
+    e.frame(out_conn, agree, T0 + 2);
+    drain(&mut e);
+    assert_eq!(e.neighbors(), vec![node(lower)]);
+    // Its own dial comes in; we answer its HELLO, and before its proof comes it closes ours.
+    let in_conn = e.accepted(T0 + 3);
+    e.frame(in_conn, &hello(lower, &["ws://x:3000"]), T0 + 3);
+    let out = drain(&mut e);
+    let nonce = nonce_of(&out, in_conn).expect("our answer");
+    let duplicate = CloseReason::DuplicateConnection.to_string();
+    e.closed(out_conn, Some(&duplicate), T0 + 4);
+    drain(&mut e);
+    assert_eq!(
+        e.neighbors(),
+        vec![node(lower)],
+        "still a neighbour meanwhile"
+    );
+    let sig = key(lower).sign(&handshake_proof(Role::Dialer, &nonce, e.id()));
+    e.frame(
+        in_conn,
+        &Frame::Handshake(H::Proof { sig }).encode(),
+        T0 + 5,
+    );
+    drain(&mut e);
+    assert_eq!(e.neighbors(), vec![node(lower)], "linked over its dial");
+    assert_eq!(e.peers().len(), 1);
+    // Had its dial failed its handshake instead, the node would be gone then.
+    let mut e2 = engine(5);
+    e2.add_peer("ws://x:3000", T0).unwrap();
+    let (out_conn, _) = dial_of(&drain(&mut e2))[0].clone();
+    e2.opened(out_conn, T0);
+    let sent = drain(&mut e2);
+    answer(&mut e2, out_conn, lower, &["ws://x:3000"], &sent, T0 + 1);
+    e2.frame(out_conn, agree, T0 + 2);
+    let in_conn = e2.accepted(T0 + 3);
+    e2.frame(in_conn, &hello(lower, &["ws://x:3000"]), T0 + 3);
+    e2.closed(out_conn, Some(&duplicate), T0 + 4);
+    e2.closed(in_conn, None, T0 + 5);
+    drain(&mut e2);
+    assert!(e2.neighbors().is_empty());
+}
+
 #[test]
 fn idle_peers_are_pinged_and_dead_ones_dropped() {
     let mut e = engine(1);

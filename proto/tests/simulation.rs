@@ -59,9 +59,25 @@ fn simulation_is_deterministic() {
     assert_eq!(a.report(), b.report());
 }
 
+/// Membership's invariants, once what is in flight has landed: [`views_now`] holds at one of
+/// three moments two seconds apart. (Nodes swap slow neighbours for faster ones at any time,
+/// so at a given moment a request or its answer may be on its way; a view that is wrong
+/// stays wrong at all three.)
+fn check_views(sim: &mut Sim) -> Result<(), String> {
+    let mut result = views_now(sim);
+    for _ in 0..2 {
+        if result.is_ok() {
+            break;
+        }
+        sim.run_for(2_000);
+        result = views_now(sim);
+    }
+    result
+}
+
 /// Membership's invariants: each node's active view is within capacity and never names it
 /// twice, views are symmetric, and together they connect every node.
-fn check_views(sim: &Sim) -> Result<(), String> {
+fn views_now(sim: &Sim) -> Result<(), String> {
     let engines: Vec<_> = sim
         .nodes
         .iter()
@@ -117,8 +133,8 @@ fn a_chain_of_peer_flags_becomes_a_connected_overlay_of_bounded_degree() {
     // (With flooding, nodes linked to every node they heard of, so 8 nodes made a full mesh
     // of 7 links each; HyParView keeps at most 5 and still connects everyone.)
     for n in [8, 40] {
-        let (sim, _) = run_network(3, n, Topology::Line, Strategy::Plumtree, 0);
-        check_views(&sim).unwrap_or_else(|e| panic!("n={n}: {e}"));
+        let (mut sim, _) = run_network(3, n, Topology::Line, Strategy::Plumtree, 0);
+        check_views(&mut sim).unwrap_or_else(|e| panic!("n={n}: {e}"));
         for (i, node) in sim.nodes.iter().enumerate() {
             let peers = node.engine().unwrap().peers();
             let mut ids: Vec<_> = peers.iter().filter_map(|p| p.id).collect();
@@ -321,8 +337,9 @@ proptest! {
         flood in any::<bool>(),
     ) {
         let strategy = if flood { Strategy::Flood } else { Strategy::Plumtree };
-        let (sim, ids) = run_network(run, n, Topology::ALL[topology], strategy, 15);
-        if let Err(e) = sim.check_exactly_once(&ids).and_then(|()| check_views(&sim)) {
+        let (mut sim, ids) = run_network(run, n, Topology::ALL[topology], strategy, 15);
+        let checked = sim.check_exactly_once(&ids).and_then(|()| check_views(&mut sim));
+        if let Err(e) = checked {
             return Err(TestCaseError::fail(e));
         }
     }
@@ -682,7 +699,7 @@ fn lost_root_found_again(run: u64) -> Result<(), String> {
     sim.run_for(1_000);
     sim.heal();
     sim.run_for(40_000);
-    check_views(&sim)?;
+    check_views(&mut sim)?;
     if !sim.one_root() {
         return Err("two roots".into());
     }
@@ -1007,8 +1024,9 @@ fn honest_bytes_are_broken_down_by_frame_type() {
 }
 
 /// A quiet window after the warm-up says what a node sends to say nothing: no message, only
-/// what keeps the network correct (beacons, keepalives, the map's renewals), and its parts
-/// add up to the whole.
+/// what keeps the network correct (beacons, keepalives, the map's renewals, and the tree's
+/// mending where a node swapped a slow neighbour for a faster one), and its parts add up to
+/// the whole.
 #[test]
 fn a_quiet_window_reports_what_a_node_sends_to_say_nothing() {
     let f = Scenario {
@@ -1025,7 +1043,7 @@ fn a_quiet_window_reports_what_a_node_sends_to_say_nothing() {
     assert!(f.idle_bytes_per_node_s > 0.0);
     assert_parts_add_up(by, f.idle_bytes_per_node_s);
     assert!(by.contains_key("BEACON"), "{by:?}");
-    for payload in ["GOSSIP", "MESSAGES", "GRAFT"] {
+    for payload in ["GOSSIP", "MESSAGES"] {
         assert!(
             !by.contains_key(payload),
             "{payload} sent while idle: {by:?}"

@@ -1,9 +1,12 @@
 //! A deterministic discrete-event simulation of a hearsay network on a virtual clock.
 //!
 //! Each simulated peer is a hearsay [`Engine`] (a node or a page) or a [`SeedNode`] that
-//! behaves like the Node.js seed (v1). A link gets a latency drawn from [`Sim::latency`] when
-//! it opens; its frames arrive in order after that latency plus up to 10% jitter, as a
-//! WebSocket over TCP does. A dial takes two latencies (TCP and the upgrade) and succeeds if
+//! behaves like the Node.js seed (v1). Each pair of peers is a latency apart, drawn once from
+//! [`Sim::latency`] by a hash of the pair (so a link opened again, or a dial that measures a
+//! candidate, finds the same distance: what latency-aware views optimise is the pair, as on
+//! a real network); a link's frames arrive in order after that latency plus up to 10% jitter,
+//! as a WebSocket over TCP does. The draws are independent per pair, with no geography
+//! behind them: a fast pair says nothing of its neighbours' distances. A dial takes two latencies (TCP and the upgrade) and succeeds if
 //! the address belongs to a running peer. Every random choice comes from one seed, so a run
 //! replays exactly, and tests assert delivery properties over many seeds and topologies in
 //! milliseconds of real time.
@@ -185,7 +188,8 @@ enum Action {
     Send(ConnId, Arc<str>),
     Ping(ConnId),
     Dial(ConnId, String),
-    Close(ConnId),
+    /// Closes the connection, saying why (as a WebSocket close frame does).
+    Close(ConnId, CloseReason),
 }
 
 #[derive(Debug)]
@@ -204,9 +208,11 @@ enum Event {
         to: usize,
         conn: ConnId,
     },
+    /// `reason`: the close frame's, if the other end closed it (a cut link has none).
     Closed {
         to: usize,
         conn: ConnId,
+        reason: Option<String>,
     },
     /// Adversary `by` acts on its own (see [`Adversary::act`]).
     Act {
@@ -253,6 +259,8 @@ struct Tracked {
 pub struct Sim {
     pub now: Millis,
     rng: SmallRng,
+    /// Salts the pairs' latencies ([`Sim::pair_latency`]), drawn from the seed.
+    latency_salt: u64,
     pub nodes: Vec<SimNode>,
     queue: BTreeMap<(Millis, u64), Event>,
     seq: u64,
@@ -288,9 +296,11 @@ pub struct Sim {
 impl Sim {
     /// A network whose every random choice comes from `rng_seed`.
     pub fn new(rng_seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(rng_seed);
         Self {
             now: EPOCH,
-            rng: SmallRng::seed_from_u64(rng_seed),
+            latency_salt: rng.random(),
+            rng,
             nodes: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -555,6 +565,7 @@ impl Sim {
                 Event::Closed {
                     to: key.0,
                     conn: key.1,
+                    reason: None,
                 },
             );
             self.schedule(
@@ -562,6 +573,7 @@ impl Sim {
                 Event::Closed {
                     to: link.to,
                     conn: link.to_conn,
+                    reason: None,
                 },
             );
         }
@@ -770,9 +782,11 @@ impl Sim {
         r
     }
 
-    fn random_latency(&mut self) -> Millis {
-        self.rng
-            .random_range(self.latency.0..=self.latency.1.max(self.latency.0))
+    /// How far apart peers `a` and `b` are: the same whichever dials, and every time.
+    fn pair_latency(&self, a: usize, b: usize) -> Millis {
+        let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+        let span = self.latency.1.max(self.latency.0) - self.latency.0 + 1;
+        self.latency.0 + splitmix(self.latency_salt ^ (lo << 32 | hi)) % span
     }
 
     fn schedule(&mut self, at: Millis, event: Event) {
@@ -822,7 +836,7 @@ impl Sim {
                     NodeKind::Hearsay(e) => e.accepted_from(host, source, false, now),
                     NodeKind::Seed(s) => s.accepted(),
                 };
-                let latency = self.random_latency();
+                let latency = self.pair_latency(from, to);
                 self.links.insert(
                     (from, conn),
                     Link {
@@ -871,13 +885,13 @@ impl Sim {
                 }
                 self.reschedule(to);
             }
-            Event::Closed { to, conn } => {
+            Event::Closed { to, conn, reason } => {
                 self.links.remove(&(to, conn));
                 if !self.nodes[to].up {
                     return;
                 }
                 match &mut self.nodes[to].kind {
-                    NodeKind::Hearsay(e) => e.closed(conn, None, now),
+                    NodeKind::Hearsay(e) => e.closed(conn, reason.as_deref(), now),
                     NodeKind::Seed(s) => s.sockets.retain(|&c| c != conn),
                 }
                 self.flush(to);
@@ -969,7 +983,12 @@ impl Sim {
                 }
             }
             Action::Dial(conn, address) => {
-                let at = self.now + 2 * self.random_latency();
+                // A dial to no one fails after as long as the farthest would take.
+                let latency = match self.by_address.get(&address) {
+                    Some(&to) => self.pair_latency(i, to),
+                    None => self.latency.1,
+                };
+                let at = self.now + 2 * latency;
                 self.schedule(
                     at,
                     Event::Connect {
@@ -979,7 +998,7 @@ impl Sim {
                     },
                 );
             }
-            Action::Close(conn) => {
+            Action::Close(conn, reason) => {
                 // The other end's half stays until the close reaches it: what was sent before
                 // the close still arrives, as over TCP.
                 if let Some(link) = self.links.remove(&(i, conn)) {
@@ -989,6 +1008,7 @@ impl Sim {
                         Event::Closed {
                             to: link.to,
                             conn: link.to_conn,
+                            reason: Some(reason.to_string()),
                         },
                     );
                 }
@@ -1161,6 +1181,14 @@ fn count<'a>(by_kind: &'a mut BTreeMap<String, u64>, kind: &str) -> &'a mut u64 
     by_kind.get_mut(kind).expect("just inserted")
 }
 
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Dijkstra from `from` over a graph of (neighbour, latency) lists: each node's distance
 /// (`Millis::MAX` if unreached) and the node before it on its fastest path.
 fn shortest_paths(
@@ -1220,8 +1248,8 @@ impl Driver for Effects<'_> {
     fn dial(&mut self, conn: ConnId, address: String) {
         self.actions.push(Action::Dial(conn, address));
     }
-    fn close(&mut self, conn: ConnId, _reason: CloseReason) {
-        self.actions.push(Action::Close(conn));
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        self.actions.push(Action::Close(conn, reason));
     }
     fn deliver(&mut self, msg: Message, hops: Option<u32>, _from: Option<NodeId>) {
         self.delivered.push((msg, hops));
@@ -1303,6 +1331,9 @@ pub struct Scenario {
     /// the quiet window: what a page is sent at rest. They close before the first message,
     /// so the message figures are the nodes' alone.
     pub pages: usize,
+    /// Whether nodes swap slow neighbours for faster ones ([`crate::membership`]'s
+    /// `fast_links`); off, as a baseline.
+    pub fast_links: bool,
 }
 
 impl Default for Scenario {
@@ -1320,6 +1351,7 @@ impl Default for Scenario {
             adversaries: None,
             idle: 0,
             pages: 0,
+            fast_links: true,
         }
     }
 }
@@ -1330,6 +1362,8 @@ pub struct Figures {
     pub nodes: usize,
     pub messages: usize,
     pub strategy: String,
+    /// Whether nodes swapped slow neighbours for faster ones.
+    pub fast_links: bool,
     pub senders: Senders,
     pub churn: f64,
     pub seed: u64,
@@ -1391,6 +1425,13 @@ pub struct Figures {
 }
 
 impl Scenario {
+    /// Every simulated node's configuration.
+    fn config(&self) -> Config {
+        let mut config = sim_config(self.strategy);
+        config.membership.fast_links = self.fast_links;
+        config
+    }
+
     pub fn run(&self) -> Figures {
         let mut sim = Sim::new(self.seed);
         sim.latency = self.latency;
@@ -1400,11 +1441,11 @@ impl Scenario {
         });
         let honest = self.nodes - hostile;
         for _ in 0..honest {
-            sim.add_hearsay(sim_config(self.strategy));
+            sim.add_hearsay(self.config());
         }
         if let Some(a) = self.adversaries {
             for k in 0..hostile {
-                sim.add_adversary(sim_config(self.strategy), a.attack, k % a.groups.max(1));
+                sim.add_adversary(self.config(), a.attack, k % a.groups.max(1));
             }
         }
         sim.wire(self.topology);
@@ -1564,6 +1605,7 @@ impl Scenario {
             nodes: self.nodes,
             messages: self.messages,
             strategy: self.strategy.to_string(),
+            fast_links: self.fast_links,
             senders: self.senders,
             churn: self.churn,
             seed: self.seed,
