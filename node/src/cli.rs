@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use hearsay_proto::Strategy;
-use hearsay_proto::sim::{Attack, Senders, Topology};
+use hearsay_proto::sim::{Attack, Geography, Senders, Topology};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -291,6 +291,10 @@ pub struct SimArgs {
     /// page is sent at rest is reported too. They close before the first message.
     #[arg(long, default_value_t = 0)]
     pub pages: usize,
+    /// How far apart nodes are: pairs (each pair's latency drawn on its own) or plane (by
+    /// their distance on a square, as on the internet nearby nodes share neighbours).
+    #[arg(long, default_value = "pairs", value_parser = parse::<Geography>)]
+    pub geography: Geography,
     /// Views as HyParView's alone: no node swaps a slow neighbour for a faster one (the
     /// baseline for latency-aware views).
     #[arg(long)]

@@ -2,7 +2,7 @@
 //! as one JSON line.
 
 use crate::cli::SimArgs;
-use hearsay_proto::sim::{Adversaries, Scenario};
+use hearsay_proto::sim::{Adversaries, Geography, Scenario};
 use std::io::Write;
 
 pub fn run(args: &SimArgs) -> anyhow::Result<()> {
@@ -47,6 +47,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
         idle: args.idle.saturating_mul(1000),
         pages: args.pages,
         fast_links: !args.no_fast_links,
+        geography: args.geography,
     };
     let started = std::time::Instant::now();
     let mut f = scenario.run();
@@ -57,12 +58,16 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{} nodes, {} messages from {} senders at {}/s, links {} ms, {}{}, churn {}, seed {}{}",
+            "{} nodes, {} messages from {} senders at {}/s, links {} ms{}, {}{}, churn {}, seed {}{}",
             f.nodes,
             f.messages,
             serde_json::to_value(f.senders)?.as_str().unwrap_or("?"),
             args.rate,
             f.latency,
+            match f.geography {
+                Geography::Pairs => "",
+                Geography::Plane => " on a plane",
+            },
             f.strategy,
             if f.fast_links { "" } else { ", no fast links" },
             f.churn,

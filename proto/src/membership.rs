@@ -65,11 +65,12 @@
 //! (at most one a [`FAST_TAKEN_EVERY`]). Neither side gives up a pinned link, the asked side
 //! never one it chose, and the caps per address group and the avoidance of crowded and
 //! listed groups hold as for any other link: a swap is a choice made within the eclipse
-//! rules above, never over them. Looks come at [`FAST_LOOK_EVERY`], each wait twice the one
-//! before (to [`FAST_LOOK_MAX`]), so a network's swaps die down once it has found its fast
-//! links. Where no link could gain that much (one machine), nothing is dialed. (1,000
-//! simulated nodes, random senders, seeds 1-10: p99 187-209 ms and a graph diameter of 121-
-//! 133 ms, against 280-340 and about 190 without.)
+//! rules above, never over them. A node makes [`FAST_LOOKS`] looks once its view is first
+//! full, the first after [`FAST_LOOK_EVERY`] and each wait twice the one before, and one more
+//! whenever a neighbour fails (its place is filled at random): a network's swaps die down once
+//! it has found its fast links, as each costs the map four new records. Where no link could gain that much (one machine), nothing is dialed. (1,000
+//! simulated nodes, random senders, seeds 1-10: p99 200-244 ms and a graph diameter of
+//! 129-136 ms, against 294-321 and 182-189 without.)
 //!
 //! **Browsers are clients.** A page cannot be dialed, so it is kept out of the nodes' views:
 //! a node holds up to [`Config::max_clients`] of them beside its active view and tells each
@@ -235,17 +236,22 @@ pub const DIRECTORY_SAMPLE: usize = 16;
 pub const CROWD_GROUPS: usize = 1_024;
 /// How long a key linked from a group is counted.
 pub const CROWD_MEMORY: Millis = 600_000;
-/// How soon a node with a full view first looks for a faster neighbour than its slowest (as
-/// X-BOT, HyParView's follow-up, does): it dials a node of its passive view, and the
-/// handshake times the link. Each look that finds none doubles the wait, up to
-/// [`FAST_LOOK_MAX`], whatever it found: the swaps of a whole network die down, rather than go
-/// on reshaping the tree (swaps that started the looks over: p99 187-372 ms on seeds 1-10 of
-/// 1,000 nodes, against 187-209 with every look doubling the wait).
+/// How long after its view is first full a node first looks for a faster neighbour than its
+/// slowest (as X-BOT, HyParView's follow-up, does): it dials a node of its passive view, and
+/// the handshake times the link. Each look doubles the wait, up to [`FAST_LOOK_MAX`],
+/// whatever it found (and whether or not the view was full), so the swaps of a whole network
+/// die down rather than go on reshaping the tree: with a swap starting the looks over, p99
+/// on seeds 1-10 of 1,000 nodes ranged 187-372 ms, and tree diameters were not even measured
+/// on three seeds (a node off the tree at the end).
 pub const FAST_LOOK_EVERY: Millis = 10_000;
-/// The longest wait between looks: a view that has found its fast links costs a dial every
-/// twenty minutes or so, and a swap now and then (each changes four nodes' links, and so
-/// their records on the map, which reach every peer: 32 simulated nodes at rest sent 49 B/s
-/// of `MAP` in their second quiet ten minutes with looks every five minutes at most).
+/// Looks a node makes once its view is first full: at 10, 20, 40, 80 and 160 s or so. Every
+/// swap changes four nodes' links, and so their records on the map, which reach every peer:
+/// looks every 21 minutes at most, for ever, cost 1,000 simulated nodes 1,831 B/s of `MAP`
+/// each over their first twenty quiet minutes (against 356 without fast links). A neighbour
+/// lost to a failure (its place filled at random) grants one more look.
+pub const FAST_LOOKS: u32 = 5;
+/// The longest wait before a look (one granted by a lost neighbour comes after the wait the
+/// looks had reached, at most this).
 pub const FAST_LOOK_MAX: Millis = 1_280_000;
 /// A neighbour is swapped for a faster node only when the round trip gains at least this
 /// much, and a fifth of the old one: less is a measure's noise, and every swap costs the tree
@@ -386,7 +392,8 @@ pub struct Membership {
     repair_scheduled: bool,
     /// A client's repair on its timer may ask its nodes for more candidates.
     asking: bool,
-    /// Each connected peer's handshake round trip (see [`Membership::timed`]).
+    /// Each connected peer's handshake round trip (see [`Membership::timed`]): one entry per
+    /// connection, dropped with it, so bounded as connections are (the links' caps).
     rtt: HashMap<NodeId, Millis>,
     /// A node dialed to time its link, and until when the look waits for it.
     timing: Option<(NodeId, Millis)>,
@@ -396,6 +403,9 @@ pub struct Membership {
     fast_wait: Millis,
     /// The looks have started (once the view was first full).
     looking: bool,
+    /// Looks left to make (see [`FAST_LOOKS`]), and whether the next is scheduled.
+    looks_left: u32,
+    fast_armed: bool,
     /// When a faster asker last took an inbound link's place here.
     fast_taken_at: Option<Millis>,
     /// The looks' timing (apart from `rng`, so a network where nothing can gain chooses as
@@ -464,6 +474,8 @@ impl Membership {
             swapping: None,
             fast_wait: FAST_LOOK_EVERY,
             looking: false,
+            looks_left: 0,
+            fast_armed: false,
             fast_taken_at: None,
             fast_rng,
             out: VecDeque::new(),
@@ -628,8 +640,13 @@ impl Membership {
         self.forget_timing(peer);
         self.pending.retain(|&(p, _)| p != peer);
         let was_neighbor = if let Some(i) = self.active.iter().position(|r| r.id == peer) {
-            // A failed neighbour is not kept in the passive view: it may be gone for good.
+            // A failed neighbour is not kept in the passive view: it may be gone for good. Its
+            // place is filled at random, so one more look for a faster node is due.
             self.remove_active(i);
+            if self.looking {
+                self.looks_left = self.looks_left.max(1);
+                self.arm_look(now);
+            }
             true
         } else if self.clients.remove(&peer) {
             true
@@ -850,9 +867,8 @@ impl Membership {
         let full = self.active.len() >= self.config.active_capacity;
         if full && !self.looking && self.config.fast_links {
             self.looking = true;
-            let jitter = self.fast_rng.random_range(0..=self.fast_wait / 4);
-            self.timers
-                .insert(now + self.fast_wait + jitter, Timer::Fast);
+            self.looks_left = FAST_LOOKS;
+            self.arm_look(now);
         }
     }
 
@@ -1391,17 +1407,18 @@ impl Membership {
     /// dials a node of the passive view to time the link (see
     /// [`Membership::consider_faster`]); a node with room is left to repair.
     fn look_for_faster(&mut self, now: Millis) {
-        let jitter = self.fast_rng.random_range(0..=self.fast_wait / 4);
-        self.timers
-            .insert(now + self.fast_wait + jitter, Timer::Fast);
+        self.fast_armed = false;
         let busy = !self.pending.is_empty()
             || self.swapping.is_some()
             || self.timing.is_some_and(|(_, until)| until > now);
         if busy {
-            return;
+            return self.arm_look(now);
         }
-        // Whatever this look finds, the next waits twice as long: also where the view is not
-        // full, or nothing could gain, so such a node is not woken every 10 s.
+        // Whatever this look finds, it is spent, and the one after next waits twice as long:
+        // also where the view is not full (repairs fill it at random meanwhile), or nothing
+        // could gain.
+        self.looks_left = self.looks_left.saturating_sub(1);
+        self.arm_look(now);
         self.fast_wait = (self.fast_wait * 2).min(FAST_LOOK_MAX);
         let full = self.active.len() >= self.config.active_capacity;
         if !self.config.fast_links || !self.config.random_walks || !full {
@@ -1422,6 +1439,17 @@ impl Membership {
         }
         self.timing = Some((peer.id, now + self.config.neighbor_timeout));
         self.out.push_back(Out::Connect { peer, then: None });
+    }
+
+    /// Schedules the next look, if one is left (see [`FAST_LOOKS`]).
+    fn arm_look(&mut self, now: Millis) {
+        if self.looks_left == 0 || self.fast_armed {
+            return;
+        }
+        self.fast_armed = true;
+        let jitter = self.fast_rng.random_range(0..=self.fast_wait / 4);
+        self.timers
+            .insert(now + self.fast_wait + jitter, Timer::Fast);
     }
 
     /// `peer`, dialed to be timed, is linked: if its round trip beats our slowest
@@ -1602,26 +1630,7 @@ mod tests {
     /// `m` with these nodes in its active view: each joined it, but for those past the
     /// slots others may take, which it asked to be its neighbours.
     fn with_active(n: u8, peers: &[u8]) -> Membership {
-        let mut m = node(n);
-        let inbound = m.config.active_capacity - OUTBOUND_SLOTS;
-        for (i, &p) in peers.iter().enumerate() {
-            m.connected(id(p), PeerKind::Node, Some(rec(p)), false, false, None, 0);
-            if i < inbound {
-                m.message(id(p), Message::Join, 0);
-            } else {
-                m.request(rec(p), false, 0);
-                m.message(
-                    id(p),
-                    Message::Neighbor {
-                        high: true,
-                        swap: false,
-                    },
-                    0,
-                );
-            }
-        }
-        drain(&mut m);
-        m
+        linked(node(n), peers)
     }
 
     /// `with_active`, each link timed: peer `p`'s round trip is `rtt(p)`.
@@ -1630,6 +1639,10 @@ mod tests {
         for &p in peers {
             m.timed(id(p), rtt(p));
         }
+        linked(m, peers)
+    }
+
+    fn linked(mut m: Membership, peers: &[u8]) -> Membership {
         let inbound = m.config.active_capacity - OUTBOUND_SLOTS;
         for (i, &p) in peers.iter().enumerate() {
             m.connected(id(p), PeerKind::Node, Some(rec(p)), false, false, None, 0);
@@ -1738,6 +1751,50 @@ mod tests {
             let out = run_to(&mut m, k * FAST_LOOK_MAX);
             assert!(timing_dials(&out).is_empty(), "{out:?}");
         }
+    }
+
+    /// Looks stop after `FAST_LOOKS`, each wait twice the one before; a neighbour that fails
+    /// (its place filled at random) grants one more.
+    #[test]
+    fn looks_die_down_and_a_failed_neighbour_grants_one_more() {
+        let peers: Vec<u8> = (2..8).collect();
+        let mut m = timed_active(1, &peers, |p| 10 * Millis::from(p) + 10);
+        m.add_passive(rec(20));
+        let mut dials = Vec::new();
+        let mut now = 0;
+        while now < 4 * FAST_LOOK_MAX {
+            now += 1_000;
+            let out = run_to(&mut m, now);
+            dials.extend(timing_dials(&out).into_iter().map(|_| now));
+        }
+        assert_eq!(dials.len() as u32, FAST_LOOKS, "{dials:?}");
+        assert!(dials.windows(2).all(|w| w[1] - w[0] >= FAST_LOOK_EVERY));
+        m.disconnected(id(3), now);
+        drain(&mut m);
+        let mut more = 0;
+        m.connected(
+            id(30),
+            PeerKind::Node,
+            Some(rec(30)),
+            false,
+            false,
+            None,
+            now,
+        );
+        m.request(rec(30), false, now);
+        let agree = Message::Neighbor {
+            high: true,
+            swap: false,
+        };
+        m.message(id(30), agree, now);
+        m.timed(id(30), 90);
+        drain(&mut m);
+        let end = now + 4 * FAST_LOOK_MAX;
+        while now < end {
+            now += 1_000;
+            more += timing_dials(&run_to(&mut m, now)).len();
+        }
+        assert_eq!(more, 1, "one more look");
     }
 
     /// A full view takes a faster asker in place of its slowest inbound link only: never one

@@ -138,6 +138,29 @@ impl std::str::FromStr for Topology {
     }
 }
 
+/// How far apart peers are ([`Sim::latency`] gives the range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Geography {
+    /// Each pair's latency drawn on its own: a fast pair says nothing of its neighbours'.
+    Pairs,
+    /// Peers at random points of a square, a pair's latency growing with their distance (the
+    /// range's low end for one place, its high end corner to corner): nearby peers are near
+    /// each other's neighbours too, as on the internet, and the triangle inequality holds.
+    Plane,
+}
+
+impl std::str::FromStr for Geography {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pairs" => Ok(Geography::Pairs),
+            "plane" => Ok(Geography::Plane),
+            _ => Err(format!("unknown geography {s:?}: pairs or plane")),
+        }
+    }
+}
+
 pub enum NodeKind {
     Hearsay(Box<Engine>),
     Seed(SeedNode),
@@ -261,6 +284,8 @@ pub struct Sim {
     rng: SmallRng,
     /// Salts the pairs' latencies ([`Sim::pair_latency`]), drawn from the seed.
     latency_salt: u64,
+    /// How the pairs' latencies are drawn.
+    pub geography: Geography,
     pub nodes: Vec<SimNode>,
     queue: BTreeMap<(Millis, u64), Event>,
     seq: u64,
@@ -300,6 +325,7 @@ impl Sim {
         Self {
             now: EPOCH,
             latency_salt: rng.random(),
+            geography: Geography::Pairs,
             rng,
             nodes: Vec::new(),
             queue: BTreeMap::new(),
@@ -785,8 +811,25 @@ impl Sim {
     /// How far apart peers `a` and `b` are: the same whichever dials, and every time.
     fn pair_latency(&self, a: usize, b: usize) -> Millis {
         let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
-        let span = self.latency.1.max(self.latency.0) - self.latency.0 + 1;
-        self.latency.0 + splitmix(self.latency_salt ^ (lo << 32 | hi)) % span
+        let span = self.latency.1.max(self.latency.0) - self.latency.0;
+        match self.geography {
+            Geography::Pairs => {
+                self.latency.0 + splitmix(self.latency_salt ^ (lo << 32 | hi)) % (span + 1)
+            }
+            Geography::Plane => {
+                let ((ax, ay), (bx, by)) = (self.place(a), self.place(b));
+                let far = ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() / std::f64::consts::SQRT_2;
+                self.latency.0 + (span as f64 * far).round() as Millis
+            }
+        }
+    }
+
+    /// Peer `i`'s point in the unit square ([`Geography::Plane`]).
+    fn place(&self, i: usize) -> (f64, f64) {
+        let unit = |salt: u64| {
+            (splitmix(self.latency_salt ^ salt ^ i as u64) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (unit(0x7878_0000_0000_0000), unit(0x7979_0000_0000_0000))
     }
 
     fn schedule(&mut self, at: Millis, event: Event) {
@@ -1334,6 +1377,7 @@ pub struct Scenario {
     /// Whether nodes swap slow neighbours for faster ones ([`crate::membership`]'s
     /// `fast_links`); off, as a baseline.
     pub fast_links: bool,
+    pub geography: Geography,
 }
 
 impl Default for Scenario {
@@ -1352,6 +1396,7 @@ impl Default for Scenario {
             idle: 0,
             pages: 0,
             fast_links: true,
+            geography: Geography::Pairs,
         }
     }
 }
@@ -1364,6 +1409,7 @@ pub struct Figures {
     pub strategy: String,
     /// Whether nodes swapped slow neighbours for faster ones.
     pub fast_links: bool,
+    pub geography: Geography,
     pub senders: Senders,
     pub churn: f64,
     pub seed: u64,
@@ -1435,6 +1481,7 @@ impl Scenario {
     pub fn run(&self) -> Figures {
         let mut sim = Sim::new(self.seed);
         sim.latency = self.latency;
+        sim.geography = self.geography;
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed_5eed);
         let hostile = self.adversaries.map_or(0, |a| {
             ((self.nodes as f64 * a.fraction).round() as usize).min(self.nodes - 1)
@@ -1606,6 +1653,7 @@ impl Scenario {
             messages: self.messages,
             strategy: self.strategy.to_string(),
             fast_links: self.fast_links,
+            geography: self.geography,
             senders: self.senders,
             churn: self.churn,
             seed: self.seed,
