@@ -736,12 +736,16 @@ async fn the_map_draws_every_node_and_link_and_shows_details() {
         .unwrap();
     assert!(details.text().await.unwrap().contains(&nodes[4].ws_url()));
     // Its neighbours, and the page if the page happened to link to it too (records are
-    // renewed within seconds of a change, so wait for the map to catch up).
-    let links = neighbor_ids(&nodes[4].http_url()).await.len();
-    let want = format!("{links} link");
-    wait_for(&format!("the details to say {want}"), || async {
-        map_details(&page).await?.contains(&want).then_some(())
-    })
+    // renewed within seconds of a change, so wait for the map to catch up; the count is read
+    // afresh each time, as a repair may change it meanwhile).
+    wait_for(
+        "the details to say as many links as the node has",
+        || async {
+            let links = neighbor_ids(&nodes[4].http_url()).await.len();
+            let want = format!("{links} link");
+            map_details(&page).await?.contains(&want).then_some(())
+        },
+    )
     .await;
 
     // A node that leaves goes off the map, once each of its neighbours has announced its
